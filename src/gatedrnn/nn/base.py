@@ -1,0 +1,194 @@
+"""The machinery every recurrent unit shares: parameters, initialisation, weight noise,
+variable-length batches, and the loop over time.
+
+Each unit (tanh.py, gru.py, lstm.py) stores its weights as a few concatenated tensors —
+`weight_ih` (G·H, I) holding W for every gate, `weight_hh` (G·H, H) holding U, `bias` (G·H,)
+holding b — because that is the layout a fast kernel wants (one GEMM for the input projection
+over all time steps, one per step for the recurrence). The paper's symbols are slices of these
+tensors: `paper_weights()` hands them out by name, as views, so writing into `W_z` changes the
+module. The readable equations live in each unit's `cell()`; this file only runs them.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+from torch.nn.utils.rnn import PackedSequence, pad_packed_sequence, pack_padded_sequence
+
+
+class RecurrentUnit(nn.Module):
+    """Base class: a single recurrent layer run over a whole sequence.
+
+    Subclasses set `gates` (the paper's subscripts, in storage order; "" for the
+    candidate of the tanh unit / GRU) and implement `cell(wx_t, state, p)`.
+    """
+
+    gates: tuple[str, ...] = ()
+    peepholes: tuple[str, ...] = ()
+
+    def __init__(self, input_size: int, hidden_size: int, batch_first: bool = True, *,
+                 weight_noise: float = 0.0, fused: bool | None = None):
+        super().__init__()
+        if not (isinstance(input_size, int) and input_size > 0):
+            raise ValueError(f"input_size must be a positive integer, got {input_size!r}")
+        if not (isinstance(hidden_size, int) and hidden_size > 0):
+            raise ValueError(f"hidden_size must be a positive integer, got {hidden_size!r}")
+        if weight_noise < 0 or not math.isfinite(weight_noise):
+            raise ValueError(f"weight_noise must be a finite std >= 0, got {weight_noise!r}")
+        self.input_size = input_size
+        self.hidden_size = hidden_size
+        self.batch_first = batch_first
+        self.weight_noise = float(weight_noise)
+        # None = use the fused kernel when one applies; False = always the reference loop.
+        self.fused = fused
+        G, H = len(self.gates), hidden_size
+        self.weight_ih = nn.Parameter(torch.empty(G * H, input_size))
+        self.weight_hh = nn.Parameter(torch.empty(G * H, H))
+        self.bias = nn.Parameter(torch.empty(G * H))
+        if self.peepholes:
+            self.peephole = nn.Parameter(torch.empty(len(self.peepholes), H))
+        else:
+            self.register_parameter("peephole", None)
+        self.reset_parameters()
+
+    # ------------------------------------------------------------------ init
+    def reset_parameters(self) -> None:
+        """Initialisation of the authors' released code: input matrices U(-0.1, 0.1),
+        each recurrent block (one H x H matrix per gate) orthogonal, biases 0.
+        Peepholes (not specified there) start at 0."""
+        H = self.hidden_size
+        with torch.no_grad():
+            nn.init.uniform_(self.weight_ih, -0.1, 0.1)
+            for g in range(len(self.gates)):
+                nn.init.orthogonal_(self.weight_hh[g * H:(g + 1) * H])
+            self.bias.zero_()
+            if self.peephole is not None:
+                self.peephole.zero_()
+
+    # ------------------------------------------------------------ paper view
+    def _symbols(self, W: Tensor, U: Tensor, b: Tensor, v: Tensor | None) -> dict[str, Tensor]:
+        H = self.hidden_size
+        out: dict[str, Tensor] = {}
+        for g, name in enumerate(self.gates):
+            sfx = f"_{name}" if name else ""
+            out["W" + sfx] = W[g * H:(g + 1) * H]
+            out["U" + sfx] = U[g * H:(g + 1) * H]
+            if v is not None and name in self.peepholes:
+                out["v" + sfx] = v[self.peepholes.index(name)]
+            out["b" + sfx] = b[g * H:(g + 1) * H]
+        return out
+
+    def paper_weights(self) -> dict[str, Tensor]:
+        """The parameters named by the paper's symbols (W_z, U_z, b_z, ..., v_o), as views:
+        `W: (hidden, input)`, `U: (hidden, hidden)`, `v, b: (hidden,)`. They share storage with
+        the module (detached from autograd), so `unit.paper_weights()["U_r"].copy_(M)` changes
+        the unit."""
+        v = self.peephole.detach() if self.peephole is not None else None
+        return self._symbols(self.weight_ih.detach(), self.weight_hh.detach(), self.bias.detach(), v)
+
+    def extra_repr(self) -> str:
+        s = f"{self.input_size}, {self.hidden_size}, batch_first={self.batch_first}"
+        if self.weight_noise:
+            s += f", weight_noise={self.weight_noise}"
+        return s
+
+    # ------------------------------------------------------------- contract
+    def init_state(self, batch: int, like: Tensor):
+        return like.new_zeros(batch, self.hidden_size)
+
+    def cell(self, wx_t: Tensor, state, p: dict[str, Tensor]):
+        """One time step. `wx_t` holds W_g x_t + b_g for every gate g (shape (B, G·H)),
+        computed for all steps at once; `p` holds the paper's symbols. Returns the new state."""
+        raise NotImplementedError
+
+    @staticmethod
+    def state_h(state) -> Tensor:
+        return state
+
+    # ----------------------------------------------------------- weight noise
+    def noisy_weights(self) -> tuple[Tensor, Tensor]:
+        """W and U for this forward pass. In training with weight_noise > 0, additive Gaussian
+        noise (Graves 2011; std 0.075 in the paper) is drawn afresh for the input and recurrent
+        matrices — not the biases or peepholes, as in the released code. The gradient flows to the
+        clean weights (d(W+eps)/dW = I)."""
+        W, U = self.weight_ih, self.weight_hh
+        if self.training and self.weight_noise > 0:
+            W = W + self.weight_noise * torch.randn_like(W)
+            U = U + self.weight_noise * torch.randn_like(U)
+        return W, U
+
+    # ---------------------------------------------------------------- forward
+    def forward(self, x, state=None, lengths: Tensor | None = None):
+        """Run the unit over a batch of sequences.
+
+        x: (B, T, I) if batch_first else (T, B, I), or a PackedSequence.
+        state: initial state, h (B, H) — or (h, c) for the LSTM; zeros if None.
+        lengths: (B,) valid lengths for a padded batch. Steps t >= lengths[b] leave the state of
+            sequence b untouched and output zeros there, so padding never leaks into the state.
+        Returns (output, state): output holds every h_t, shaped like x (or a PackedSequence);
+        state is the state after each sequence's last valid step.
+        """
+        packed = isinstance(x, PackedSequence)
+        if packed:
+            x, lengths = pad_packed_sequence(x, batch_first=False)
+            xt = x
+        else:
+            if x.dim() != 3:
+                raise ValueError(f"expected a 3-d input (batch, time, features), got shape {tuple(x.shape)}")
+            xt = x.transpose(0, 1) if self.batch_first else x
+        T, B, I = xt.shape
+        if I != self.input_size:
+            raise ValueError(f"input has {I} features, the unit expects input_size={self.input_size}")
+        if state is None:
+            state = self.init_state(B, xt)
+        mask = None
+        if lengths is not None:
+            lengths = torch.as_tensor(lengths, dtype=torch.long).cpu()
+            if lengths.shape != (B,):
+                raise ValueError(f"lengths must have shape ({B},), got {tuple(lengths.shape)}")
+            if int(lengths.max()) > T or int(lengths.min()) < 0:
+                raise ValueError(f"lengths must lie in [0, {T}], got {lengths.tolist()}")
+            if int(lengths.min()) < T:
+                mask = (torch.arange(T).unsqueeze(1) < lengths.unsqueeze(0)).to(xt.device)  # (T, B)
+
+        W, U = self.noisy_weights()
+        out, state = self._run(xt, state, mask, W, U)
+
+        if packed:
+            return pack_padded_sequence(out, lengths, enforce_sorted=False), state
+        return (out.transpose(0, 1) if self.batch_first else out), state
+
+    def _run(self, xt: Tensor, state, mask: Tensor | None, W: Tensor, U: Tensor):
+        """Dispatch to a fused kernel when one applies, else the reference loop."""
+        if self.fused is not False:
+            from gatedrnn import kernels
+            fn = kernels.lookup(self)
+            if fn is not None:
+                return fn(self, xt, state, mask, W, U)
+        return self.reference(xt, state, mask, W, U)
+
+    def reference(self, xt: Tensor, state, mask: Tensor | None, W: Tensor, U: Tensor):
+        """The readable path: the input projection W x_t + b is done once for all steps (one
+        GEMM), then `cell()` runs the paper's equations step by step."""
+        T, B, _ = xt.shape
+        p = self._symbols(W, U, self.bias, self.peephole)
+        wx = torch.addmm(self.bias, xt.reshape(T * B, -1), W.t()).view(T, B, -1)
+        outs = []
+        for t in range(T):
+            new = self.cell(wx[t], state, p)
+            if mask is not None:
+                m = mask[t].unsqueeze(1)
+                new = _where_state(m, new, state)
+            state = new
+            outs.append(self.state_h(state))
+        out = torch.stack(outs) if outs else xt.new_zeros(0, B, self.hidden_size)
+        if mask is not None:
+            out = out * mask.unsqueeze(2).to(out.dtype)
+        return out, state
+
+
+def _where_state(m: Tensor, new, old):
+    if isinstance(new, tuple):
+        return tuple(torch.where(m, a, b) for a, b in zip(new, old))
+    return torch.where(m, new, old)
