@@ -1,0 +1,366 @@
+"""ONE training loop for every (unit, head, dataset): the paper's protocol, in plain sight.
+
+    RMSProp (plain, or the authors' momentum variant)
+    + additive Gaussian weight noise (std 0.075, resampled every forward pass, training only)
+    + gradient norm rescaled to 1 when above 1
+    + early stopping on validation NLL, keeping the best-validation model
+    + a checkpoint every epoch, so a killed run resumes where it stopped, bit for bit.
+
+A run directory holds: config.json (the resolved config), metrics.jsonl (one line per epoch:
+updates, epoch, seconds, train/valid NLL), checkpoint.pt (resume state), best.pt (best model) and,
+at the end, result.json (train/valid/test NLL of the best model, status, versions, data checksums).
+A run that diverges (NaN/inf loss) is recorded with status "diverged"; it does not raise.
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+from typing import Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from .data import load_dataset
+from .data.batching import iterate_batches
+from .model import SequenceModel
+from .nn.counting import BUDGET, TABLE1, TABLE1_INPUT, count_parameters, match_hidden_size
+from .utils import atomic_torch_save, atomic_write_text, environment, resolve_device, write_json
+
+CHECKPOINT_VERSION = 1
+
+
+class TrainConfig(BaseModel):
+    """Everything that defines a run. Defaults follow the paper where it speaks; where it is silent
+    the choice is ours and documented in the README ("Training protocol")."""
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    # what
+    dataset: str = "jsb"
+    unit: Literal["tanh", "gru", "lstm"] = "gru"
+    hidden_size: int | None = Field(None, gt=0, description="default: Table 1's size for the task")
+    budget: int | None = Field(None, gt=0, description="match hidden size to this many recurrent parameters")
+    peepholes: bool = True             # LSTM: diagonal peepholes (the paper's form)
+    reset_after: bool = False          # GRU: Cho et al. r ⊙ (U h) instead of the paper's U (r ⊙ h)
+    forget_bias: float = 0.0           # LSTM: initial b_f
+    # how
+    optimizer: Literal["rmsprop", "rmsprop-momentum"] = "rmsprop"
+    lr: float = Field(1e-3, gt=0, lt=1)
+    rms_decay: float = Field(0.95, gt=0, lt=1)     # squared-gradient moving average (released code: 0.95)
+    momentum: float = Field(0.9, ge=0, lt=1)       # rmsprop-momentum only
+    rms_floor: float = Field(0.01, gt=0)           # rmsprop-momentum only: rms floored at this
+    lr_final: float = Field(1.0, gt=0, le=1)       # linear decay to lr*lr_final by epoch lr_decay_epochs
+    lr_decay_epochs: int = Field(500, gt=0)
+    weight_noise: float = Field(0.075, ge=0)
+    clip_norm: float = Field(1.0, gt=0)
+    batch_size: int = Field(16, gt=0)
+    eval_batch_size: int = Field(64, gt=0)
+    epochs: int = Field(500, ge=0)
+    patience: int = Field(20, gt=0)
+    seed: int = Field(0, ge=0)
+    # data
+    data_dir: str | None = None
+    data_format: Literal["auto", "mat", "pickle"] = "auto"
+    width: Literal["88", "paper"] = "88"
+    limit_sequences: int | None = Field(None, gt=0, description="use only the first N sequences of each split")
+    crop_length: int | None = Field(None, gt=1, description="crop every sequence to at most N steps")
+    device: str = "auto"
+
+    @field_validator("dataset")
+    @classmethod
+    def _known_dataset(cls, v: str) -> str:
+        from .data import canonical_name
+        return canonical_name(v)
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, v: str) -> str:
+        if v != "auto":
+            try:
+                torch.device(v)
+            except RuntimeError as e:
+                raise ValueError(f"not a torch device: {v!r}") from e
+        return v
+
+    @model_validator(mode="after")
+    def _one_size(self):
+        if self.hidden_size is not None and self.budget is not None:
+            raise ValueError("give hidden_size or budget, not both")
+        return self
+
+
+# ---------------------------------------------------------------------------- optimiser
+class RMSPropMomentum(torch.optim.Optimizer):
+    """The authors' released variant: v = ρ v + (1−ρ) g²;  Δ = μ Δ − lr g / max(√v, floor);
+    the whole update Δ rescaled to norm ≤ max_update_norm;  θ += Δ."""
+
+    def __init__(self, params, lr, rho=0.95, momentum=0.9, floor=0.01, max_update_norm=1.0):
+        super().__init__(params, dict(lr=lr, rho=rho, momentum=momentum, floor=floor,
+                                      max_update_norm=max_update_norm))
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        for group in self.param_groups:
+            updates = []
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                st = self.state[p]
+                if not st:
+                    st["v"] = torch.zeros_like(p)
+                    st["delta"] = torch.zeros_like(p)
+                v, d = st["v"], st["delta"]
+                v.mul_(group["rho"]).addcmul_(p.grad, p.grad, value=1 - group["rho"])
+                d.mul_(group["momentum"]).addcdiv_(p.grad, v.sqrt().clamp_min_(group["floor"]),
+                                                   value=-group["lr"])
+                updates.append((p, d))
+            norm = torch.sqrt(sum((d * d).sum() for _, d in updates)) if updates else 0.0
+            scale = min(1.0, group["max_update_norm"] / (float(norm) + 1e-12))
+            for p, d in updates:
+                if scale < 1.0:
+                    d.mul_(scale)
+                p.add_(d)
+
+
+def make_optimizer(cfg: TrainConfig, params):
+    if cfg.optimizer == "rmsprop":
+        return torch.optim.RMSprop(params, lr=cfg.lr, alpha=cfg.rms_decay, eps=1e-6)
+    return RMSPropMomentum(params, lr=cfg.lr, rho=cfg.rms_decay, momentum=cfg.momentum,
+                           floor=cfg.rms_floor)
+
+
+def lr_at(cfg: TrainConfig, epoch: int) -> float:
+    """Linear decay from lr to lr*lr_final over lr_decay_epochs (released code: to 1% by 500)."""
+    frac = min(epoch / cfg.lr_decay_epochs, 1.0)
+    return cfg.lr * (1 - frac * (1 - cfg.lr_final))
+
+
+# ---------------------------------------------------------------------------- pieces
+def resolve_hidden_size(cfg: TrainConfig, kind: str, input_size: int) -> int:
+    if cfg.hidden_size is not None:
+        return cfg.hidden_size
+    if cfg.budget is not None:
+        return match_hidden_size(cfg.unit, input_size, cfg.budget, peepholes=cfg.peepholes)
+    # Table 1: the paper's sizes (matched with its nominal input size, see nn/counting.py)
+    return match_hidden_size(cfg.unit, TABLE1_INPUT[kind], BUDGET[kind])
+
+
+def prepare_data(cfg: TrainConfig):
+    ds = load_dataset(cfg.dataset, cfg.data_dir, fmt=cfg.data_format, width=cfg.width)
+    if cfg.limit_sequences or cfg.crop_length:
+        for split, pairs in ds.splits.items():
+            pairs = pairs[: cfg.limit_sequences] if cfg.limit_sequences else pairs
+            if cfg.crop_length:
+                pairs = [(x[: cfg.crop_length], y[: cfg.crop_length]) for x, y in pairs]
+            ds.splits[split] = pairs
+    return ds
+
+
+def model_spec(cfg: TrainConfig, ds) -> dict:
+    """Everything needed to rebuild the model without the data (saved as model.json)."""
+    unit_kw = {}
+    if cfg.unit == "lstm":
+        unit_kw = dict(peepholes=cfg.peepholes, forget_bias=cfg.forget_bias)
+    elif cfg.unit == "gru":
+        unit_kw = dict(reset_after=cfg.reset_after)
+    return {"unit": cfg.unit, "input_size": ds.input_size,
+            "hidden_size": resolve_hidden_size(cfg, ds.kind, ds.input_size),
+            "output_size": ds.target_size, "head": "bernoulli" if ds.kind == "music" else "mdn",
+            "unit_kwargs": unit_kw, "kind": ds.kind, "dataset": ds.name, "meta": ds.meta}
+
+
+def build_model(spec: dict, weight_noise: float = 0.0) -> SequenceModel:
+    return SequenceModel(spec["unit"], spec["input_size"], spec["hidden_size"], spec["output_size"],
+                         head=spec["head"], weight_noise=weight_noise, **spec["unit_kwargs"])
+
+
+@torch.no_grad()
+def evaluate(model: SequenceModel, pairs, batch_size: int, device) -> dict:
+    """NLL of a split with the model in eval mode (no weight noise).
+    nll: nats per step (per frame for music), summed over the outputs of a step, averaged over
+    every step of the split; nll_seq: nats per sequence (total / number of sequences)."""
+    was_training = model.training
+    model.eval()
+    total, steps = 0.0, 0
+    for b in iterate_batches(pairs, batch_size, shuffle=False):
+        b = b.to(device)
+        total += float(model.nll(b.inputs, b.targets, b.mask, b.lengths).sum(dtype=torch.float64))
+        steps += int(b.lengths.sum())
+    model.train(was_training)
+    nll = total / max(steps, 1)
+    return {"nll": nll, "nll_seq": total / max(len(pairs), 1), "steps": steps, "sequences": len(pairs)}
+
+
+def _finite(x: float) -> bool:
+    return math.isfinite(x)
+
+
+# ---------------------------------------------------------------------------- the loop
+def train(cfg: TrainConfig, out_dir: str | Path, *, progress: bool = False, resume: bool = True,
+          log=print) -> dict:
+    """Train one model; returns the result dict (also written to out_dir/result.json)."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    ckpt_path, best_path = out / "checkpoint.pt", out / "best.pt"
+    result_path = out / "result.json"
+    cfg_json = cfg.model_dump()
+
+    if resume and result_path.exists():
+        prev = json.loads(result_path.read_text())
+        if prev.get("config") == cfg_json:
+            return prev  # finished before: never repeat a finished run
+    saved_cfg = out / "config.json"
+    if resume and saved_cfg.exists() and json.loads(saved_cfg.read_text()) != cfg_json:
+        raise ValueError(f"{out} holds a run with a different config; use a new output directory "
+                         f"(or --no-resume to overwrite)")
+    write_json(saved_cfg, cfg_json)
+
+    device = resolve_device(cfg.device)
+    ds = prepare_data(cfg)
+    torch.manual_seed(cfg.seed)
+    spec = model_spec(cfg, ds)
+    write_json(out / "model.json", spec)
+    model = build_model(spec, cfg.weight_noise).to(device)
+    opt = make_optimizer(cfg, model.parameters())
+    n_rec = count_parameters(cfg.unit, ds.input_size, model.rnn.hidden_size, peepholes=cfg.peepholes)
+    train_pairs, valid_pairs = ds.splits["train"], ds.splits["valid"]
+
+    state = {"epoch": 0, "updates": 0, "seconds": 0.0, "best_valid": math.inf, "best_epoch": 0,
+             "bad_epochs": 0, "history": [], "status": "running"}
+    if resume and ckpt_path.exists():
+        ck = torch.load(ckpt_path, map_location=device, weights_only=False)
+        if ck.get("version") != CHECKPOINT_VERSION or ck.get("config") != cfg_json:
+            raise ValueError(f"{ckpt_path} does not belong to this config; use a new output directory")
+        model.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["optimizer"])
+        torch.set_rng_state(ck["rng"])
+        state = ck["state"]
+        log(f"resuming {out} at epoch {state['epoch']}")
+    else:
+        # Epoch 0: the untrained model, so every learning curve starts at the same place.
+        t0 = time.perf_counter()
+        tr, va = evaluate(model, train_pairs, cfg.eval_batch_size, device), \
+            evaluate(model, valid_pairs, cfg.eval_batch_size, device)
+        state["history"].append({"epoch": 0, "updates": 0, "seconds": 0.0,
+                                 "eval_seconds": time.perf_counter() - t0,
+                                 "train_nll": tr["nll"], "valid_nll": va["nll"], "lr": cfg.lr})
+        state["best_valid"] = va["nll"] if _finite(va["nll"]) else math.inf
+        atomic_torch_save(model.state_dict(), best_path)
+        _save_checkpoint(ckpt_path, cfg_json, model, opt, state)
+    _write_metrics(out, state["history"])
+
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+        bar = tqdm(total=cfg.epochs, initial=state["epoch"], unit="epoch", dynamic_ncols=True,
+                   desc=f"{cfg.dataset}/{cfg.unit}-{model.rnn.hidden_size}")
+        bar.set_postfix(valid=f"{state['best_valid']:.3f}")
+
+    model.train()
+    while state["status"] == "running" and state["epoch"] < cfg.epochs:
+        epoch = state["epoch"] + 1
+        for g in opt.param_groups:
+            g["lr"] = lr_at(cfg, epoch - 1)
+        t0 = time.perf_counter()
+        running, frames = 0.0, 0
+        for b in iterate_batches(train_pairs, cfg.batch_size, shuffle=True, seed=cfg.seed, epoch=epoch):
+            b = b.to(device)
+            nll = model.nll(b.inputs, b.targets, b.mask, b.lengths)
+            n = int(b.lengths.sum())
+            loss = nll.sum() / n                              # mean NLL per step of this batch
+            if not torch.isfinite(loss):
+                state["status"] = "diverged"
+                break
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_norm)  # rescale to ≤ 1
+            if not torch.isfinite(gnorm):
+                state["status"] = "diverged"
+                break
+            opt.step()
+            state["updates"] += 1
+            running += float(loss) * n
+            frames += n
+        train_seconds = time.perf_counter() - t0
+        state["seconds"] += train_seconds
+        state["epoch"] = epoch
+        if state["status"] == "diverged":
+            log(f"run diverged (non-finite loss) in epoch {epoch}; keeping the best model so far")
+            state["history"].append({"epoch": epoch, "updates": state["updates"],
+                                     "seconds": state["seconds"], "diverged": True})
+            break
+
+        t1 = time.perf_counter()
+        tr = evaluate(model, train_pairs, cfg.eval_batch_size, device)
+        va = evaluate(model, valid_pairs, cfg.eval_batch_size, device)
+        row = {"epoch": epoch, "updates": state["updates"], "seconds": state["seconds"],
+               "eval_seconds": time.perf_counter() - t1, "train_nll": tr["nll"],
+               "train_nll_running": running / max(frames, 1), "valid_nll": va["nll"],
+               "lr": opt.param_groups[0]["lr"]}
+        state["history"].append(row)
+        if not (_finite(tr["nll"]) and _finite(va["nll"])):
+            state["status"] = "diverged"
+            log(f"run diverged (non-finite NLL) after epoch {epoch}; keeping the best model so far")
+        elif va["nll"] < state["best_valid"]:
+            state["best_valid"], state["best_epoch"], state["bad_epochs"] = va["nll"], epoch, 0
+            atomic_torch_save(model.state_dict(), best_path)
+        else:
+            state["bad_epochs"] += 1
+            if state["bad_epochs"] >= cfg.patience:
+                state["status"] = "early_stopped"
+        _save_checkpoint(ckpt_path, cfg_json, model, opt, state)
+        _write_metrics(out, state["history"])
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(train=f"{tr['nll']:.3f}", valid=f"{va['nll']:.3f}",
+                            best=f"{state['best_valid']:.3f}@{state['best_epoch']}")
+    if bar is not None:
+        bar.close()
+
+    if state["status"] == "running":
+        state["status"] = "completed"
+    _save_checkpoint(ckpt_path, cfg_json, model, opt, state)
+    _write_metrics(out, state["history"])
+
+    # Report the best-validation model on every split.
+    model.load_state_dict(torch.load(best_path, map_location=device, weights_only=True))
+    final = {s: evaluate(model, ds.splits[s], cfg.eval_batch_size, device) for s in ("train", "valid", "test")}
+    result = {
+        "status": state["status"], "config": cfg_json, "dataset": ds.name, "kind": ds.kind,
+        "unit": cfg.unit, "hidden_size": model.rnn.hidden_size, "input_size": ds.input_size,
+        "recurrent_parameters": n_rec,
+        "total_parameters": sum(p.numel() for p in model.parameters()),
+        "epochs": state["epoch"], "best_epoch": state["best_epoch"], "updates": state["updates"],
+        "train_seconds": state["seconds"],
+        "train_nll": final["train"]["nll"], "valid_nll": final["valid"]["nll"], "test_nll": final["test"]["nll"],
+        "train_nll_seq": final["train"]["nll_seq"], "valid_nll_seq": final["valid"]["nll_seq"],
+        "test_nll_seq": final["test"]["nll_seq"], "splits": final,
+        "unit_of_nll": "nats per step (music: per frame, summed over the 88 notes)",
+        "data_files": ds.files, "data_meta": ds.meta, "environment": environment(), "device": str(device),
+    }
+    write_json(result_path, result)
+    return result
+
+
+def _save_checkpoint(path: Path, cfg_json: dict, model, opt, state: dict) -> None:
+    atomic_torch_save({"version": CHECKPOINT_VERSION, "config": cfg_json, "model": model.state_dict(),
+                       "optimizer": opt.state_dict(), "rng": torch.get_rng_state(), "state": state}, path)
+
+
+def _write_metrics(out: Path, history: list[dict]) -> None:
+    # Rewritten whole (atomically) from the checkpointed history: never a torn or duplicated line.
+    atomic_write_text(out / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in history))
+
+
+def load_run(run_dir: str | Path, device="cpu") -> tuple[TrainConfig, dict, SequenceModel]:
+    """(config, model spec, best-validation model in eval mode) of a run directory."""
+    run = Path(run_dir)
+    for name in ("config.json", "model.json", "best.pt"):
+        if not (run / name).exists():
+            raise FileNotFoundError(f"{run} is not a (started) run directory: {name} is missing")
+    cfg = TrainConfig(**json.loads((run / "config.json").read_text()))
+    spec = json.loads((run / "model.json").read_text())
+    model = build_model(spec).to(device)
+    model.load_state_dict(torch.load(run / "best.pt", map_location=device, weights_only=True))
+    return cfg, spec, model.eval()
