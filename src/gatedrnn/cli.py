@@ -64,7 +64,7 @@ def add_train_command(sub) -> None:
     size = p.add_mutually_exclusive_group()
     size.add_argument("--hidden-size", type=_positive_int, help="default: Table 1's size (music 36/46/100)")
     size.add_argument("--budget", type=_positive_int, help="match the hidden size to this many recurrent parameters")
-    p.add_argument("--lr", type=_float, help="learning rate (default 1e-3)")
+    p.add_argument("--lr", type=_float, help="learning rate (default 3e-3)")
     p.add_argument("--epochs", type=_nonneg_int, help="maximum epochs (default 500)")
     p.add_argument("--patience", type=_positive_int, help="early-stopping patience in epochs (default 20)")
     p.add_argument("--seed", type=_nonneg_int, help="default 0")

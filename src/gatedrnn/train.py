@@ -46,7 +46,7 @@ class TrainConfig(BaseModel):
     forget_bias: float = 0.0           # LSTM: initial b_f
     # how
     optimizer: Literal["rmsprop", "rmsprop-momentum"] = "rmsprop"
-    lr: float = Field(1e-3, gt=0, lt=1)
+    lr: float = Field(3e-3, gt=0, lt=1)
     rms_decay: float = Field(0.95, gt=0, lt=1)     # squared-gradient moving average (released code: 0.95)
     momentum: float = Field(0.9, ge=0, lt=1)       # rmsprop-momentum only
     rms_floor: float = Field(0.01, gt=0)           # rmsprop-momentum only: rms floored at this
@@ -70,8 +70,11 @@ class TrainConfig(BaseModel):
     @field_validator("dataset")
     @classmethod
     def _known_dataset(cls, v: str) -> str:
-        from .data import canonical_name
-        return canonical_name(v)
+        from .data import DataError, canonical_name
+        try:
+            return canonical_name(v)
+        except DataError as e:  # pydantic reports ValueErrors as field errors
+            raise ValueError(str(e)) from None
 
     @field_validator("device")
     @classmethod
@@ -280,7 +283,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, *, progress: bool = False, resu
                 break
             opt.step()
             state["updates"] += 1
-            running += float(loss) * n
+            running += loss.item() * n
             frames += n
         train_seconds = time.perf_counter() - t0
         state["seconds"] += train_seconds

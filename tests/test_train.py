@@ -1,0 +1,246 @@
+"""The training protocol: hand-computed NLL, the optimisers, early stopping, divergence, resume after a
+real SIGKILL, and a short JSB training whose validation NLL falls."""
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from pydantic import ValidationError
+
+from gatedrnn.heads import BernoulliHead
+from gatedrnn.model import SequenceModel
+from gatedrnn.train import RMSPropMomentum, TrainConfig, evaluate, train
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = os.environ.get("GATEDRNN_DATA_DIR") or str(REPO.parent / "shared" / "data")
+
+
+def toy_dataset(seed=0, n=(6, 3, 3), W=4, nan=False):
+    rng = np.random.default_rng(seed)
+    splits = {}
+    for split, k in zip(("train", "valid", "test"), n):
+        pairs = []
+        for _ in range(k):
+            roll = (rng.random((int(rng.integers(3, 9)), W)) < 0.3).astype(np.uint8)
+            x = np.vstack([np.zeros((1, W), np.uint8), roll[:-1]])
+            pairs.append((x.astype(np.float32), roll.astype(np.float32)))
+        splits[split] = pairs
+    if nan:
+        splits["train"][0][0][1, 0] = np.nan
+    return SimpleNamespace(name="toy", kind="music", input_size=W, target_size=W, splits=splits,
+                           files={}, meta={"lowest_pitch": 60})
+
+
+# ------------------------------------------------------------------------------ the metric
+def test_bernoulli_nll_by_hand():
+    head = BernoulliHead(2, 3)
+    logits = torch.tensor([[[0.0, 2.0, -1.0]]])
+    y = torch.tensor([[[1.0, 0.0, 1.0]]])
+    # −[log σ(0) + log(1 − σ(2)) + log σ(−1)]
+    by_hand = -(math.log(0.5) + math.log(1 - 1 / (1 + math.exp(-2))) + math.log(1 / (1 + math.exp(1))))
+    assert abs(head.nll(logits, y).item() - by_hand) < 1e-6
+
+
+def test_evaluate_nats_per_frame_and_per_sequence_by_hand():
+    ds = toy_dataset()
+    model = SequenceModel("gru", 4, 3, 4)
+    b = torch.tensor([0.3, -1.2, 2.0, 0.0])
+    with torch.no_grad():                        # output independent of the input: p_k = σ(b_k)
+        model.head.linear.weight.zero_()
+        model.head.linear.bias.copy_(b)
+    p = torch.sigmoid(b).double().numpy()
+    total, frames = 0.0, 0
+    for _, y in ds.splits["valid"]:
+        total += -(y * np.log(p) + (1 - y) * np.log(1 - p)).sum()
+        frames += len(y)
+    r = evaluate(model, ds.splits["valid"], batch_size=2, device="cpu")
+    assert r["steps"] == frames and r["sequences"] == 3
+    assert abs(r["nll"] - total / frames) < 1e-5
+    assert abs(r["nll_seq"] - total / 3) < 1e-4
+
+
+# ------------------------------------------------------------------------------ optimisers
+def test_rmsprop_momentum_by_hand():
+    p = torch.nn.Parameter(torch.tensor([1.0, -2.0]))
+    opt = RMSPropMomentum([p], lr=0.1, rho=0.9, momentum=0.5, floor=0.01, max_update_norm=10.0)
+    v = np.zeros(2); d = np.zeros(2); x = np.array([1.0, -2.0])
+    for g in ([0.5, 0.001], [-0.2, 0.002]):
+        p.grad = torch.tensor(g)
+        opt.step()
+        g = np.array(g)
+        v = 0.9 * v + 0.1 * g * g
+        d = 0.5 * d - 0.1 * g / np.maximum(np.sqrt(v), 0.01)
+        x = x + d
+    np.testing.assert_allclose(p.detach().numpy(), x, rtol=1e-6)
+
+
+def test_rmsprop_momentum_update_norm_clipped():
+    p = torch.nn.Parameter(torch.zeros(4))
+    opt = RMSPropMomentum([p], lr=10.0, max_update_norm=1.0)
+    p.grad = torch.ones(4)
+    opt.step()
+    assert abs(p.detach().norm().item() - 1.0) < 1e-5
+
+
+# ----------------------------------------------------------------------------- the config
+def test_invalid_config_values_name_the_field():
+    for bad, field in [({"lr": -1}, "lr"), ({"unit": "rnn"}, "unit"), ({"batch_size": 0}, "batch_size"),
+                       ({"dataset": "mnist"}, "dataset"), ({"bogus": 1}, "bogus"),
+                       ({"hidden_size": 10, "budget": 1000}, "budget")]:
+        with pytest.raises(ValidationError) as e:
+            TrainConfig(**bad)
+        assert field in str(e.value)
+
+
+# ------------------------------------------------------------------ loop on a toy dataset
+def _toy_train(tmp_path, monkeypatch, nan=False, **kw):
+    monkeypatch.setattr("gatedrnn.train.prepare_data", lambda cfg: toy_dataset(nan=nan))
+    cfg = TrainConfig(dataset="jsb", unit="lstm", hidden_size=5, batch_size=2, **kw)
+    return train(cfg, tmp_path / "run", log=lambda m: None)
+
+
+def test_divergence_is_recorded_not_raised(tmp_path, monkeypatch):
+    res = _toy_train(tmp_path, monkeypatch, nan=True, epochs=3)
+    assert res["status"] == "diverged"
+    assert json.loads((tmp_path / "run" / "result.json").read_text())["status"] == "diverged"
+    assert (tmp_path / "run" / "best.pt").exists()       # the (untrained) best model is still there
+
+
+def test_early_stopping_keeps_the_best_model(tmp_path, monkeypatch):
+    res = _toy_train(tmp_path, monkeypatch, epochs=60, patience=2, lr=0.05)
+    hist = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    valid = [h["valid_nll"] for h in hist]
+    assert res["status"] == "early_stopped"
+    assert res["best_epoch"] == int(np.argmin(valid))
+    assert res["epochs"] == res["best_epoch"] + 2
+    assert abs(res["valid_nll"] - min(valid)) < 1e-6     # the reported model is the best-validation one
+
+
+def test_finished_run_is_not_repeated_and_config_mismatch_is_refused(tmp_path, monkeypatch):
+    res = _toy_train(tmp_path, monkeypatch, epochs=2)
+    mtime = (tmp_path / "run" / "result.json").stat().st_mtime_ns
+    assert _toy_train(tmp_path, monkeypatch, epochs=2) == res
+    assert (tmp_path / "run" / "result.json").stat().st_mtime_ns == mtime
+    with pytest.raises(ValueError, match="different config"):
+        _toy_train(tmp_path, monkeypatch, epochs=3)
+
+
+# ------------------------------------------------------------------------ real data (JSB)
+SMALL = ["train", "--dataset", "jsb", "--unit", "gru", "--hidden-size", "16", "--limit-sequences", "40",
+         "--crop-length", "48", "--batch-size", "4", "--lr", "0.003", "--data-dir", DATA, "--no-progress"]
+
+
+def _cli(args, **kw):
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    return subprocess.Popen([sys.executable, "-m", "gatedrnn.cli", *args], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+
+
+def _history(run):
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.slow
+def test_resume_after_sigkill_equals_uninterrupted_run(tmp_path):
+    epochs = ["--epochs", "6"]
+    a = _cli([*SMALL, *epochs, "--out", str(tmp_path / "a")])
+    out, err = a.communicate(timeout=300)
+    assert a.returncode == 0, err
+    # Same run, killed (SIGKILL: no chance to clean up) once two epochs are checkpointed.
+    b_dir = tmp_path / "b"
+    b = _cli([*SMALL, *epochs, "--out", str(b_dir)])
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        if (b_dir / "metrics.jsonl").exists() and len(_history(b_dir)) >= 3 and b.poll() is None:
+            break
+        time.sleep(0.05)
+    assert b.poll() is None, "run finished before it could be killed"
+    os.kill(b.pid, signal.SIGKILL)
+    b.wait()
+    killed_at = len(_history(b_dir)) - 1
+    assert 2 <= killed_at < 6
+    c = _cli([*SMALL, *epochs, "--out", str(b_dir)])
+    out_c, err_c = c.communicate(timeout=300)
+    assert c.returncode == 0, err_c
+    assert "resuming" in err_c
+    ra, rb = (json.loads((d / "result.json").read_text()) for d in (tmp_path / "a", b_dir))
+    for k in ("train_nll", "valid_nll", "test_nll", "best_epoch", "updates", "epochs"):
+        assert ra[k] == rb[k], k
+    strip = lambda h: [{k: v for k, v in r.items() if "seconds" not in k} for r in h]
+    assert strip(_history(tmp_path / "a")) == strip(_history(b_dir))
+
+
+@pytest.mark.slow
+def test_short_jsb_training_lowers_validation_nll(tmp_path):
+    from gatedrnn.cli import main
+    assert main([*SMALL, "--epochs", "4", "--out", str(tmp_path / "r")]) == 0
+    h = _history(tmp_path / "r")
+    assert h[-1]["valid_nll"] < h[0]["valid_nll"] - 5        # from ~61 (σ(0) per note) downwards
+    assert all(math.isfinite(r["valid_nll"]) for r in h)
+    res = json.loads((tmp_path / "r" / "result.json").read_text())
+    assert set(res["data_files"]) and all(len(v) == 64 for v in res["data_files"].values())
+    assert res["environment"]["torch"].startswith("2.13")
+
+
+@pytest.mark.slow
+def test_evaluate_and_sample_a_playable_midi(tmp_path, capsys):
+    import pretty_midi
+
+    from gatedrnn.cli import main
+    from gatedrnn.sample import roll_to_midi
+    assert main([*SMALL, "--epochs", "1", "--out", str(tmp_path / "r")]) == 0
+    assert main(["evaluate", str(tmp_path / "r"), "--split", "test", "--data-dir", DATA]) == 0
+    assert "nats/frame" in capsys.readouterr().out
+    mid = tmp_path / "piece.mid"
+    assert main(["sample", str(tmp_path / "r"), "--out", str(mid), "--steps", "64", "--seed", "3"]) == 0
+    pm = pretty_midi.PrettyMIDI(str(mid))
+    assert pm.get_end_time() > 0 and len(pm.instruments[0].notes) > 0
+    assert all(21 <= n.pitch <= 108 for n in pm.instruments[0].notes)
+    # the same seed draws the same piece
+    mid2 = tmp_path / "again.mid"
+    main(["sample", str(tmp_path / "r"), "--out", str(mid2), "--steps", "64", "--seed", "3"])
+    assert mid.read_bytes() == mid2.read_bytes()
+
+
+def test_roll_to_midi_round_trip(tmp_path):
+    import pretty_midi
+
+    from gatedrnn.sample import roll_to_midi
+    roll = np.zeros((6, 88), np.uint8)
+    roll[0:3, 39] = 1          # middle C (60) held three frames = one note
+    roll[4, 39] = 1            # struck again
+    roll[2:6, 43] = 1
+    n = roll_to_midi(roll, tmp_path / "x.mid", frame_seconds=0.5)
+    notes = sorted((x.pitch, round(x.start, 3), round(x.end, 3))
+                   for x in pretty_midi.PrettyMIDI(str(tmp_path / "x.mid")).instruments[0].notes)
+    assert n == 3
+    assert notes == [(60, 0.0, 1.5), (60, 2.0, 2.5), (64, 1.0, 3.0)]
+
+
+def test_cli_invalid_arguments_give_a_message_not_a_traceback():
+    for args, needle in [(["train", "--lr", "abc"], "expected a number"),
+                         (["train", "--dataset", "mnist", "--epochs", "0"], "dataset"),
+                         (["train", "--lr", "-3", "--epochs", "0"], "lr"),
+                         (["train", "--hidden-size", "0"], "positive integer"),
+                         (["evaluate", "/nonexistent/run"], "not a (started) run directory")]:
+        p = _cli(args)
+        out, err = p.communicate(timeout=120)
+        assert p.returncode == 2, (args, err)
+        assert needle in err and "Traceback" not in err, (args, err)
+
+
+def test_table1_command(capsys):
+    from gatedrnn.cli import main
+    assert main(["table1"]) == 0
+    out = capsys.readouterr().out
+    for s in ("19,836", "20,286", "20,100", "169,065", "168,888", "168,400"):
+        assert s in out
+    assert "NO" not in out
