@@ -1,0 +1,193 @@
+"""`gatedrnn data ...`: verify, summarise and download the data files.
+
+    gatedrnn data verify   [--data-dir D] [--mirror URL] [--json]
+    gatedrnn data stats    [DATASET ...] [--data-dir D] [--format auto|mat|pickle] [--width 88|paper]
+    gatedrnn data download [DATASET ...] [--mirror URL] [--data-dir D] [--format auto|mat|pickle|all]
+
+Exit codes: 0 fine, 1 a checksum mismatch (verify), 2 a data error (one line on stderr).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+__all__ = ["add_data_commands", "main"]
+
+MUSIC = ("jsb", "nottingham", "musedata", "piano")
+
+
+def _common(p, mirror=False):
+    p.add_argument("--data-dir", help="folder holding the data files (default: env GATEDRNN_DATA_DIR, "
+                                      "then the download cache)")
+    if mirror:
+        p.add_argument("--mirror", help="base URL tried first for downloads, as <URL>/<filename> "
+                                        "(or env GATEDRNN_MIRROR)")
+    p.add_argument("--allow-unverified", action="store_true",
+                   help="accept files that have no known checksum (reported as 'unverified')")
+
+
+def add_data_commands(subparsers) -> None:
+    p = subparsers.add_parser("data", help="verify / stats / download the datasets",
+                              description="Find, download and check the data files (see docs/DATA.md).")
+    sub = p.add_subparsers(dest="data_command", metavar="SUBCOMMAND")
+    p.set_defaults(func=lambda args: (p.print_help(), 0)[1])
+
+    v = sub.add_parser("verify", help="checksum every known file found locally",
+                       description="List every registered file with its status: ok, missing, mismatch or "
+                                   "unverified. With --mirror (or --download), missing files are downloaded "
+                                   "first. Exit code 1 if any file mismatches.")
+    _common(v, mirror=True)
+    v.add_argument("--download", action="store_true", help="download missing files before checking")
+    v.add_argument("--dataset", action="append", help="only this dataset's files (repeatable)")
+    v.add_argument("--json", action="store_true", help="print the rows as JSON")
+    v.set_defaults(func=cmd_verify)
+
+    s = sub.add_parser("stats", help="print the statistics table of music datasets")
+    s.add_argument("datasets", nargs="*", metavar="DATASET", help=f"default: {' '.join(MUSIC)}")
+    _common(s, mirror=True)
+    s.add_argument("--format", default="auto", choices=["auto", "mat", "pickle"])
+    s.add_argument("--width", default="88", choices=["88", "paper"])
+    s.add_argument("--no-download", action="store_true", help="never download")
+    s.add_argument("--json", action="store_true", help="print the rows as JSON")
+    s.set_defaults(func=cmd_stats)
+
+    d = sub.add_parser("download", help="download (and verify) the files of datasets into the cache")
+    d.add_argument("datasets", nargs="*", metavar="DATASET", help=f"default: {' '.join(MUSIC)}")
+    _common(d, mirror=True)
+    d.add_argument("--format", default="auto", choices=["auto", "mat", "pickle", "all"],
+                   help="auto/mat: the .mat files; pickle: the original pickles; all: both")
+    d.set_defaults(func=cmd_download)
+
+
+def _guard(fn):
+    def run(args) -> int:
+        from . import DataError
+        try:
+            return int(fn(args) or 0)
+        except DataError as e:
+            msg = " ".join(str(e).split())
+            print(f"gatedrnn data: error: {msg}", file=sys.stderr)
+            return 2
+    run.__name__ = fn.__name__
+    run.__doc__ = fn.__doc__
+    return run
+
+
+@_guard
+def cmd_verify(args) -> int:
+    from .sources import KNOWN_FILES, ChecksumError, DataNotFoundError, find_or_fetch, verify
+    from . import canonical_name
+
+    datasets = None
+    if args.dataset:
+        datasets = set()
+        for n in args.dataset:
+            try:
+                datasets.add(canonical_name(n))
+            except Exception:
+                datasets.add(n)
+    rows = verify(args.data_dir, datasets=datasets)
+    notes = []
+    if args.mirror or args.download:
+        for r in rows:
+            if r["status"] != "missing":
+                continue
+            kf = KNOWN_FILES[r["file"]]
+            if kf.sha256 is None and not args.allow_unverified:
+                notes.append(f"{r['file']}: not downloaded (no known checksum; pass --allow-unverified)")
+                continue
+            try:
+                find_or_fetch(r["file"], args.data_dir, True, args.mirror, allow_unverified=args.allow_unverified)
+            except ChecksumError as e:
+                notes.append(" ".join(str(e).split()))
+            except DataNotFoundError as e:
+                notes.append(" ".join(str(e).split()))
+        rows = verify(args.data_dir, datasets=datasets)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        print(f"{'status':10s} {'dataset':11s} {'file':24s} path")
+        for r in rows:
+            extra = ""
+            if r["status"] == "mismatch":
+                extra = f"  (expected {r['expected']}, got {r['actual']})"
+            elif r["status"] == "unverified":
+                extra = f"  (no known checksum; sha256 {r['actual']})"
+            elif r["status"] == "ok" and r["checksum_source"] == "third-party":
+                extra = "  (matches a third-party reported checksum)"
+            print(f"{r['status']:10s} {r['dataset']:11s} {r['file']:24s} {r['path'] or '-'}{extra}")
+        counts = {}
+        for r in rows:
+            counts[r["status"]] = counts.get(r["status"], 0) + 1
+        print(", ".join(f"{v} {k}" for k, v in sorted(counts.items())))
+        for n in notes:
+            print(f"note: {n}", file=sys.stderr)
+    return 1 if any(r["status"] == "mismatch" for r in rows) else 0
+
+
+@_guard
+def cmd_stats(args) -> int:
+    from . import DataError, canonical_name, load_dataset
+    from .music import dataset_stats, format_stats_table
+
+    names = [canonical_name(n) for n in (args.datasets or MUSIC)]
+    all_rows, blocks = [], []
+    for n in names:
+        ds = load_dataset(n, args.data_dir, fmt=args.format, width=args.width, download=not args.no_download,
+                          mirror=args.mirror, allow_unverified=args.allow_unverified)
+        if ds.kind != "music":
+            raise DataError(f"'data stats' summarises music datasets; {n!r} is {ds.kind}")
+        rows = dataset_stats(ds)
+        for r in rows:
+            r["file"] = ds.meta.get("source_file")
+            r["format"] = ds.meta.get("format")
+        all_rows += rows
+        blocks.append(rows)
+    if args.json:
+        print(json.dumps(all_rows, indent=2))
+        return 0
+    print(format_stats_table([r for b in blocks for r in b]))
+    print()
+    for b in blocks:
+        r = b[-1]
+        print(f"{r['dataset']}: read {r['file']} ({r['format']}), width {args.width}; "
+              f"largest number of notes in one step: {r['max_notes_per_step']}")
+    return 0
+
+
+@_guard
+def cmd_download(args) -> int:
+    from . import canonical_name
+    from .sources import KNOWN_FILES, find_or_fetch
+
+    names = [canonical_name(n) for n in (args.datasets or MUSIC)]
+    wanted = {"auto": ("mat",), "mat": ("mat",), "pickle": ("pickle",), "all": None}[args.format]
+    todo = [kf for kf in KNOWN_FILES.values()
+            if kf.dataset in names and (wanted is None or kf.fmt in wanted)]
+    if not todo and args.format in ("auto", "all"):  # datasets without .mat files (e.g. speech)
+        todo = [kf for kf in KNOWN_FILES.values() if kf.dataset in names]
+    status = 0
+    for kf in todo:
+        if kf.sha256 is None and not args.allow_unverified:
+            print(f"skipped  {kf.filename}: no known checksum (pass --allow-unverified to download it anyway)")
+            continue
+        path = find_or_fetch(kf.filename, args.data_dir, True, args.mirror, allow_unverified=args.allow_unverified)
+        tag = "ok" if kf.sha256 else "unverified"
+        print(f"{tag:9s}{kf.filename}: {path}")
+    return status
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="gatedrnn")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    add_data_commands(sub)
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 0
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
