@@ -20,7 +20,7 @@ test: setup
 
 # The main job for now: a short GRU training on JSB Chorales that prints its test NLL.
 demo: setup
-	$(BIN)/gatedrnn train --dataset jsb --unit gru --epochs 15 --out runs/demo-jsb-gru --no-progress
+	$(BIN)/gatedrnn train --dataset jsb --unit gru --epochs 30 --out runs/demo-jsb-gru --no-progress
 
 bench: setup
 	$(BIN)/gatedrnn bench
