@@ -226,7 +226,6 @@ def train(cfg: TrainConfig, out_dir: str | Path, *, progress: bool = False, resu
     write_json(out / "model.json", spec)
     model = build_model(spec, cfg.weight_noise).to(device)
     opt = make_optimizer(cfg, model.parameters())
-    n_rec = count_parameters(cfg.unit, ds.input_size, model.rnn.hidden_size, peepholes=cfg.peepholes)
     train_pairs, valid_pairs = ds.splits["train"], ds.splits["valid"]
 
     state = {"epoch": 0, "updates": 0, "seconds": 0.0, "best_valid": math.inf, "best_epoch": 0,
@@ -326,13 +325,18 @@ def train(cfg: TrainConfig, out_dir: str | Path, *, progress: bool = False, resu
     _save_checkpoint(ckpt_path, cfg_json, model, opt, state)
     _write_metrics(out, state["history"])
 
-    # Report the best-validation model on every split.
-    model.load_state_dict(torch.load(best_path, map_location=device, weights_only=True))
+    return finish_run(cfg, ds, model, state, out, device)
+
+
+def finish_run(cfg: TrainConfig, ds, model: SequenceModel, state: dict, out: Path, device) -> dict:
+    """Evaluate the best-validation model (out/best.pt) on every split and write result.json."""
+    model.load_state_dict(torch.load(out / "best.pt", map_location=device, weights_only=True))
     final = {s: evaluate(model, ds.splits[s], cfg.eval_batch_size, device) for s in ("train", "valid", "test")}
     result = {
-        "status": state["status"], "config": cfg_json, "dataset": ds.name, "kind": ds.kind,
+        "status": state["status"], "config": cfg.model_dump(), "dataset": ds.name, "kind": ds.kind,
         "unit": cfg.unit, "hidden_size": model.rnn.hidden_size, "input_size": ds.input_size,
-        "recurrent_parameters": n_rec,
+        "recurrent_parameters": count_parameters(cfg.unit, ds.input_size, model.rnn.hidden_size,
+                                                 peepholes=cfg.peepholes),
         "total_parameters": sum(p.numel() for p in model.parameters()),
         "epochs": state["epoch"], "best_epoch": state["best_epoch"], "updates": state["updates"],
         "train_seconds": state["seconds"],
@@ -342,7 +346,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, *, progress: bool = False, resu
         "unit_of_nll": "nats per step (music: per frame, summed over the 88 notes)",
         "data_files": ds.files, "data_meta": ds.meta, "environment": environment(), "device": str(device),
     }
-    write_json(result_path, result)
+    write_json(out / "result.json", result)
     return result
 
 

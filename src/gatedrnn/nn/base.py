@@ -70,13 +70,15 @@ class RecurrentUnit(nn.Module):
     def _symbols(self, W: Tensor, U: Tensor, b: Tensor, v: Tensor | None) -> dict[str, Tensor]:
         H = self.hidden_size
         out: dict[str, Tensor] = {}
+        # Slices on the trailing dims, so the same code serves stacked weights with a leading model
+        # dimension (gatedrnn.multi): W (..., G·H, I), U (..., G·H, H), b (..., G·H), v (..., 3, H).
         for g, name in enumerate(self.gates):
             sfx = f"_{name}" if name else ""
-            out["W" + sfx] = W[g * H:(g + 1) * H]
-            out["U" + sfx] = U[g * H:(g + 1) * H]
+            out["W" + sfx] = W[..., g * H:(g + 1) * H, :]
+            out["U" + sfx] = U[..., g * H:(g + 1) * H, :]
             if v is not None and name in self.peepholes:
-                out["v" + sfx] = v[self.peepholes.index(name)]
-            out["b" + sfx] = b[g * H:(g + 1) * H]
+                out["v" + sfx] = v.select(-2, self.peepholes.index(name))
+            out["b" + sfx] = b[..., g * H:(g + 1) * H]
         return out
 
     def paper_weights(self) -> dict[str, Tensor]:

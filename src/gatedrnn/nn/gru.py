@@ -35,11 +35,11 @@ class GRU(RecurrentUnit):
     def cell(self, wx_t: Tensor, h: Tensor, p: dict[str, Tensor]) -> Tensor:
         H = self.hidden_size
         # wx_t = [W_z x_t + b_z | W_r x_t + b_r | W x_t + b], computed for all t at once
-        Wx_z, Wx_r, Wx = wx_t[:, :H], wx_t[:, H:2 * H], wx_t[:, 2 * H:]
-        z = torch.sigmoid(Wx_z + h @ p["U_z"].t())          # z_t = σ(W_z x_t + U_z h_{t-1} + b_z)
-        r = torch.sigmoid(Wx_r + h @ p["U_r"].t())          # r_t = σ(W_r x_t + U_r h_{t-1} + b_r)
+        Wx_z, Wx_r, Wx = wx_t[..., :H], wx_t[..., H:2 * H], wx_t[..., 2 * H:]
+        z = torch.sigmoid(Wx_z + h @ p["U_z"].mT)          # z_t = σ(W_z x_t + U_z h_{t-1} + b_z)
+        r = torch.sigmoid(Wx_r + h @ p["U_r"].mT)          # r_t = σ(W_r x_t + U_r h_{t-1} + b_r)
         if self.reset_after:
-            h_tilde = torch.tanh(Wx + r * (h @ p["U"].t()))  # Cho et al.: tanh(W x_t + r_t ⊙ (U h_{t-1}) + b)
+            h_tilde = torch.tanh(Wx + r * (h @ p["U"].mT))  # Cho et al.: tanh(W x_t + r_t ⊙ (U h_{t-1}) + b)
         else:
-            h_tilde = torch.tanh(Wx + (r * h) @ p["U"].t())  # h̃_t = tanh(W x_t + U (r_t ⊙ h_{t-1}) + b)
+            h_tilde = torch.tanh(Wx + (r * h) @ p["U"].mT)  # h̃_t = tanh(W x_t + U (r_t ⊙ h_{t-1}) + b)
         return (1 - z) * h + z * h_tilde                     # h_t = (1 − z_t) ⊙ h_{t-1} + z_t ⊙ h̃_t

@@ -58,12 +58,12 @@ class LSTM(RecurrentUnit):
         h, c = state
         H = self.hidden_size
         # wx_t = [W_i x_t + b_i | W_f x_t + b_f | W_c x_t + b_c | W_o x_t + b_o], for all t at once
-        Wx_i, Wx_f, Wx_c, Wx_o = (wx_t[:, k * H:(k + 1) * H] for k in range(4))
+        Wx_i, Wx_f, Wx_c, Wx_o = (wx_t[..., k * H:(k + 1) * H] for k in range(4))
         peep = bool(self.peepholes)
-        i = torch.sigmoid(Wx_i + h @ p["U_i"].t() + (p["v_i"] * c if peep else 0))  # i_t
-        f = torch.sigmoid(Wx_f + h @ p["U_f"].t() + (p["v_f"] * c if peep else 0))  # f_t
-        c_tilde = torch.tanh(Wx_c + h @ p["U_c"].t())                                # c̃_t
+        i = torch.sigmoid(Wx_i + h @ p["U_i"].mT + (p["v_i"] * c if peep else 0))  # i_t
+        f = torch.sigmoid(Wx_f + h @ p["U_f"].mT + (p["v_f"] * c if peep else 0))  # f_t
+        c_tilde = torch.tanh(Wx_c + h @ p["U_c"].mT)                                # c̃_t
         c = f * c + i * c_tilde                                                      # c_t
-        o = torch.sigmoid(Wx_o + h @ p["U_o"].t() + (p["v_o"] * c if peep else 0))  # o_t peeks at c_t
+        o = torch.sigmoid(Wx_o + h @ p["U_o"].mT + (p["v_o"] * c if peep else 0))  # o_t peeks at c_t
         h = o * torch.tanh(c)                                                        # h_t
         return (h, c)

@@ -18,4 +18,4 @@ class TanhRNN(RecurrentUnit):
 
     def cell(self, wx_t: Tensor, h: Tensor, p: dict[str, Tensor]) -> Tensor:
         # wx_t = W x_t + b (for all t at once, see RecurrentUnit.reference)
-        return torch.tanh(wx_t + h @ p["U"].t())          # h_t = tanh(W x_t + U h_{t-1} + b)
+        return torch.tanh(wx_t + h @ p["U"].mT)          # h_t = tanh(W x_t + U h_{t-1} + b)
