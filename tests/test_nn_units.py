@@ -305,3 +305,26 @@ def test_match_hidden_size_is_closest():
         assert c(n) <= c(n - 1) and c(n) <= c(n + 1)
     with pytest.raises(ValueError):
         gatedrnn.match_hidden_size("gru", 88, 0)
+
+
+# ------------------------------------------------------------------------- property-based
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+
+@settings(max_examples=25, deadline=None)
+@given(variant=st.sampled_from(VARIANTS), I=st.integers(1, 6), H=st.integers(1, 6),
+       lengths=st.lists(st.integers(1, 7), min_size=1, max_size=4), seed=st.integers(0, 2**16))
+def test_property_padded_batch_equals_one_by_one(variant, I, H, lengths, seed):
+    unit, kw = variant
+    m, _ = make(unit, kw, I=I, H=H, seed=seed)
+    g = torch.Generator().manual_seed(seed)
+    seqs = [torch.randn(L, I, generator=g, dtype=torch.float64) for L in lengths]
+    X = torch.nn.utils.rnn.pad_sequence(seqs, batch_first=True, padding_value=float("nan"))
+    X = torch.nan_to_num(X, nan=3.0)             # junk in the padding
+    out, state = m(X, lengths=torch.tensor(lengths))
+    for b, s in enumerate(seqs):
+        o1, s1 = m(s[None])
+        torch.testing.assert_close(out[b, :len(s)], o1[0])
+        h1 = s1[0] if unit == "lstm" else s1
+        hb = state[0] if unit == "lstm" else state
+        torch.testing.assert_close(hb[b], h1[0])
