@@ -1,0 +1,139 @@
+"""`gatedrnn reproduce | report | status`: the study from the command line (thin: parse, then call)."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .grid import BUDGETS, LOG_BASES, TRAIN_FIELDS
+
+
+def _pos_int(s: str) -> int:
+    try:
+        v = int(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {s!r}") from None
+    if v <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {s!r}")
+    return v
+
+
+def _nonneg_int(s: str) -> int:
+    try:
+        v = int(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {s!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {s!r}")
+    return v
+
+
+def _float(s: str) -> float:
+    try:
+        return float(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {s!r}") from None
+
+
+def _csv(s: str) -> list[str]:
+    return [x.strip() for x in s.split(",") if x.strip()]
+
+
+def add_study_commands(sub) -> None:
+    p = sub.add_parser(
+        "reproduce", help="the whole study: lr search, seeds, Table 1/2, learning curves, report.html",
+        description="Run (or continue) the study into --out: per (dataset, unit), one run per learning-rate "
+                    "candidate, the best on validation NLL re-run with N seeds; then tables, figures and "
+                    "report.html. Kill it at any time and run the same command again to continue.")
+    p.add_argument("--budget", choices=list(BUDGETS), default="smoke",
+                   help="preset: smoke (a minute or two), quick (hours on 2 cores), paper (the full protocol); "
+                        "flags below override single fields (default smoke)")
+    p.add_argument("--out", type=Path, help="results directory (default results/<budget>)")
+    p.add_argument("--datasets", type=_csv, help="comma-separated, e.g. jsb,nottingham (default: the budget's)")
+    p.add_argument("--units", type=_csv, help="comma-separated subset of tanh,gru,lstm")
+    p.add_argument("--lr-candidates", type=_pos_int, help="learning rates per (dataset, unit)")
+    p.add_argument("--lr-range", type=_float, nargs=2, metavar=("LOW", "HIGH"),
+                   help="exponent range of the log-uniform draw (default -12 -6)")
+    p.add_argument("--lr-base", choices=list(LOG_BASES), help="log base of the draw: e, 2 or 10 (default 2)")
+    p.add_argument("--lr-seed", type=_nonneg_int, help="seed of the learning-rate draw (default 0)")
+    p.add_argument("--seeds", type=_pos_int, help="seeds of each selected configuration")
+    p.add_argument("--epochs", type=_nonneg_int, help="maximum epochs per run")
+    p.add_argument("--patience", type=_pos_int, help="early-stopping patience (epochs)")
+    p.add_argument("--batch-size", type=_pos_int, help="sequences per update (default: TrainConfig's, 16)")
+    p.add_argument("--eval-batch-size", type=_pos_int)
+    p.add_argument("--limit-sequences", type=_pos_int, help="use only the first N sequences of every split")
+    p.add_argument("--crop-length", type=_pos_int, help="crop every sequence to N steps")
+    p.add_argument("--optimizer", choices=["rmsprop", "rmsprop-momentum"])
+    p.add_argument("--weight-noise", type=_float)
+    p.add_argument("--lr-final", type=_float, help="linear lr decay to lr*this (default 1: none)")
+    p.add_argument("--lr-decay-epochs", type=_pos_int)
+    p.add_argument("--device", help="torch device of every run (default auto)")
+    p.add_argument("--data-dir", help="data directory (or env GATEDRNN_DATA_DIR)")
+    p.add_argument("--jobs", type=_nonneg_int,
+                   help="local worker processes (default: CPU count; 0 = in this process)")
+    p.add_argument("--threads", type=_pos_int, default=1, help="torch threads per run (default 1)")
+    p.add_argument("--scheduler", help="address of an existing Dask scheduler, e.g. tcp://host:8786 "
+                                       "(needs dask[distributed]; the workers must see --out and the data)")
+    p.add_argument("--lease-seconds", type=_float, default=600.0,
+                   help="a run held by an invocation on another host that stopped heart-beating this long is "
+                        "taken over (default 600)")
+    p.add_argument("--dry-run", action="store_true", help="print the grid and exit")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--no-report", action="store_true", help="do not build the outputs at the end")
+    p.set_defaults(func=cmd_reproduce)
+
+    r = sub.add_parser("report", help="rebuild tables, figures and report.html of a results directory (no training)")
+    r.add_argument("results_dir", type=Path)
+    r.add_argument("--no-figures", action="store_true")
+    r.set_defaults(func=cmd_report)
+
+    s = sub.add_parser("status", help="what is done, running and failed in a results directory")
+    s.add_argument("results_dir", type=Path)
+    s.set_defaults(func=cmd_status)
+
+
+def study_from_args(args):
+    from .grid import budget_config
+    train = {}
+    for f in TRAIN_FIELDS:
+        v = getattr(args, f, None)
+        if v is not None:
+            train[f] = v
+    over = dict(datasets=args.datasets, units=args.units, lr_candidates=args.lr_candidates,
+                lr_base=args.lr_base, lr_seed=args.lr_seed, seeds=args.seeds, data_dir=args.data_dir, train=train)
+    if args.lr_range:
+        over.update(lr_low=args.lr_range[0], lr_high=args.lr_range[1])
+    return budget_config(args.budget, **over)
+
+
+def cmd_reproduce(args) -> int:
+    from .runner import run_study
+    study = study_from_args(args)
+    out = args.out or Path("results") / study.budget
+    if args.dry_run:
+        from .grid import Grid
+        g = Grid(study)
+        print(json.dumps({"study": study.model_dump(), "datasets": g.datasets, "notes": g.notes,
+                          "lr_candidates": g.lrs, "runs": g.n_runs()}, indent=2))
+        return 0
+    res = run_study(study, out, jobs=args.jobs, scheduler=args.scheduler, threads=args.threads,
+                    progress=not args.no_progress, lease_seconds=args.lease_seconds,
+                    build_report=not args.no_report, log=lambda m: print(m, file=sys.stderr))
+    print(f"study {study.budget}: {res['runs']} runs ({res['ran_here']} trained or resumed by this invocation), "
+          f"{len(res['failed'])} failed, {res['seconds']:.0f} s; results in {out}"
+          + (f"; open {out / 'report.html'}" if "outputs" in res else ""))
+    return 1 if res["failed"] else 0
+
+
+def cmd_report(args) -> int:
+    from .report import build_report
+    build_report(args.results_dir, figures=not args.no_figures, log=lambda m: print(m, file=sys.stderr))
+    print(f"open {args.results_dir / 'report.html'}")
+    return 0
+
+
+def cmd_status(args) -> int:
+    from .report import status_text
+    print(status_text(args.results_dir))
+    return 0

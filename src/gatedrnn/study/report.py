@@ -1,0 +1,535 @@
+"""Tables, figures and the HTML page of a study, rebuilt from the results store alone (no training).
+
+    table1.md / table1.csv     parameter-matched sizes: the paper's, Table 1's convention, and the runs'
+    table2.md / table2.csv     train/test NLL, mean ± 95 % CI over seeds, beside the paper's and the
+                               difference; reference rows (trivial models on the same splits)
+    table2_tests.csv           best unit per dataset vs the runner-up: paired t-test by seed, Holm–Bonferroni
+    lr_search.csv              every learning-rate candidate's validation NLL; the selected one marked
+    curves_epochs.{png,svg}    train/valid NLL against epochs, one row per dataset, mean curve + seed band
+    curves_seconds.{png,svg}   the same against cumulative training seconds
+    report.html                all of the above in one self-contained page
+"""
+from __future__ import annotations
+
+import csv
+import html
+import io
+import json
+import math
+import platform
+import time
+from pathlib import Path
+
+from .grid import OK_STATUSES, Grid, StudyConfig, select_lr
+from .stats import holm, mean_ci, paired_t
+from .store import Store
+
+# Table 2 of the paper: (train, test) average NLL. Speech: Ubisoft A/B, whose stand-ins here are FSDD sets.
+PAPER_TABLE2 = {
+    "nottingham": {"tanh": (3.22, 3.13), "gru": (2.79, 3.23), "lstm": (3.08, 3.20)},
+    "jsb": {"tanh": (8.82, 9.10), "gru": (6.94, 8.54), "lstm": (8.15, 8.67)},
+    "musedata": {"tanh": (5.64, 6.23), "gru": (5.06, 5.99), "lstm": (5.18, 6.23)},
+    "piano": {"tanh": (5.64, 9.03), "gru": (4.93, 8.82), "lstm": (6.49, 9.03)},
+    "fsdd-a": {"tanh": (6.29, 6.44), "gru": (2.31, 3.59), "lstm": (1.44, 2.70)},
+    "fsdd-b": {"tanh": (7.61, 7.62), "gru": (0.38, 0.88), "lstm": (0.80, 1.26)},
+}
+PAPER_NAMES = {"nottingham": "Nottingham", "jsb": "JSB Chorales", "musedata": "MuseData", "piano": "Piano-midi",
+               "fsdd-a": "FSDD A (paper: Ubisoft A)", "fsdd-b": "FSDD B (paper: Ubisoft B)"}
+UNIT_NAMES = {"tanh": "tanh", "gru": "GRU", "lstm": "LSTM"}
+UNIT_COLORS = {"tanh": "#d62728", "gru": "#1f77b4", "lstm": "#2ca02c"}
+ALPHA = 0.05
+
+
+def _is_speech(dataset: str) -> bool:
+    return dataset.startswith("fsdd") or dataset in ("speech",)
+
+
+def _f(x, digits=3) -> str:
+    return "–" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}f}"
+
+
+def _p(x) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "–"
+    return f"{x:.3g}" if x >= 1e-3 else f"{x:.1e}"
+
+
+# ------------------------------------------------------------------------------------ collect
+def collect(out_dir: str | Path) -> dict:
+    """Everything the outputs show, read from the store (deterministic: no timings in the tables)."""
+    out = Path(out_dir)
+    store = Store(out, create=False)
+    try:
+        meta_study = store.get_meta("study")
+        if meta_study is None:
+            raise ValueError(f"{store.path} holds no study (was `gatedrnn reproduce` run on it?)")
+        study = StudyConfig(**meta_study)
+        grid = Grid(study, datasets=store.get_meta("datasets"))
+        notes = list(store.get_meta("notes", []))
+        rows = {r["run_id"]: r for r in store.all()}
+        sweep = store.get_meta("last_sweep")
+        executor = store.get_meta("executor")
+    finally:
+        store.close()
+
+    cells = []
+    for dataset, unit in grid.cells():
+        search = []
+        for spec in grid.search_specs(dataset, unit):
+            r = rows.get(spec.run_id)
+            search.append({"run_id": spec.run_id, "lr": spec.lr, "seed": spec.seed,
+                           "status": r["status"] if r else "missing",
+                           "valid_nll": r["valid_nll"] if r else None, "test_nll": r["test_nll"] if r else None,
+                           "train_nll": r["train_nll"] if r else None})
+        complete = all(s["status"] in (*OK_STATUSES, "diverged", "failed") for s in search)
+        chosen = select_lr(search) if complete else None
+        seeds = []
+        if chosen is not None:
+            for spec in grid.seed_specs(dataset, unit, chosen["lr"]):
+                r = rows.get(spec.run_id)
+                seeds.append({"run_id": spec.run_id, "seed": spec.seed, "lr": spec.lr,
+                              "status": r["status"] if r else "missing", "row": r})
+        cells.append({"dataset": dataset, "unit": unit, "search": search, "search_complete": complete,
+                      "selected_lr": chosen["lr"] if chosen else None, "seeds": seeds})
+    return {"study": study, "grid": grid, "cells": cells, "rows": rows, "notes": notes, "sweep": sweep,
+            "executor": executor, "out": out}
+
+
+def _ok_seed_rows(cell) -> list[dict]:
+    return [s["row"] for s in cell["seeds"] if s["row"] is not None and s["status"] in OK_STATUSES]
+
+
+# ------------------------------------------------------------------------------------- tables
+def table2_rows(data: dict) -> list[dict]:
+    rows = []
+    for c in data["cells"]:
+        ok = _ok_seed_rows(c)
+        tr, va, te = (mean_ci([r[k] for r in ok]) for k in ("train_nll", "valid_nll", "test_nll"))
+        paper = PAPER_TABLE2.get(c["dataset"], {}).get(c["unit"])
+        comparable = paper is not None and not _is_speech(c["dataset"])
+        n_div = sum(s["status"] == "diverged" for s in c["seeds"])
+        n_fail = sum(s["status"] == "failed" for s in c["seeds"])
+        n_missing = sum(s["status"] not in (*OK_STATUSES, "diverged", "failed") for s in c["seeds"])
+        hidden = ok[0]["summary"].get("hidden_size") if ok and ok[0].get("summary") else None
+        rows.append({
+            "dataset": c["dataset"], "unit": c["unit"], "hidden_size": hidden, "lr": c["selected_lr"],
+            "seeds_ok": tr.n, "seeds_diverged": n_div, "seeds_failed": n_fail, "seeds_missing": n_missing,
+            "train_mean": tr.mean, "train_ci": tr.half_width, "valid_mean": va.mean, "valid_ci": va.half_width,
+            "test_mean": te.mean, "test_ci": te.half_width,
+            "paper_train": paper[0] if paper else None, "paper_test": paper[1] if paper else None,
+            "diff_train": (tr.mean - paper[0]) if comparable and tr.n else None,
+            "diff_test": (te.mean - paper[1]) if comparable and te.n else None,
+        })
+    return rows
+
+
+def significance_rows(data: dict) -> list[dict]:
+    """Per dataset: the unit with the lowest mean test NLL vs the runner-up, paired by seed;
+    Holm–Bonferroni over the datasets that could be tested."""
+    out = []
+    for dataset in data["grid"].datasets:
+        per_unit = {}
+        for c in data["cells"]:
+            if c["dataset"] == dataset:
+                ok = _ok_seed_rows(c)
+                if ok:
+                    per_unit[c["unit"]] = {r["seed"]: r["test_nll"] for r in ok}
+        ranked = sorted(per_unit, key=lambda u: (sum(per_unit[u].values()) / len(per_unit[u]), u))
+        row = {"dataset": dataset, "best": ranked[0] if ranked else None,
+               "runner_up": ranked[1] if len(ranked) > 1 else None, "pairs": 0, "mean_diff": None,
+               "t": None, "p": None}
+        if len(ranked) > 1:
+            common = sorted(set(per_unit[ranked[0]]) & set(per_unit[ranked[1]]))
+            a = [per_unit[ranked[1]][s] for s in common]
+            b = [per_unit[ranked[0]][s] for s in common]
+            t, p, n = paired_t(a, b)
+            row.update(pairs=n, mean_diff=(sum(a) - sum(b)) / n if n else None,
+                       t=None if math.isnan(t) else t, p=None if math.isnan(p) else p)
+        out.append(row)
+    adj, rej = holm([r["p"] if r["p"] is not None else math.nan for r in out], ALPHA)
+    for r, a, j in zip(out, adj, rej):
+        r["p_holm"] = None if math.isnan(a) else a
+        r["significant"] = bool(j)
+    return out
+
+
+def baseline_rows(data: dict) -> list[dict]:
+    from .baselines import BASELINE_NAMES, dataset_baselines
+    rows = []
+    for dataset in data["grid"].datasets:
+        try:
+            b = dataset_baselines(data["study"].train, dataset, data["study"].data_dir)
+        except Exception as e:  # data not readable here: say so, keep the report
+            rows.append({"dataset": dataset, "model": "(reference rows unavailable)", "error": str(e)})
+            continue
+        for name, vals in b.items():
+            if name.startswith("_"):
+                continue
+            rows.append({"dataset": dataset, "model": name, "description": BASELINE_NAMES[name],
+                         "train": vals.get("train"), "valid": vals.get("valid"), "test": vals.get("test")})
+    return rows
+
+
+def table1_rows(data: dict) -> list[dict]:
+    from ..nn.counting import table1_rows as paper_rows
+    used = {}
+    for c in data["cells"]:
+        for s in c["seeds"] or []:
+            r = s["row"]
+            if r and r.get("summary") and r["summary"].get("hidden_size"):
+                kind = "speech" if _is_speech(c["dataset"]) else "music"
+                used.setdefault((kind, c["unit"]), set()).add(
+                    (r["summary"]["hidden_size"], r["summary"].get("input_size"),
+                     r["summary"].get("recurrent_parameters")))
+    rows = []
+    for p in paper_rows():
+        u = sorted(used.get((p["task"], p["unit"]), set()), key=str)
+        rows.append({"task": p["task"], "unit": p["unit"], "units_paper": p["units_paper"],
+                     "params_paper_k": p["paper_k"], "units_table1_convention": p["units"],
+                     "params_table1_convention": p["parameters"], "agrees": p["agrees"],
+                     "runs_units": "; ".join(str(h) for h, _, _ in u) or "–",
+                     "runs_input_size": "; ".join(str(i) for _, i, _ in u) or "–",
+                     "runs_recurrent_params": "; ".join(f"{n:,}" for _, _, n in u if n) or "–"})
+    return rows
+
+
+def lr_search_rows(data: dict) -> list[dict]:
+    return [{"dataset": c["dataset"], "unit": c["unit"], "lr": s["lr"], "seed": s["seed"], "status": s["status"],
+             "valid_nll": s["valid_nll"], "selected": c["selected_lr"] == s["lr"], "run_id": s["run_id"]}
+            for c in data["cells"] for s in c["search"]]
+
+
+def _write_csv(path: Path, rows: list[dict]) -> None:
+    if not rows:
+        path.write_text("")
+        return
+    keys = list(rows[0])
+    for r in rows[1:]:
+        keys += [k for k in r if k not in keys]
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=keys, lineterminator="\n")
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: (repr(v) if isinstance(v, float) else v) for k, v in r.items()})
+    path.write_text(buf.getvalue())
+
+
+def _md_table(header: list[str], body: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(x) for x in row) + " |" for row in body]
+    return "\n".join(lines) + "\n"
+
+
+def _ci(mean, ci) -> str:
+    if mean is None or (isinstance(mean, float) and math.isnan(mean)):
+        return "–"
+    if ci is None or (isinstance(ci, float) and math.isnan(ci)):
+        return f"{mean:.3f}"
+    return f"{mean:.3f} ± {ci:.3f}"
+
+
+def _diff(x) -> str:
+    return "–" if x is None else f"{x:+.2f}"
+
+
+def table2_markdown(data, t2, sig, base) -> str:
+    study = data["study"]
+    head = ["dataset", "unit", "lr (selected on valid)", "seeds ok / diverged / failed",
+            "train NLL (ours)", "train (paper)", "Δ train", "test NLL (ours)", "test (paper)", "Δ test"]
+    body = []
+    for r in t2:
+        body.append([PAPER_NAMES.get(r["dataset"], r["dataset"]), UNIT_NAMES[r["unit"]],
+                     "–" if r["lr"] is None else f"{r['lr']:.3g}",
+                     f"{r['seeds_ok']} / {r['seeds_diverged']} / {r['seeds_failed']}"
+                     + (f" ({r['seeds_missing']} not run yet)" if r["seeds_missing"] else ""),
+                     _ci(r["train_mean"], r["train_ci"]), _f(r["paper_train"], 2), _diff(r["diff_train"]),
+                     _ci(r["test_mean"], r["test_ci"]), _f(r["paper_test"], 2), _diff(r["diff_test"])])
+    for b in base:
+        if "error" in b:
+            body.append([PAPER_NAMES.get(b["dataset"], b["dataset"]), b["model"], "", "", "", "", "", "", "", ""])
+            continue
+        body.append([PAPER_NAMES.get(b["dataset"], b["dataset"]), f"*reference: {b['description']}*", "", "",
+                     _f(b["train"]), "", "", _f(b["test"]), "", ""])
+    md = ["# Table 2: average negative log-likelihood (nats per step), train / test\n",
+          f"Budget `{study.budget}`: {len(data['grid'].lrs)} learning-rate candidates, "
+          f"{study.seeds} seeds; mean ± half-width of the 95 % Student-t confidence interval over seeds.\n",
+          _md_table(head, body),
+          "\n## Best unit per dataset\n",
+          _md_table(["dataset", "best (lowest mean test NLL)", "runner-up", "pairs (seeds)",
+                     "mean test-NLL gap", "paired t", "p", "p (Holm)", f"significant at {ALPHA}"],
+                    [[PAPER_NAMES.get(s["dataset"], s["dataset"]), UNIT_NAMES.get(s["best"], "–"),
+                      UNIT_NAMES.get(s["runner_up"], "–"), s["pairs"], _f(s["mean_diff"]), _f(s["t"], 2),
+                      _p(s["p"]), _p(s["p_holm"]), "yes" if s["significant"] else "no"] for s in sig]),
+          "\n## Notes\n",
+          "- NLL: nats per time step (music: per frame, summed over the 88 note outputs), averaged over all "
+          "steps of a split; the model reported is each run's best-validation model (early stopping).\n",
+          "- Learning rate: per (dataset, unit), the candidate with the lowest validation NLL of its seed-"
+          f"{study.search_seed} run (test NLL is never used for a choice); that configuration is re-run with "
+          f"seeds {study.seed_list()}. Diverged or failed runs are counted, not averaged.\n",
+          "- ±: half-width of the two-sided 95 % confidence interval of the mean, t_{0.975, n−1} · s / √n "
+          "(Student t, s the sample standard deviation over seeds); no interval with fewer than 2 seeds.\n",
+          "- Best unit: lowest mean test NLL. Its difference to the runner-up is tested with a two-sided "
+          "paired t-test across seeds (pairs = same seed), and the p-values are corrected for the number of "
+          f"datasets with the Holm–Bonferroni step-down method (family-wise error {ALPHA}).\n",
+          "- Δ: ours minus the paper's (music only: the speech sets here are open FSDD stand-ins for the "
+          "paper's private Ubisoft sets, so their numbers are not comparable).\n",
+          "- Reference rows: fitted on the train split, scored on the same splits as the networks: "
+          "per-note marginal frequencies (Bernoulli, add-one smoothing; no context) and 'repeat the previous "
+          "frame' (p(on) = 1 − ε if the note was on in the previous frame, else ε'; ε, ε' fitted on train).\n"]
+    if study.train.get("limit_sequences") or study.train.get("crop_length"):
+        md.append(f"- Data slices: limit_sequences={study.train.get('limit_sequences')}, "
+                  f"crop_length={study.train.get('crop_length')} (the numbers are NOT comparable to the paper's).\n")
+    for n in data["notes"]:
+        md.append(f"- {n}\n")
+    return "".join(md)
+
+
+def table1_markdown(t1) -> str:
+    head = ["task", "unit", "units (paper)", "parameters (paper, k)", "units (Table 1 convention)",
+            "parameters (Table 1 convention)", "agrees", "units in our runs", "input size in our runs",
+            "recurrent parameters in our runs"]
+    body = [[r["task"], UNIT_NAMES[r["unit"]], r["units_paper"], f"{r['params_paper_k']:.1f}",
+             r["units_table1_convention"], f"{r['params_table1_convention']:,}", "yes" if r["agrees"] else "NO",
+             r["runs_units"], r["runs_input_size"], r["runs_recurrent_params"]] for r in t1]
+    return ("# Table 1: parameter-matched sizes\n\n" + _md_table(head, body) +
+            "\nTable 1 convention: recurrent layer only, one bias per gate, diagonal LSTM peepholes; input size "
+            "100 (music, nominal) and 20 (speech). Our runs use the same hidden sizes with the data's real "
+            "input size (88 piano keys for music), hence slightly different counts.\n")
+
+
+# ------------------------------------------------------------------------------------ figures
+def _curves(cell) -> list[list[dict]]:
+    return [s["row"]["history"] for s in cell["seeds"]
+            if s["row"] is not None and s["status"] in (*OK_STATUSES, "diverged") and s["row"].get("history")]
+
+
+def _aggregate(histories, key: str, xkey: str):
+    """Per epoch: x (mean over seeds), mean, min, max of `key` over the seeds that reached that epoch."""
+    import numpy as np
+    by_epoch: dict[int, list[tuple[float, float]]] = {}
+    for h in histories:
+        for r in h:
+            if key in r and r.get(key) is not None and math.isfinite(r[key]):
+                by_epoch.setdefault(int(r["epoch"]), []).append((float(r[xkey]), float(r[key])))
+    ep = sorted(by_epoch)
+    x = np.array([np.mean([a for a, _ in by_epoch[e]]) for e in ep])
+    ys = [np.array([b for _, b in by_epoch[e]]) for e in ep]
+    return x, np.array([y.mean() for y in ys]), np.array([y.min() for y in ys]), np.array([y.max() for y in ys])
+
+
+def make_figures(data: dict, out: Path) -> dict[str, Path]:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    datasets = data["grid"].datasets
+    files = {}
+    for xkey, xlabel, name in (("epoch", "epoch", "curves_epochs"), ("seconds", "training seconds (cumulative)",
+                                                                      "curves_seconds")):
+        fig, axes = plt.subplots(len(datasets), 2, figsize=(10, 3.2 * len(datasets)), squeeze=False)
+        for i, dataset in enumerate(datasets):
+            for j, (key, title) in enumerate((("train_nll", "train"), ("valid_nll", "validation"))):
+                ax = axes[i][j]
+                positive = True
+                for c in data["cells"]:
+                    if c["dataset"] != dataset:
+                        continue
+                    hist = _curves(c)
+                    if not hist:
+                        continue
+                    x, m, lo, hi = _aggregate(hist, key, xkey)
+                    if len(x) == 0:
+                        continue
+                    positive &= bool((lo > 0).all())
+                    col = UNIT_COLORS[c["unit"]]
+                    ax.plot(x, m, color=col, label=f"{UNIT_NAMES[c['unit']]} (n={len(hist)})")
+                    ax.fill_between(x, lo, hi, color=col, alpha=0.2, linewidth=0)
+                if positive and ax.has_data():
+                    ax.set_yscale("log")
+                ax.set_title(f"{PAPER_NAMES.get(dataset, dataset)}: {title}", fontsize=10)
+                ax.set_xlabel(xlabel)
+                ax.set_ylabel("NLL (nats/step)")
+                ax.grid(True, which="both", alpha=0.3)
+                if ax.has_data():
+                    ax.legend(fontsize=8)
+        fig.suptitle(f"Learning curves against {xlabel}: mean over seeds, band = min..max over seeds",
+                     fontsize=11)
+        fig.tight_layout()
+        for ext in ("png", "svg"):
+            p = out / f"{name}.{ext}"
+            fig.savefig(p, dpi=110, metadata={"Date": None} if ext == "svg" else None)
+            files[f"{name}.{ext}"] = p
+        plt.close(fig)
+    return files
+
+
+# --------------------------------------------------------------------------------------- html
+def _html_table(header, body) -> str:
+    h = "".join(f"<th>{html.escape(str(x))}</th>" for x in header)
+    rows = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in r) + "</tr>" for r in body)
+    return f"<table><thead><tr>{h}</tr></thead><tbody>{rows}</tbody></table>"
+
+
+def _md_to_html_tables(md: str) -> str:
+    """The Markdown produced here → HTML (headings, pipe tables, bullet lists, *emphasis*)."""
+    out, table, items = [], [], []
+
+    def inline(s: str) -> str:
+        s = html.escape(s)
+        import re
+        s = re.sub(r"`([^`]+)`", r"<code>\1</code>", s)
+        return re.sub(r"\*([^*]+)\*", r"<em>\1</em>", s)
+
+    def flush():
+        nonlocal table, items
+        if table:
+            cells = [[c.strip() for c in line.strip().strip("|").split("|")] for line in table]
+            out.append(_html_table(cells[0], [[inline(c) for c in r] for r in cells[2:]]))
+            table = []
+        if items:
+            out.append("<ul>" + "".join(f"<li>{inline(i)}</li>" for i in items) + "</ul>")
+            items = []
+
+    for line in md.splitlines():
+        if line.startswith("|"):
+            table.append(line)
+            continue
+        if line.startswith("- "):
+            items.append(line[2:])
+            continue
+        flush()
+        if line.startswith("## "):
+            out.append(f"<h3>{inline(line[3:])}</h3>")
+        elif line.startswith("# "):
+            out.append(f"<h2>{inline(line[2:])}</h2>")
+        elif line.strip():
+            out.append(f"<p>{inline(line)}</p>")
+    flush()
+    return "\n".join(out)
+
+
+def _svg_inline(path: Path) -> str:
+    s = path.read_text()
+    i = s.find("<svg")
+    return s[i:] if i >= 0 else s
+
+
+def write_html(data, out: Path, t1_md: str, t2_md: str, figs: dict, lr_rows: list[dict]) -> Path:
+    from ..utils import environment
+    study = data["study"]
+    env_runs = next((r["environment"] for r in data["rows"].values() if r.get("environment")), None)
+    parts = [f"<h1>gatedrnn study: Chung et al. 2014 reproduced (budget <code>{html.escape(study.budget)}</code>)</h1>",
+             f"<p>Built {time.strftime('%Y-%m-%d %H:%M:%S')} from <code>store.sqlite</code> "
+             f"({len(data['rows'])} runs recorded).</p>",
+             _md_to_html_tables(t2_md)]
+    for name, title in (("curves_epochs.svg", "Learning curves against epochs"),
+                        ("curves_seconds.svg", "Learning curves against training seconds")):
+        if name in figs:
+            parts.append(f"<h2>{title}</h2><div class='fig'>{_svg_inline(figs[name])}</div>")
+    parts.append(_md_to_html_tables(t1_md))
+    # protocol
+    proto = study.model_dump()
+    parts.append("<h2>Protocol actually used</h2>")
+    parts.append("<ul>"
+                 f"<li>datasets: {', '.join(data['grid'].datasets)}; units: {', '.join(study.units)}</li>"
+                 f"<li>learning-rate candidates ({study.lr_candidates}, log base {study.lr_base} of "
+                 f"U({study.lr_low:g}, {study.lr_high:g}), draw seed {study.lr_seed}): "
+                 f"{', '.join(f'{x:.3g}' for x in data['grid'].lrs)}</li>"
+                 f"<li>selection: lowest validation NLL of the seed-{study.search_seed} run; then seeds "
+                 f"{study.seed_list()}</li>"
+                 f"<li>training fields shared by every run: <code>{html.escape(json.dumps(study.train, sort_keys=True))}</code>; "
+                 "everything else: the defaults of <code>gatedrnn.train.TrainConfig</code> (each run's full config "
+                 "is its <code>config.json</code>)</li>"
+                 f"<li>executor: {html.escape(str(data['executor']))}</li>"
+                 + (f"<li>last sweep: {html.escape(json.dumps(data['sweep']))}</li>" if data["sweep"] else "")
+                 + "</ul>")
+    parts.append(f"<details><summary>study config (JSON)</summary><pre>{html.escape(json.dumps(proto, indent=2))}"
+                 "</pre></details>")
+    # lr search
+    parts.append("<h2>Learning-rate search (validation NLL)</h2>")
+    parts.append(_html_table(["dataset", "unit", "lr", "status", "valid NLL", "selected", "run"],
+                             [[r["dataset"], UNIT_NAMES[r["unit"]], f"{r['lr']:.3g}", r["status"], _f(r["valid_nll"]),
+                               "✔" if r["selected"] else "",
+                               f"<a href='runs/{html.escape(r['run_id'])}/'>{html.escape(r['run_id'])}</a>"]
+                              for r in lr_rows]))
+    # every run
+    parts.append("<h2>Every run</h2>")
+    body = []
+    for rid, r in sorted(data["rows"].items()):
+        body.append([f"<a href='runs/{html.escape(rid)}/'>{html.escape(rid)}</a>", r["dataset"], UNIT_NAMES[r["unit"]],
+                     f"{r['lr']:.3g}", r["seed"], html.escape(r["status"]), _f(r["train_nll"]), _f(r["valid_nll"]),
+                     _f(r["test_nll"]), r["epochs"] if r["epochs"] is not None else "–",
+                     _f(r["train_seconds"], 1), html.escape(r["error"] or "")])
+    parts.append(_html_table(["run", "dataset", "unit", "lr", "seed", "status", "train", "valid", "test",
+                              "epochs", "train s", "error"], body))
+    # machine
+    parts.append("<h2>Machine and versions</h2>")
+    parts.append(f"<p>Runs (first recorded):</p><pre>{html.escape(json.dumps(env_runs, indent=2, sort_keys=True))}</pre>")
+    parts.append(f"<p>This report:</p><pre>{html.escape(json.dumps(environment(), indent=2, sort_keys=True))}\n"
+                 f"matplotlib backend Agg, python {platform.python_version()}</pre>")
+    css = ("body{font-family:sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}"
+           "table{border-collapse:collapse;margin:1em 0;font-size:0.85em}td,th{border:1px solid #ccc;"
+           "padding:3px 6px;text-align:left}th{background:#f3f3f3}.fig svg{max-width:100%;height:auto}"
+           "pre{background:#f7f7f7;padding:0.5em;overflow:auto;font-size:0.8em}")
+    page = (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>gatedrnn study report</title>"
+            f"<style>{css}</style></head><body>{''.join(parts)}</body></html>\n")
+    p = out / "report.html"
+    p.write_text(page)
+    return p
+
+
+# ------------------------------------------------------------------------------------ entry
+def build_report(out_dir: str | Path, *, figures: bool = True, log=print) -> dict[str, Path]:
+    """(Re)build every output of a results directory from its store; returns {name: path}."""
+    out = Path(out_dir)
+    data = collect(out)
+    t2, sig, base = table2_rows(data), significance_rows(data), baseline_rows(data)
+    t1 = table1_rows(data)
+    lr_rows = lr_search_rows(data)
+    files = {}
+    t2_md, t1_md = table2_markdown(data, t2, sig, base), table1_markdown(t1)
+    for name, text in (("table2.md", t2_md), ("table1.md", t1_md)):
+        (out / name).write_text(text)
+        files[name] = out / name
+    base_csv = [{"dataset": b["dataset"], "unit": f"reference:{b['model']}", "train_mean": b.get("train"),
+                 "valid_mean": b.get("valid"), "test_mean": b.get("test")} for b in base]
+    for name, rows in (("table2.csv", t2 + base_csv), ("table2_tests.csv", sig), ("table1.csv", t1),
+                       ("lr_search.csv", lr_rows)):
+        _write_csv(out / name, rows)
+        files[name] = out / name
+    figs = make_figures(data, out) if figures else {}
+    files.update(figs)
+    files["report.html"] = write_html(data, out, t1_md, t2_md, figs, lr_rows)
+    log(f"wrote {', '.join(sorted(files))} in {out}")
+    return files
+
+
+def status_text(out_dir: str | Path) -> str:
+    """What is done, running and failed in a results directory (reads the store only)."""
+    out = Path(out_dir)
+    store = Store(out, create=False)
+    try:
+        runs = store.all()
+        study = store.get_meta("study")
+        lines = [f"results: {out}  ({store.path.name}, {len(runs)} runs recorded)"]
+        if study:
+            s = StudyConfig(**study)
+            grid = Grid(s, datasets=store.get_meta("datasets"))
+            lines.append(f"study: budget {s.budget}, datasets {', '.join(grid.datasets)}, "
+                         f"{len(grid.lrs)} lr candidates, {s.seeds} seeds; {grid.n_runs()} runs in all")
+        counts = {}
+        for r in runs:
+            st = r["status"]
+            if st == "running" and not store.live_owner(r):
+                st = "interrupted"
+            counts[st] = counts.get(st, 0) + 1
+        lines.append("  ".join(f"{k}: {v}" for k, v in sorted(counts.items())) or "no runs yet")
+        for r in runs:
+            if r["status"] == "running":
+                live = store.live_owner(r)
+                lines.append(f"  {'running    ' if live else 'interrupted'} {r['run_id']}  "
+                             f"(owner {r['owner']}{'' if live else ', gone: resumes on the next reproduce'})")
+            elif r["status"] in ("failed", "diverged"):
+                lines.append(f"  {r['status']:11s} {r['run_id']}  {r['error'] or ''}")
+        return "\n".join(lines)
+    finally:
+        store.close()
