@@ -62,8 +62,10 @@ def add_study_commands(sub) -> None:
     p.add_argument("--patience", type=_pos_int, help="early-stopping patience (epochs)")
     p.add_argument("--batch-size", type=_pos_int, help="sequences per update (default: TrainConfig's, 16)")
     p.add_argument("--eval-batch-size", type=_pos_int)
-    p.add_argument("--limit-sequences", type=_pos_int, help="use only the first N sequences of every split")
-    p.add_argument("--crop-length", type=_pos_int, help="crop every sequence to N steps")
+    p.add_argument("--limit-sequences", type=_nonneg_int,
+                   help="use only the first N sequences of every split (0: all, overriding the budget)")
+    p.add_argument("--crop-length", type=_nonneg_int,
+                   help="crop every sequence to N steps (0: no crop, overriding the budget)")
     p.add_argument("--optimizer", choices=["rmsprop", "rmsprop-momentum"])
     p.add_argument("--weight-noise", type=_float)
     p.add_argument("--lr-final", type=_float, help="linear lr decay to lr*this (default 1: none)")
@@ -99,7 +101,7 @@ def study_from_args(args):
     for f in TRAIN_FIELDS:
         v = getattr(args, f, None)
         if v is not None:
-            train[f] = v
+            train[f] = None if (f in ("limit_sequences", "crop_length") and v == 0) else v
     over = dict(datasets=args.datasets, units=args.units, lr_candidates=args.lr_candidates,
                 lr_base=args.lr_base, lr_seed=args.lr_seed, seeds=args.seeds, data_dir=args.data_dir, train=train)
     if args.lr_range:
@@ -117,6 +119,14 @@ def cmd_reproduce(args) -> int:
         print(json.dumps({"study": study.model_dump(), "datasets": g.datasets, "notes": g.notes,
                           "lr_candidates": g.lrs, "runs": g.n_runs()}, indent=2))
         return 0
+    try:
+        import importlib.util
+        if args.scheduler and importlib.util.find_spec("distributed") is None:
+            raise ImportError
+    except ImportError:
+        print("gatedrnn: error: --scheduler needs dask[distributed]: pip install 'gatedrnn[dask]' (or drop "
+              "--scheduler to use local processes)", file=sys.stderr)
+        return 2
     res = run_study(study, out, jobs=args.jobs, scheduler=args.scheduler, threads=args.threads,
                     progress=not args.no_progress, lease_seconds=args.lease_seconds,
                     build_report=not args.no_report, log=lambda m: print(m, file=sys.stderr))

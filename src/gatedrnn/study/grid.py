@@ -97,6 +97,7 @@ def budget_config(budget: str, **overrides) -> StudyConfig:
         raise ValueError(f"unknown budget {budget!r}; choose one of {', '.join(BUDGETS)}")
     base = json.loads(json.dumps(BUDGETS[budget]))  # deep copy
     train = {**base.pop("train", {}), **(overrides.pop("train", None) or {})}
+    train = {k: v for k, v in train.items() if v is not None}  # None: back to TrainConfig's default
     base.update({k: v for k, v in overrides.items() if v is not None})
     return StudyConfig(budget=budget, train=train, **base)
 

@@ -40,8 +40,18 @@ UNIT_COLORS = {"tanh": "#d62728", "gru": "#1f77b4", "lstm": "#2ca02c"}
 ALPHA = 0.05
 
 
+def _key(dataset: str) -> str:
+    """Registry name → our table key ('fsdd_a', 'FSDD-A' → 'fsdd-a')."""
+    n = "".join(ch for ch in dataset.lower() if ch.isalnum())
+    return {"fsdda": "fsdd-a", "fsddb": "fsdd-b"}.get(n, dataset)
+
+
 def _is_speech(dataset: str) -> bool:
-    return dataset.startswith("fsdd") or dataset in ("speech",)
+    return _key(dataset).startswith("fsdd")
+
+
+def _name(dataset: str) -> str:
+    return PAPER_NAMES.get(_key(dataset), dataset)
 
 
 def _f(x, digits=3) -> str:
@@ -105,7 +115,7 @@ def table2_rows(data: dict) -> list[dict]:
     for c in data["cells"]:
         ok = _ok_seed_rows(c)
         tr, va, te = (mean_ci([r[k] for r in ok]) for k in ("train_nll", "valid_nll", "test_nll"))
-        paper = PAPER_TABLE2.get(c["dataset"], {}).get(c["unit"])
+        paper = PAPER_TABLE2.get(_key(c["dataset"]), {}).get(c["unit"])
         comparable = paper is not None and not _is_speech(c["dataset"])
         n_div = sum(s["status"] == "diverged" for s in c["seeds"])
         n_fail = sum(s["status"] == "failed" for s in c["seeds"])
@@ -238,7 +248,7 @@ def table2_markdown(data, t2, sig, base) -> str:
             "train NLL (ours)", "train (paper)", "Δ train", "test NLL (ours)", "test (paper)", "Δ test"]
     body = []
     for r in t2:
-        body.append([PAPER_NAMES.get(r["dataset"], r["dataset"]), UNIT_NAMES[r["unit"]],
+        body.append([_name(r["dataset"]), UNIT_NAMES[r["unit"]],
                      "–" if r["lr"] is None else f"{r['lr']:.3g}",
                      f"{r['seeds_ok']} / {r['seeds_diverged']} / {r['seeds_failed']}"
                      + (f" ({r['seeds_missing']} not run yet)" if r["seeds_missing"] else ""),
@@ -246,9 +256,9 @@ def table2_markdown(data, t2, sig, base) -> str:
                      _ci(r["test_mean"], r["test_ci"]), _f(r["paper_test"], 2), _diff(r["diff_test"])])
     for b in base:
         if "error" in b:
-            body.append([PAPER_NAMES.get(b["dataset"], b["dataset"]), b["model"], "", "", "", "", "", "", "", ""])
+            body.append([_name(b["dataset"]), b["model"], "", "", "", "", "", "", "", ""])
             continue
-        body.append([PAPER_NAMES.get(b["dataset"], b["dataset"]), f"*reference: {b['description']}*", "", "",
+        body.append([_name(b["dataset"]), f"*reference: {b['description']}*", "", "",
                      _f(b["train"]), "", "", _f(b["test"]), "", ""])
     md = ["# Table 2: average negative log-likelihood (nats per step), train / test\n",
           f"Budget `{study.budget}`: {len(data['grid'].lrs)} learning-rate candidates, "
@@ -257,7 +267,7 @@ def table2_markdown(data, t2, sig, base) -> str:
           "\n## Best unit per dataset\n",
           _md_table(["dataset", "best (lowest mean test NLL)", "runner-up", "pairs (seeds)",
                      "mean test-NLL gap", "paired t", "p", "p (Holm)", f"significant at {ALPHA}"],
-                    [[PAPER_NAMES.get(s["dataset"], s["dataset"]), UNIT_NAMES.get(s["best"], "–"),
+                    [[_name(s["dataset"]), UNIT_NAMES.get(s["best"], "–"),
                       UNIT_NAMES.get(s["runner_up"], "–"), s["pairs"], _f(s["mean_diff"]), _f(s["t"], 2),
                       _p(s["p"]), _p(s["p_holm"]), "yes" if s["significant"] else "no"] for s in sig]),
           "\n## Notes\n",
@@ -345,7 +355,7 @@ def make_figures(data: dict, out: Path) -> dict[str, Path]:
                     ax.fill_between(x, lo, hi, color=col, alpha=0.2, linewidth=0)
                 if positive and ax.has_data():
                     ax.set_yscale("log")
-                ax.set_title(f"{PAPER_NAMES.get(dataset, dataset)}: {title}", fontsize=10)
+                ax.set_title(f"{_name(dataset)}: {title}", fontsize=10)
                 ax.set_xlabel(xlabel)
                 ax.set_ylabel("NLL (nats/step)")
                 ax.grid(True, which="both", alpha=0.3)
