@@ -1,0 +1,286 @@
+"""The fused C++ path (gatedrnn.kernels) against the reference loop (`unit.fused=False`): outputs, final
+states and every gradient (x, h0/c0, W, U, b, peepholes), on random shapes, lengths and every option
+variant; float64 gradcheck through the fused path; weight noise; the fallback when the build fails.
+No timings here (see `gatedrnn bench`)."""
+from __future__ import annotations
+
+import shutil
+import warnings
+
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from gatedrnn import kernels
+from gatedrnn.kernels import loader
+from gatedrnn.nn import make_unit
+
+VARIANTS = [
+    ("tanh", {}),
+    ("gru", {}),
+    ("gru", {"reset_after": True}),
+    ("lstm", {}),
+    ("lstm", {"peepholes": False}),
+]
+IDS = ["tanh", "gru", "gru-reset_after", "lstm", "lstm-nopeep"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def built():
+    """Build (or load the cached) kernel once; a machine with a compiler must be able to."""
+    kernels.reset()
+    ok = kernels.available()
+    if not ok:
+        if shutil.which("c++") or shutil.which("g++"):
+            pytest.fail(f"the kernel did not build although a compiler exists: {kernels.build_error()}")
+        pytest.skip(f"no C++ compiler: {kernels.build_error()}")
+    yield
+
+
+def make(name, kw, I, H, dtype=torch.float32, seed=0, **extra):
+    torch.manual_seed(seed)
+    u = make_unit(name, I, H, **kw, **extra).to(dtype)
+    with torch.no_grad():   # non-trivial biases and peepholes (they start at zero)
+        u.bias.uniform_(-0.5, 0.5)
+        if u.peephole is not None:
+            u.peephole.uniform_(-0.5, 0.5)
+    return u
+
+
+def run(u, x, lengths=None, state=None, fused=None, loss_on=("out", "state"), seed=None):
+    """Forward + backward of a fixed random loss; returns (out, state tensors, grads by name)."""
+    u.fused = fused
+    u.zero_grad(set_to_none=True)
+    x = x.detach().clone().requires_grad_(True)
+    if state is not None:
+        state = tuple(s.detach().clone().requires_grad_(True) for s in state) if isinstance(state, tuple) \
+            else state.detach().clone().requires_grad_(True)
+    if seed is not None:
+        torch.manual_seed(seed)
+    out, st_ = u(x, state, lengths=lengths)
+    sts = st_ if isinstance(st_, tuple) else (st_,)
+    g = torch.Generator().manual_seed(123)
+    loss = x.new_zeros(())
+    if "out" in loss_on:
+        loss = loss + (out * torch.randn(out.shape, generator=g, dtype=out.dtype)).sum()
+    if "state" in loss_on:
+        for s in sts:
+            loss = loss + (s * torch.randn(s.shape, generator=g, dtype=s.dtype)).sum()
+    if "c" in loss_on:
+        loss = loss + sts[-1].square().sum()
+    loss.backward()
+    grads = {n: p.grad.clone() if p.grad is not None else None for n, p in u.named_parameters()}
+    grads["x"] = x.grad
+    if state is not None:
+        for i, s in enumerate(state if isinstance(state, tuple) else (state,)):
+            grads[f"state{i}"] = s.grad
+    return out.detach(), [s.detach() for s in sts], grads
+
+
+def assert_same(a, b, atol, rtol=1e-4):
+    out_a, st_a, g_a = a
+    out_b, st_b, g_b = b
+    torch.testing.assert_close(out_a, out_b, atol=atol, rtol=rtol)
+    for s, t in zip(st_a, st_b):
+        torch.testing.assert_close(s, t, atol=atol, rtol=rtol)
+    assert g_a.keys() == g_b.keys()
+    for k in g_a:
+        if g_b[k] is None:
+            assert g_a[k] is None or not g_a[k].any(), k
+            continue
+        assert g_a[k] is not None, k
+        torch.testing.assert_close(g_a[k], g_b[k], atol=atol, rtol=rtol, msg=lambda m: f"grad {k}: {m}")
+
+
+def test_lookup_gives_the_fused_path():
+    for name, kw in VARIANTS:
+        u = make(name, kw, 3, 4)
+        assert kernels.lookup(u) is kernels.fused_run
+        u.fused = False
+        assert u.fused is False
+
+
+@pytest.mark.parametrize("variant", VARIANTS, ids=IDS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_fused_equals_reference_padded_batch(variant, dtype):
+    name, kw = variant
+    B, T, I, H = 21, 9, 6, 19          # B not a multiple of the row block, H not of the column block
+    u = make(name, kw, I, H, dtype)
+    x = torch.randn(B, T, I, dtype=dtype)
+    lengths = torch.randint(0, T + 1, (B,))
+    lengths[0] = T
+    h0 = torch.randn(B, H, dtype=dtype) * 0.5
+    state = (h0, torch.randn(B, H, dtype=dtype) * 0.5) if name == "lstm" else h0
+    atol = 1e-5 if dtype == torch.float32 else 1e-12
+    assert_same(run(u, x, lengths, state), run(u, x, lengths, state, fused=False), atol)
+
+
+@pytest.mark.parametrize("variant", VARIANTS, ids=IDS)
+@pytest.mark.parametrize("loss_on", [("out",), ("state",), ("c",)], ids=["out-only", "state-only", "c-only"])
+def test_partial_losses(variant, loss_on):
+    """Gradients reaching only the outputs, or only the final state (undefined incoming grads)."""
+    name, kw = variant
+    u = make(name, kw, 4, 5, torch.float64)
+    x = torch.randn(3, 6, 4, dtype=torch.float64)
+    assert_same(run(u, x, loss_on=loss_on), run(u, x, fused=False, loss_on=loss_on), 1e-12)
+
+
+@pytest.mark.parametrize("variant", VARIANTS, ids=IDS)
+def test_threads_and_paper_sizes(variant):
+    """The batch is split across threads (with per-thread weight-gradient partial sums): the result
+    must not depend on the thread count. Music-like sizes, float32."""
+    name, kw = variant
+    H = {"tanh": 100, "gru": 46, "lstm": 36}[name]
+    u = make(name, kw, 88, H)
+    x = (torch.rand(64, 30, 88) < 0.1).float()
+    lengths = torch.randint(1, 31, (64,))
+    ref = run(u, x, lengths, fused=False)
+    old = torch.get_num_threads()
+    try:
+        for n in (1, 2, 3):
+            torch.set_num_threads(n)
+            assert_same(run(u, x, lengths), ref, atol=1e-4, rtol=1e-3)   # sums over 64 x 30 in float32
+    finally:
+        torch.set_num_threads(old)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(variant=st.sampled_from(VARIANTS), B=st.integers(1, 19), T=st.integers(1, 8), I=st.integers(1, 20),
+       H=st.integers(1, 35), batch_first=st.booleans(), with_state=st.booleans(), padded=st.booleans(),
+       dtype=st.sampled_from([torch.float32, torch.float64]), seed=st.integers(0, 2**16))
+def test_fused_equals_reference_property(variant, B, T, I, H, batch_first, with_state, padded, dtype, seed):
+    name, kw = variant
+    u = make(name, kw, I, H, dtype, seed=seed, batch_first=batch_first)
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(B, T, I, generator=g, dtype=dtype)
+    if not batch_first:
+        x = x.transpose(0, 1).contiguous()
+    lengths = torch.randint(0, T + 1, (B,), generator=g) if padded else None
+    state = None
+    if with_state:
+        h0 = torch.randn(B, H, generator=g, dtype=dtype)
+        state = (h0, torch.randn(B, H, generator=g, dtype=dtype)) if name == "lstm" else h0
+    atol = 2e-5 if dtype == torch.float32 else 1e-11
+    assert_same(run(u, x, lengths, state), run(u, x, lengths, state, fused=False), atol)
+
+
+@pytest.mark.parametrize("variant", VARIANTS, ids=IDS)
+def test_gradcheck_fused(variant):
+    name, kw = variant
+    B, T, I, H = 3, 4, 3, 5
+    u = make(name, kw, I, H, torch.float64)
+    assert kernels.lookup(u) is kernels.fused_run
+    lengths = torch.tensor([4, 2, 0])
+    mask = torch.arange(T).unsqueeze(1) < lengths.unsqueeze(0)
+    x = torch.randn(T, B, I, dtype=torch.float64, requires_grad=True)
+    h0 = torch.randn(B, H, dtype=torch.float64, requires_grad=True)
+    c0 = torch.randn(B, H, dtype=torch.float64, requires_grad=True)
+    W = u.weight_ih.detach().clone().requires_grad_(True)
+    U = u.weight_hh.detach().clone().requires_grad_(True)
+    extra = [u.bias] + ([u.peephole] if u.peephole is not None else [])
+
+    def f(x, h0, c0, W, U, *params):
+        state = (h0, c0) if name == "lstm" else h0
+        out, st_ = kernels.fused_run(u, x, state, mask, W, U)
+        return (out,) + (st_ if isinstance(st_, tuple) else (st_,))
+
+    assert torch.autograd.gradcheck(f, (x, h0, c0, W, U, *extra), atol=1e-7, rtol=1e-5)
+
+
+@pytest.mark.parametrize("variant", VARIANTS, ids=IDS)
+def test_weight_noise_training(variant):
+    """Training mode with weight noise: the noisy W, U reach the kernel as autograd tensors, and the
+    gradient flows through them to the clean parameters exactly as in the reference."""
+    name, kw = variant
+    u = make(name, kw, 5, 7, weight_noise=0.075)
+    u.train()
+    x = torch.randn(4, 6, 5)
+    lengths = torch.tensor([6, 3, 1, 5])
+    a = run(u, x, lengths, seed=7)
+    b = run(u, x, lengths, fused=False, seed=7)
+    assert_same(a, b, atol=1e-5)
+    c = run(u, x, lengths, seed=8)   # a different draw really changes the result
+    assert not torch.allclose(a[0], c[0])
+
+
+def test_packed_sequence_and_no_grad():
+    from torch.nn.utils.rnn import pack_padded_sequence
+    u = make("lstm", {}, 4, 6)
+    x = torch.randn(5, 7, 4)
+    lengths = torch.tensor([7, 2, 5, 1, 3])
+    p = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
+    with torch.no_grad():
+        (pa, (ha, ca)) = u(p)
+        u.fused = False
+        (pb, (hb, cb)) = u(p)
+    torch.testing.assert_close(pa.data, pb.data, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(ha, hb, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(ca, cb, atol=1e-5, rtol=1e-4)
+
+
+def test_unsupported_units_fall_back_to_the_reference():
+    # a subclass with its own equations never takes the fused path
+    from gatedrnn.nn.gru import GRU
+
+    class MyGRU(GRU):
+        def cell(self, wx_t, h, p):
+            return super().cell(wx_t, h, p) * 0.5
+
+    assert kernels.lookup(MyGRU(3, 4)) is None
+
+
+def test_fallback_when_the_build_fails(monkeypatch):
+    """A failed build: ONE warning, then the reference loop, same results."""
+    def boom(*a, **k):
+        raise loader.KernelBuildError("simulated compiler failure")
+
+    u = make("lstm", {}, 4, 5)
+    x = torch.randn(3, 6, 4)
+    ref = run(u, x, fused=False)
+    monkeypatch.setattr(loader, "load", boom)
+    kernels.reset()
+    try:
+        with warnings.catch_warnings(record=True) as w:
+            warnings.simplefilter("always")
+            assert kernels.lookup(u) is None
+            got = run(u, x)
+            run(make("gru", {}, 4, 5), x)
+        msgs = [str(m.message) for m in w if issubclass(m.category, RuntimeWarning)]
+        assert len(msgs) == 1, msgs
+        assert "reference loop" in msgs[0] and "simulated compiler failure" in msgs[0]
+        assert_same(got, ref, atol=0)
+        assert "simulated" in kernels.build_error()
+    finally:
+        monkeypatch.undo()
+        kernels.reset()
+    assert kernels.available()
+
+
+def test_disabled_by_environment(monkeypatch):
+    monkeypatch.setenv("GATEDRNN_NO_KERNELS", "1")
+    kernels.reset()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")      # disabling on purpose is not worth a warning
+            assert kernels.lookup(make("tanh", {}, 2, 3)) is None
+    finally:
+        monkeypatch.delenv("GATEDRNN_NO_KERNELS")
+        kernels.reset()
+
+
+def test_failed_compile_is_reported(monkeypatch, tmp_path):
+    """A compiler that fails gives KernelBuildError (never a crash), and nothing half-written is cached."""
+    monkeypatch.setenv("GATEDRNN_CACHE_DIR", str(tmp_path))
+    monkeypatch.setenv("CXX", "false")
+    with pytest.raises(loader.KernelBuildError):
+        loader.build()
+    assert not any(p.suffix == ".so" for p in tmp_path.rglob("*"))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_cuda_runs_the_reference():
+    u = make("gru", {}, 3, 4).cuda()
+    assert kernels.lookup(u) is None
+    out, h = u(torch.randn(2, 5, 3, device="cuda"))
+    assert out.is_cuda
