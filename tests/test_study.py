@@ -94,6 +94,11 @@ def test_lr_candidates_reproducible_and_in_range():
     assert all(math.exp(-12) * 0.999 <= x <= math.exp(-6) * 1.001 for x in e)
     with pytest.raises(ValueError):
         G.lr_candidates(3, base="3")
+    # stratified: one draw in each of n equal slices of the exponent range
+    st = G.lr_candidates(4, -12, -6, "2", seed=3, draw="stratified")
+    assert st == G.lr_candidates(4, -12, -6, "2", seed=3, draw="stratified")
+    for i, x in enumerate(st):
+        assert -12 + 1.5 * i - 1e-3 <= math.log2(x) <= -12 + 1.5 * (i + 1) + 1e-3
 
 
 def test_budgets_and_run_ids():

@@ -57,6 +57,9 @@ def add_study_commands(sub) -> None:
                    help="exponent range of the log-uniform draw (default -12 -6)")
     p.add_argument("--lr-base", choices=list(LOG_BASES), help="log base of the draw: e, 2 or 10 (default 2)")
     p.add_argument("--lr-seed", type=_nonneg_int, help="seed of the learning-rate draw (default 0)")
+    p.add_argument("--lr-draw", choices=["random", "stratified"],
+                   help="independent draws (the paper; budget paper) or one per equal slice of the range "
+                        "(budgets smoke, quick)")
     p.add_argument("--seeds", type=_pos_int, help="seeds of each selected configuration")
     p.add_argument("--epochs", type=_nonneg_int, help="maximum epochs per run")
     p.add_argument("--patience", type=_pos_int, help="early-stopping patience (epochs)")
@@ -103,7 +106,7 @@ def study_from_args(args):
         if v is not None:
             train[f] = None if (f in ("limit_sequences", "crop_length") and v == 0) else v
     over = dict(datasets=args.datasets, units=args.units, lr_candidates=args.lr_candidates,
-                lr_base=args.lr_base, lr_seed=args.lr_seed, seeds=args.seeds, data_dir=args.data_dir, train=train)
+                lr_base=args.lr_base, lr_seed=args.lr_seed, lr_draw=args.lr_draw, seeds=args.seeds, data_dir=args.data_dir, train=train)
     if args.lr_range:
         over.update(lr_low=args.lr_range[0], lr_high=args.lr_range[1])
     return budget_config(args.budget, **over)

@@ -442,7 +442,7 @@ def write_html(data, out: Path, t1_md: str, t2_md: str, figs: dict, lr_rows: lis
     parts.append("<ul>"
                  f"<li>datasets: {', '.join(data['grid'].datasets)}; units: {', '.join(study.units)}</li>"
                  f"<li>learning-rate candidates ({study.lr_candidates}, log base {study.lr_base} of "
-                 f"U({study.lr_low:g}, {study.lr_high:g}), draw seed {study.lr_seed}): "
+                 f"U({study.lr_low:g}, {study.lr_high:g}), {study.lr_draw} draw, seed {study.lr_seed}): "
                  f"{', '.join(f'{x:.3g}' for x in data['grid'].lrs)}</li>"
                  f"<li>selection: lowest validation NLL of the seed-{study.search_seed} run; then seeds "
                  f"{study.seed_list()}</li>"
