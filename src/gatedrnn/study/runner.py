@@ -122,6 +122,8 @@ def run_study(study: StudyConfig, out_dir: str | Path, executor=None, *, jobs: i
             if not waiting and not inflight:
                 break
 
+            if bar is not None:
+                bar.set_postfix(running=len(inflight), failed=len(failed_ids), refresh=False)
             # 2. collect finished runs
             done = executor.wait(list(inflight), timeout=poll_seconds) if inflight else set()
             if not inflight:
