@@ -51,6 +51,10 @@ def run_study(study: StudyConfig, out_dir: str | Path, executor=None, *, jobs: i
         log(f"note: {note}")
     if not grid.datasets:
         raise ValueError("no dataset of the study is available (see the notes above)")
+    previous = store.get_meta("study")
+    if previous is not None and StudyConfig(**previous).key() != study.key():
+        log(f"note: {out} held a different study (budget {previous.get('budget')}); its finished runs are reused "
+            f"where configs coincide, and the tables now describe this one (budget {study.budget})")
     store.set_meta("study", study.model_dump())
     store.set_meta("datasets", grid.datasets)
     store.set_meta("notes", grid.notes)
