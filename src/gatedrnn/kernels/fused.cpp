@@ -32,6 +32,7 @@
 #include <vector>
 #include <thread>
 #include <algorithm>
+#include <atomic>
 
 namespace {
 
@@ -169,20 +170,32 @@ struct BwdArgs {
     void* dv;
 };
 
-// Split the batch rows into chunks (multiples of MR where possible), chunk p runs f(p, r0, r1) on
-// its own thread (chunk 0 on the caller's). Returns nothing; partial sums are indexed by p.
+// The batch rows are cut into chunks (multiples of MR rows, about two per thread); each chunk runs
+// the whole time loop. Threads take chunks from an atomic counter, so a thread that the OS
+// deschedules (a busy machine) leaves its remaining chunks to the others. Chunk p writes partial
+// sums into slot p.
+static int64_t num_chunks(int64_t B, int64_t nthreads) {
+    const int64_t blocks = (B + MR - 1) / MR;
+    return std::max<int64_t>(1, std::min<int64_t>(blocks, nthreads <= 1 ? 1 : 2 * nthreads));
+}
+
 template <typename F>
 static void run_rows(int64_t B, int nthreads, F&& f) {
-    int64_t nt = std::max<int64_t>(1, std::min<int64_t>(nthreads, (B + MR - 1) / MR));
-    if (nt <= 1) { f(int64_t(0), int64_t(0), B); return; }
-    // row chunks, multiples of MR where possible
-    std::vector<int64_t> cut(nt + 1);
-    for (int64_t i = 0; i <= nt; ++i) cut[i] = std::min(B, (B * i / nt + MR - 1) / MR * MR);
-    cut[nt] = B;
+    const int64_t nc = num_chunks(B, nthreads);
+    const int64_t blocks = (B + MR - 1) / MR;
+    auto lo = [&](int64_t p) { return std::min(B, (blocks * p / nc) * MR); };
+    if (nc == 1 || nthreads <= 1) {
+        for (int64_t p = 0; p < nc; ++p) f(p, lo(p), lo(p + 1));
+        return;
+    }
+    std::atomic<int64_t> next{0};
+    auto worker = [&] {
+        for (int64_t p; (p = next.fetch_add(1)) < nc;)
+            if (lo(p + 1) > lo(p)) f(p, lo(p), lo(p + 1));
+    };
     std::vector<std::thread> th;
-    for (int64_t i = 1; i < nt; ++i)
-        if (cut[i + 1] > cut[i]) th.emplace_back([&, i] { f(i, cut[i], cut[i + 1]); });
-    if (cut[1] > cut[0]) f(int64_t(0), cut[0], cut[1]);
+    for (int64_t i = 1; i < std::min<int64_t>(nthreads, nc); ++i) th.emplace_back(worker);
+    worker();
     for (auto& t : th) t.join();
 }
 
@@ -507,9 +520,9 @@ extern "C" {
 
 int gr_abi_version() { return 2; }
 
-// number of row chunks (threads, and partial-sum slots) run_rows uses
+// number of row chunks (= partial-sum slots) run_rows uses
 int64_t gr_num_parts(int64_t B, int64_t nthreads) {
-    return std::max<int64_t>(1, std::min<int64_t>(nthreads, (B + MR - 1) / MR));
+    return num_chunks(B, nthreads);
 }
 
 int gr_forward(const FwdArgs* a, int is_double) {

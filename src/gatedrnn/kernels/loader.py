@@ -153,3 +153,15 @@ def load():
             _lib = _bind(lib)
             library_path = path
     return _lib
+
+
+def time_fresh_compile() -> float:
+    """Seconds a full compile takes here (into a temporary directory; the cache is not touched)."""
+    cxx = compiler()
+    with tempfile.TemporaryDirectory() as d:
+        t0 = time.perf_counter()
+        try:
+            _compile(cxx, FLAGS, Path(d) / "fused.so")
+        except KernelBuildError:
+            _compile(cxx, FALLBACK_FLAGS, Path(d) / "fused.so")
+        return time.perf_counter() - t0

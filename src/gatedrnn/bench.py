@@ -1,0 +1,293 @@
+"""`gatedrnn bench`: forward+backward time of the paper's units (fused kernels and the reference loop)
+against torch.nn.LSTM / GRU / RNN(tanh) of the same hidden size, at the paper's sizes.
+
+Writes a JSON result (machine, torch version, threads, load, compile time, the large-GEMM rate, the
+arithmetic floor = FLOPs / that rate, every median) and prints a Markdown table. The same code runs
+from `python benchmarks/bench.py`.
+
+Suites (batch-first input, random data, input not requiring grad):
+  music:   batch 64 x 200 steps x 88 inputs; LSTM 36 / GRU 46 / tanh 100 (Table 1, music); both without a
+           read-out (loss = sum of the outputs) and with one (Linear(H, 88) + BCE-with-logits).
+  speech:  batch 64 x 50 steps x 20 inputs; LSTM 195 / GRU 227 / tanh 400 (Table 1, speech), no read-out.
+  stacked: K=10 models as one (gatedrnn.kernels.multi.StackedUnit) against one fused model, per model.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import os
+import platform
+import socket
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+SUITES = {
+    "music": dict(batch=64, steps=200, inputs=88, hidden={"lstm": 36, "gru": 46, "tanh": 100}, readout=(False, True)),
+    "speech": dict(batch=64, steps=50, inputs=20, hidden={"lstm": 195, "gru": 227, "tanh": 400}, readout=(False,)),
+}
+GATES = {"lstm": 4, "gru": 3, "tanh": 1}
+NN = {"lstm": nn.LSTM, "gru": nn.GRU, "tanh": nn.RNN}
+OUT_FEATURES = 88
+
+
+# ------------------------------------------------------------------------------------------ machine
+def machine_info() -> dict:
+    model = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    try:
+        load = os.getloadavg()
+    except OSError:
+        load = None
+    return {"hostname": socket.gethostname(), "cpu": model, "logical_cpus": os.cpu_count(),
+            "affinity_cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+            "platform": platform.platform(), "python": platform.python_version(), "torch": torch.__version__,
+            "torch_threads": torch.get_num_threads(), "torch_interop_threads": torch.get_num_interop_threads(),
+            "mkldnn_enabled": bool(torch.backends.mkldnn.enabled), "mkldnn_available": torch.backends.mkldnn.is_available(),
+            "env": {k: os.environ[k] for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS") if k in os.environ},
+            "loadavg_start": load}
+
+
+def gemm_rate(n: int = 1536, repeats: int = 5) -> float:
+    """Measured large-GEMM rate (GFLOP/s, float32, torch.mm on n x n, current thread setting)."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b
+    ts = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        a @ b
+        ts.append(time.perf_counter() - t)
+    return 2 * n ** 3 / min(ts) / 1e9
+
+
+def flops(unit: str, B: int, T: int, I: int, H: int, readout: bool) -> float:
+    """Arithmetic of one forward+backward (GEMMs only; the input needs no gradient):
+    forward 2TB(I+H)GH; backward dh 2TB·GH·H, dU 2TB·GH·H, dW 2TB·GH·I; read-out 3·2TB·H·88."""
+    GH = GATES[unit] * H
+    f = 2 * T * B * (I + H) * GH + 2 * T * B * GH * H * 2 + 2 * T * B * GH * I
+    if readout:
+        f += 3 * 2 * T * B * H * OUT_FEATURES
+    return float(f)
+
+
+# ------------------------------------------------------------------------------------------ timing
+def _step_fn(rnn, head, x, target, is_nn: bool):
+    params = list(rnn.parameters()) + (list(head.parameters()) if head is not None else [])
+
+    def step():
+        for p in params:
+            p.grad = None
+        out, _ = rnn(x)
+        if head is None:
+            loss = out.sum()
+        else:
+            loss = F.binary_cross_entropy_with_logits(head(out), target)
+        loss.backward()
+    return step
+
+
+def time_round_robin(fns: dict, repeats: dict, warmup: int = 2) -> dict:
+    """Median seconds per call; the candidates are interleaved so that a change in machine load hits
+    all of them alike."""
+    for name, f in fns.items():
+        for _ in range(warmup if repeats[name] > 2 else 1):
+            f()
+    times = {k: [] for k in fns}
+    for r in range(max(repeats.values())):
+        for name, f in fns.items():
+            if r < repeats[name]:
+                t = time.perf_counter()
+                f()
+                times[name].append(time.perf_counter() - t)
+    return {k: {"median_ms": statistics.median(v) * 1e3, "min_ms": min(v) * 1e3, "n": len(v)}
+            for k, v in times.items()}
+
+
+def bench_config(unit: str, B: int, T: int, I: int, H: int, readout: bool, repeats: int, ref_repeats: int,
+                 seed: int = 0) -> dict:
+    from gatedrnn.nn import make_unit
+    torch.manual_seed(seed)
+    x = (torch.rand(B, T, I) < 0.1).float()
+    target = (torch.rand(B, T, OUT_FEATURES) < 0.1).float()
+    fused = make_unit(unit, I, H)
+    ref = make_unit(unit, I, H, fused=False)
+    ref.load_state_dict(fused.state_dict())
+    tnn = NN[unit](I, H, batch_first=True) if unit != "tanh" else nn.RNN(I, H, nonlinearity="tanh", batch_first=True)
+    head = nn.Linear(H, OUT_FEATURES) if readout else None
+    fns = {"fused": _step_fn(fused, head, x, target, False),
+           "torch.nn": _step_fn(tnn, head, x, target, True),
+           "reference": _step_fn(ref, head, x, target, False)}
+    reps = {"fused": repeats, "torch.nn": repeats, "reference": ref_repeats}
+    return time_round_robin(fns, reps)
+
+
+# ------------------------------------------------------------------------------------------ stacked
+def bench_stacked(K: int, unit: str, B: int, T: int, I: int, H: int, repeats: int) -> dict | None:
+    try:
+        from gatedrnn.kernels.multi import StackedUnit
+    except ImportError:
+        return None
+    from gatedrnn.nn import make_unit
+    torch.manual_seed(0)
+    units = [make_unit(unit, I, H) for _ in range(K)]
+    stacked = StackedUnit.from_units(units)
+    xs = (torch.rand(K, B, T, I) < 0.1).float()
+    one = units[0]
+
+    def run_one():
+        for p in one.parameters():
+            p.grad = None
+        out, _ = one(xs[0])
+        out.sum().backward()
+
+    def run_stacked():
+        for p in stacked.parameters():
+            p.grad = None
+        out, _ = stacked(xs)
+        out.sum().backward()
+
+    r = time_round_robin({"one fused model": run_one, f"K={K} stacked": run_stacked},
+                         {"one fused model": repeats, f"K={K} stacked": max(3, repeats // 3)})
+    per_model = r[f"K={K} stacked"]["median_ms"] / K
+    return {"unit": unit, "K": K, "batch": B, "steps": T, "inputs": I, "hidden": H, "times": r,
+            "stacked_per_model_ms": per_model,
+            "ratio_per_model_vs_one": per_model / r["one fused model"]["median_ms"]}
+
+
+# ------------------------------------------------------------------------------------------ main
+def run(suites=("music", "speech"), repeats: int = 15, ref_repeats: int = 3, threads: int | None = None,
+        units=("lstm", "gru", "tanh"), stacked_K: int = 10, log=print) -> dict:
+    if threads:
+        torch.set_num_threads(threads)
+    from gatedrnn import kernels
+    from gatedrnn.kernels import loader
+    info = machine_info()
+    t0 = time.perf_counter()
+    ok = kernels.available()
+    info["kernel_available"] = ok
+    info["kernel_first_load_s"] = time.perf_counter() - t0
+    info["kernel_compile_s"] = loader.build_seconds          # None: it came from the cache
+    info["kernel_compile_s_fresh"] = loader.time_fresh_compile() if ok else None
+    info["kernel_library"] = str(loader.library_path) if ok else kernels.build_error()
+    rate = gemm_rate()
+    info["gemm_gflops"] = rate
+    log(f"# gatedrnn bench — {info['cpu']}, {info['logical_cpus']} CPUs, torch {info['torch']}, "
+        f"{info['torch_threads']} threads, large-GEMM {rate:.0f} GFLOP/s, kernel compile "
+        f"{info['kernel_compile_s_fresh'] or 0:.1f} s")
+    rows = []
+    for suite in suites:
+        cfg = SUITES[suite]
+        B, T, I = cfg["batch"], cfg["steps"], cfg["inputs"]
+        for readout in cfg["readout"]:
+            for unit in units:
+                H = cfg["hidden"][unit]
+                r = bench_config(unit, B, T, I, H, readout, repeats, ref_repeats)
+                fl = flops(unit, B, T, I, H, readout)
+                floor_ms = fl / (rate * 1e9) * 1e3
+                row = {"suite": suite, "unit": unit, "readout": readout, "batch": B, "steps": T, "inputs": I,
+                       "hidden": H, "times": r, "gflop": fl / 1e9, "floor_ms": floor_ms,
+                       "fused_over_nn": r["fused"]["median_ms"] / r["torch.nn"]["median_ms"],
+                       "reference_over_nn": r["reference"]["median_ms"] / r["torch.nn"]["median_ms"],
+                       "fused_over_floor": r["fused"]["median_ms"] / floor_ms}
+                rows.append(row)
+                log(f"  {suite:6s} {unit:4s} H={H:3d} readout={str(readout):5s} fused {r['fused']['median_ms']:7.1f} ms"
+                    f"  torch.nn {r['torch.nn']['median_ms']:7.1f} ms  reference {r['reference']['median_ms']:7.1f} ms"
+                    f"  floor {floor_ms:5.1f} ms")
+    stacked = None
+    if stacked_K and stacked_K > 1:
+        cfg = SUITES["music"]
+        stacked = bench_stacked(stacked_K, "gru", cfg["batch"], cfg["steps"], cfg["inputs"], cfg["hidden"]["gru"],
+                                max(3, repeats // 2))
+    try:
+        info["loadavg_end"] = os.getloadavg()
+    except OSError:
+        pass
+    return {"date": _dt.datetime.now().isoformat(timespec="seconds"), "machine": info,
+            "settings": {"repeats": repeats, "reference_repeats": ref_repeats, "statistic": "median",
+                         "timed": "zero grads + forward + loss + backward, batch-first input without grad",
+                         "floor": "GEMM FLOPs of forward+backward / measured large-GEMM rate"},
+            "results": rows, "stacked": stacked}
+
+
+def markdown(res: dict) -> str:
+    m = res["machine"]
+    lines = [f"Machine: {m['cpu']}, {m['logical_cpus']} logical CPUs, torch {m['torch']}, "
+             f"{m['torch_threads']} threads; large-GEMM rate {m['gemm_gflops']:.0f} GFLOP/s; "
+             f"load average at start {tuple(round(x, 2) for x in m['loadavg_start'] or ())}.",
+             "",
+             "| suite | unit | H | read-out | fused ms | torch.nn ms | reference ms | fused / torch.nn "
+             "| reference / torch.nn | floor ms | fused / floor |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in res["results"]:
+        t = r["times"]
+        lines.append(f"| {r['suite']} | {r['unit']} | {r['hidden']} | {'yes' if r['readout'] else 'no'} | "
+                     f"{t['fused']['median_ms']:.1f} | {t['torch.nn']['median_ms']:.1f} | "
+                     f"{t['reference']['median_ms']:.1f} | {r['fused_over_nn']:.2f} | "
+                     f"{r['reference_over_nn']:.2f} | {r['floor_ms']:.1f} | {r['fused_over_floor']:.1f} |")
+    s = res.get("stacked")
+    if s:
+        one = s["times"]["one fused model"]["median_ms"]
+        k_ms = s["times"][f"K={s['K']} stacked"]["median_ms"]
+        lines += ["", f"Many models as one ({s['unit']}, H={s['hidden']}, music sizes): one fused model "
+                      f"{one:.1f} ms; K={s['K']} stacked {k_ms:.1f} ms = {s['stacked_per_model_ms']:.1f} ms "
+                      f"per model ({s['ratio_per_model_vs_one']:.2f}x)."]
+    return "\n".join(lines)
+
+
+def default_out() -> Path:
+    return Path("benchmarks") / "results" / f"{socket.gethostname()}-{_dt.date.today().isoformat()}.json"
+
+
+def _cmd(args) -> int:
+    res = run(suites=tuple(args.suite), repeats=args.repeats, ref_repeats=args.reference_repeats,
+              threads=args.threads, units=tuple(args.unit), stacked_K=args.stacked)
+    out = Path(args.out) if args.out else default_out()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(res, indent=2) + "\n")
+    print()
+    print(markdown(res))
+    print(f"\nwrote {out}")
+    return 0
+
+
+def add_bench_command(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        "bench", help="time the fused units against torch.nn (forward+backward, paper sizes)",
+        description="Forward+backward time of the paper's units — fused C++ kernels and the reference "
+                    "loop — against torch.nn.LSTM/GRU/RNN of the same hidden size, at the paper's music "
+                    "and speech sizes; writes a JSON result and prints a Markdown table. Compiles the "
+                    "kernels first if needed.")
+    p.add_argument("--suite", nargs="+", choices=sorted(SUITES), default=["music", "speech"])
+    p.add_argument("--unit", nargs="+", choices=["lstm", "gru", "tanh"], default=["lstm", "gru", "tanh"])
+    p.add_argument("--repeats", type=int, default=15, help="timed repeats for fused and torch.nn (median)")
+    p.add_argument("--reference-repeats", type=int, default=3, help="timed repeats of the slow reference loop")
+    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
+    p.add_argument("--stacked", type=int, default=10, help="K for the many-models-as-one line (0: skip)")
+    p.add_argument("--out", default=None, help="JSON path (default benchmarks/results/<hostname>-<date>.json)")
+    p.set_defaults(func=_cmd)
+    return p
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="gatedrnn")
+    sub = parser.add_subparsers(dest="command", required=True)
+    add_bench_command(sub)
+    args = parser.parse_args(["bench", *(sys.argv[1:] if argv is None else argv)])
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
