@@ -103,6 +103,7 @@ def fused_run(unit, xt: Tensor, state, mask: Tensor | None, W: Tensor, U: Tensor
         return unit.reference(xt, state, mask, W, U)
     peep = bool(is_lstm and unit.peepholes)
     reset_after = bool(getattr(unit, "reset_after", False)) if code == GRU else False
-    out, hT, cT = FusedRecurrence.apply(code, reset_after, peep, xt, h0, c0, W, U, unit.bias,
-                                        unit.peephole if peep else None, mask)
-    return out, ((hT, cT) if is_lstm else hT)
+    u = lambda t: None if t is None else t.unsqueeze(0)   # one model = a stack of K=1
+    out, hT, cT = FusedRecurrence.apply(code, reset_after, peep, u(xt), u(h0), u(c0), u(W), u(U), u(unit.bias),
+                                        u(unit.peephole) if peep else None, u(mask))
+    return out[0], ((hT[0], cT[0]) if is_lstm else hT[0])

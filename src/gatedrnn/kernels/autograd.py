@@ -1,10 +1,14 @@
-"""The fused forward/backward as one torch.autograd.Function per call.
+"""The fused forward/backward as one torch.autograd.Function per call, for K >= 1 models at once.
 
-Everything runs in C++ (fused.cpp), in one thread-parallel region per pass with the batch split across
-threads: per step, forward computes b + W x_t and U h_{t-1} with a register-blocked micro-kernel and
-one fused elementwise pass; backward computes the gate gradients, dh_{t-1}, and accumulates dW, dU, db
-(and dx) as per-thread partial sums, which are added up here. Python only prepares zero-padded copies
-of the weights (tiny) and allocates the outputs.
+Everything runs in C++ (fused.cpp), in one thread-parallel region per pass: the work items are
+(model, chunk of batch rows), each running the whole time loop. Per step, forward computes b + W x_t
+and U h_{t-1} with a register-blocked micro-kernel and one fused elementwise pass; backward computes
+the gate gradients, dh_{t-1}, and accumulates dW, dU, db (and dx) as per-chunk partial sums, added up
+here. Python only prepares zero-padded copies of the weights (tiny) and allocates the outputs.
+
+Tensors carry a leading model dimension K: x (K, T, B, I) (any T and B strides, unit inner stride),
+h0/c0 (K, B, H), W (K, G·H, I), U (K, G·H, H), b (K, G·H), v (K, 3, H), mask (K, T, B).
+A single unit is K = 1 (see `gatedrnn.kernels.fused_run`).
 """
 from __future__ import annotations
 
@@ -45,8 +49,12 @@ class _Bwd(ctypes.Structure):
                 ("dh0", _p), ("dc0", _p), ("dv", _p)]
 
 
-def _ptr(t: Tensor | None) -> int | None:
-    return None if t is None else t.data_ptr()
+def _ptrs(t: Tensor | None, K: int) -> list:
+    """data pointers of t[0], ..., t[K-1] (None for a missing tensor)."""
+    if t is None:
+        return [None] * K
+    base, step = t.data_ptr(), t.stride(0) * t.element_size()
+    return [base + k * step for k in range(K)]
 
 
 def num_threads() -> int:
@@ -54,55 +62,58 @@ def num_threads() -> int:
 
 
 def row_strided(x: Tensor) -> Tensor:
-    """x (T, B, I) with unit stride in the last dim (the kernels take any T and B strides)."""
-    if x.stride(2) != 1 and x.shape[2] > 1:
+    """x (K, T, B, I) with unit stride in the last dim (the kernels take any T and B strides)."""
+    if x.stride(3) != 1 and x.shape[3] > 1:
         x = x.contiguous()
     return x
 
 
 def _padded_cols(M: Tensor, ld: int) -> Tensor:
-    out = M.new_zeros(M.shape[0], ld)
-    out[:, :M.shape[1]] = M
+    out = M.new_zeros(*M.shape[:-1], ld)
+    out[..., :M.shape[-1]] = M
     return out
 
 
 def forward_operands(unit: int, reset_after: bool, W: Tensor, U: Tensor, b: Tensor):
-    """Zero-padded W^T (I, ldx), bias (ldx), U^T (H, ldu) and the column offset of U_c^T for the paper
-    GRU (whose step needs a separate GEMM for U_c (r ⊙ h))."""
-    GH, H = U.shape
+    """Zero-padded W^T (K, I, ldx), bias (K, ldx), U^T (K, H, ldu) and the column offset of U_c^T for
+    the paper GRU (whose step needs a separate GEMM for U_c (r ⊙ h))."""
+    K, GH, H = U.shape
     ldx = _pad(GH)
-    WT = _padded_cols(W.t(), ldx)
-    bx = b.new_zeros(ldx)
-    bx[:GH] = b
+    WT = _padded_cols(W.mT, ldx)
+    bx = _padded_cols(b, ldx)
     if unit == GRU and not reset_after:
         n1 = _pad(2 * H)
-        UT = U.new_zeros(H, n1 + _pad(H))
-        UT[:, :2 * H] = U[:2 * H].t()
-        UT[:, n1:n1 + H] = U[2 * H:].t()
+        UT = U.new_zeros(K, H, n1 + _pad(H))
+        UT[:, :, :2 * H] = U[:, :2 * H].mT
+        UT[:, :, n1:n1 + H] = U[:, 2 * H:].mT
         return WT, bx, UT, n1
-    return WT, bx, _padded_cols(U.t(), _pad(GH)), 0
+    return WT, bx, _padded_cols(U.mT, _pad(GH)), 0
 
 
 def run_forward(unit: int, reset_after: bool, peep: bool, x: Tensor, h0: Tensor, c0: Tensor | None,
                 W: Tensor, U: Tensor, b: Tensor, v: Tensor | None, mask_u8: Tensor | None):
     lib = loader.load()
-    T, B, I = x.shape
-    GH, H = U.shape
+    K, T, B, I = x.shape
+    GH, H = U.shape[1:]
     WT, bx, UT, off2 = forward_operands(unit, reset_after, W, U, b)
-    Hs = x.new_empty(T + 1, B, H)
-    Hs[0] = h0
+    Hs = x.new_empty(K, T + 1, B, H)
+    Hs[:, 0] = h0
     Cs = None
     if unit == LSTM:
-        Cs = x.new_empty(T + 1, B, H)
-        Cs[0] = c0
-    out = x.new_empty(T, B, H)
-    act = x.new_empty(T, B, GH) if unit != TANH else None
-    aux = x.new_empty(T, B, H) if unit != TANH else None
+        Cs = x.new_empty(K, T + 1, B, H)
+        Cs[:, 0] = c0
+    out = x.new_empty(K, T, B, H)
+    act = x.new_empty(K, T, B, GH) if unit != TANH else None
+    aux = x.new_empty(K, T, B, H) if unit != TANH else None
     v = v.contiguous() if (v is not None and peep) else None
-    a = _Fwd(T, B, H, I, unit, int(reset_after), int(peep), num_threads(),
-             _ptr(x), x.stride(0), x.stride(1), _ptr(WT), _ptr(bx), WT.shape[1], _ptr(UT), UT.shape[1], off2,
-             _ptr(v), _ptr(mask_u8), _ptr(Hs), _ptr(Cs), _ptr(out), _ptr(act), _ptr(aux))
-    lib.gr_forward(ctypes.byref(a), int(x.dtype == torch.float64))
+    args = (_Fwd * K)()
+    P = [_ptrs(t, K) for t in (x, WT, bx, UT, v, mask_u8, Hs, Cs, out, act, aux)]
+    for k in range(K):
+        px, pWT, pbx, pUT, pv, pm, pHs, pCs, pout, pact, paux = (p[k] for p in P)
+        args[k] = _Fwd(T, B, H, I, unit, int(reset_after), int(peep), num_threads(),
+                       px, x.stride(1), x.stride(2), pWT, pbx, WT.shape[2], pUT, UT.shape[2], off2,
+                       pv, pm, pHs, pCs, pout, pact, paux)
+    lib.gr_forward(args, K, int(x.dtype == torch.float64))
     return out, Hs, Cs, act, aux
 
 
@@ -110,51 +121,58 @@ def run_backward(unit: int, reset_after: bool, peep: bool, x: Tensor, W: Tensor,
                  mask_u8: Tensor | None, Hs: Tensor, Cs: Tensor | None, act: Tensor | None,
                  aux: Tensor | None, gout: Tensor | None, ghT: Tensor | None, gcT: Tensor | None,
                  need_dx: bool):
-    """Returns dx (or None), dW, dU, db, dh0, dc0 (LSTM), dv (LSTM with peepholes)."""
+    """Returns dx (or None), dW, dU, db, dh0, dc0 (LSTM), dv (LSTM with peepholes); all with the K dim."""
     lib = loader.load()
-    T, B, I = x.shape
-    GH, H = U.shape
+    K, T, B, I = x.shape
+    GH, H = U.shape[1:]
     ldi, ldh = _pad(I), _pad(H)
     nth = num_threads()
-    P = int(lib.gr_num_parts(B, nth))
+    nparts = int(lib.gr_num_parts(B, nth))
     Wp = _padded_cols(W, ldi)
     Up = _padded_cols(U, ldh)
-    dx = torch.empty_like(x) if need_dx else None
-    if dx is not None and dx.stride() != x.stride():   # the kernel writes dx with x's strides
-        x = x.contiguous()
+    dx = None
+    if need_dx:
         dx = torch.empty_like(x)
-    dWp = x.new_zeros(P, GH, ldi)
-    dUp = x.new_zeros(P, GH, ldh)
-    dbp = x.new_zeros(P, GH)
-    dh0 = x.new_empty(B, H)
-    dc0 = x.new_empty(B, H) if unit == LSTM else None
-    dv = x.new_zeros(B, 3 * H) if (unit == LSTM and peep) else None
+        if dx.stride() != x.stride():   # the kernel writes dx with x's strides
+            x = x.contiguous()
+            dx = torch.empty_like(x)
+    dWp = x.new_zeros(K, nparts, GH, ldi)
+    dUp = x.new_zeros(K, nparts, GH, ldh)
+    dbp = x.new_zeros(K, nparts, GH)
+    dh0 = x.new_empty(K, B, H)
+    dc0 = x.new_empty(K, B, H) if unit == LSTM else None
+    dv = x.new_zeros(K, B, 3 * H) if (unit == LSTM and peep) else None
     v = v.contiguous() if (v is not None and peep) else None
     c = lambda t: None if t is None else t.contiguous()
     gout, ghT, gcT = c(gout), c(ghT), c(gcT)
-    a = _Bwd(T, B, H, I, unit, int(reset_after), int(peep), nth,
-             _ptr(x), x.stride(0), x.stride(1), _ptr(Wp), ldi, _ptr(Up), ldh,
-             _ptr(v), _ptr(mask_u8), _ptr(Hs), _ptr(Cs), _ptr(act), _ptr(aux),
-             _ptr(gout), _ptr(ghT), _ptr(gcT), _ptr(dx), _ptr(dWp), _ptr(dUp), _ptr(dbp),
-             _ptr(dh0), _ptr(dc0), _ptr(dv))
-    lib.gr_backward(ctypes.byref(a), int(x.dtype == torch.float64))
-    sum0 = lambda t: t[0] if t.shape[0] == 1 else t.sum(0)
-    dW = sum0(dWp)[:, :I]
-    dU = sum0(dUp)[:, :H]
-    db = sum0(dbp)
-    dvv = dv.sum(0).view(3, H) if dv is not None else None
+    args = (_Bwd * K)()
+    P = [_ptrs(t, K) for t in (x, Wp, Up, v, mask_u8, Hs, Cs, act, aux, gout, ghT, gcT, dx, dWp, dUp, dbp,
+                               dh0, dc0, dv)]
+    for k in range(K):
+        (px, pWp, pUp, pv, pm, pHs, pCs, pact, paux, pgo, pgh, pgc, pdx, pdW, pdU, pdb, pdh0, pdc0,
+         pdv) = (p[k] for p in P)
+        args[k] = _Bwd(T, B, H, I, unit, int(reset_after), int(peep), nth,
+                       px, x.stride(1), x.stride(2), pWp, ldi, pUp, ldh, pv, pm, pHs, pCs, pact, paux,
+                       pgo, pgh, pgc, pdx, pdW, pdU, pdb, pdh0, pdc0, pdv)
+    lib.gr_backward(args, K, int(x.dtype == torch.float64))
+    sum1 = lambda t: t[:, 0] if t.shape[1] == 1 else t.sum(1)
+    dW = sum1(dWp)[..., :I]
+    dU = sum1(dUp)[..., :H]
+    db = sum1(dbp)
+    dvv = dv.sum(1).view(K, 3, H) if dv is not None else None
     return dx, dW, dU, db, dh0, dc0, dvv
 
 
 class FusedRecurrence(torch.autograd.Function):
-    """inputs: x (T,B,I), h0 (B,H), c0 (B,H) or None, W (G·H,I), U (G·H,H), b (G·H,), v (3,H) or None,
-    mask (T,B) bool or None. outputs: out (T,B,H), hT (B,H), cT (B,H) (LSTM only; else a 0-size dummy)."""
+    """inputs (leading model dim K): x (K,T,B,I), h0 (K,B,H), c0 (K,B,H) or None, W (K,G·H,I), U (K,G·H,H),
+    b (K,G·H), v (K,3,H) or None, mask (K,T,B) bool or None.
+    outputs: out (K,T,B,H), hT (K,B,H), cT (K,B,H) (LSTM only; else a 0-size dummy)."""
 
     @staticmethod
     def forward(ctx, unit: int, reset_after: bool, peep: bool, x: Tensor, h0: Tensor, c0, W: Tensor,
                 U: Tensor, b: Tensor, v, mask):
         ctx.set_materialize_grads(False)
-        T = x.shape[0]
+        T = x.shape[1]
         xs = row_strided(x)
         mask_u8 = mask.to(torch.uint8).contiguous() if mask is not None else None
         out, Hs, Cs, act, aux = run_forward(unit, reset_after, peep, xs, h0.contiguous(),
@@ -162,8 +180,8 @@ class FusedRecurrence(torch.autograd.Function):
                                             W, U, b, v, mask_u8)
         ctx.meta = (unit, reset_after, peep)
         ctx.save_for_backward(xs, W, U, v, mask_u8, Hs, Cs, act, aux)
-        hT = Hs[T].clone()
-        cT = Cs[T].clone() if Cs is not None else x.new_zeros(0)
+        hT = Hs[:, T].clone()
+        cT = Cs[:, T].clone() if Cs is not None else x.new_zeros(0)
         return out, hT, cT
 
     @staticmethod

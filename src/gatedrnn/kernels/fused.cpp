@@ -179,22 +179,26 @@ static int64_t num_chunks(int64_t B, int64_t nthreads) {
     return std::max<int64_t>(1, std::min<int64_t>(blocks, nthreads <= 1 ? 1 : 2 * nthreads));
 }
 
+// K independent problems (models) x chunks each = the work items of one parallel region.
 template <typename F>
-static void run_rows(int64_t B, int nthreads, F&& f) {
-    const int64_t nc = num_chunks(B, nthreads);
+static void run_items(int64_t K, int64_t B, int nthreads, F&& f) {
+    const int64_t nc = num_chunks(B, nthreads), items = K * nc;
     const int64_t blocks = (B + MR - 1) / MR;
     auto lo = [&](int64_t p) { return std::min(B, (blocks * p / nc) * MR); };
-    if (nc == 1 || nthreads <= 1) {
-        for (int64_t p = 0; p < nc; ++p) f(p, lo(p), lo(p + 1));
+    auto item = [&](int64_t i) {
+        const int64_t k = i / nc, p = i % nc;
+        if (lo(p + 1) > lo(p)) f(k, p, lo(p), lo(p + 1));
+    };
+    if (items == 1 || nthreads <= 1) {
+        for (int64_t i = 0; i < items; ++i) item(i);
         return;
     }
     std::atomic<int64_t> next{0};
     auto worker = [&] {
-        for (int64_t p; (p = next.fetch_add(1)) < nc;)
-            if (lo(p + 1) > lo(p)) f(p, lo(p), lo(p + 1));
+        for (int64_t i; (i = next.fetch_add(1)) < items;) item(i);
     };
     std::vector<std::thread> th;
-    for (int64_t i = 1; i < std::min<int64_t>(nthreads, nc); ++i) th.emplace_back(worker);
+    for (int64_t i = 1; i < std::min<int64_t>(nthreads, items); ++i) th.emplace_back(worker);
     worker();
     for (auto& t : th) t.join();
 }
@@ -518,26 +522,25 @@ static void backward_rows(const BwdArgs& a, int64_t p, int64_t r0, int64_t r1) {
 
 extern "C" {
 
-int gr_abi_version() { return 2; }
+int gr_abi_version() { return 3; }
 
-// number of row chunks (= partial-sum slots) run_rows uses
-int64_t gr_num_parts(int64_t B, int64_t nthreads) {
-    return num_chunks(B, nthreads);
-}
+// number of row chunks per model (= partial-sum slots per model) the loops use
+int64_t gr_num_parts(int64_t B, int64_t nthreads) { return num_chunks(B, nthreads); }
 
-int gr_forward(const FwdArgs* a, int is_double) {
+// a: K argument blocks (one per model, same shapes), all run in one parallel region
+int gr_forward(const FwdArgs* a, int64_t K, int is_double) {
     if (is_double)
-        run_rows(a->B, a->nthreads, [&](int64_t, int64_t r0, int64_t r1) { forward_rows<double>(*a, r0, r1); });
+        run_items(K, a->B, a->nthreads, [&](int64_t k, int64_t, int64_t r0, int64_t r1) { forward_rows<double>(a[k], r0, r1); });
     else
-        run_rows(a->B, a->nthreads, [&](int64_t, int64_t r0, int64_t r1) { forward_rows<float>(*a, r0, r1); });
+        run_items(K, a->B, a->nthreads, [&](int64_t k, int64_t, int64_t r0, int64_t r1) { forward_rows<float>(a[k], r0, r1); });
     return 0;
 }
 
-int gr_backward(const BwdArgs* a, int is_double) {
+int gr_backward(const BwdArgs* a, int64_t K, int is_double) {
     if (is_double)
-        run_rows(a->B, a->nthreads, [&](int64_t p, int64_t r0, int64_t r1) { backward_rows<double>(*a, p, r0, r1); });
+        run_items(K, a->B, a->nthreads, [&](int64_t k, int64_t p, int64_t r0, int64_t r1) { backward_rows<double>(a[k], p, r0, r1); });
     else
-        run_rows(a->B, a->nthreads, [&](int64_t p, int64_t r0, int64_t r1) { backward_rows<float>(*a, p, r0, r1); });
+        run_items(K, a->B, a->nthreads, [&](int64_t k, int64_t p, int64_t r0, int64_t r1) { backward_rows<float>(a[k], p, r0, r1); });
     return 0;
 }
 

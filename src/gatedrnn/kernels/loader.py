@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 SOURCE = Path(__file__).with_name("fused.cpp")
-ABI_VERSION = 2
+ABI_VERSION = 3
 FLAGS = ["-O3", "-march=native", "-ffp-contract=fast", "-fno-math-errno", "-fPIC", "-shared",
          "-std=c++17", "-pthread"]
 FALLBACK_FLAGS = ["-O3", "-ffp-contract=fast", "-fno-math-errno", "-fPIC", "-shared", "-std=c++17",
@@ -132,7 +132,7 @@ def _bind(lib: ctypes.CDLL) -> ctypes.CDLL:
     for name in ("gr_forward", "gr_backward"):
         fn = getattr(lib, name)
         fn.restype = ctypes.c_int
-        fn.argtypes = [ctypes.c_void_p, ctypes.c_int]
+        fn.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int]
     lib.gr_num_parts.restype = ctypes.c_int64
     lib.gr_num_parts.argtypes = [ctypes.c_int64, ctypes.c_int64]
     return lib
