@@ -284,3 +284,80 @@ def test_cuda_runs_the_reference():
     assert kernels.lookup(u) is None
     out, h = u(torch.randn(2, 5, 3, device="cuda"))
     assert out.is_cuda
+
+
+# ------------------------------------------------------------------ many models as one
+from gatedrnn.kernels.multi import StackedUnit  # noqa: E402
+
+
+@pytest.mark.parametrize("variant", VARIANTS, ids=IDS)
+@pytest.mark.parametrize("fused", [None, False], ids=["fused", "stacked-reference"])
+def test_stacked_equals_independent_runs(variant, fused):
+    """K models as one == K single units run one by one (outputs, final states, every gradient),
+    with per-model lengths, initial states and weight noise drawn in training mode."""
+    name, kw = variant
+    K, B, T, I, H = 3, 9, 7, 5, 18
+    torch.manual_seed(0)
+    units = [make(name, kw, I, H, seed=k, weight_noise=[0.0, 0.05, 0.1][k]) for k in range(K)]
+    stacked = StackedUnit.from_units(units, fused=fused)
+    stacked.train()
+    x = torch.randn(K, B, T, I, requires_grad=True)
+    lengths = torch.randint(0, T + 1, (K, B))
+    h0 = torch.randn(K, B, H, requires_grad=True)
+    c0 = torch.randn(K, B, H, requires_grad=True)
+    state = (h0, c0) if name == "lstm" else h0
+    torch.manual_seed(11)
+    out, st_ = stacked(x, state, lengths=lengths)
+    sts = st_ if isinstance(st_, tuple) else (st_,)
+    w = torch.randn(out.shape, generator=torch.Generator().manual_seed(1))
+    (out * w + 0).sum().add(sum(s.square().sum() for s in sts)).backward()
+
+    torch.manual_seed(11)
+    for k, u in enumerate(units):
+        u.train()
+        u.fused = False
+        xk = x[k].detach().clone().requires_grad_(True)
+        sk = tuple(s[k].detach().clone().requires_grad_(True) for s in (h0, c0)) if name == "lstm" \
+            else h0[k].detach().clone().requires_grad_(True)
+        o, s1 = u(xk, sk, lengths=lengths[k])
+        s1 = s1 if isinstance(s1, tuple) else (s1,)
+        (o * w[k]).sum().add(sum(s.square().sum() for s in s1)).backward()
+        torch.testing.assert_close(out[k].detach(), o.detach(), atol=1e-5, rtol=1e-4)
+        for a, b in zip(sts, s1):
+            torch.testing.assert_close(a[k].detach(), b.detach(), atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(x.grad[k], xk.grad, atol=1e-5, rtol=1e-4)
+        for a, b in zip((h0, c0) if name == "lstm" else (h0,), sk if name == "lstm" else (sk,)):
+            torch.testing.assert_close(a.grad[k], b.grad, atol=1e-5, rtol=1e-4)
+        for (n, p), q in zip(stacked.named_parameters(), u.parameters()):
+            torch.testing.assert_close(p.grad[k], q.grad, atol=1e-5, rtol=1e-4, msg=lambda m: f"{n}[{k}]: {m}")
+
+
+def test_stacked_roundtrip_and_construction():
+    s = StackedUnit("lstm", 4, 6, 5, peepholes=False, forget_bias=1.0, weight_noise=[0, 0.1, 0.2, 0.3])
+    assert s.weight_ih.shape == (4, 20, 6) and s.weight_hh.shape == (4, 20, 5) and s.bias.shape == (4, 20)
+    assert s.peephole is None
+    units = s.to_units()
+    assert [u.weight_noise for u in units] == pytest.approx([0, 0.1, 0.2, 0.3])
+    assert all(not u.peepholes and u.forget_bias == 1.0 for u in units)
+    back = StackedUnit.from_units(units)
+    for a, b in zip(s.parameters(), back.parameters()):
+        assert torch.equal(a, b)
+    with pytest.raises(ValueError):
+        StackedUnit.from_units([make_unit("gru", 3, 4), make_unit("gru", 3, 5)])
+    with pytest.raises(ValueError):
+        StackedUnit.from_units([make_unit("gru", 3, 4), make_unit("gru", 3, 4, reset_after=True)])
+
+
+def test_stacked_gradcheck():
+    s = StackedUnit("gru", 2, 3, 4).double()
+    x = torch.randn(2, 3, 4, 3, dtype=torch.float64, requires_grad=True)
+    lengths = torch.tensor([[4, 2, 1], [3, 4, 0]])
+
+    def f(x, W, U, b):
+        out, h = s._run(x.transpose(1, 2), torch.zeros(2, 3, 4, dtype=torch.float64),
+                        torch.arange(4).view(1, 4, 1) < lengths.unsqueeze(1), W, U)
+        return out, h
+
+    W = s.weight_ih.detach().clone().requires_grad_(True)
+    U = s.weight_hh.detach().clone().requires_grad_(True)
+    assert torch.autograd.gradcheck(f, (x, W, U, s.bias), atol=1e-7, rtol=1e-5)
