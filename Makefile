@@ -5,7 +5,7 @@ BIN     := $(VENV)/bin
 # Data: a local copy (../shared/data on CI and dev machines) or, if absent, the download cache.
 export GATEDRNN_DATA_DIR ?= $(if $(wildcard ../shared/data),$(abspath ../shared/data),)
 
-.PHONY: setup test demo bench reproduce clean
+.PHONY: setup test demo bench reproduce smoke clean
 
 $(BIN)/gatedrnn: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -21,6 +21,14 @@ test: setup
 # The main job for now: a short GRU training on JSB Chorales that prints its test NLL.
 demo: setup
 	$(BIN)/gatedrnn train --dataset jsb --unit gru --epochs 30 --out runs/demo-jsb-gru --no-progress
+
+# The main job: the study at a laptop budget (JSB Chorales, all three units, 3 learning-rate candidates,
+# 3 seeds, 25 epochs; about a minute of training on 2 cores). Prints where report.html is.
+reproduce: setup
+	$(BIN)/gatedrnn reproduce --budget quick --datasets jsb --lr-candidates 3 --seeds 3 --epochs 25 --out results/laptop
+
+smoke: setup
+	$(BIN)/gatedrnn reproduce --budget smoke --out results/smoke
 
 bench: setup
 	$(BIN)/gatedrnn bench
