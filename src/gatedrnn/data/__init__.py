@@ -20,6 +20,7 @@ from .sources import (ChecksumError, DataError, DataNotFoundError, KNOWN_FILES, 
                       register_file, resolve_data_dir, verify)
 
 __all__ = ["SequenceDataset", "DATASETS", "ALIASES", "canonical_name", "load_dataset", "register_dataset",
+           "PREFIXES", "register_prefix",
            "DataError", "ChecksumError", "DataNotFoundError", "KNOWN_FILES", "register_file", "find_or_fetch",
            "resolve_data_dir", "cache_dir", "verify"]
 
@@ -46,6 +47,18 @@ class SequenceDataset:
 
 DATASETS: dict[str, Callable[..., SequenceDataset]] = {}
 ALIASES: dict[str, str] = {}
+# "prefix:rest" names (e.g. "wav:/path/to/folder"): prefix -> (canonicalise(name) -> str, loader(name, **kw))
+PREFIXES: dict[str, tuple[Callable[[str], str], Callable[..., SequenceDataset]]] = {}
+
+
+def register_prefix(prefix: str, canonicalise: Callable[[str], str], loader: Callable[..., SequenceDataset]):
+    """Datasets named "<prefix>:<anything>", e.g. speech's "wav:/path/to/folder"."""
+    PREFIXES[prefix.lower()] = (canonicalise, loader)
+
+
+def _prefix(name: str) -> str | None:
+    head, sep, _ = str(name).strip().partition(":")
+    return head.lower() if sep and head.lower() in PREFIXES else None
 
 
 def _norm(name: str) -> str:
@@ -66,6 +79,8 @@ def register_dataset(name: str, loader: Callable[..., SequenceDataset], aliases=
 
 def canonical_name(name: str) -> str:
     """"jsb", "JSB", "jsb_chorales" -> "jsb"; unknown names raise DataError listing the valid ones."""
+    if _prefix(name):
+        return PREFIXES[_prefix(name)][0](str(name).strip())
     key = ALIASES.get(_norm(name))
     if key is None:
         raise DataError(f"unknown dataset {name!r}; valid names: {', '.join(DATASETS)} "
@@ -78,6 +93,9 @@ def load_dataset(name: str, data_dir=None, *, fmt: str = "auto", width="88", dow
     """Load a registered dataset by (alias) name. Extra keyword arguments go to its loader
     (music: ``allow_unverified``)."""
     key = canonical_name(name)
+    if _prefix(key):
+        return PREFIXES[_prefix(key)][1](key, data_dir=data_dir, fmt=fmt, width=width, download=download,
+                                         mirror=mirror, **kwargs)
     return DATASETS[key](data_dir=data_dir, fmt=fmt, width=width, download=download, mirror=mirror, **kwargs)
 
 
