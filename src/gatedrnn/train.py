@@ -343,9 +343,13 @@ def finish_run(cfg: TrainConfig, ds, model: SequenceModel, state: dict, out: Pat
         "train_nll": final["train"]["nll"], "valid_nll": final["valid"]["nll"], "test_nll": final["test"]["nll"],
         "train_nll_seq": final["train"]["nll_seq"], "valid_nll_seq": final["valid"]["nll_seq"],
         "test_nll_seq": final["test"]["nll_seq"], "splits": final,
-        "unit_of_nll": "nats per step (music: per frame, summed over the 88 notes)",
+        "unit_of_nll": "nats per step (music: per frame, summed over the 88 notes)" if ds.kind == "music" else
+                       f"nats per step (speech: summed over the {ds.target_size} predicted samples)",
         "data_files": ds.files, "data_meta": ds.meta, "environment": environment(), "device": str(device),
     }
+    if ds.kind == "speech":  # per sample = per step / samples predicted per step (docs/SPEECH.md)
+        for s in ("train", "valid", "test"):
+            result[f"{s}_nll_per_sample"] = final[s]["nll"] / ds.target_size
     write_json(out / "result.json", result)
     return result
 
