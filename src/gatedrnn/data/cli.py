@@ -43,7 +43,7 @@ def add_data_commands(subparsers) -> None:
     v.add_argument("--json", action="store_true", help="print the rows as JSON")
     v.set_defaults(func=cmd_verify)
 
-    s = sub.add_parser("stats", help="print the statistics table of music datasets")
+    s = sub.add_parser("stats", help="print the statistics table of music (and speech) datasets")
     s.add_argument("datasets", nargs="*", metavar="DATASET", help=f"default: {' '.join(MUSIC)}")
     _common(s, mirror=True)
     s.add_argument("--format", default="auto", choices=["auto", "mat", "pickle"])
@@ -77,7 +77,7 @@ def _guard(fn):
 @_guard
 def cmd_verify(args) -> int:
     from .sources import KNOWN_FILES, ChecksumError, DataNotFoundError, find_or_fetch, verify
-    from . import canonical_name
+    from . import DataError, canonical_name
 
     datasets = None
     if args.dataset:
@@ -89,6 +89,16 @@ def cmd_verify(args) -> int:
                 datasets.add(n)
     rows = verify(args.data_dir, datasets=datasets)
     notes = []
+    speech = datasets is None or bool(datasets & {"fsdd-a", "fsdd-b", "fsdd"})  # speech: one FSDD summary row
+    if speech:
+        from .speech import find_fsdd, fsdd_verify_row
+        rows.append(fsdd_verify_row(args.data_dir))
+        if (args.mirror or args.download) and rows[-1]["status"] == "missing":
+            try:
+                find_fsdd(args.data_dir, True, args.mirror)
+            except DataError as e:
+                notes.append(" ".join(str(e).split()))
+            rows[-1] = fsdd_verify_row(args.data_dir)
     if args.mirror or args.download:
         for r in rows:
             if r["status"] != "missing":
@@ -103,7 +113,7 @@ def cmd_verify(args) -> int:
                 notes.append(" ".join(str(e).split()))
             except DataNotFoundError as e:
                 notes.append(" ".join(str(e).split()))
-        rows = verify(args.data_dir, datasets=datasets)
+        rows = verify(args.data_dir, datasets=datasets) + rows[-1:] * speech
     if args.json:
         print(json.dumps(rows, indent=2))
     else:
@@ -132,10 +142,14 @@ def cmd_stats(args) -> int:
     from .music import dataset_stats, format_stats_table
 
     names = [canonical_name(n) for n in (args.datasets or MUSIC)]
-    all_rows, blocks = [], []
+    all_rows, blocks, speech_rows = [], [], []
     for n in names:
         ds = load_dataset(n, args.data_dir, fmt=args.format, width=args.width, download=not args.no_download,
                           mirror=args.mirror, allow_unverified=args.allow_unverified)
+        if ds.kind == "speech":  # sequences/steps/samples/seconds per split (gatedrnn.data.speech)
+            from .speech import speech_stats
+            speech_rows += speech_stats(ds)
+            continue
         if ds.kind != "music":
             raise DataError(f"'data stats' summarises music datasets; {n!r} is {ds.kind}")
         rows = dataset_stats(ds)
@@ -145,7 +159,12 @@ def cmd_stats(args) -> int:
         all_rows += rows
         blocks.append(rows)
     if args.json:
-        print(json.dumps(all_rows, indent=2))
+        print(json.dumps(all_rows + speech_rows, indent=2))
+        return 0
+    if speech_rows:
+        from .speech import format_speech_stats
+        print(format_speech_stats(speech_rows) + ("\n" if blocks else ""))
+    if not blocks:
         return 0
     print(format_stats_table([r for b in blocks for r in b]))
     print()
@@ -168,6 +187,9 @@ def cmd_download(args) -> int:
     if not todo and args.format in ("auto", "all"):  # datasets without .mat files (e.g. speech)
         todo = [kf for kf in KNOWN_FILES.values() if kf.dataset in names]
     status = 0
+    if {"fsdd-a", "fsdd-b"} & set(names):  # speech: FSDD's archive, every wav checked against the manifest
+        from .speech import find_fsdd
+        print(f"ok       fsdd/*.wav: {find_fsdd(args.data_dir, True, args.mirror)}")
     for kf in todo:
         if kf.sha256 is None and not args.allow_unverified:
             print(f"skipped  {kf.filename}: no known checksum (pass --allow-unverified to download it anyway)")
