@@ -286,6 +286,12 @@ def table2_markdown(data, t2, sig, base) -> str:
           "- Reference rows: fitted on the train split, scored on the same splits as the networks: "
           "per-note marginal frequencies (Bernoulli, add-one smoothing; no context) and 'repeat the previous "
           "frame' (p(on) = 1 − ε if the note was on in the previous frame, else ε'; ε, ε' fitted on train).\n"]
+    lrs = data["grid"].lrs
+    edge = [f"{_name(r['dataset'])}/{UNIT_NAMES[r['unit']]}" for r in t2
+            if r["lr"] is not None and len(lrs) > 1 and r["lr"] in (lrs[0], lrs[-1])]
+    if edge:
+        md.append(f"- The selected learning rate is the smallest or largest candidate for: {', '.join(edge)} — "
+                  "the optimum may lie outside the candidates (widen --lr-range or add candidates).\n")
     if study.train.get("limit_sequences") or study.train.get("crop_length"):
         md.append(f"- Data slices: limit_sequences={study.train.get('limit_sequences')}, "
                   f"crop_length={study.train.get('crop_length')} (the numbers are NOT comparable to the paper's).\n")
