@@ -307,29 +307,36 @@ def _budgets(cap: int | None, counts: dict[str, int]) -> dict[str, int | None]:
 
 
 def _cut(recs: list[_Recording], seq_len: int, join: bool, budget: int | None):
-    """Sequences (group, position, window) of one split, selected by energy-rank round robin."""
-    groups: dict[str, list[np.ndarray]] = {}
+    """Sequences (group, position, window, source recordings) of one split, selected by energy-rank
+    round robin; and the number of groups."""
+    groups: dict[str, tuple[list[np.ndarray], list[tuple[str, ...]]]] = {}
     if join:
         streams: dict[str, list[_Recording]] = {}
         for r in recs:
             streams.setdefault(r.group, []).append(r)
         for g, rs in streams.items():
-            s = np.concatenate([r.signal for r in sorted(rs, key=lambda r: r.order)])
-            groups[g] = [s[i:i + seq_len] for i in range(0, len(s) - seq_len + 1, seq_len)]
+            rs = sorted(rs, key=lambda r: r.order)
+            s = np.concatenate([r.signal for r in rs])
+            ends = np.cumsum([len(r.signal) for r in rs])
+            starts = range(0, len(s) - seq_len + 1, seq_len)
+            srcs = [tuple(r.name for r in rs[int(np.searchsorted(ends, i, "right")):
+                                             int(np.searchsorted(ends, i + seq_len - 1, "right")) + 1])
+                    for i in starts]
+            groups[g] = ([s[i:i + seq_len] for i in starts], srcs)
     else:
         for r in recs:
-            s = r.signal
-            groups[f"{r.group}/{r.name}"] = [s[i:i + seq_len] for i in range(0, len(s) - seq_len + 1, seq_len)]
+            starts = range(0, len(r.signal) - seq_len + 1, seq_len)
+            groups[f"{r.group}/{r.name}"] = ([r.signal[i:i + seq_len] for i in starts], [(r.name,)] * len(starts))
     cand = []
-    for gi, (g, wins) in enumerate(groups.items()):
+    for gi, (g, (wins, srcs)) in enumerate(groups.items()):
         energy = [float(np.mean(np.square(w, dtype=np.float64))) for w in wins]
         for rank, pos in enumerate(sorted(range(len(wins)), key=lambda i: (-energy[i], i))):
-            cand.append((rank, gi, pos, g, wins[pos]))
+            cand.append((rank, gi, pos, g, wins[pos], srcs[pos]))
     cand.sort(key=lambda c: (c[0], c[1]))
     if budget is not None:
         cand = cand[:budget]
     cand.sort(key=lambda c: (c[1], c[2]))
-    return [(g, pos, w) for _, _, pos, g, w in cand], len(groups)
+    return [(g, pos, w, src) for _, _, pos, g, w, src in cand], len(groups)
 
 
 def _build(name: str, title: str, recs: list[_Recording], rate: int, seq_len: int, join: bool,
@@ -346,13 +353,13 @@ def _build(name: str, title: str, recs: list[_Recording], rate: int, seq_len: in
         if not seqs:
             raise DataError(f"{name}: the {s} split has no sequence of {seq_len} samples (its recordings are "
                             f"shorter{'' if join else '; join them (join=True)'})")
-    train_audio = np.concatenate([w for _, _, w in cut["train"][0]])
+    train_audio = np.concatenate([c[2] for c in cut["train"][0]])
     mean, std = float(np.mean(train_audio)), float(np.std(train_audio))
     if not std > 0:
         raise DataError(f"{name}: the train audio is constant (std 0); cannot normalise")
     norm = {"scale": 32768, "mean": mean, "std": std, "fitted_on": "train",
             "formula": "z = (int16/32768 - mean) / std"}
-    splits = {s: [frame(normalise(w, norm)) for _, _, w in cut[s][0]] for s in SPLITS}
+    splits = {s: [frame(normalise(c[2], norm)) for c in cut[s][0]] for s in SPLITS}
     meta = {
         "title": title, "rate": int(rate), "seq_len": int(seq_len), "join": bool(join),
         "max_sequences": max_sequences, "budgets": budgets,
@@ -365,8 +372,14 @@ def _build(name: str, title: str, recs: list[_Recording], rate: int, seq_len: in
         "steps_per_sequence": num_steps(seq_len),
         **meta_extra,
     }
-    return SequenceDataset(name=name, kind="speech", input_size=N_IN, target_size=N_OUT, splits=splits,
-                           files=files, meta=meta)
+    ds = SequenceDataset(name=name, kind="speech", input_size=N_IN, target_size=N_OUT, splits=splits,
+                         files=files, meta=meta)
+    # Where each sequence came from (not in meta, which is saved with every model): split -> one
+    # {"group", "position" (window index in the group), "recordings" (file names it holds audio of)}
+    # per sequence, in the order of ds.splits[split].
+    ds.provenance = {s: [{"group": c[0], "position": c[1], "recordings": list(c[3])} for c in cut[s][0]]
+                     for s in SPLITS}
+    return ds
 
 
 def load_fsdd(variant: str = "fsdd-a", data_dir=None, *, download: bool = True, mirror: str | None = None,
