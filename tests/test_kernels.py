@@ -101,9 +101,17 @@ def test_lookup_gives_the_fused_path():
         assert u.fused is False
 
 
+@pytest.fixture(params=["in-loop", "deferred"])
+def wgrad_mode(request, monkeypatch):
+    """The two ways the backward computes the weight gradients (see autograd.DEFER_BYTES)."""
+    from gatedrnn.kernels import autograd
+    monkeypatch.setattr(autograd, "DEFER_BYTES", 0 if request.param == "deferred" else 1 << 40)
+    return request.param
+
+
 @pytest.mark.parametrize("variant", VARIANTS, ids=IDS)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_fused_equals_reference_padded_batch(variant, dtype):
+def test_fused_equals_reference_padded_batch(variant, dtype, wgrad_mode):
     name, kw = variant
     B, T, I, H = 21, 9, 6, 19          # B not a multiple of the row block, H not of the column block
     u = make(name, kw, I, H, dtype)
@@ -166,7 +174,7 @@ def test_fused_equals_reference_property(variant, B, T, I, H, batch_first, with_
 
 
 @pytest.mark.parametrize("variant", VARIANTS, ids=IDS)
-def test_gradcheck_fused(variant):
+def test_gradcheck_fused(variant, wgrad_mode):
     name, kw = variant
     B, T, I, H = 3, 4, 3, 5
     u = make(name, kw, I, H, torch.float64)
@@ -292,7 +300,7 @@ from gatedrnn.kernels.multi import StackedUnit  # noqa: E402
 
 @pytest.mark.parametrize("variant", VARIANTS, ids=IDS)
 @pytest.mark.parametrize("fused", [None, False], ids=["fused", "stacked-reference"])
-def test_stacked_equals_independent_runs(variant, fused):
+def test_stacked_equals_independent_runs(variant, fused, wgrad_mode):
     """K models as one == K single units run one by one (outputs, final states, every gradient),
     with per-model lengths, initial states and weight noise drawn in training mode."""
     name, kw = variant

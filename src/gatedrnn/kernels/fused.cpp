@@ -168,15 +168,19 @@ struct BwdArgs {
     void* dh0;
     void* dc0;
     void* dv;
+    void* dG;           // (T,B,G*H) or null: if set, store the gate gradients there and leave dW, dU, db,
+    void* dGx;          // dx to the caller; dGx (GRU reset_after): the W-side ones
 };
 
 // The batch rows are cut into chunks (multiples of MR rows, about two per thread); each chunk runs
 // the whole time loop. Threads take chunks from an atomic counter, so a thread that the OS
 // deschedules (a busy machine) leaves its remaining chunks to the others. Chunk p writes partial
 // sums into slot p.
+static int64_t g_chunks_per_thread = 2;
+
 static int64_t num_chunks(int64_t B, int64_t nthreads) {
     const int64_t blocks = (B + MR - 1) / MR;
-    return std::max<int64_t>(1, std::min<int64_t>(blocks, nthreads <= 1 ? 1 : 2 * nthreads));
+    return std::max<int64_t>(1, std::min<int64_t>(blocks, nthreads <= 1 ? 1 : g_chunks_per_thread * nthreads));
 }
 
 // K independent problems (models) x chunks each = the work items of one parallel region.
@@ -197,10 +201,19 @@ static void run_items(int64_t K, int64_t B, int nthreads, F&& f) {
     auto worker = [&] {
         for (int64_t i; (i = next.fetch_add(1)) < items;) item(i);
     };
+    const int nt = static_cast<int>(std::min<int64_t>(nthreads, items));
+#ifdef _OPENMP
+    // Built with -fopenmp, this library needs libgomp.so.1 — which the dynamic linker resolves to the
+    // copy torch has already loaded, so these are torch's own intra-op threads: no second pool whose
+    // threads would compete with torch's spinning OpenMP workers.
+#pragma omp parallel num_threads(nt)
+    worker();
+#else
     std::vector<std::thread> th;
-    for (int64_t i = 1; i < std::min<int64_t>(nthreads, items); ++i) th.emplace_back(worker);
+    for (int i = 1; i < nt; ++i) th.emplace_back(worker);
     worker();
     for (auto& t : th) t.join();
+#endif
 }
 
 // ---------------------------------------------------------------- row kernels
@@ -441,9 +454,11 @@ static void backward_rows(const BwdArgs& a, int64_t p, int64_t r0, int64_t r1) {
     T* dv = static_cast<T*>(a.dv);
     const bool gru_paper = a.unit == GRU && !a.reset_after;
     const bool sep_x = a.unit == GRU && a.reset_after;   // W-side gradient differs from the U-side one
-    std::vector<T> dhb(n * ldh, T(0)), dhdb(n * ldh, T(0)), zero(H, T(0)), db_(n * GH, T(0)),
-        dgxb(sep_x ? n * GH : 0, T(0)), xpb(n * ldi, T(0)), hpb(n * ldh, T(0)), dxb(dx ? n * ldi : 0),
-        drhb(gru_paper ? n * ldh : 0, T(0)), dcb(a.unit == LSTM ? n * H : 0, T(0));
+    const bool defer = a.dG != nullptr;   // weight gradients after the loop (by the caller), from dG / dGx
+    const bool inl = !defer;
+    std::vector<T> dhb(n * ldh, T(0)), dhdb(n * ldh, T(0)), zero(H, T(0)), db_(inl ? n * GH : 0, T(0)),
+        dgxb(inl && sep_x ? n * GH : 0, T(0)), xpb(inl ? n * ldi : 0, T(0)), hpb(inl ? n * ldh : 0, T(0)),
+        dxb(inl && dx ? n * ldi : 0), drhb(gru_paper ? n * ldh : 0, T(0)), dcb(a.unit == LSTM ? n * H : 0, T(0));
     T *dh = dhb.data(), *dhd = dhdb.data(), *d = db_.data(), *dgx = sep_x ? dgxb.data() : d;
     T *xp = xpb.data(), *hpad = hpb.data(), *dxs = dxb.data(), *drh = drhb.data(), *dc = dcb.data();
     if (ghT)
@@ -451,6 +466,10 @@ static void backward_rows(const BwdArgs& a, int64_t p, int64_t r0, int64_t r1) {
     if (a.unit == LSTM && gcT) std::memcpy(dc, gcT + r0 * H, n * H * sizeof(T));
 
     for (int64_t t = Tn - 1; t >= 0; --t) {
+        if (defer) {   // this step's rows of the caller's (T, B, G*H) buffers
+            d = static_cast<T*>(a.dG) + (t * B + r0) * GH;
+            dgx = sep_x ? static_cast<T*>(a.dGx) + (t * B + r0) * GH : d;
+        }
         for (int64_t i = 0; i < n; ++i) {
             const int64_t b = r0 + i, tb = t * B + b;
             const bool m = a.mask ? a.mask[tb] != 0 : true;
@@ -489,7 +508,10 @@ static void backward_rows(const BwdArgs& a, int64_t p, int64_t r0, int64_t r1) {
                 b_gru_2<T>(H, drh + i * ldh, act + tb * GH, Hs + tb * H, d + i * GH, dhd + i * ldh);
             }
         }
-        // weight gradients of this step (rank-n updates of the per-thread partial sums)
+        // dh_{t-1} = direct part + d U   (the paper GRU: only the z, r blocks; U_c went through r ⊙ h)
+        gemm<T>(n, ldh, gru_paper ? 2 * H : GH, d, GH, 1, Up, ldh, dh, ldh, dhd, ldh);
+        if (defer) continue;
+        // weight gradients of this step (rank-n updates of the per-chunk partial sums)
         for (int64_t i = 0; i < n; ++i) {
             std::memcpy(xp + i * ldi, x + t * a.sT + (r0 + i) * a.sB, I * sizeof(T));
             std::memcpy(hpad + i * ldh, Hs + (t * B + r0 + i) * H, H * sizeof(T));
@@ -510,8 +532,6 @@ static void backward_rows(const BwdArgs& a, int64_t p, int64_t r0, int64_t r1) {
             for (int64_t i = 0; i < n; ++i)
                 std::memcpy(dx + t * a.sT + (r0 + i) * a.sB, dxs + i * ldi, I * sizeof(T));
         }
-        // dh_{t-1} = direct part + d U   (the paper GRU: only the z, r blocks; U_c went through r ⊙ h)
-        gemm<T>(n, ldh, gru_paper ? 2 * H : GH, d, GH, 1, Up, ldh, dh, ldh, dhd, ldh);
     }
     T* dh0 = static_cast<T*>(a.dh0);
     for (int64_t i = 0; i < n; ++i) std::memcpy(dh0 + (r0 + i) * H, dh + i * ldh, H * sizeof(T));
@@ -522,10 +542,12 @@ static void backward_rows(const BwdArgs& a, int64_t p, int64_t r0, int64_t r1) {
 
 extern "C" {
 
-int gr_abi_version() { return 3; }
+int gr_abi_version() { return 4; }
 
 // number of row chunks per model (= partial-sum slots per model) the loops use
 int64_t gr_num_parts(int64_t B, int64_t nthreads) { return num_chunks(B, nthreads); }
+
+void gr_set_chunks_per_thread(int64_t c) { g_chunks_per_thread = std::max<int64_t>(1, c); }
 
 // a: K argument blocks (one per model, same shapes), all run in one parallel region
 int gr_forward(const FwdArgs* a, int64_t K, int is_double) {

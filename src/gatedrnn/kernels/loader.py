@@ -25,11 +25,12 @@ import time
 from pathlib import Path
 
 SOURCE = Path(__file__).with_name("fused.cpp")
-ABI_VERSION = 3
-FLAGS = ["-O3", "-march=native", "-ffp-contract=fast", "-fno-math-errno", "-fPIC", "-shared",
-         "-std=c++17", "-pthread"]
-FALLBACK_FLAGS = ["-O3", "-ffp-contract=fast", "-fno-math-errno", "-fPIC", "-shared", "-std=c++17",
-                  "-pthread"]
+ABI_VERSION = 4
+_BASE = ["-O3", "-ffp-contract=fast", "-fno-math-errno", "-fPIC", "-shared", "-std=c++17", "-pthread"]
+# tried in order: OpenMP (shares torch's libgomp thread pool) + native ISA; native ISA with std::thread;
+# portable.
+FLAG_SETS = [_BASE + ["-march=native", "-fopenmp"], _BASE + ["-march=native"], _BASE]
+FLAGS = FLAG_SETS[0]
 
 _lock = threading.Lock()
 _lib = None
@@ -110,7 +111,7 @@ def build(force: bool = False) -> Path:
     global build_seconds
     cxx = compiler()
     errors = []
-    for flags in (FLAGS, FALLBACK_FLAGS):
+    for flags in FLAG_SETS:
         path = cache_dir() / f"fused-{_key(cxx, flags)}.so"
         if path.exists() and not force:
             return path
@@ -135,6 +136,8 @@ def _bind(lib: ctypes.CDLL) -> ctypes.CDLL:
         fn.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int]
     lib.gr_num_parts.restype = ctypes.c_int64
     lib.gr_num_parts.argtypes = [ctypes.c_int64, ctypes.c_int64]
+    lib.gr_set_chunks_per_thread.restype = None
+    lib.gr_set_chunks_per_thread.argtypes = [ctypes.c_int64]
     return lib
 
 
@@ -160,8 +163,10 @@ def time_fresh_compile() -> float:
     cxx = compiler()
     with tempfile.TemporaryDirectory() as d:
         t0 = time.perf_counter()
-        try:
-            _compile(cxx, FLAGS, Path(d) / "fused.so")
-        except KernelBuildError:
-            _compile(cxx, FALLBACK_FLAGS, Path(d) / "fused.so")
+        for flags in FLAG_SETS:
+            try:
+                _compile(cxx, flags, Path(d) / "fused.so")
+                break
+            except KernelBuildError:
+                continue
         return time.perf_counter() - t0
