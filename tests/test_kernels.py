@@ -369,3 +369,25 @@ def test_stacked_gradcheck():
     W = s.weight_ih.detach().clone().requires_grad_(True)
     U = s.weight_hh.detach().clone().requires_grad_(True)
     assert torch.autograd.gradcheck(f, (x, W, U, s.bias), atol=1e-7, rtol=1e-5)
+
+
+def test_bench_command_is_registered_and_reports():
+    """The bench CLI parses and its report renders (no timing is run or checked here)."""
+    import argparse
+
+    from gatedrnn import bench
+    p = argparse.ArgumentParser()
+    sub = p.add_subparsers()
+    bench.add_bench_command(sub)
+    args = p.parse_args(["bench", "--suite", "music", "--unit", "gru", "--threads", "1", "--out", "x.json"])
+    assert args.func is bench._cmd and args.threads == 1
+    assert bench.flops("lstm", 64, 200, 88, 36, False) == 2 * 200 * 64 * (88 + 36) * 144 + 4 * 12800 * 144 * 36 \
+        + 2 * 12800 * 144 * 88
+    t = {"median_ms": 1.0, "min_ms": 1.0, "n": 1}
+    res = {"machine": {"cpu": "x", "logical_cpus": 2, "torch": "t", "torch_threads": 1, "gemm_gflops": 10.0,
+                       "loadavg_start": (0.1, 0.1, 0.1)},
+           "results": [{"suite": "music", "unit": "gru", "hidden": 46, "readout": False,
+                        "times": {"fused": t, "torch.nn": t, "reference": t}, "fused_over_nn": 1.0,
+                        "reference_over_nn": 1.0, "floor_ms": 1.0, "fused_over_floor": 1.0}],
+           "stacked": None}
+    assert "| music | gru | 46 |" in bench.markdown(res)
