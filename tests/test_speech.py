@@ -283,3 +283,15 @@ def test_sample_cli_writes_wav(speech_run, tmp_path, capsys):
     assert np.abs(p[:205] - ref).max() <= 1                                     # the prime is kept
     assert main(["sample", str(out), "--out", str(tmp_path / "x.mid")]) == 2    # wrong suffix: clear error
     assert "wav" in capsys.readouterr().err
+
+
+def test_data_cli_stats_and_verify(capsys):
+    from gatedrnn.cli import main
+    assert main(["data", "stats", "fsdd-a", "fsdd-b", "--data-dir", str(data_dir()), "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    got = {(r["dataset"], r["split"]): (r["sequences"], r["steps"], r["samples"]) for r in rows}
+    assert got[("fsdd-a", "train")] == (5784, 5784 * 48, 5784 * 500)
+    assert got[("fsdd-b", "all")] == (800, 800 * 798, 800 * 8000)
+    assert main(["data", "verify", "--dataset", "fsdd-a", "--data-dir", str(data_dir())]) == 0
+    out = capsys.readouterr().out
+    assert "fsdd/*.wav (3000)" in out and out.splitlines()[1].startswith("ok")
