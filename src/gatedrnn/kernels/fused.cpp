@@ -56,7 +56,9 @@ static inline __attribute__((always_inline)) float fexp(float x) {
     y = y * x + 5.0000001201E-1f;
     y = y * z + x + 1.0f;
     int32_t n = static_cast<int32_t>(fx);
-    float p = __builtin_bit_cast(float, (n + 127) << 23);
+    const int32_t bits = (n + 127) << 23;   // 2^n
+    float p;
+    std::memcpy(&p, &bits, sizeof p);
     return y * p;
 }
 static inline __attribute__((always_inline)) float sigm(float x) { return 1.0f / (1.0f + fexp(-x)); }
@@ -88,37 +90,50 @@ static inline int64_t padn(int64_t n) { return (n + NB - 1) / NB * NB; }
 // (NB floats = one AVX-512 register, two AVX2 ones), one broadcast FMA per row and k.
 template <typename T> struct Vec { typedef T type __attribute__((vector_size(NB * sizeof(T)))); };
 
-template <typename T, int R>
+template <typename T, int R, int NV>
 static inline __attribute__((always_inline)) void micro(int64_t K, const T* __restrict A, int64_t ars, int64_t aks,
                                                         const T* __restrict Bm, int64_t ldb,
                                                         T* C, int64_t ldc, const T* Cin, int64_t ldcin) {
     typedef typename Vec<T>::type V;
-    V acc[R];
-    for (int r = 0; r < R; ++r) {
-        if (Cin) std::memcpy(&acc[r], Cin + r * ldcin, sizeof(V));
-        else acc[r] = V{};
-    }
+    V acc[R][NV];
+    for (int r = 0; r < R; ++r)
+        for (int v = 0; v < NV; ++v) {
+            if (Cin) std::memcpy(&acc[r][v], Cin + r * ldcin + v * NB, sizeof(V));
+            else acc[r][v] = V{};
+        }
     for (int64_t k = 0; k < K; ++k) {
-        V b;
-        std::memcpy(&b, Bm + k * ldb, sizeof(V));
-        for (int r = 0; r < R; ++r) acc[r] += A[r * ars + k * aks] * b;
+        V b[NV];
+        for (int v = 0; v < NV; ++v) std::memcpy(&b[v], Bm + k * ldb + v * NB, sizeof(V));
+        for (int r = 0; r < R; ++r) {
+            const T a = A[r * ars + k * aks];
+            for (int v = 0; v < NV; ++v) acc[r][v] += a * b[v];
+        }
     }
-    for (int r = 0; r < R; ++r) std::memcpy(C + r * ldc, &acc[r], sizeof(V));
+    for (int r = 0; r < R; ++r)
+        for (int v = 0; v < NV; ++v) std::memcpy(C + r * ldc + v * NB, &acc[r][v], sizeof(V));
+}
+
+// column blocks of 2*NB (8 x 32 floats = 16 AVX-512 accumulators: 10 loads per 16 FMAs), then NB
+template <typename T, int NV>
+static inline void gemm_cols(int64_t M, int64_t n0, int64_t K, const T* A, int64_t ars, int64_t aks, const T* Bm,
+                             int64_t ldb, T* C, int64_t ldc, const T* Cin, int64_t ldcin) {
+    int64_t m = 0;
+#define GR_MICRO(RR) micro<T, RR, NV>(K, A + m * ars, ars, aks, Bm + n0, ldb, C + m * ldc + n0, ldc, \
+                                      Cin ? Cin + m * ldcin + n0 : nullptr, ldcin)
+    for (; m + MR <= M; m += MR) GR_MICRO(MR);
+    if (m + 4 <= M) { GR_MICRO(4); m += 4; }
+    if (m + 2 <= M) { GR_MICRO(2); m += 2; }
+    if (m < M) { GR_MICRO(1); ++m; }
+#undef GR_MICRO
 }
 
 template <typename T>
 static void gemm(int64_t M, int64_t Np, int64_t K, const T* A, int64_t ars, int64_t aks, const T* Bm,
                  int64_t ldb, T* C, int64_t ldc, const T* Cin, int64_t ldcin) {
-    for (int64_t n0 = 0; n0 < Np; n0 += NB) {
-        int64_t m = 0;
-#define GR_MICRO(RR) micro<T, RR>(K, A + m * ars, ars, aks, Bm + n0, ldb, C + m * ldc + n0, ldc, \
-                                  Cin ? Cin + m * ldcin + n0 : nullptr, ldcin)
-        for (; m + MR <= M; m += MR) GR_MICRO(MR);
-        if (m + 4 <= M) { GR_MICRO(4); m += 4; }
-        if (m + 2 <= M) { GR_MICRO(2); m += 2; }
-        if (m < M) { GR_MICRO(1); ++m; }
-#undef GR_MICRO
-    }
+    int64_t n0 = 0;
+    if (sizeof(T) == 4)
+        for (; n0 + 2 * NB <= Np; n0 += 2 * NB) gemm_cols<T, 2>(M, n0, K, A, ars, aks, Bm, ldb, C, ldc, Cin, ldcin);
+    for (; n0 < Np; n0 += NB) gemm_cols<T, 1>(M, n0, K, A, ars, aks, Bm, ldb, C, ldc, Cin, ldcin);
 }
 
 // ---------------------------------------------------------------- arguments
