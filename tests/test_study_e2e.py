@@ -1,7 +1,7 @@
 """Study layer end to end (real training on tiny JSB slices): the smoke budget producing every output,
-`report` from an existing store, a real SIGKILL mid-sweep then a rerun, two concurrent invocations on
-one store, and the Dask path on a local cluster — each ending with the same tables as an
-uninterrupted run."""
+`report` from an existing store, the Dask path on a local cluster (the uninterrupted reference), a real
+SIGKILL mid-sweep then a rerun, and two concurrent invocations on one store — each ending with the same
+tables as the uninterrupted run."""
 from __future__ import annotations
 
 import os
@@ -49,9 +49,14 @@ def _store_rows(d: Path) -> list[dict]:
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory) -> Path:
-    """The SMALL study, uninterrupted, one invocation."""
+    """The SMALL study, uninterrupted, one invocation — executed on a local Dask cluster through
+    `--scheduler` (so the other tests also check that Dask and local processes give the same tables)."""
+    distributed = pytest.importorskip("distributed")
     d = tmp_path_factory.mktemp("reference")
-    _cli("reproduce", "--out", d, "--no-progress", "--jobs", "2", *SMALL)
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=False, protocol="tcp",
+                                  host="127.0.0.1", dashboard_address=None) as cluster:
+        # the CLI connects to the cluster's scheduler like to any remote one; run_one executes in its worker
+        _cli("reproduce", "--out", d, "--no-progress", "--scheduler", cluster.scheduler_address, *SMALL)
     return d
 
 
@@ -60,7 +65,7 @@ def test_smoke_budget_end_to_end_and_report_from_store(tmp_path):
     t0 = time.time()
     r = _cli("reproduce", "--budget", "smoke", "--out", out)
     elapsed = time.time() - t0
-    assert elapsed < 120, f"smoke budget took {elapsed:.0f} s"
+    assert elapsed < 150, f"smoke budget took {elapsed:.0f} s"  # ~30 s on 2 idle cores; margin for load
     for name in OUTPUTS:
         assert (out / name).is_file() and (out / name).stat().st_size > 0, name
     page = (out / "report.html").read_text()
@@ -167,17 +172,12 @@ def test_two_concurrent_invocations_share_one_store(tmp_path, reference):
     assert _tables(out) == _tables(reference)
 
 
-def test_dask_scheduler_on_a_local_cluster(tmp_path, reference):
-    distributed = pytest.importorskip("distributed")
-    out = tmp_path / "dask"
-    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=False, protocol="tcp",
-                                  host="127.0.0.1", dashboard_address=None) as cluster:
-        # the CLI connects to the cluster's scheduler like any remote one: the same run_one executes there
-        _cli("reproduce", "--out", out, "--no-progress", "--scheduler", cluster.scheduler_address, *SMALL)
+def test_dask_scheduler_on_a_local_cluster(reference):
+    out = reference
     rows = _store_rows(out)
     assert len(rows) == 6 and all(r["status"] in ("completed", "early_stopped") for r in rows)
     # the runs executed in the cluster's worker (this test process), not in the CLI process
-    logs = "".join((out / "runs" / r["run_id"] / "train.log").read_text() for r in rows)
-    assert f"pid {os.getpid()}" in logs
+    for r in rows:
+        assert f"pid {os.getpid()}" in (out / "runs" / r["run_id"] / "train.log").read_text()
     assert "Dask cluster" in (out / "report.html").read_text()
-    assert _tables(out) == _tables(reference)
+    assert all((out / n).is_file() for n in OUTPUTS)
