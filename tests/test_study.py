@@ -112,6 +112,9 @@ def test_budgets_and_run_ids():
         G.budget_config("huge")
     with pytest.raises(ValueError):
         G.StudyConfig(train={"lr": 1e-3})  # the lr is the grid's, not a shared field
+    q = G.budget_config("quick")
+    assert q.train_fields("fsdd-a")["limit_sequences"] == 1200 and "limit_sequences" not in q.train_fields("jsb")
+    assert G.budget_config("quick", train={"epochs": 3}).train_fields("fsdd-b")["epochs"] == 3  # flag wins
     g = G.Grid(s, datasets=["jsb"])
     sp = g.search_specs("jsb", "gru")
     assert len(sp) == 2 and len({x.run_id for x in sp}) == 2

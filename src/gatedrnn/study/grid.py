@@ -40,8 +40,11 @@ BUDGETS: dict[str, dict] = {
                   train=dict(epochs=2, patience=2, batch_size=4, limit_sequences=8, crop_length=32)),
     # all datasets, 4 stratified candidates in the upper part of the range (where the 40-epoch optimum
     # was measured, docs/STUDY.md), 40 epochs (patience 10), 5 seeds
+    # speech epochs cost ~1 min each on full FSDD with 1 thread: fewer epochs on a slice (first N sequences)
     "quick": dict(datasets=[*MUSIC, *SPEECH], lr_candidates=4, lr_draw="stratified", lr_low=-10.0, seeds=5,
-                  train=dict(epochs=40, patience=10)),
+                  train=dict(epochs=40, patience=10),
+                  per_dataset={"fsdd-a": dict(epochs=10, patience=5, limit_sequences=1200),
+                               "fsdd-b": dict(epochs=10, patience=5, limit_sequences=150)}),
     # the full protocol: 10 candidates, 500 epochs with early stopping (patience 20), 5 seeds
     "paper": dict(datasets=[*MUSIC, *SPEECH], lr_candidates=10, seeds=5,
                   train=dict(epochs=500, patience=20)),
@@ -64,6 +67,8 @@ class StudyConfig(BaseModel):
     seeds: int = Field(5, gt=0, description="seeds of the selected configuration")
     search_seed: int = Field(0, ge=0, description="seed of the learning-rate search runs")
     train: dict = Field(default_factory=dict, description="TrainConfig fields shared by every run")
+    per_dataset: dict[str, dict] = Field(default_factory=dict,
+                                         description="TrainConfig fields for one dataset, over `train`")
     data_dir: str | None = None
 
     @field_validator("train")
@@ -73,6 +78,28 @@ class StudyConfig(BaseModel):
         if bad:
             raise ValueError(f"not settable for a study: {bad}; allowed: {list(TRAIN_FIELDS)}")
         return v
+
+    @field_validator("per_dataset")
+    @classmethod
+    def _per_dataset_fields(cls, v: dict) -> dict:
+        for name, fields in v.items():
+            bad = sorted(set(fields) - set(TRAIN_FIELDS))
+            if bad:
+                raise ValueError(f"per_dataset[{name!r}]: not settable for a study: {bad}")
+        return v
+
+    def train_fields(self, dataset: str) -> dict:
+        """The TrainConfig fields of this study's runs on `dataset` (train, then per_dataset over it)."""
+        from ..data import DataError, canonical_name
+        out = dict(self.train)
+        for name, fields in self.per_dataset.items():
+            try:
+                key = canonical_name(name)
+            except DataError:
+                key = name
+            if key == dataset:
+                out.update(fields)
+        return {k: v for k, v in out.items() if v is not None}
 
     @field_validator("lr_high")
     @classmethod
@@ -91,6 +118,8 @@ class StudyConfig(BaseModel):
         """Stable hash of what the study computes (data_dir excluded)."""
         d = self.model_dump(exclude={"data_dir"})
         d["train"] = {k: v for k, v in sorted(d["train"].items()) if k not in NOT_IN_ID}
+        d["per_dataset"] = {n: {k: v for k, v in sorted(f.items()) if k not in NOT_IN_ID}
+                            for n, f in sorted(d["per_dataset"].items())}
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
 
 
@@ -98,8 +127,13 @@ def budget_config(budget: str, **overrides) -> StudyConfig:
     if budget not in BUDGETS:
         raise ValueError(f"unknown budget {budget!r}; choose one of {', '.join(BUDGETS)}")
     base = json.loads(json.dumps(BUDGETS[budget]))  # deep copy
+    given = set(overrides.get("train") or {})
     train = {**base.pop("train", {}), **(overrides.pop("train", None) or {})}
     train = {k: v for k, v in train.items() if v is not None}  # None: back to TrainConfig's default
+    # a flag given on the command line (in `train`) wins over the preset's per-dataset values
+    if "per_dataset" in base:
+        base["per_dataset"] = {n: {k: v for k, v in f.items() if k not in given}
+                               for n, f in base["per_dataset"].items()}
     base.update({k: v for k, v in overrides.items() if v is not None})
     return StudyConfig(budget=budget, train=train, **base)
 
@@ -168,7 +202,7 @@ class RunSpec:
 def make_spec(study: StudyConfig, dataset: str, unit: str, lr: float, seed: int) -> RunSpec:
     from ..train import TrainConfig
     cfg = TrainConfig(dataset=dataset, unit=unit, lr=lr, seed=seed, data_dir=study.data_dir,
-                      **study.train).model_dump()
+                      **study.train_fields(dataset)).model_dump()
     return RunSpec(run_id_of(cfg), cfg["dataset"], unit, float(lr), int(seed), cfg)
 
 

@@ -168,7 +168,7 @@ def baseline_rows(data: dict) -> list[dict]:
     rows = []
     for dataset in data["grid"].datasets:
         try:
-            b = dataset_baselines(data["study"].train, dataset, data["study"].data_dir)
+            b = dataset_baselines(data["study"].train_fields(dataset), dataset, data["study"].data_dir)
         except Exception as e:  # data not readable here: say so, keep the report
             rows.append({"dataset": dataset, "model": "(reference rows unavailable)", "error": str(e)})
             continue
@@ -292,9 +292,13 @@ def table2_markdown(data, t2, sig, base) -> str:
     if edge:
         md.append(f"- The selected learning rate is the smallest or largest candidate for: {', '.join(edge)} — "
                   "the optimum may lie outside the candidates (widen --lr-range or add candidates).\n")
-    if study.train.get("limit_sequences") or study.train.get("crop_length"):
-        md.append(f"- Data slices: limit_sequences={study.train.get('limit_sequences')}, "
-                  f"crop_length={study.train.get('crop_length')} (the numbers are NOT comparable to the paper's).\n")
+    for dataset in data["grid"].datasets:
+        f = study.train_fields(dataset)
+        if f.get("limit_sequences") or f.get("crop_length"):
+            md.append(f"- Data slices for {_name(dataset)}: limit_sequences={f.get('limit_sequences')}, "
+                      f"crop_length={f.get('crop_length')} (its numbers are NOT comparable to the paper's).\n")
+    if study.per_dataset:
+        md.append(f"- Per-dataset training fields: `{json.dumps(study.per_dataset, sort_keys=True)}`.\n")
     for n in data["notes"]:
         md.append(f"- {n}\n")
     return "".join(md)
