@@ -145,10 +145,13 @@ def significance_rows(data: dict) -> list[dict]:
                 if ok:
                     per_unit[c["unit"]] = {r["seed"]: r["test_nll"] for r in ok}
         ranked = sorted(per_unit, key=lambda u: (sum(per_unit[u].values()) / len(per_unit[u]), u))
-        row = {"dataset": dataset, "best": ranked[0] if ranked else None,
-               "runner_up": ranked[1] if len(ranked) > 1 else None, "pairs": 0, "mean_diff": None,
-               "t": None, "p": None}
-        if len(ranked) > 1:
+        complete = len(ranked) == len(data["study"].units)
+        row = {"dataset": dataset, "best": ranked[0] if complete else None,
+               "runner_up": ranked[1] if complete and len(ranked) > 1 else None, "pairs": 0, "mean_diff": None,
+               "t": None, "p": None,
+               "note": "" if complete else (f"incomplete: results for {', '.join(ranked)} only" if ranked
+                                             else "incomplete: no results yet")}
+        if complete and len(ranked) > 1:
             common = sorted(set(per_unit[ranked[0]]) & set(per_unit[ranked[1]]))
             a = [per_unit[ranked[1]][s] for s in common]
             b = [per_unit[ranked[0]][s] for s in common]
@@ -266,10 +269,10 @@ def table2_markdown(data, t2, sig, base) -> str:
           _md_table(head, body),
           "\n## Best unit per dataset\n",
           _md_table(["dataset", "best (lowest mean test NLL)", "runner-up", "pairs (seeds)",
-                     "mean test-NLL gap", "paired t", "p", "p (Holm)", f"significant at {ALPHA}"],
+                     "mean test-NLL gap", "paired t", "p", "p (Holm)", f"significant at {ALPHA}", "note"],
                     [[_name(s["dataset"]), UNIT_NAMES.get(s["best"], "–"),
                       UNIT_NAMES.get(s["runner_up"], "–"), s["pairs"], _f(s["mean_diff"]), _f(s["t"], 2),
-                      _p(s["p"]), _p(s["p_holm"]), "yes" if s["significant"] else "no"] for s in sig]),
+                      _p(s["p"]), _p(s["p_holm"]), "yes" if s["significant"] else "no", s["note"]] for s in sig]),
           "\n## Notes\n",
           "- NLL: nats per time step (music: per frame, summed over the 88 note outputs), averaged over all "
           "steps of a split; the model reported is each run's best-validation model (early stopping).\n",
