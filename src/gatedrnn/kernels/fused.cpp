@@ -2,16 +2,20 @@
 //
 // Plain C++ with a C ABI, loaded through ctypes (see loader.py): no torch headers, so it
 // compiles in about two seconds. Everything of a forward or backward pass runs in here, in one
-// parallel region with no synchronisation inside: threads split the BATCH (rows are independent
-// in the recurrence), and each thread runs the whole time loop on its own rows.
+// parallel region with no synchronisation inside: the work items are (model, chunk of batch rows)
+// — rows are independent in the recurrence — and each item runs the whole time loop on its rows.
+// The region is OpenMP when built with -fopenmp (then it runs on torch's own libgomp pool), else
+// std::thread.
 //
-// Per step and thread, forward: two small GEMMs in a register-blocked micro-kernel
+// Per step and chunk, forward: two small GEMMs in a register-blocked micro-kernel
 // (g_x = b + x_t W^T and g_h = h_{t-1} U^T; the paper's GRU needs a third, U_c (r ⊙ h)) and ONE
 // fused elementwise pass that writes the new state, the output and the activations backward needs.
 // Backward: one elementwise pass giving the gate gradients d_t, then dh_{t-1} = (direct part) + d_t U,
-// and the weight gradients accumulated in per-thread partial sums as rank-n updates
+// and the weight gradients accumulated in per-chunk partial sums as rank-n updates
 // (dU += d_tᵀ h_{t-1}, dW += d_tᵀ x_t, db += Σ d_t; dx_t = d_t W if wanted). Python sums the
-// per-thread partials. The input projection over all steps is therefore never materialised.
+// per-chunk partials (or, with dG set — very large H — does dW, dU, db, dx itself after the loop).
+// The input projection over all steps is never materialised. Each argument block is one model;
+// gr_forward / gr_backward take K of them (same shapes) and run them in one region.
 //
 // Layouts (row-major; x and dx may have any row strides sT, sB with unit inner stride):
 //   x    (T, B, I)     input
@@ -24,7 +28,8 @@
 //   out  (T, B, H)     h_t on valid steps, 0 on padded ones
 //   act  (T, B, G*H)   saved activations (LSTM i,f,ĉ,o; GRU z,r,h̃; unused for tanh)
 //   aux  (T, B, H)     LSTM tanh(c_t); GRU(reset_after) U_c h_{t-1}; GRU(paper) r_t ⊙ h_{t-1}
-//   dWp  (P, G*H, ldi), dUp (P, G*H, ldh), dbp (P, G*H): per-thread partial sums (zeroed by caller)
+//   dWp  (P, G*H, ldi), dUp (P, G*H, ldh), dbp (P, G*H): per-chunk partial sums (zeroed by caller)
+//   dG, dGx (T, B, G*H) deferred mode: the gate gradients of every step (U-side, W-side)
 //   dv   (B, 3*H)      per-row peephole gradient sums (zeroed by caller; the caller sums over B)
 #include <cstdint>
 #include <cstring>
