@@ -5,6 +5,7 @@ tables as the uninterrupted run."""
 from __future__ import annotations
 
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -62,10 +63,15 @@ def reference(tmp_path_factory) -> Path:
 
 def test_smoke_budget_end_to_end_and_report_from_store(tmp_path):
     out = tmp_path / "smoke"
+    cpu0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.time()
-    r = _cli("reproduce", "--budget", "smoke", "--out", out)
+    _cli("reproduce", "--budget", "smoke", "--out", out)
     elapsed = time.time() - t0
-    assert elapsed < 150, f"smoke budget took {elapsed:.0f} s"  # ~30 s on 2 idle cores; margin for load
+    cpu1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (cpu1.ru_utime - cpu0.ru_utime) + (cpu1.ru_stime - cpu0.ru_stime)  # the command and its workers
+    # CPU seconds, not wall-clock: on the shared 2-core machine the wall-clock follows other people's load
+    # (~30 s wall on idle cores, ~20-30 s CPU; 150 s wall seen at load average 9)
+    assert cpu < 120, f"smoke budget used {cpu:.0f} CPU seconds ({elapsed:.0f} s wall-clock)"
     for name in OUTPUTS:
         assert (out / name).is_file() and (out / name).stat().st_size > 0, name
     page = (out / "report.html").read_text()
