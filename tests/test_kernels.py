@@ -391,3 +391,15 @@ def test_bench_command_is_registered_and_reports():
                         "reference_over_nn": 1.0, "floor_ms": 1.0, "fused_over_floor": 1.0}],
            "stacked": None}
     assert "| music | gru | 46 |" in bench.markdown(res)
+
+
+@pytest.mark.skipif(not __import__("sys").platform.startswith("linux"), reason="reads /proc/self/maps")
+def test_kernel_threads_are_torchs_openmp_pool():
+    """Built with -fopenmp, the library must reuse the libgomp torch loaded (one OpenMP pool, not two)."""
+    from pathlib import Path
+    assert loader.load() is not None
+    gomps = {line.split()[-1] for line in Path("/proc/self/maps").read_text().splitlines()
+             if "libgomp" in line and "/" in line}
+    if not any("torch" in g for g in gomps):
+        pytest.skip("this torch build does not bundle libgomp")
+    assert len(gomps) == 1, gomps
