@@ -42,7 +42,27 @@
 namespace {
 
 constexpr int NB = 16;  // column block of the micro-kernel (operands are padded to a multiple of it)
-constexpr int MR = 8;   // rows per micro-kernel call
+constexpr int MR = 8;   // rows per chunk granule (the row chunks of the parallel region are multiples of it)
+
+// The vector register file the compiler targets (-march=native). The micro-kernel keeps R x NV
+// column vectors of C in registers; more than the file holds spills to the stack on every k, which
+// measured 6x slower than the plain torch loop on an AVX2-only machine (znver3) with the AVX-512
+// tile (8 rows x 32 floats). So the tile is sized from the register file, not fixed.
+#if defined(__AVX512F__)
+constexpr int VREGS = 32, VBYTES = 64;
+#elif defined(__AVX__)
+constexpr int VREGS = 16, VBYTES = 32;
+#else
+constexpr int VREGS = 16, VBYTES = 16;
+#endif
+// Rows per micro-kernel call for NV column vectors of NB elements of T: accumulators + the NV
+// loaded B vectors + one broadcast must fit in the register file.
+template <typename T, int NV>
+constexpr int micro_rows() {
+    constexpr int per_vec = (NB * int(sizeof(T)) + VBYTES - 1) / VBYTES;   // registers per NB-vector
+    constexpr int r = (VREGS - 1 - NV * per_vec) / (NV * per_vec);
+    return r > MR ? MR : (r < 1 ? 1 : r);
+}
 
 // ---------------------------------------------------------------- activations
 // float: branch-free, auto-vectorisable exp (Cephes polynomial, ~1 ulp) and tanh/sigmoid on top.
@@ -91,44 +111,48 @@ static inline int64_t padn(int64_t n) { return (n + NB - 1) / NB * NB; }
 // C[M x Np] = (Cin ? Cin : 0) + A[M x K] * B[K x Np]; Np a multiple of NB, B padded with zeros.
 // A is addressed as A[m * ars + k * aks] (so Aᵀ works too); Cin may equal C (in-place accumulation)
 // and may have row stride 0 (a broadcast bias row).
-// Register-blocked with GCC vector extensions: R rows x NB columns of C stay in vector registers
-// (NB floats = one AVX-512 register, two AVX2 ones), one broadcast FMA per row and k.
-template <typename T> struct Vec { typedef T type __attribute__((vector_size(NB * sizeof(T)))); };
+// Register-blocked with GCC vector extensions of the target's native width (VBYTES): R rows x NB
+// columns of C stay in vector registers, one broadcast FMA per row, k and native vector. (Vectors
+// wider than the registers, e.g. 64-byte ones on AVX2, are split by GCC through the stack.)
+template <typename T> struct Vec { typedef T type __attribute__((vector_size(VBYTES))); };
 
 template <typename T, int R, int NV>
 static inline __attribute__((always_inline)) void micro(int64_t K, const T* __restrict A, int64_t ars, int64_t aks,
                                                         const T* __restrict Bm, int64_t ldb,
                                                         T* C, int64_t ldc, const T* Cin, int64_t ldcin) {
     typedef typename Vec<T>::type V;
-    V acc[R][NV];
+    constexpr int L = VBYTES / int(sizeof(T));   // lanes per register
+    constexpr int NVV = NV * NB / L;             // registers per row of the tile
+    V acc[R][NVV];
     for (int r = 0; r < R; ++r)
-        for (int v = 0; v < NV; ++v) {
-            if (Cin) std::memcpy(&acc[r][v], Cin + r * ldcin + v * NB, sizeof(V));
+        for (int v = 0; v < NVV; ++v) {
+            if (Cin) std::memcpy(&acc[r][v], Cin + r * ldcin + v * L, sizeof(V));
             else acc[r][v] = V{};
         }
     for (int64_t k = 0; k < K; ++k) {
-        V b[NV];
-        for (int v = 0; v < NV; ++v) std::memcpy(&b[v], Bm + k * ldb + v * NB, sizeof(V));
+        V b[NVV];
+        for (int v = 0; v < NVV; ++v) std::memcpy(&b[v], Bm + k * ldb + v * L, sizeof(V));
         for (int r = 0; r < R; ++r) {
             const T a = A[r * ars + k * aks];
-            for (int v = 0; v < NV; ++v) acc[r][v] += a * b[v];
+            for (int v = 0; v < NVV; ++v) acc[r][v] += a * b[v];
         }
     }
     for (int r = 0; r < R; ++r)
-        for (int v = 0; v < NV; ++v) std::memcpy(C + r * ldc + v * NB, &acc[r][v], sizeof(V));
+        for (int v = 0; v < NVV; ++v) std::memcpy(C + r * ldc + v * L, &acc[r][v], sizeof(V));
 }
 
 // column blocks of 2*NB (8 x 32 floats = 16 AVX-512 accumulators: 10 loads per 16 FMAs), then NB
 template <typename T, int NV>
 static inline void gemm_cols(int64_t M, int64_t n0, int64_t K, const T* A, int64_t ars, int64_t aks, const T* Bm,
                              int64_t ldb, T* C, int64_t ldc, const T* Cin, int64_t ldcin) {
+    constexpr int R = micro_rows<T, NV>();
     int64_t m = 0;
 #define GR_MICRO(RR) micro<T, RR, NV>(K, A + m * ars, ars, aks, Bm + n0, ldb, C + m * ldc + n0, ldc, \
                                       Cin ? Cin + m * ldcin + n0 : nullptr, ldcin)
-    for (; m + MR <= M; m += MR) GR_MICRO(MR);
-    if (m + 4 <= M) { GR_MICRO(4); m += 4; }
-    if (m + 2 <= M) { GR_MICRO(2); m += 2; }
-    if (m < M) { GR_MICRO(1); ++m; }
+    for (; m + R <= M; m += R) GR_MICRO(R);
+    if constexpr (R > 4) if (m + 4 <= M) { GR_MICRO(4); m += 4; }
+    if constexpr (R > 2) if (m + 2 <= M) { GR_MICRO(2); m += 2; }
+    for (; m < M; ++m) GR_MICRO(1);
 #undef GR_MICRO
 }
 
@@ -136,7 +160,7 @@ template <typename T>
 static void gemm(int64_t M, int64_t Np, int64_t K, const T* A, int64_t ars, int64_t aks, const T* Bm,
                  int64_t ldb, T* C, int64_t ldc, const T* Cin, int64_t ldcin) {
     int64_t n0 = 0;
-    if (sizeof(T) == 4)
+    if (micro_rows<T, 2>() >= 4)   // two column vectors per call only where 4+ rows of them fit (AVX-512)
         for (; n0 + 2 * NB <= Np; n0 += 2 * NB) gemm_cols<T, 2>(M, n0, K, A, ars, aks, Bm, ldb, C, ldc, Cin, ldcin);
     for (; n0 < Np; n0 += NB) gemm_cols<T, 1>(M, n0, K, A, ars, aks, Bm, ldb, C, ldc, Cin, ldcin);
 }
