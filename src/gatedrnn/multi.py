@@ -24,7 +24,7 @@ from .data.batching import iterate_batches
 from .model import SequenceModel
 from .train import (TrainConfig, _write_metrics, build_model, evaluate, finish_run, lr_at, model_spec,
                     prepare_data)
-from .utils import atomic_torch_save, resolve_device, write_json
+from .utils import atomic_torch_save, load_weights, resolve_device, write_json
 
 # What may differ between the K models; everything else must be equal.
 PER_MODEL = {"lr", "seed", "weight_noise", "patience"}
@@ -163,7 +163,7 @@ def train_many(cfgs: list[TrainConfig], out_dirs: list[str | Path], *, progress:
 
     program_epoch = 0                                  # the program's clock (stopped models keep theirs)
     if group_ckpt.exists():
-        ck = torch.load(group_ckpt, map_location=device, weights_only=False)
+        ck = load_weights(group_ckpt, device)  # weights-only: executes nothing
         if ck["configs"] != [c.model_dump() for c in cfgs]:
             raise ValueError(f"{group_ckpt} belongs to other configs; remove it or use new directories")
         model.load_state_dict(ck["model"])

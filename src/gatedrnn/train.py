@@ -26,9 +26,22 @@ from .data import load_dataset
 from .data.batching import iterate_batches
 from .model import SequenceModel
 from .nn.counting import BUDGET, TABLE1, TABLE1_INPUT, count_parameters, match_hidden_size
-from .utils import atomic_torch_save, atomic_write_text, environment, resolve_device, write_json
+from .utils import atomic_torch_save, atomic_write_text, environment, load_weights, resolve_device, write_json
 
 CHECKPOINT_VERSION = 1
+# Fields that do not change what a run computes (where the data lives, which device runs it).
+NOT_COMPUTED = ("data_dir", "device")
+
+
+def same_run(saved: dict, cfg_json: dict) -> bool:
+    """Does a saved config describe the run cfg_json? Both are compared through the current TrainConfig
+    (so a field added later with its default matches an older file) and without NOT_COMPUTED fields."""
+    try:
+        saved = TrainConfig(**saved).model_dump()
+    except Exception:  # noqa: BLE001 — an unreadable or foreign config is simply not this run
+        return False
+    strip = lambda d: {k: v for k, v in d.items() if k not in NOT_COMPUTED}
+    return strip(saved) == strip(cfg_json)
 
 
 class TrainConfig(BaseModel):
@@ -54,6 +67,10 @@ class TrainConfig(BaseModel):
     lr_decay_epochs: int = Field(500, gt=0)
     weight_noise: float = Field(0.075, ge=0)
     clip_norm: float = Field(1.0, gt=0)
+    # 0 = the strict protocol: the first non-finite loss or gradient ends the run as "diverged".
+    # N > 0: skip such an update (no step, as mixed-precision loss scaling does), count it, and declare
+    # the run diverged only after N of them. Counted in metrics.jsonl and result.json.
+    skip_nonfinite: int = Field(0, ge=0)
     batch_size: int = Field(16, gt=0)
     eval_batch_size: int = Field(64, gt=0)
     epochs: int = Field(500, ge=0)
@@ -201,8 +218,13 @@ def _finite(x: float) -> bool:
 
 # ---------------------------------------------------------------------------- the loop
 def train(cfg: TrainConfig, out_dir: str | Path, *, progress: bool = False, resume: bool = True,
-          log=print) -> dict:
-    """Train one model; returns the result dict (also written to out_dir/result.json)."""
+          log=print, stop_after: int | None = None, log_every: float = 0.0) -> dict:
+    """Train one model; returns the result dict (also written to out_dir/result.json).
+
+    stop_after=E pauses the run after epoch E (checkpointed, no result.json) and returns
+    {"status": "paused", "epoch", "best_valid", "best_epoch"}; calling again continues it (successive
+    halving uses this). Without a progress bar, one line per epoch goes to `log` (at most one per
+    `log_every` seconds)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     ckpt_path, best_path = out / "checkpoint.pt", out / "best.pt"
@@ -211,10 +233,10 @@ def train(cfg: TrainConfig, out_dir: str | Path, *, progress: bool = False, resu
 
     if resume and result_path.exists():
         prev = json.loads(result_path.read_text())
-        if prev.get("config") == cfg_json:
+        if same_run(prev.get("config") or {}, cfg_json):
             return prev  # finished before: never repeat a finished run
     saved_cfg = out / "config.json"
-    if resume and saved_cfg.exists() and json.loads(saved_cfg.read_text()) != cfg_json:
+    if resume and saved_cfg.exists() and not same_run(json.loads(saved_cfg.read_text()), cfg_json):
         raise ValueError(f"{out} holds a run with a different config; use a new output directory "
                          f"(or --no-resume to overwrite)")
     write_json(saved_cfg, cfg_json)
@@ -223,21 +245,24 @@ def train(cfg: TrainConfig, out_dir: str | Path, *, progress: bool = False, resu
     ds = prepare_data(cfg)
     torch.manual_seed(cfg.seed)
     spec = model_spec(cfg, ds)
-    write_json(out / "model.json", spec)
+    write_json(out / "model.json", {**spec, "data_files": ds.files})
     model = build_model(spec, cfg.weight_noise).to(device)
     opt = make_optimizer(cfg, model.parameters())
     train_pairs, valid_pairs = ds.splits["train"], ds.splits["valid"]
 
     state = {"epoch": 0, "updates": 0, "seconds": 0.0, "best_valid": math.inf, "best_epoch": 0,
-             "bad_epochs": 0, "history": [], "status": "running"}
+             "bad_epochs": 0, "skipped": 0, "history": [], "status": "running"}
     if resume and ckpt_path.exists():
-        ck = torch.load(ckpt_path, map_location=device, weights_only=False)
-        if ck.get("version") != CHECKPOINT_VERSION or ck.get("config") != cfg_json:
+        ck = load_weights(ckpt_path, device)   # weights-only: a crafted checkpoint executes nothing
+        if not isinstance(ck, dict) or ck.get("version") != CHECKPOINT_VERSION \
+                or not same_run(ck.get("config") or {}, cfg_json):
             raise ValueError(f"{ckpt_path} does not belong to this config; use a new output directory")
         model.load_state_dict(ck["model"])
         opt.load_state_dict(ck["optimizer"])
         torch.set_rng_state(ck["rng"])
-        state = ck["state"]
+        state = {"skipped": 0, **ck["state"]}
+        if state["status"] == "paused":
+            state["status"] = "running"
         log(f"resuming {out} at epoch {state['epoch']}")
     else:
         # Epoch 0: the untrained model, so every learning curve starts at the same place.
@@ -259,8 +284,13 @@ def train(cfg: TrainConfig, out_dir: str | Path, *, progress: bool = False, resu
                    desc=f"{cfg.dataset}/{cfg.unit}-{model.rnn.hidden_size}")
         bar.set_postfix(valid=f"{state['best_valid']:.3f}")
 
+    name = f"{cfg.dataset}/{cfg.unit}-{model.rnn.hidden_size} lr {cfg.lr:.4g} seed {cfg.seed}"
+    last_line = 0.0
     model.train()
     while state["status"] == "running" and state["epoch"] < cfg.epochs:
+        if stop_after is not None and state["epoch"] >= stop_after:
+            state["status"] = "paused"
+            break
         epoch = state["epoch"] + 1
         for g in opt.param_groups:
             g["lr"] = lr_at(cfg, epoch - 1)
@@ -271,15 +301,19 @@ def train(cfg: TrainConfig, out_dir: str | Path, *, progress: bool = False, resu
             nll = model.nll(b.inputs, b.targets, b.mask, b.lengths)
             n = int(b.lengths.sum())
             loss = nll.sum() / n                              # mean NLL per step of this batch
-            if not torch.isfinite(loss):
-                state["status"] = "diverged"
-                break
             opt.zero_grad(set_to_none=True)
-            loss.backward()
-            gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_norm)  # rescale to ≤ 1
-            if not torch.isfinite(gnorm):
-                state["status"] = "diverged"
-                break
+            finite = bool(torch.isfinite(loss))
+            if finite:
+                loss.backward()
+                gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_norm)  # rescale to ≤ 1
+                finite = bool(torch.isfinite(gnorm))
+            if not finite:
+                state["skipped"] += 1
+                if state["skipped"] > cfg.skip_nonfinite:
+                    state["status"] = "diverged"
+                    break
+                opt.zero_grad(set_to_none=True)           # skip this update (no step)
+                continue
             opt.step()
             state["updates"] += 1
             running += loss.item() * n
@@ -288,9 +322,12 @@ def train(cfg: TrainConfig, out_dir: str | Path, *, progress: bool = False, resu
         state["seconds"] += train_seconds
         state["epoch"] = epoch
         if state["status"] == "diverged":
-            log(f"run diverged (non-finite loss) in epoch {epoch}; keeping the best model so far")
+            log(f"run diverged (non-finite loss or gradient) in epoch {epoch}"
+                + (f" after {cfg.skip_nonfinite} skipped updates" if cfg.skip_nonfinite else "")
+                + "; keeping the best model so far")
             state["history"].append({"epoch": epoch, "updates": state["updates"],
-                                     "seconds": state["seconds"], "diverged": True})
+                                     "seconds": state["seconds"], "skipped_updates": state["skipped"],
+                                     "diverged": True})
             break
 
         t1 = time.perf_counter()
@@ -300,6 +337,8 @@ def train(cfg: TrainConfig, out_dir: str | Path, *, progress: bool = False, resu
                "eval_seconds": time.perf_counter() - t1, "train_nll": tr["nll"],
                "train_nll_running": running / max(frames, 1), "valid_nll": va["nll"],
                "lr": opt.param_groups[0]["lr"]}
+        if cfg.skip_nonfinite:
+            row["skipped_updates"] = state["skipped"]
         state["history"].append(row)
         if not (_finite(tr["nll"]) and _finite(va["nll"])):
             state["status"] = "diverged"
@@ -317,8 +356,16 @@ def train(cfg: TrainConfig, out_dir: str | Path, *, progress: bool = False, resu
             bar.update(1)
             bar.set_postfix(train=f"{tr['nll']:.3f}", valid=f"{va['nll']:.3f}",
                             best=f"{state['best_valid']:.3f}@{state['best_epoch']}")
+        elif time.monotonic() - last_line >= log_every or state["status"] != "running":
+            last_line = time.monotonic()   # no terminal (logs, CI, workers): one line per epoch
+            log(f"{name}: epoch {epoch}/{cfg.epochs}  train {tr['nll']:.4f}  valid {va['nll']:.4f}  "
+                f"best {state['best_valid']:.4f}@{state['best_epoch']}  ({row['seconds']:.0f} s training)")
     if bar is not None:
         bar.close()
+    if state["status"] == "paused":
+        _save_checkpoint(ckpt_path, cfg_json, model, opt, state)
+        return {"status": "paused", "epoch": state["epoch"], "best_valid": state["best_valid"],
+                "best_epoch": state["best_epoch"], "config": cfg_json}
 
     if state["status"] == "running":
         state["status"] = "completed"
@@ -330,7 +377,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, *, progress: bool = False, resu
 
 def finish_run(cfg: TrainConfig, ds, model: SequenceModel, state: dict, out: Path, device) -> dict:
     """Evaluate the best-validation model (out/best.pt) on every split and write result.json."""
-    model.load_state_dict(torch.load(out / "best.pt", map_location=device, weights_only=True))
+    model.load_state_dict(load_weights(out / "best.pt", device))
     final = {s: evaluate(model, ds.splits[s], cfg.eval_batch_size, device) for s in ("train", "valid", "test")}
     result = {
         "status": state["status"], "config": cfg.model_dump(), "dataset": ds.name, "kind": ds.kind,
@@ -339,6 +386,7 @@ def finish_run(cfg: TrainConfig, ds, model: SequenceModel, state: dict, out: Pat
                                                  peepholes=cfg.peepholes),
         "total_parameters": sum(p.numel() for p in model.parameters()),
         "epochs": state["epoch"], "best_epoch": state["best_epoch"], "updates": state["updates"],
+        "skipped_updates": state.get("skipped", 0),
         "train_seconds": state["seconds"],
         "train_nll": final["train"]["nll"], "valid_nll": final["valid"]["nll"], "test_nll": final["test"]["nll"],
         "train_nll_seq": final["train"]["nll_seq"], "valid_nll_seq": final["valid"]["nll_seq"],
@@ -373,5 +421,5 @@ def load_run(run_dir: str | Path, device="cpu") -> tuple[TrainConfig, dict, Sequ
     cfg = TrainConfig(**json.loads((run / "config.json").read_text()))
     spec = json.loads((run / "model.json").read_text())
     model = build_model(spec).to(device)
-    model.load_state_dict(torch.load(run / "best.pt", map_location=device, weights_only=True))
+    model.load_state_dict(load_weights(run / "best.pt", device))
     return cfg, spec, model.eval()

@@ -51,6 +51,27 @@ def atomic_torch_save(obj, path: Path) -> None:
         raise
 
 
+class UnsafeFileError(ValueError):
+    """A .pt file that is not plain weights/tensors (it would need arbitrary code to load)."""
+
+
+def load_weights(path, device="cpu"):
+    """Load a .pt file written by gatedrnn (state dicts, checkpoints) WITHOUT executing anything:
+    torch's weights-only unpickler accepts tensors, dicts, lists, tuples, strings and numbers and
+    refuses every other global. A results folder is shared data (a cluster's disk, a downloaded
+    study), so a crafted checkpoint must never run code. Raises UnsafeFileError naming the file."""
+    import pickle
+    path = Path(path)
+    try:
+        return torch.load(path, map_location=device, weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, AttributeError, TypeError) as e:
+        # torch's message suggests weights_only=False — exactly what must not happen; keep the reason only
+        lines = [ln.strip() for ln in str(e).splitlines() if "Unsupported global" in ln or "GLOBAL" in ln]
+        why = lines[0] if lines else f"corrupt, truncated or not a torch file: {type(e).__name__}"
+        raise UnsafeFileError(f"{path}: refused to load: not a plain gatedrnn weights/checkpoint file "
+                              f"({why[:160]}); nothing in it was executed") from None
+
+
 def environment() -> dict:
     """Machine and versions, recorded with every run and benchmark."""
     import numpy

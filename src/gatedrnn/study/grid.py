@@ -178,9 +178,15 @@ def available_datasets(names) -> tuple[list[str], list[str]]:
 
 
 # ------------------------------------------------------------------------------------ run specs
+# TrainConfig fields added after studies had run: left out of the hash while at their default, so the
+# run ids (and finished runs) of earlier studies stay valid.
+ID_DEFAULTS = {"skip_nonfinite": 0}
+
+
 def run_id_of(config: dict) -> str:
     """'<dataset>-<unit>-lr<lr>-s<seed>-<hash>': a readable prefix and a stable hash of the config."""
-    d = {k: v for k, v in config.items() if k not in NOT_IN_ID}
+    d = {k: v for k, v in config.items()
+         if k not in NOT_IN_ID and not (k in ID_DEFAULTS and v == ID_DEFAULTS[k])}
     h = hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:12]
     return f"{config['dataset']}-{config['unit']}-lr{config['lr']:.4g}-s{config['seed']}-{h}"
 
