@@ -25,7 +25,7 @@ demo: setup
 # The main job: the study at a laptop budget (JSB Chorales, all three units, 3 learning-rate candidates,
 # 3 seeds, 25 epochs; about a minute of training on 2 cores). Prints where report.html is.
 reproduce: setup
-	$(BIN)/gatedrnn reproduce --budget quick --datasets jsb --lr-candidates 3 --seeds 3 --epochs 25 --out results/laptop
+	$(BIN)/gatedrnn reproduce --budget laptop --out results/laptop
 
 smoke: setup
 	$(BIN)/gatedrnn reproduce --budget smoke --out results/smoke

@@ -38,6 +38,10 @@ BUDGETS: dict[str, dict] = {
     # seconds to a couple of minutes on 2 cores: tiny slices, 2 epochs, 2 candidates, 2 seeds
     "smoke": dict(datasets=["jsb", "fsdd-a"], lr_candidates=2, lr_draw="stratified", seeds=2,
                   train=dict(epochs=2, patience=2, batch_size=4, limit_sequences=8, crop_length=32)),
+    # the README's first command (make reproduce): JSB Chorales only, 3 stratified candidates, 3 seeds,
+    # 25 epochs — a minute or two on a laptop; says nothing final, shows every output
+    "laptop": dict(datasets=["jsb"], lr_candidates=3, lr_draw="stratified", lr_low=-10.0, seeds=3,
+                   train=dict(epochs=25, patience=10)),
     # all datasets, 4 stratified candidates in the upper part of the range (where the 40-epoch optimum
     # was measured, docs/STUDY.md), 40 epochs (patience 10), 5 seeds
     # speech epochs cost ~1 min each on full FSDD with 1 thread: fewer epochs on a slice (first N sequences)
