@@ -226,10 +226,11 @@ def test_roll_to_midi_round_trip(tmp_path):
 
 
 def test_cli_invalid_arguments_give_a_message_not_a_traceback():
-    for args, needle in [(["train", "--lr", "abc"], "expected a number"),
+    for args, needle in [(["train", "--lr", "abc"], "expected a finite number > 0 and < 1"),
+                         (["train", "--lr", "nan"], "expected a finite number > 0 and < 1"),
                          (["train", "--dataset", "mnist", "--epochs", "0"], "dataset"),
                          (["train", "--lr", "-3", "--epochs", "0"], "lr"),
-                         (["train", "--hidden-size", "0"], "positive integer"),
+                         (["train", "--hidden-size", "0"], "expected an integer > 0"),
                          (["evaluate", "/nonexistent/run"], "not a (started) run directory")]:
         p = _cli(args)
         out, err = p.communicate(timeout=120)

@@ -10,84 +10,104 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
 import sys
+import types
+import typing
 from pathlib import Path
 
 
-def _positive_int(s: str) -> int:
-    try:
-        v = int(s)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {s!r}") from None
-    if v <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {s!r}")
-    return v
+# ------------------------------------------------------------------ flags from a config
+# One set of validators for every command: they check what the config fields declare (type, bounds,
+# finiteness) and say it in one line; the config model then validates again (cross-field rules).
+def _number(kind: type, lo=None, lo_open=False, hi=None, hi_open=False):
+    want = ("an integer" if kind is int else "a finite number")
+    bounds = [f"{'>' if lo_open else '>='} {lo:g}" if lo is not None else None,
+              f"{'<' if hi_open else '<='} {hi:g}" if hi is not None else None]
+    want += " " + " and ".join(b for b in bounds if b) if any(bounds) else ""
+
+    def parse(s: str):
+        try:
+            v = kind(s)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {want}, got {s!r}") from None
+        if kind is float and not math.isfinite(v):
+            raise argparse.ArgumentTypeError(f"expected {want}, got {s!r}")
+        if (lo is not None and (v <= lo if lo_open else v < lo)) or \
+                (hi is not None and (v >= hi if hi_open else v > hi)):
+            raise argparse.ArgumentTypeError(f"expected {want}, got {s!r}")
+        return v
+    parse.__name__ = kind.__name__   # argparse names the type in its messages
+    return parse
 
 
-def _nonneg_int(s: str) -> int:
-    try:
-        v = int(s)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {s!r}") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {s!r}")
-    return v
+_positive_int = _number(int, 0, True)
+_nonneg_int = _number(int, 0)
+_float = _number(float)
 
 
-def _float(s: str) -> float:
-    try:
-        return float(s)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {s!r}") from None
+def _field_type(field):
+    """(argparse keyword arguments) for a pydantic field: choices, booleans, bounded numbers."""
+    ann = field.annotation
+    args = [a for a in typing.get_args(ann) if a is not type(None)] if typing.get_origin(ann) in (
+        typing.Union, types.UnionType) else [ann]
+    base = args[0] if len(args) == 1 else ann
+    if typing.get_origin(base) is typing.Literal:
+        return {"choices": list(typing.get_args(base))}
+    if base is bool:
+        return {"action": argparse.BooleanOptionalAction}
+    if base in (int, float):
+        b = {}
+        for m in field.metadata:
+            for k in ("gt", "ge", "lt", "le"):
+                if getattr(m, k, None) is not None:
+                    b[k] = getattr(m, k)
+        lo, lo_open = (b["gt"], True) if "gt" in b else (b.get("ge"), False)
+        hi, hi_open = (b["lt"], True) if "lt" in b else (b.get("le"), False)
+        return {"type": _number(base, lo, lo_open, hi, hi_open)}
+    return {"type": str}
+
+
+def add_config_flags(p, model, fields=None, *, rename=None, defaults=None, metavars=None) -> None:
+    """Add one --flag per field of a pydantic model (type, bounds, choices, help and default from the
+    field itself), all defaulting to None so that 'not given' is distinguishable from a value."""
+    rename, defaults, metavars = rename or {}, defaults or {}, metavars or {}
+    for name, field in model.model_fields.items():
+        if fields is not None and name not in fields:
+            continue
+        kw = _field_type(field)
+        default = defaults.get(name, field.default)
+        shown = "none" if default is None else ("on" if default is True else "off" if default is False else default)
+        kw["help"] = f"{field.description or name} (default {shown})".replace("%", "%%")
+        if name in metavars:
+            kw["metavar"] = metavars[name]
+        p.add_argument("--" + rename.get(name, name).replace("_", "-"), dest=name, default=None, **kw)
+
+
+def config_from_args(args, model, fields=None) -> dict:
+    """The fields given on the command line (not None)."""
+    names = model.model_fields if fields is None else fields
+    return {k: getattr(args, k) for k in names if getattr(args, k, None) is not None}
 
 
 # ----------------------------------------------------------------------------- train
-TRAIN_FLAGS = {  # CLI flag -> TrainConfig field
-    "dataset": "dataset", "unit": "unit", "hidden_size": "hidden_size", "budget": "budget",
-    "lr": "lr", "epochs": "epochs", "patience": "patience", "seed": "seed", "batch_size": "batch_size",
-    "eval_batch_size": "eval_batch_size", "optimizer": "optimizer", "weight_noise": "weight_noise",
-    "clip_norm": "clip_norm", "lr_final": "lr_final", "lr_decay_epochs": "lr_decay_epochs",
-    "peepholes": "peepholes", "reset_after": "reset_after", "forget_bias": "forget_bias",
-    "data_dir": "data_dir", "format": "data_format", "width": "width",
-    "limit_sequences": "limit_sequences", "crop_length": "crop_length", "device": "device",
-}
+TRAIN_RENAME = {"data_format": "format"}
 
 
 def add_train_command(sub) -> None:
+    from .train import TrainConfig
     p = sub.add_parser("train", help="train one model with the paper's protocol",
                        description="Train one model. Writes config.json, metrics.jsonl (one line per epoch), "
                                    "best.pt, checkpoint.pt and result.json into --out. Re-running the same "
-                                   "command resumes a killed run where it stopped.")
+                                   "command resumes a killed run where it stopped. Every flag is a field of "
+                                   "gatedrnn.train.TrainConfig.")
     p.add_argument("--config", type=Path, help="JSON file of TrainConfig fields (flags override it)")
-    p.add_argument("--dataset", help="jsb | nottingham | musedata | piano (default jsb)")
-    p.add_argument("--unit", choices=["tanh", "gru", "lstm"], help="default gru")
-    size = p.add_mutually_exclusive_group()
-    size.add_argument("--hidden-size", type=_positive_int, help="default: Table 1's size (music 36/46/100)")
-    size.add_argument("--budget", type=_positive_int, help="match the hidden size to this many recurrent parameters")
-    p.add_argument("--lr", type=_float, help="learning rate (default 3e-3)")
-    p.add_argument("--epochs", type=_nonneg_int, help="maximum epochs (default 500)")
-    p.add_argument("--patience", type=_positive_int, help="early-stopping patience in epochs (default 20)")
-    p.add_argument("--seed", type=_nonneg_int, help="default 0")
-    p.add_argument("--batch-size", type=_positive_int, help="sequences per update (default 16)")
-    p.add_argument("--eval-batch-size", type=_positive_int)
-    p.add_argument("--optimizer", choices=["rmsprop", "rmsprop-momentum"])
-    p.add_argument("--weight-noise", type=_float, help="std of the additive weight noise (default 0.075)")
-    p.add_argument("--clip-norm", type=_float, help="gradient norm rescaling threshold (default 1)")
-    p.add_argument("--lr-final", type=_float, help="decay lr linearly to lr*this (default 1: no decay)")
-    p.add_argument("--lr-decay-epochs", type=_positive_int)
-    p.add_argument("--peepholes", action=argparse.BooleanOptionalAction, default=None, help="LSTM peepholes")
-    p.add_argument("--reset-after", action=argparse.BooleanOptionalAction, default=None,
-                   help="GRU: Cho et al. r*(Uh) instead of the paper's U(r*h)")
-    p.add_argument("--forget-bias", type=_float, help="LSTM initial forget-gate bias (default 0)")
-    p.add_argument("--data-dir", help="directory holding the data files (or env GATEDRNN_DATA_DIR)")
-    p.add_argument("--format", choices=["auto", "mat", "pickle"])
-    p.add_argument("--width", choices=["88", "paper"], help="88 piano keys, or the paper's highest-note width")
-    p.add_argument("--limit-sequences", type=_positive_int, help="use only the first N sequences of each split")
-    p.add_argument("--crop-length", type=_positive_int, help="crop sequences to N steps")
-    p.add_argument("--device", help="auto | cpu | cuda | cuda:N")
+    add_config_flags(p, TrainConfig, rename=TRAIN_RENAME, metavars={"dataset": "NAME", "data_dir": "DIR"})
     p.add_argument("--out", type=Path, help="run directory (default runs/<dataset>-<unit>-seed<seed>)")
     p.add_argument("--no-resume", action="store_true", help="start over even if --out holds a checkpoint")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress bar: one line per epoch instead (the default without a terminal)")
     p.set_defaults(func=cmd_train)
 
 
@@ -95,20 +115,33 @@ def cmd_train(args) -> int:
     import shutil
 
     from .train import TrainConfig, train
-    fields = json.loads(args.config.read_text()) if args.config else {}
-    for flag, field in TRAIN_FLAGS.items():
-        v = getattr(args, flag)
-        if v is not None:
-            fields[field] = v
+    fields = _read_config(args.config) if args.config else {}
+    fields.update(config_from_args(args, TrainConfig))
     cfg = TrainConfig(**fields)
-    out = args.out or Path("runs") / f"{cfg.dataset}-{cfg.unit}-seed{cfg.seed}"
+    out = args.out or Path("runs") / f"{_safe_name(cfg.dataset)}-{cfg.unit}-seed{cfg.seed}"
     if args.no_resume and out.exists():
         for name in ("checkpoint.pt", "best.pt", "result.json", "metrics.jsonl", "config.json", "model.json"):
             (out / name).unlink(missing_ok=True)
-    res = train(cfg, out, progress=not args.no_progress, resume=not args.no_resume,
-                log=lambda m: print(m, file=sys.stderr))
+    res = train(cfg, out, progress=not args.no_progress and sys.stderr.isatty(), resume=not args.no_resume,
+                log=lambda m: print(m, file=sys.stderr, flush=True))
     _print_result(res, out)
     return 0 if res["status"] != "diverged" else 3
+
+
+def _read_config(path: Path) -> dict:
+    try:
+        d = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(d, dict):
+        raise ValueError(f"{path}: expected a JSON object of TrainConfig fields")
+    return d
+
+
+def _safe_name(dataset: str) -> str:
+    """A folder name for a dataset name ('wav:/a/b' -> 'wav-b')."""
+    head, sep, rest = dataset.partition(":")
+    return f"{head}-{Path(rest.split('?')[0]).name or 'data'}" if sep else dataset
 
 
 def _print_result(res: dict, out: Path) -> None:
@@ -157,22 +190,27 @@ def cmd_evaluate(args) -> int:
 def add_sample_command(sub) -> None:
     p = sub.add_parser("sample", help="draw a piece from a trained model (MIDI for music, WAV for speech)")
     p.add_argument("run_dir", type=Path)
-    p.add_argument("--out", type=Path, required=True, help="output file (.mid for music, .wav for speech)")
+    p.add_argument("--out", type=Path, help="output file, .mid for music, .wav for speech (default "
+                                            "RUN_DIR/samples/seed<SEED>.mid or .wav)")
     p.add_argument("--steps", type=_positive_int, default=128, help="music: frames to draw (default 128)")
-    p.add_argument("--seconds", type=_float, help="speech: seconds of audio to draw")
-    p.add_argument("--seed", type=_nonneg_int, default=0)
-    p.add_argument("--temperature", type=_float, default=1.0)
+    p.add_argument("--seconds", type=_number(float, 0, True), default=2.0,
+                   help="speech: seconds of audio to draw (default 2)")
+    p.add_argument("--seed", type=_nonneg_int, default=0, help="seed of the draw (default 0)")
+    p.add_argument("--temperature", type=_number(float, 0, True), default=1.0,
+                   help="sharpen (< 1) or flatten (> 1) the output distribution (default 1)")
     p.add_argument("--prime", type=_nonneg_int, default=0,
-                   help="music: condition on the first N frames of the first test piece")
-    p.add_argument("--data-dir", help="data directory (only needed with --prime)")
+                   help="condition on the start of the first test sequence: N frames (music) or N samples "
+                        "(speech) (default 0: none)")
+    p.add_argument("--data-dir", help="data directory (only needed with --prime; default: where the run read it)")
     p.set_defaults(func=cmd_sample)
 
 
 def cmd_sample(args) -> int:
     from .train import load_run, prepare_data
     cfg, spec, model = load_run(args.run_dir)
-    if args.temperature <= 0:
-        raise ValueError(f"--temperature must be > 0, got {args.temperature}")
+    if args.out is None:
+        args.out = args.run_dir / "samples" / f"seed{args.seed}{'.mid' if spec['kind'] == 'music' else '.wav'}"
+    args.out.parent.mkdir(parents=True, exist_ok=True)
     if spec["kind"] != "music":
         from .audio import sample_speech_cli  # speech: WAV output
         return sample_speech_cli(args, cfg, spec, model)
@@ -214,9 +252,16 @@ def cmd_table1(args) -> int:
 
 
 # ------------------------------------------------------------------------------ main
+class _Parser(argparse.ArgumentParser):
+    """Bad arguments: one line naming the flag and what was expected (no usage dump), exit code 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="gatedrnn",
         description="Reproduce Chung et al. 2014: tanh-RNN vs LSTM vs GRU on polyphonic music and raw speech.")
     parser.add_argument("--version", action="version", version=f"gatedrnn {__version__}")
@@ -225,15 +270,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_evaluate_command(sub)
     add_sample_command(sub)
     add_table1_command(sub)
-    for module, fn in (("gatedrnn.data.cli", "add_data_commands"), ("gatedrnn.bench", "add_bench_command"),
-                       ("gatedrnn.study.cli", "add_study_commands")):
-        try:
-            mod = __import__(module, fromlist=[fn])
-        except ModuleNotFoundError as e:  # an optional part not installed/built yet; real import bugs still raise
-            if e.name and module.startswith(e.name):
-                continue
-            raise
-        getattr(mod, fn)(sub)
+    from .bench import add_bench_command
+    from .data.cli import add_data_commands
+    from .study.cli import add_study_commands
+    add_data_commands(sub)
+    add_bench_command(sub)
+    add_study_commands(sub)
     return parser
 
 
@@ -244,6 +286,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0
     from pydantic import ValidationError
+
+    from .data import DataError
+    from .data.sources import DataNotFoundError
     try:
         return int(args.func(args) or 0)
     except ValidationError as e:
@@ -251,18 +296,20 @@ def main(argv: list[str] | None = None) -> int:
             loc = ".".join(str(x) for x in err["loc"]) or "config"
             print(f"gatedrnn: error: invalid value for {loc}: {err['msg']}", file=sys.stderr)
         return 2
-    except (ValueError, FileNotFoundError, OSError) as e:
+    except BrokenPipeError:          # `gatedrnn table1 | head`: the reader left; not an error
+        sys.stdout = open(os.devnull, "w")
+        return 0
+    except DataNotFoundError as e:
+        print(f"gatedrnn: error: {e} — point --data-dir (or GATEDRNN_DATA_DIR) at a folder holding the data, "
+              f"or fetch it with `gatedrnn data download`", file=sys.stderr)
+        return 2
+    except (DataError, ValueError, OSError) as e:   # bad input: one line, no traceback
         print(f"gatedrnn: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("gatedrnn: interrupted; finished epochs are checkpointed — rerun the same command to resume",
               file=sys.stderr)
         return 130
-    except Exception as e:  # data errors and the like: one clear line, no traceback
-        if type(e).__name__ in ("DataError", "ChecksumError"):
-            print(f"gatedrnn: error: {e}", file=sys.stderr)
-            return 2
-        raise
 
 
 if __name__ == "__main__":

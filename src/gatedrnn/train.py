@@ -22,7 +22,7 @@ from typing import Literal
 import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from .data import load_dataset
+from .data import load_dataset, resolve_data_dir
 from .data.batching import iterate_batches
 from .model import SequenceModel
 from .nn.counting import BUDGET, TABLE1, TABLE1_INPUT, count_parameters, match_hidden_size
@@ -50,39 +50,52 @@ class TrainConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
     # what
-    dataset: str = "jsb"
-    unit: Literal["tanh", "gru", "lstm"] = "gru"
-    hidden_size: int | None = Field(None, gt=0, description="default: Table 1's size for the task")
-    budget: int | None = Field(None, gt=0, description="match hidden size to this many recurrent parameters")
-    peepholes: bool = True             # LSTM: diagonal peepholes (the paper's form)
-    reset_after: bool = False          # GRU: Cho et al. r ⊙ (U h) instead of the paper's U (r ⊙ h)
-    forget_bias: float = 0.0           # LSTM: initial b_f
+    dataset: str = Field("jsb", description="dataset: jsb | nottingham | musedata | piano (music), fsdd-a | "
+                         "fsdd-b (speech), wav:FOLDER (your recordings), midi:FOLDER (your MIDI files)")
+    unit: Literal["tanh", "gru", "lstm"] = Field("gru", description="recurrent unit")
+    hidden_size: int | None = Field(None, gt=0, description="hidden units; none = Table 1's size for the task "
+                                    "(music 100/46/36, speech 400/227/195 for tanh/GRU/LSTM)")
+    budget: int | None = Field(None, gt=0, description="match the hidden size to this many recurrent parameters")
+    peepholes: bool = Field(True, description="LSTM: diagonal peepholes v_i, v_f, v_o (the paper's form)")
+    reset_after: bool = Field(False, description="GRU: Cho et al.'s r ⊙ (U h) instead of the paper's U (r ⊙ h)")
+    forget_bias: float = Field(0.0, allow_inf_nan=False, description="LSTM: initial forget-gate bias b_f")
     # how
-    optimizer: Literal["rmsprop", "rmsprop-momentum"] = "rmsprop"
-    lr: float = Field(3e-3, gt=0, lt=1)
-    rms_decay: float = Field(0.95, gt=0, lt=1)     # squared-gradient moving average (released code: 0.95)
-    momentum: float = Field(0.9, ge=0, lt=1)       # rmsprop-momentum only
-    rms_floor: float = Field(0.01, gt=0)           # rmsprop-momentum only: rms floored at this
-    lr_final: float = Field(1.0, gt=0, le=1)       # linear decay to lr*lr_final by epoch lr_decay_epochs
-    lr_decay_epochs: int = Field(500, gt=0)
-    weight_noise: float = Field(0.075, ge=0)
-    clip_norm: float = Field(1.0, gt=0)
+    optimizer: Literal["rmsprop", "rmsprop-momentum"] = Field(
+        "rmsprop", description="plain RMSProp, or the authors' released variant (momentum, rms floor, "
+                               "update-norm clip)")
+    lr: float = Field(3e-3, gt=0, lt=1, allow_inf_nan=False, description="learning rate")
+    rms_decay: float = Field(0.95, gt=0, lt=1, allow_inf_nan=False,
+                             description="decay of the squared-gradient average (released code: 0.95)")
+    momentum: float = Field(0.9, ge=0, lt=1, allow_inf_nan=False, description="rmsprop-momentum only")
+    rms_floor: float = Field(0.01, gt=0, allow_inf_nan=False,
+                             description="rmsprop-momentum only: the rms is floored at this")
+    lr_final: float = Field(1.0, gt=0, le=1, allow_inf_nan=False,
+                            description="decay lr linearly to lr*this by epoch lr_decay_epochs (1: no decay; "
+                                        "released code: 0.01)")
+    lr_decay_epochs: int = Field(500, gt=0, description="epochs of the linear decay")
+    weight_noise: float = Field(0.075, ge=0, allow_inf_nan=False,
+                                description="std of the additive Gaussian weight noise on W and U (paper: 0.075)")
+    clip_norm: float = Field(1.0, gt=0, allow_inf_nan=False,
+                             description="rescale the gradient to this norm when above it")
     # 0 = the strict protocol: the first non-finite loss or gradient ends the run as "diverged".
     # N > 0: skip such an update (no step, as mixed-precision loss scaling does), count it, and declare
     # the run diverged only after N of them. Counted in metrics.jsonl and result.json.
-    skip_nonfinite: int = Field(0, ge=0)
-    batch_size: int = Field(16, gt=0)
-    eval_batch_size: int = Field(64, gt=0)
-    epochs: int = Field(500, ge=0)
-    patience: int = Field(20, gt=0)
-    seed: int = Field(0, ge=0)
+    skip_nonfinite: int = Field(0, ge=0, description="skip up to N updates with a non-finite loss or gradient "
+                                "(counted); 0: the strict protocol, the first one ends the run as diverged")
+    batch_size: int = Field(16, gt=0, description="sequences per update")
+    eval_batch_size: int = Field(64, gt=0, description="sequences per evaluation batch")
+    epochs: int = Field(500, ge=0, description="maximum epochs")
+    patience: int = Field(20, gt=0, description="early stopping: epochs without a better validation NLL")
+    seed: int = Field(0, ge=0, description="seed of the initialisation, batch order and weight noise")
     # data
-    data_dir: str | None = None
-    data_format: Literal["auto", "mat", "pickle"] = "auto"
-    width: Literal["88", "paper"] = "88"
+    data_dir: str | None = Field(None, description="folder holding the data files (else env "
+                                 "GATEDRNN_DATA_DIR, else the download cache)")
+    data_format: Literal["auto", "mat", "pickle"] = Field("auto", description="music: the .mat files or the "
+                                                          "original pickles")
+    width: Literal["88", "paper"] = Field("88", description="music: 88 piano keys, or the paper's width")
     limit_sequences: int | None = Field(None, gt=0, description="use only the first N sequences of each split")
     crop_length: int | None = Field(None, gt=1, description="crop every sequence to at most N steps")
-    device: str = "auto"
+    device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
 
     @field_validator("dataset")
     @classmethod
@@ -245,7 +258,9 @@ def train(cfg: TrainConfig, out_dir: str | Path, *, progress: bool = False, resu
     ds = prepare_data(cfg)
     torch.manual_seed(cfg.seed)
     spec = model_spec(cfg, ds)
-    write_json(out / "model.json", {**spec, "data_files": ds.files})
+    # where the data was read from, so `evaluate`/`sample --prime` find it in a shell without the env var
+    data_root = resolve_data_dir(cfg.data_dir)
+    write_json(out / "model.json", {**spec, "data_dir_resolved": str(data_root.resolve()) if data_root else None})
     model = build_model(spec, cfg.weight_noise).to(device)
     opt = make_optimizer(cfg, model.parameters())
     train_pairs, valid_pairs = ds.splits["train"], ds.splits["valid"]
@@ -418,8 +433,14 @@ def load_run(run_dir: str | Path, device="cpu") -> tuple[TrainConfig, dict, Sequ
     for name in ("config.json", "model.json", "best.pt"):
         if not (run / name).exists():
             raise FileNotFoundError(f"{run} is not a (started) run directory: {name} is missing")
-    cfg = TrainConfig(**json.loads((run / "config.json").read_text()))
-    spec = json.loads((run / "model.json").read_text())
+    try:
+        cfg = TrainConfig(**json.loads((run / "config.json").read_text()))
+        spec = json.loads((run / "model.json").read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{run}: config.json or model.json is not valid JSON ({e})") from None
+    recorded = spec.get("data_dir_resolved")
+    if cfg.data_dir is None and resolve_data_dir(None) is None and recorded and Path(recorded).is_dir():
+        cfg = cfg.model_copy(update={"data_dir": recorded})   # trained with GATEDRNN_DATA_DIR set
     model = build_model(spec).to(device)
     model.load_state_dict(load_weights(run / "best.pt", device))
     return cfg, spec, model.eval()

@@ -1,0 +1,6 @@
+"""`python -m gatedrnn ...` is `gatedrnn ...`."""
+import sys
+
+from .cli import main
+
+sys.exit(main())
