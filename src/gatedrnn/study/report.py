@@ -284,8 +284,9 @@ def table2_markdown(data, t2, sig, base) -> str:
           "- Best unit: lowest mean test NLL. Its difference to the runner-up is tested with a two-sided "
           "paired t-test across seeds (pairs = same seed), and the p-values are corrected for the number of "
           f"datasets with the Holm–Bonferroni step-down method (family-wise error {ALPHA}).\n",
-          "- Δ: ours minus the paper's (music only: the speech sets here are open FSDD stand-ins for the "
-          "paper's private Ubisoft sets, so their numbers are not comparable).\n",
+          "- Δ: ours minus the paper's" + (" (music only: the speech sets here are open FSDD stand-ins for the "
+          "paper's private Ubisoft sets, so their numbers are not comparable).\n"
+          if any(_is_speech(d) for d in data["grid"].datasets) else ".\n"),
           "- Reference rows: fitted on the train split, scored on the same splits as the networks: "
           "per-note marginal frequencies (Bernoulli, add-one smoothing; no context) and 'repeat the previous "
           "frame' (p(on) = 1 − ε if the note was on in the previous frame, else ε'; ε, ε' fitted on train).\n"]
@@ -300,11 +301,27 @@ def table2_markdown(data, t2, sig, base) -> str:
         if f.get("limit_sequences") or f.get("crop_length"):
             md.append(f"- Data slices for {_name(dataset)}: limit_sequences={f.get('limit_sequences')}, "
                       f"crop_length={f.get('crop_length')} (its numbers are NOT comparable to the paper's).\n")
-    if study.per_dataset:
-        md.append(f"- Per-dataset training fields: `{json.dumps(study.per_dataset, sort_keys=True)}`.\n")
+    per = _per_dataset_here(data)
+    if per:
+        md.append(f"- Per-dataset training fields: `{json.dumps(per, sort_keys=True)}`.\n")
     for n in data["notes"]:
         md.append(f"- {n}\n")
     return "".join(md)
+
+
+def _per_dataset_here(data) -> dict:
+    """The study's per-dataset fields for the datasets it actually has (a JSB-only study shows no speech)."""
+    from ..data import DataError, canonical_name
+    here = set(data["grid"].datasets)
+    out = {}
+    for name, fields in data["study"].per_dataset.items():
+        try:
+            key = canonical_name(name)
+        except DataError:
+            key = name
+        if key in here:
+            out[name] = fields
+    return out
 
 
 def table1_markdown(t1) -> str:
@@ -340,6 +357,22 @@ def _aggregate(histories, key: str, xkey: str):
     return x, np.array([y.mean() for y in ys]), np.array([y.min() for y in ys]), np.array([y.max() for y in ys])
 
 
+def _y_range(curves) -> tuple[float, float] | None:
+    """A y-range where the units differ: the untrained epoch-0 value (and the first few epochs) would
+    flatten every curve, so the top is each curve's value 5 % of the way into training (at least
+    epoch 1), the bottom the lowest point of any band."""
+    tops, bottoms = [], []
+    for x, m, lo, hi in curves:
+        k = min(len(m) - 1, max(1, len(m) // 20))
+        tops.append(float(m[k]))
+        bottoms.append(float(lo.min()))
+    if not tops:
+        return None
+    top, bottom = max(tops), min(bottoms)
+    pad = 0.04 * (top - bottom) if top > bottom else 0.5
+    return bottom - pad, top + pad
+
+
 def make_figures(data: dict, out: Path) -> dict[str, Path]:
     import matplotlib
     matplotlib.use("Agg")
@@ -352,7 +385,7 @@ def make_figures(data: dict, out: Path) -> dict[str, Path]:
         for i, dataset in enumerate(datasets):
             for j, (key, title) in enumerate((("train_nll", "train"), ("valid_nll", "validation"))):
                 ax = axes[i][j]
-                positive = True
+                drawn = []
                 for c in data["cells"]:
                     if c["dataset"] != dataset:
                         continue
@@ -362,19 +395,21 @@ def make_figures(data: dict, out: Path) -> dict[str, Path]:
                     x, m, lo, hi = _aggregate(hist, key, xkey)
                     if len(x) == 0:
                         continue
-                    positive &= bool((lo > 0).all())
+                    drawn.append((x, m, lo, hi))
                     col = UNIT_COLORS[c["unit"]]
                     ax.plot(x, m, color=col, label=f"{UNIT_NAMES[c['unit']]} (n={len(hist)})")
                     ax.fill_between(x, lo, hi, color=col, alpha=0.2, linewidth=0)
-                if positive and ax.has_data():
-                    ax.set_yscale("log")
+                yr = _y_range(drawn)
+                if yr is not None:
+                    ax.set_ylim(*yr)
                 ax.set_title(f"{_name(dataset)}: {title}", fontsize=10)
                 ax.set_xlabel(xlabel)
                 ax.set_ylabel("NLL (nats/step)")
                 ax.grid(True, which="both", alpha=0.3)
                 if ax.has_data():
                     ax.legend(fontsize=8)
-        fig.suptitle(f"Learning curves against {xlabel}: mean over seeds, band = min..max over seeds",
+        fig.suptitle(f"Learning curves against {xlabel}: mean over seeds, band = min..max over seeds "
+                     "(y-range from 5 % into training; epoch 0 is above it)",
                      fontsize=11)
         fig.tight_layout()
         for ext in ("png", "svg"):
@@ -519,7 +554,13 @@ def build_report(out_dir: str | Path, *, figures: bool = True, log=print) -> dic
                        ("lr_search.csv", lr_rows)):
         _write_csv(out / name, rows)
         files[name] = out / name
-    figs = make_figures(data, out) if figures else {}
+    figs = {}
+    if figures:
+        try:
+            figs = make_figures(data, out)
+        except ImportError as e:   # never lose the tables to a missing plotting library
+            log(f"figures skipped ({e}); every table and report.html are written — pip install matplotlib "
+                f"and run `gatedrnn report {out}` for the figures")
     files.update(figs)
     files["report.html"] = write_html(data, out, t1_md, t2_md, figs, lr_rows)
     log(f"wrote {', '.join(sorted(files))} in {out}")
