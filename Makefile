@@ -13,7 +13,10 @@ $(BIN)/gatedrnn: pyproject.toml
 	$(BIN)/pip install -q -e ".[dev]"
 	@touch $@
 
+# `source .venv/bin/activate` then gives every README command the same data folder as the make targets.
 setup: $(BIN)/gatedrnn
+	@if [ -n "$(GATEDRNN_DATA_DIR)" ] && ! grep -q "GATEDRNN_DATA_DIR=\"$(GATEDRNN_DATA_DIR)\"" $(BIN)/activate; then \
+		echo 'export GATEDRNN_DATA_DIR="$(GATEDRNN_DATA_DIR)"  # added by make setup' >> $(BIN)/activate; fi
 
 test: setup
 	$(BIN)/pytest -q

@@ -1,0 +1,167 @@
+"""A new user's first hour, and safety: clean one-line errors (exit 2, no traceback) for missing data and
+bad values, nothing executed from a shared run folder, `python -m gatedrnn`, progress without a terminal,
+the report without its plotting library. Everything through real subprocesses where the user would."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from _paths import REPO, data_dir
+
+TINY = ["--limit-sequences", "8", "--crop-length", "16", "--batch-size", "4"]
+
+
+def _env(**extra) -> dict:
+    env = dict(os.environ, GATEDRNN_DATA_DIR=str(data_dir()), OMP_NUM_THREADS="1",
+               GATEDRNN_DOWNLOAD_TIMEOUT="2")
+    env.update({k: v for k, v in extra.items() if v is not None})
+    for k, v in extra.items():
+        if v is None:
+            env.pop(k, None)
+    return env
+
+
+def _run(args, *, env=None, cwd=None, timeout=300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "gatedrnn", *args], capture_output=True, text=True,
+                          env=env or _env(), cwd=cwd, timeout=timeout)
+
+
+def _one_line_error(p: subprocess.CompletedProcess, needle: str) -> None:
+    assert p.returncode == 2, (p.returncode, p.stdout, p.stderr)
+    assert "Traceback" not in p.stderr, p.stderr
+    lines = [ln for ln in p.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("gatedrnn"), p.stderr
+    assert needle in lines[0], p.stderr
+
+
+class _Evil:
+    """Unpickling this runs `touch <marker>` — what a crafted checkpoint would do."""
+
+    def __init__(self, marker: Path):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("run") / "jsb-gru"
+    p = _run(["train", "--dataset", "jsb", "--unit", "gru", "--epochs", "2", *TINY, "--out", str(out)])
+    assert p.returncode == 0, p.stderr
+    return out
+
+
+def _copy_run(src: Path, dst: Path) -> Path:
+    dst.mkdir(parents=True)
+    for f in src.iterdir():
+        if f.is_file():
+            (dst / f.name).write_bytes(f.read_bytes())
+    return dst
+
+
+@pytest.mark.parametrize("target", ["checkpoint.pt", "best.pt"])
+def test_a_crafted_pt_file_in_a_run_folder_executes_nothing(tiny_run, tmp_path, target):
+    run = _copy_run(tiny_run, tmp_path / "shared-run")
+    marker = tmp_path / "PWNED"
+    good = torch.load(run / target, weights_only=True)
+    # the file keeps the expected structure, with one value replaced by the payload
+    if target == "checkpoint.pt":
+        good["state"]["note"] = _Evil(marker)
+    else:
+        good["head.linear.bias"] = _Evil(marker)
+    torch.save(good, run / target)
+    # the pickle really is malicious: plain torch.load(weights_only=False) would run it
+    if target == "checkpoint.pt":
+        (run / "result.json").unlink()           # so that train resumes from the checkpoint
+        p = _run(["train", "--dataset", "jsb", "--unit", "gru", "--epochs", "2", *TINY, "--out", str(run)])
+        _one_line_error(p, "refused to load")
+    else:
+        for args in (["evaluate", str(run)], ["sample", str(run), "--steps", "4"]):
+            p = _run(args)
+            _one_line_error(p, "refused to load")
+    assert "nothing in it was executed" in p.stderr
+    assert not marker.exists()
+    torch.load(run / target, weights_only=False)   # the control: the same file does execute code
+    assert marker.exists()
+
+
+def test_python_dash_m_gatedrnn():
+    p = _run(["--help"])
+    assert p.returncode == 0 and "train" in p.stdout and "reproduce" in p.stdout
+    p = _run(["train", "--help"])
+    for name in ("fsdd-a", "fsdd-b", "wav:FOLDER", "midi:FOLDER", "(default 0.003)", "--skip-nonfinite"):
+        assert name in p.stdout, name
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["train", "--lr", "nan"], "expected a finite number > 0 and < 1, got 'nan'"),
+    (["train", "--epochs", "-1"], "expected an integer >= 0"),
+    (["train", "--unit", "gru2"], "invalid choice"),
+    (["sample", "x", "--seconds", "0"], "expected a finite number > 0"),
+    (["train", "--hidden-size", "8", "--budget", "100"], "hidden_size or budget"),
+])
+def test_bad_values_are_one_line(args, needle):
+    _one_line_error(_run(args), needle)
+
+
+def test_missing_data_is_one_line_for_every_command_that_reads_data(tiny_run, tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    env = _env(GATEDRNN_DATA_DIR=str(empty), GATEDRNN_CACHE=str(tmp_path / "cache"),
+               GATEDRNN_MIRROR=(empty / "nothing").as_uri())
+    cases = [
+        (["train", "--dataset", "jsb", "--epochs", "1", "--out", str(tmp_path / "r")], "JSB"),
+        (["evaluate", str(tiny_run), "--data-dir", str(empty)], "JSB"),
+        (["sample", str(tiny_run), "--prime", "4", "--data-dir", str(empty), "--out", str(tmp_path / "s.mid")],
+         "JSB"),
+        (["data", "stats", "jsb"], "JSB"),
+        (["train", "--dataset", f"wav:{empty}", "--epochs", "1", "--out", str(tmp_path / "w")], str(empty)),
+    ]
+    for args, needle in cases:
+        p = _run(args, env=env)
+        assert p.returncode == 2, (args, p.stderr)
+        assert "Traceback" not in p.stderr and needle in p.stderr, (args, p.stderr)
+        assert len([ln for ln in p.stderr.splitlines() if ln.strip()]) == 1, (args, p.stderr)
+
+
+def test_evaluate_in_a_new_shell_finds_the_data_the_run_read(tiny_run, tmp_path):
+    """The run was trained with GATEDRNN_DATA_DIR set (config.json records data_dir null); a new shell
+    without the variable still evaluates it (model.json records where the data was read)."""
+    assert json.loads((tiny_run / "config.json").read_text())["data_dir"] is None
+    p = _run(["evaluate", str(tiny_run), "--json"], env=_env(GATEDRNN_DATA_DIR=None,
+                                                               GATEDRNN_CACHE=str(tmp_path / "cache")))
+    assert p.returncode == 0, p.stderr
+    rows = json.loads(p.stdout)
+    res = json.loads((tiny_run / "result.json").read_text())
+    assert rows["test"]["nll"] == pytest.approx(res["test_nll"], rel=1e-6)
+
+
+def test_without_a_terminal_train_prints_one_line_per_epoch(tmp_path):
+    p = _run(["train", "--dataset", "jsb", "--unit", "tanh", "--epochs", "3", *TINY, "--out", str(tmp_path / "r")])
+    assert p.returncode == 0, p.stderr
+    lines = [ln for ln in p.stderr.splitlines() if ": epoch " in ln]
+    assert [ln.split(": epoch ")[1].split()[0] for ln in lines] == ["1/3", "2/3", "3/3"], p.stderr
+    assert all("valid" in ln and "best" in ln for ln in lines)
+
+
+def test_report_without_matplotlib_writes_everything_else(tmp_path, monkeypatch):
+    from gatedrnn.study import budget_config, run_study
+    study = budget_config("smoke", datasets=["jsb"], seeds=2, data_dir=str(data_dir()))
+    run_study(study, tmp_path, jobs=0, progress=False, log=lambda m: None, build_report=False)
+    monkeypatch.setitem(sys.modules, "matplotlib", None)       # `import matplotlib` raises ImportError
+    from gatedrnn.study.report import build_report
+    said = []
+    files = build_report(tmp_path, log=said.append)
+    for name in ("table1.md", "table2.md", "table2.csv", "table2_tests.csv", "lr_search.csv", "report.html"):
+        assert name in files and (tmp_path / name).stat().st_size > 0, name
+    assert not any(name.endswith(".png") for name in files)
+    assert any("figures skipped" in m and "pip install matplotlib" in m for m in said), said
+    table2 = (tmp_path / "table2.md").read_text()
+    assert "Budget `smoke`" in table2 and "fsdd" not in table2.lower()   # only what applies to a JSB study
