@@ -408,8 +408,8 @@ def make_figures(data: dict, out: Path) -> dict[str, Path]:
                 ax.grid(True, which="both", alpha=0.3)
                 if ax.has_data():
                     ax.legend(fontsize=8)
-        fig.suptitle(f"Learning curves against {xlabel}: mean over seeds, band = min..max over seeds "
-                     "(y-range from 5 % into training; epoch 0 is above it)",
+        fig.suptitle(f"Learning curves against {xlabel}\nmean over seeds; band = min..max over seeds; "
+                     "y-range from 5 % into training (epoch 0 lies above it)",
                      fontsize=11)
         fig.tight_layout()
         for ext in ("png", "svg"):
