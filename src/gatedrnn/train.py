@@ -82,6 +82,9 @@ class TrainConfig(BaseModel):
     # the run diverged only after N of them. Counted in metrics.jsonl and result.json.
     skip_nonfinite: int = Field(0, ge=0, description="skip up to N updates with a non-finite loss or gradient "
                                 "(counted); 0: the strict protocol, the first one ends the run as diverged")
+    tbptt: int | None = Field(None, gt=1, description="truncated back-propagation: no gradient further back "
+                              "than N steps (state carried, one update per batch); none: full sequences "
+                              "(the paper)")
     batch_size: int = Field(16, gt=0, description="sequences per update")
     eval_batch_size: int = Field(64, gt=0, description="sequences per evaluation batch")
     epochs: int = Field(500, ge=0, description="maximum epochs")
@@ -225,6 +228,37 @@ def evaluate(model: SequenceModel, pairs, batch_size: int, device) -> dict:
     return {"nll": nll, "nll_seq": total / max(len(pairs), 1), "steps": steps, "sequences": len(pairs)}
 
 
+def forward_backward(model: SequenceModel, b, n: int, tbptt: int | None) -> tuple[float, bool]:
+    """Loss (mean NLL per step of batch b, n steps) and its gradient, accumulated in the parameters.
+    Returns (loss, finite); a non-finite loss is not back-propagated.
+
+    tbptt=K: truncated back-propagation through time. The batch runs in windows of K steps; the state is
+    carried across windows but detached, so no gradient flows further back than K steps (Williams &
+    Peng 1990). Still ONE update per batch (the windows' gradients are summed), so the protocol is
+    otherwise unchanged; weight noise is drawn afresh per window (a forward pass each)."""
+    T = b.inputs.shape[1]
+    if not tbptt or T <= tbptt:
+        loss = model.nll(b.inputs, b.targets, b.mask, b.lengths).sum() / n
+        if not torch.isfinite(loss):
+            return float(loss.detach()), False
+        loss.backward()
+        return float(loss.detach()), True
+    total, state = 0.0, None
+    for s in range(0, T, tbptt):
+        e = min(T, s + tbptt)
+        lengths = (b.lengths - s).clamp(0, e - s)
+        if int(lengths.max()) == 0:
+            break
+        params, state = model(b.inputs[:, s:e], lengths, state)
+        loss = (model.head.nll(params, b.targets[:, s:e]) * b.mask[:, s:e].to(params.dtype)).sum() / n
+        if not torch.isfinite(loss):
+            return float(loss.detach()), False
+        loss.backward()
+        state = tuple(x.detach() for x in state) if isinstance(state, tuple) else state.detach()
+        total += float(loss.detach())
+    return total, True
+
+
 def _finite(x: float) -> bool:
     return math.isfinite(x)
 
@@ -311,15 +345,13 @@ def train(cfg: TrainConfig, out_dir: str | Path, *, progress: bool = False, resu
             g["lr"] = lr_at(cfg, epoch - 1)
         t0 = time.perf_counter()
         running, frames = 0.0, 0
+        updates_before = state["updates"]
         for b in iterate_batches(train_pairs, cfg.batch_size, shuffle=True, seed=cfg.seed, epoch=epoch):
             b = b.to(device)
-            nll = model.nll(b.inputs, b.targets, b.mask, b.lengths)
             n = int(b.lengths.sum())
-            loss = nll.sum() / n                              # mean NLL per step of this batch
             opt.zero_grad(set_to_none=True)
-            finite = bool(torch.isfinite(loss))
+            loss, finite = forward_backward(model, b, n, cfg.tbptt)  # loss: mean NLL per step of the batch
             if finite:
-                loss.backward()
                 gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_norm)  # rescale to ≤ 1
                 finite = bool(torch.isfinite(gnorm))
             if not finite:
@@ -331,8 +363,11 @@ def train(cfg: TrainConfig, out_dir: str | Path, *, progress: bool = False, resu
                 continue
             opt.step()
             state["updates"] += 1
-            running += loss.item() * n
+            running += loss * n
             frames += n
+        if state["status"] == "running" and state["updates"] == updates_before and state["skipped"]:
+            state["status"] = "diverged"   # skipping is for rare overflows: an epoch without one update is not training
+            log(f"every update of epoch {epoch} had a non-finite loss or gradient")
         train_seconds = time.perf_counter() - t0
         state["seconds"] += train_seconds
         state["epoch"] = epoch

@@ -7,6 +7,14 @@ The protocol (Chung et al. 2014, "Training protocol" in docs/PAPER.md):
      config, same run id, so it is reused, not retrained); every reported number is a mean over
      these seeds with a 95 % Student-t confidence interval.
 
+Optional successive halving (`search="halving"`, docs/STUDY.md): every candidate starts; at each rung
+(an epoch) the candidates still in the race are compared on the best validation NLL they reached up to
+that epoch, and only the better ceil(n/eta) train on; after the last rung the survivor trains to the
+end and is the selection. A halted run IS the full search's run (same config, same run id) paused at a
+rung, so a full study continues it later instead of starting again. `halving_decide` is a pure function
+of the runs' per-epoch histories: the driver and the agreement measurement (benchmarks/
+halving_agreement.py, which replays a finished full search) make the same decisions.
+
 A run's id is a stable hash of its TrainConfig (minus where the data lives and which device runs
 it), so the same run in two invocations, two budgets or two machines has one run directory.
 """
@@ -31,6 +39,11 @@ TRAIN_FIELDS = ("epochs", "patience", "batch_size", "eval_batch_size", "limit_se
                 "optimizer", "weight_noise", "clip_norm", "lr_final", "lr_decay_epochs", "width", "device")
 
 LOG_BASES = {"e": math.e, "2": 2.0, "10": 10.0}
+# Successive halving: default rungs as fractions of a run's epochs (500 epochs: 25, 50, 100, 200).
+HALVING_FRACTIONS = (0.05, 0.1, 0.2, 0.4)
+# StudyConfig fields of the halving search: part of StudyConfig.key() only for search="halving", so the
+# key of every full-search study (all studies made before halving existed) is unchanged.
+SEARCH_FIELDS = ("search", "halving_rungs", "halving_eta")
 
 # ----------------------------------------------------------------------------------- budgets
 # Each preset is a complete StudyConfig minus data_dir; CLI flags override single fields.
@@ -73,7 +86,21 @@ class StudyConfig(BaseModel):
     train: dict = Field(default_factory=dict, description="TrainConfig fields shared by every run")
     per_dataset: dict[str, dict] = Field(default_factory=dict,
                                          description="TrainConfig fields for one dataset, over `train`")
+    search: Literal["full", "halving"] = Field(
+        "full", description="full: every candidate trains to the end (the paper); halving: successive halving")
+    halving_rungs: list[int] | None = Field(
+        None, description="epochs at which the worse candidates stop (default: 5, 10, 20, 40 % of the epochs)")
+    halving_eta: int = Field(2, ge=2, description="after a rung, the better ceil(n/eta) candidates go on")
     data_dir: str | None = None
+
+    @field_validator("halving_rungs")
+    @classmethod
+    def _rungs(cls, v):
+        if v is None:
+            return v
+        if not v or any(int(r) <= 0 for r in v):
+            raise ValueError(f"halving rungs must be positive epochs, got {v}")
+        return sorted({int(r) for r in v})
 
     @field_validator("train")
     @classmethod
@@ -118,9 +145,21 @@ class StudyConfig(BaseModel):
         rest = [s for s in range(self.seeds + 1) if s != self.search_seed]
         return [self.search_seed, *rest][: self.seeds]
 
+    def rungs(self, epochs: int) -> list[int]:
+        """The halving rungs of runs of `epochs` epochs (only those before the end; [] for a full search)."""
+        if self.search != "halving":
+            return []
+        rungs = self.halving_rungs if self.halving_rungs is not None else \
+            sorted({max(1, int(f * epochs + 0.5)) for f in HALVING_FRACTIONS})
+        return [r for r in rungs if r < epochs]
+
     def key(self) -> str:
-        """Stable hash of what the study computes (data_dir excluded)."""
+        """Stable hash of what the study computes (data_dir excluded; the halving fields only for a
+        halving search, so a full-search study keeps the key it had before they existed)."""
         d = self.model_dump(exclude={"data_dir"})
+        if d["search"] == "full":
+            for k in SEARCH_FIELDS:
+                d.pop(k)
         d["train"] = {k: v for k, v in sorted(d["train"].items()) if k not in NOT_IN_ID}
         d["per_dataset"] = {n: {k: v for k, v in sorted(f.items()) if k not in NOT_IN_ID}
                             for n, f in sorted(d["per_dataset"].items())}
@@ -184,7 +223,7 @@ def available_datasets(names) -> tuple[list[str], list[str]]:
 # ------------------------------------------------------------------------------------ run specs
 # TrainConfig fields added after studies had run: left out of the hash while at their default, so the
 # run ids (and finished runs) of earlier studies stay valid.
-ID_DEFAULTS = {"skip_nonfinite": 0}
+ID_DEFAULTS = {"skip_nonfinite": 0, "tbptt": None}
 
 
 def run_id_of(config: dict) -> str:
@@ -239,6 +278,10 @@ class Grid:
     def seed_specs(self, dataset: str, unit: str, lr: float) -> list[RunSpec]:
         return [make_spec(self.study, dataset, unit, lr, s) for s in self.study.seed_list()]
 
+    def rungs(self, dataset: str) -> list[int]:
+        """Halving rungs of this dataset's runs ([] for a full search)."""
+        return self.study.rungs(int(self.search_specs(dataset, self.units[0])[0].config["epochs"]))
+
     def n_runs(self) -> int:
         """Distinct runs of the whole study (seed 0 of the selected lr is a search run)."""
         return len(self.cells()) * (len(self.lrs) + len(self.study.seed_list()) - 1)
@@ -259,3 +302,94 @@ def select_lr(search_results: list[dict]) -> dict | None:
     if not ok:
         return None
     return min(ok, key=lambda r: (float(r["valid_nll"]), float(r["lr"])))
+
+
+# ---------------------------------------------------------------------------- successive halving
+from .store import HALTED  # noqa: E402  a run paused at a rung (a full study continues it)
+
+
+def rung_score(history: list[dict], rung: int) -> float:
+    """A candidate's score at a rung: the best validation NLL over epochs 0..rung of its history (what
+    train() calls best_valid when paused there); inf when it diverged by then (diverged = worst)."""
+    best = math.inf
+    for r in history or []:
+        if int(r.get("epoch", 0)) > rung:
+            break
+        v = r.get("valid_nll")
+        if r.get("diverged") or v is None or not math.isfinite(float(v)):
+            return math.inf
+        best = min(best, float(v))
+    return best
+
+
+def reached(row: dict | None, stop_after: int | None) -> bool:
+    """Whether a run's store row already covers a need: trained through epoch `stop_after` (None: to the
+    end). Finished runs (completed, early-stopped, diverged, failed) cover every need."""
+    if row is None:
+        return False
+    if row.get("status") in (*OK_STATUSES, "diverged", "failed"):
+        return True
+    return stop_after is not None and row.get("status") == HALTED and int(row.get("epochs") or 0) >= stop_after
+
+
+def halving_decide(rows: list[dict | None], lrs: list[float], rungs: list[int], eta: int = 2) -> dict:
+    """Successive halving over one (dataset, unit)'s candidates, from what is known so far.
+
+    rows[i]: the latest store row of candidate lrs[i] (status, epochs, history, valid_nll) or None (not
+    started). Walks the rungs from the first: while every candidate still in the race has reached the
+    rung, ranks them by rung_score (ties: the smaller lr) and keeps the better ceil(n/eta); stops at the
+    first rung (or the end) that some candidate has not reached yet and returns what must run:
+
+      {"need": [(i, stop_after | None)], "done": bool, "selected": row | None, "trace": [...],
+       "trained_to": {i: furthest stop_after requested, None = to the end}}
+
+    After the last rung (or as soon as one candidate is left) the survivors train to the end and the
+    selection is select_lr over them (validation NLL of the best model). If none of them gives a finite
+    validation NLL (all diverged or failed after the last rung), the next-ranked candidate of the last
+    rung is trained to the end, and so on. Deterministic: the same histories give the same decisions,
+    however far each run has been trained beyond a rung (only epochs <= rung are read)."""
+    n = len(lrs)
+    alive = list(range(n))
+    trace: list[dict] = []
+    trained_to: dict[int, int | None] = {}
+    ranking = list(range(n))
+    for rung in rungs:
+        if len(alive) <= 1:
+            break
+        for i in alive:
+            trained_to[i] = rung
+        missing = [i for i in alive if not reached(rows[i], rung)]
+        if missing:
+            return {"need": [(i, rung) for i in missing], "done": False, "selected": None, "trace": trace,
+                    "trained_to": trained_to}
+        scores = {i: rung_score((rows[i] or {}).get("history") or [], rung) for i in alive}
+        ranking = sorted(alive, key=lambda i: (scores[i], lrs[i]))
+        keep = ranking[:math.ceil(len(alive) / eta)]
+        trace.append({"rung": rung, "scores": {lrs[i]: scores[i] for i in ranking},
+                      "kept": sorted(lrs[i] for i in keep), "cut": sorted(lrs[i] for i in alive if i not in keep)})
+        alive = sorted(keep)
+    final = sorted(alive, key=lambda i: ranking.index(i))
+    rest = [i for i in ranking if i not in final]
+    while True:
+        for i in final:
+            trained_to[i] = None
+        missing = [i for i in final if not reached(rows[i], None)]
+        if missing:
+            return {"need": [(i, None) for i in missing], "done": False, "selected": None, "trace": trace,
+                    "trained_to": trained_to}
+        chosen = select_lr([{**rows[i], "lr": lrs[i]} for i in final])
+        if chosen is not None or not rest:
+            return {"need": [], "done": True, "selected": chosen, "trace": trace, "trained_to": trained_to,
+                    "finalists": sorted(lrs[i] for i in final)}
+        final.append(rest.pop(0))   # every survivor diverged after the last rung: the next in line
+
+
+def search_outcome(study: StudyConfig, rows: list[dict | None], lrs: list[float], epochs: int) -> tuple[bool, dict | None]:
+    """(search finished, selected search row or None) of one (dataset, unit), from its search runs' store
+    rows — for either search. The tables call this, so a halving study's selection is the driver's."""
+    rungs = study.rungs(epochs)
+    if study.search == "halving":
+        d = halving_decide(rows, lrs, rungs, study.halving_eta)
+        return d["done"], d["selected"]
+    complete = all(r is not None and r.get("status") in (*OK_STATUSES, "diverged", "failed") for r in rows)
+    return complete, (select_lr([{**r, "lr": lr} for r, lr in zip(rows, lrs)]) if complete else None)
