@@ -40,6 +40,29 @@ def _csv(s: str) -> list[str]:
     return [x.strip() for x in s.split(",") if x.strip()]
 
 
+def _epochs_csv(s: str) -> list[int]:
+    out = []
+    for x in _csv(s):
+        try:
+            v = int(x)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected comma-separated epochs, e.g. 25,50,100,200; got {s!r}") \
+                from None
+        if v <= 0:
+            raise argparse.ArgumentTypeError(f"halving rungs must be positive epochs, got {s!r}")
+        out.append(v)
+    if not out:
+        raise argparse.ArgumentTypeError(f"expected comma-separated epochs, e.g. 25,50,100,200; got {s!r}")
+    return out
+
+
+def _eta(s: str) -> int:
+    v = _pos_int(s)
+    if v < 2:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 2, got {s!r}")
+    return v
+
+
 def add_study_commands(sub) -> None:
     p = sub.add_parser(
         "reproduce", help="the whole study: lr search, seeds, Table 1/2, learning curves, report.html",
@@ -60,6 +83,14 @@ def add_study_commands(sub) -> None:
     p.add_argument("--lr-draw", choices=["random", "stratified"],
                    help="independent draws (the paper; budget paper) or one per equal slice of the range "
                         "(budgets smoke, quick)")
+    p.add_argument("--search", choices=["full", "halving"],
+                   help="full: every lr candidate trains to the end (the paper; default); halving: successive "
+                        "halving — all candidates start, the worse half by validation NLL stops at each rung, "
+                        "the survivor trains to the end (docs/STUDY.md)")
+    p.add_argument("--halving-rungs", type=_epochs_csv, metavar="E1,E2,...",
+                   help="epochs of the halving rungs (default: 5,10,20,40 %% of the epochs: 25,50,100,200 for 500)")
+    p.add_argument("--halving-eta", type=_eta,
+                   help="after each rung the better ceil(n/eta) candidates go on (default 2)")
     p.add_argument("--seeds", type=_pos_int, help="seeds of each selected configuration")
     p.add_argument("--epochs", type=_nonneg_int, help="maximum epochs per run")
     p.add_argument("--patience", type=_pos_int, help="early-stopping patience (epochs)")
@@ -106,7 +137,9 @@ def study_from_args(args):
         if v is not None:
             train[f] = None if (f in ("limit_sequences", "crop_length") and v == 0) else v
     over = dict(datasets=args.datasets, units=args.units, lr_candidates=args.lr_candidates,
-                lr_base=args.lr_base, lr_seed=args.lr_seed, lr_draw=args.lr_draw, seeds=args.seeds, data_dir=args.data_dir, train=train)
+                lr_base=args.lr_base, lr_seed=args.lr_seed, lr_draw=args.lr_draw, seeds=args.seeds,
+                data_dir=args.data_dir, train=train, search=getattr(args, "search", None),
+                halving_rungs=getattr(args, "halving_rungs", None), halving_eta=getattr(args, "halving_eta", None))
     if args.lr_range:
         over.update(lr_low=args.lr_range[0], lr_high=args.lr_range[1])
     return budget_config(args.budget, **over)
@@ -119,8 +152,11 @@ def cmd_reproduce(args) -> int:
     if args.dry_run:
         from .grid import Grid
         g = Grid(study)
-        print(json.dumps({"study": study.model_dump(), "datasets": g.datasets, "notes": g.notes,
-                          "lr_candidates": g.lrs, "runs": g.n_runs()}, indent=2))
+        plan = {"study": study.model_dump(), "datasets": g.datasets, "notes": g.notes,
+                "lr_candidates": g.lrs, "runs": g.n_runs()}
+        if study.search == "halving":
+            plan["halving_rungs"] = {d: g.rungs(d) for d in g.datasets}
+        print(json.dumps(plan, indent=2))
         return 0
     try:
         import importlib.util

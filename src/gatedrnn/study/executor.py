@@ -106,8 +106,11 @@ def read_history(run_dir: Path) -> list[dict]:
 def run_one(task: dict) -> dict:
     """Train one run of the study (resuming its checkpoint if any) and return its summary.
 
-    task: {"run_id", "config" (TrainConfig fields), "runs_root", "threads"}. Never raises: an
-    exception becomes status 'failed' with the error; divergence is status 'diverged'."""
+    task: {"run_id", "config" (TrainConfig fields), "runs_root", "threads", optional "stop_after"}.
+    Never raises: an exception becomes status 'failed' with the error; divergence is status 'diverged'.
+    With stop_after=E (a successive-halving rung) a run that gets past epoch E is paused there
+    (checkpointed, no result.json) and reported with status 'halted', epochs = the epoch it stopped
+    at and valid_nll = the best validation NLL so far; the same task without stop_after continues it."""
     run_dir = Path(task["runs_root"]) / task["run_id"]
     base = {"run_id": task["run_id"], "host": socket.gethostname(), "pid": os.getpid(),
             "run_dir": str(run_dir)}
@@ -130,14 +133,24 @@ def run_one(task: dict) -> dict:
                     logf.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {msg}\n")
                     logf.flush()
                 log(f"start on {base['host']} pid {base['pid']}")
-                res = train(cfg, run_dir, progress=False, resume=True, log=log)
-                log(f"end: {res['status']}")
+                stop_after = task.get("stop_after")
+                res = train(cfg, run_dir, progress=False, resume=True, log=log,
+                            stop_after=None if stop_after is None else int(stop_after))
+                log(f"end: {res['status']}" + (f" at epoch {res.get('epoch')} (halving rung {stop_after})"
+                                               if res["status"] == "paused" else ""))
+        history = read_history(run_dir)
+        if res["status"] == "paused":
+            return {**base, "status": "halted", "epochs": res["epoch"], "best_epoch": res["best_epoch"],
+                    "valid_nll": res["best_valid"], "stop_after": stop_after,
+                    "train_seconds": history[-1].get("seconds") if history else None,
+                    "dataset": cfg.dataset, "unit": cfg.unit, "history": history,
+                    "wall_seconds": time.time() - t0}
         keep = ("status", "train_nll", "valid_nll", "test_nll", "train_nll_seq", "valid_nll_seq", "test_nll_seq",
                 "epochs", "best_epoch", "updates", "train_seconds", "hidden_size", "input_size",
                 "recurrent_parameters", "total_parameters", "kind", "dataset", "unit", "data_files",
                 "environment", "unit_of_nll")
         out = {**base, **{k: res.get(k) for k in keep}}
-        out["history"] = read_history(run_dir)
+        out["history"] = history
         out["wall_seconds"] = time.time() - t0
         return out
     except BaseException as e:  # noqa: BLE001 — a failed run is recorded, never fatal to the sweep

@@ -373,7 +373,7 @@ def halving_decide(rows: list[dict | None], lrs: list[float], rungs: list[int], 
     while True:
         for i in final:
             trained_to[i] = None
-        missing = [i for i in final if not reached(rows[i], None)]
+        missing = sorted(i for i in final if not reached(rows[i], None))
         if missing:
             return {"need": [(i, None) for i in missing], "done": False, "selected": None, "trace": trace,
                     "trained_to": trained_to}

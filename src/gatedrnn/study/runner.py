@@ -4,6 +4,11 @@ the outcomes, selects each (dataset, unit)'s learning rate on validation NLL, th
 Restartable at any moment: finished runs are read back from the store (never repeated), interrupted
 runs resume from their checkpoint (run_one → train(resume=True)), and a run held by another live
 invocation is waited for, not duplicated.
+
+With study.search == "halving" a cell's search is successive halving (grid.halving_decide): its runs
+are submitted with stop_after = the current rung, recorded as 'halted' there, and the better half goes
+on to the next rung; the survivor trains to the end. A halted run is the full search's run paused, so a
+later full study (or a halving study with later rungs) continues it from its checkpoint.
 """
 from __future__ import annotations
 
@@ -12,23 +17,49 @@ import time
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
-from .grid import Grid, RunSpec, StudyConfig, select_lr
-from .store import DONE, Store, new_owner
+from .grid import Grid, RunSpec, StudyConfig, halving_decide, reached, select_lr
+from .store import Store, new_owner
 
 
 class _Cell:
-    """One (dataset, unit): its search runs, then (after selection) its seed runs."""
+    """One (dataset, unit): its search runs (all at once, or rung by rung for halving), then (after
+    selection) its seed runs."""
 
     def __init__(self, grid: Grid, dataset: str, unit: str):
         self.dataset, self.unit = dataset, unit
         self.grid = grid
         self.search = grid.search_specs(dataset, unit)
+        self.halving = grid.study.search == "halving"
+        self.rungs = grid.rungs(dataset) if self.halving else []
         self.seeds: list[RunSpec] | None = None
         self.selected: dict | None = None
         self.no_selection = False
+        self.decision: dict | None = None   # the last halving_decide outcome (its trace)
 
-    def needed(self) -> list[RunSpec]:
-        return self.search if self.seeds is None else self.seeds
+    def search_needs(self, results: dict) -> tuple[list[tuple[RunSpec, int | None]], bool, dict | None]:
+        """(runs still needed as (spec, stop_after), search finished, selected result)."""
+        if self.halving:
+            d = halving_decide([results.get(s.run_id) for s in self.search], [s.lr for s in self.search],
+                               self.rungs, self.grid.study.halving_eta)
+            self.decision = d
+            return [(self.search[i], stop) for i, stop in d["need"]], d["done"], d["selected"]
+        if all(s.run_id in results for s in self.search):
+            return [], True, select_lr([results[s.run_id] for s in self.search])
+        return [(s, None) for s in self.search], False, None
+
+    def needed(self, results: dict) -> list[tuple[RunSpec, int | None]]:
+        if self.seeds is None:
+            return self.search_needs(results)[0]
+        return [(s, None) for s in self.seeds]
+
+    def halving_record(self) -> dict | None:
+        if not self.halving or self.decision is None:
+            return None
+        d = self.decision
+        return {"rungs": self.rungs, "eta": self.grid.study.halving_eta, "trace": d["trace"], "done": d["done"],
+                "selected_lr": d["selected"]["lr"] if d.get("selected") else None,
+                "finalists": d.get("finalists"),
+                "trained_to": {str(self.search[i].lr): stop for i, stop in sorted(d["trained_to"].items())}}
 
 
 def _progress(total: int, enabled: bool):
@@ -75,6 +106,7 @@ def run_study(study: StudyConfig, out_dir: str | Path, executor=None, *, jobs: i
     bar = _progress(grid.n_runs(), progress)
     last_beat = 0.0
     failed_ids: set[str] = set()
+    halving_meta: dict = {}
 
     def record(spec: RunSpec, row_or_summary: dict) -> None:
         results[spec.run_id] = {**row_or_summary, "lr": spec.lr, "seed": spec.seed}
@@ -90,8 +122,18 @@ def run_study(study: StudyConfig, out_dir: str | Path, executor=None, *, jobs: i
             # 1. advance cells: selection after the search, seeds after selection
             waiting = False
             for cell in cells:
-                if cell.seeds is None and all(s.run_id in results for s in cell.search):
-                    cell.selected = select_lr([results[s.run_id] for s in cell.search])
+                finished = False
+                if cell.seeds is None:
+                    _, finished, selected = cell.search_needs(results)
+                if finished:
+                    cell.selected = selected
+                    if cell.halving:
+                        trace = " → ".join(f"{len(t['kept']) + len(t['cut'])} at epoch {t['rung']}"
+                                           for t in cell.decision["trace"])
+                        log(f"{cell.dataset}/{cell.unit}: halving {trace} → "
+                            f"{'lr %.4g' % selected['lr'] if selected else 'no selection'}")
+                        halving_meta[f"{cell.dataset}/{cell.unit}"] = cell.halving_record()
+                        store.set_meta("halving", halving_meta)
                     if cell.selected is None:
                         cell.no_selection = True
                         cell.seeds = []
@@ -101,14 +143,16 @@ def run_study(study: StudyConfig, out_dir: str | Path, executor=None, *, jobs: i
                             bar.total -= len(study.seed_list()) - 1
                     else:
                         cell.seeds = grid.seed_specs(cell.dataset, cell.unit, cell.selected["lr"])
-                for spec in cell.needed():
-                    if spec.run_id in results or any(s.run_id == spec.run_id for s in inflight.values()):
+                for spec, stop_after in cell.needed(results):
+                    if reached(results.get(spec.run_id), stop_after) or \
+                            any(s.run_id == spec.run_id for s in inflight.values()):
                         continue
                     waiting = True
                     if len(inflight) >= executor.capacity:
                         continue
                     row = store.get(spec.run_id)
-                    if row is not None and row["status"] in DONE:
+                    # finished (or, for a halving rung, trained at least that far): use it as it is
+                    if row is not None and row["status"] != "failed" and reached(row, stop_after):
                         record(spec, row)
                         continue
                     if row is not None and row["status"] == "failed" and spec.run_id in tried:
@@ -121,6 +165,8 @@ def run_study(study: StudyConfig, out_dir: str | Path, executor=None, *, jobs: i
                         tried.add(spec.run_id)
                         task = {"run_id": spec.run_id, "config": spec.config, "runs_root": runs_root,
                                 "threads": threads}
+                        if stop_after is not None:
+                            task["stop_after"] = int(stop_after)
                         inflight[executor.submit(task)] = spec
                     # 'busy': another live invocation runs it; look again next round
             if not waiting and not inflight:
@@ -179,7 +225,10 @@ def run_study(study: StudyConfig, out_dir: str | Path, executor=None, *, jobs: i
                                   "finished_at": time.strftime("%Y-%m-%d %H:%M:%S")})
     store.close()
     summary = {"runs": len(results), "ran_here": ran_here, "failed": sorted(failed_ids),
-               "notes": grid.notes, "seconds": elapsed, "out_dir": str(out)}
+               "notes": grid.notes, "seconds": elapsed, "out_dir": str(out),
+               "selected": {f"{c.dataset}/{c.unit}": (c.selected or {}).get("lr") for c in cells}}
+    if study.search == "halving":
+        summary["halving"] = {f"{c.dataset}/{c.unit}": c.halving_record() for c in cells}
     if build_report:
         from .report import build_report as _build
         summary["outputs"] = _build(out, log=log)

@@ -26,7 +26,10 @@ import uuid
 from pathlib import Path
 
 DONE = ("completed", "early_stopped", "diverged")   # never run again
-STATUSES = ("pending", "running", *DONE, "failed")   # failed: recorded; retried by a later invocation
+# halted: paused at a successive-halving rung (checkpointed, no result.json; `epochs` = the epoch it
+# stopped at). A halving study counts it as trained up to that rung; a full study continues it.
+HALTED = "halted"
+STATUSES = ("pending", "running", *DONE, HALTED, "failed")   # failed: recorded; retried by a later invocation
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -192,9 +195,9 @@ class Store:
             return cur.rowcount
 
     def finish(self, summary: dict) -> None:
-        """Record a run's outcome (from executor.run_one)."""
+        """Record a run's outcome (from executor.run_one): final, failed, or halted at a rung."""
         status = summary["status"]
-        if status not in (*DONE, "failed"):
+        if status not in (*DONE, HALTED, "failed"):
             raise ValueError(f"not a final status: {status!r}")
         with self._tx():
             self.db.execute(
