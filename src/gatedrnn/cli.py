@@ -225,7 +225,8 @@ def cmd_sample(args) -> int:
     roll = sample_music(model, args.steps, seed=args.seed, temperature=args.temperature, prime=prime)
     meta = spec.get("meta", {})
     n = roll_to_midi(roll, args.out, lowest_pitch=int(meta.get("lowest_pitch", 21)),
-                     frame_seconds=FRAME_SECONDS.get(spec["dataset"], DEFAULT_FRAME_SECONDS))
+                     frame_seconds=meta.get("frame_seconds")  # midi:FOLDER sets record their frame length
+                     or FRAME_SECONDS.get(spec["dataset"], DEFAULT_FRAME_SECONDS))
     print(f"wrote {args.out}: {len(roll)} frames, {n} notes, mean {roll.sum(1).mean():.2f} notes/frame "
           f"(seed {args.seed}, temperature {args.temperature})")
     return 0

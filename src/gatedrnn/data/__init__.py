@@ -121,6 +121,8 @@ def _music_loader(key: str):
 for _key, _aliases in _MUSIC_ALIASES.items():
     register_dataset(_key, _music_loader(_key), _aliases)
 
+from . import midi as _midi  # noqa: E402,F401  (registers "midi:FOLDER" names; needs music above)
+
 # -------------------------------------------------------------------- optional extensions
 for _mod in ("speech",):
     if importlib.util.find_spec(f"{__name__}.{_mod}") is not None:

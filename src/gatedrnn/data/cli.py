@@ -60,6 +60,12 @@ def add_data_commands(subparsers) -> None:
     d.set_defaults(func=cmd_download)
 
 
+def _prefix(name: str) -> bool:
+    """A "prefix:rest" dataset name (wav:FOLDER, midi:FOLDER)."""
+    from . import _prefix as prefix_of
+    return prefix_of(name) is not None
+
+
 def _guard(fn):
     def run(args) -> int:
         from . import DataError
@@ -88,7 +94,9 @@ def cmd_verify(args) -> int:
             except Exception:
                 datasets.add(n)
     rows = verify(args.data_dir, datasets=datasets)
-    notes = []
+    # "prefix:FOLDER" datasets (wav:, midi:) are the user's own files: nothing registered to check
+    notes = [f"{n}: your own folder, no registered checksums (each run records its files' sha256)"
+             for n in sorted(datasets or ()) if _prefix(n)]
     speech = datasets is None or bool(datasets & {"fsdd-a", "fsdd-b", "fsdd"})  # speech: one FSDD summary row
     if speech:
         from .speech import find_fsdd, fsdd_verify_row
@@ -156,6 +164,9 @@ def cmd_stats(args) -> int:
         for r in rows:
             r["file"] = ds.meta.get("source_file")
             r["format"] = ds.meta.get("format")
+            if _prefix(n):
+                r.update(frames=ds.meta.get("frame_rate_note"), split_rule=ds.meta.get("split_rule"),
+                         skipped=len(ds.meta.get("skipped", [])))
         all_rows += rows
         blocks.append(rows)
     if args.json:
@@ -172,6 +183,8 @@ def cmd_stats(args) -> int:
         r = b[-1]
         print(f"{r['dataset']}: read {r['file']} ({r['format']}), width {args.width}; "
               f"largest number of notes in one step: {r['max_notes_per_step']}")
+        if r.get("split_rule"):  # a folder of the user's own files (midi:FOLDER): how it was cut
+            print(f"  {r['frames']}; split {r['split_rule']}; {r['skipped']} file(s) skipped")
     return 0
 
 
@@ -187,6 +200,8 @@ def cmd_download(args) -> int:
     if not todo and args.format in ("auto", "all"):  # datasets without .mat files (e.g. speech)
         todo = [kf for kf in KNOWN_FILES.values() if kf.dataset in names]
     status = 0
+    for n in filter(_prefix, names):
+        print(f"local    {n}: your own folder, nothing to download")
     if {"fsdd-a", "fsdd-b"} & set(names):  # speech: FSDD's archive, every wav checked against the manifest
         from .speech import find_fsdd
         print(f"ok       fsdd/*.wav: {find_fsdd(args.data_dir, True, args.mirror)}")
