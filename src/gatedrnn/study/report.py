@@ -166,12 +166,28 @@ def significance_rows(data: dict) -> list[dict]:
     return out
 
 
+def _recorded_data_dir(out: Path, dataset: str) -> str | None:
+    """Where this study's runs read `dataset` (their model.json), for a shell without GATEDRNN_DATA_DIR."""
+    from ..data import resolve_data_dir
+    if resolve_data_dir(None) is not None:
+        return None
+    for spec in sorted((Path(out) / "runs").glob("*/model.json")):
+        try:
+            m = json.loads(spec.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        if m.get("dataset") == dataset and m.get("data_dir_resolved") and Path(m["data_dir_resolved"]).is_dir():
+            return m["data_dir_resolved"]
+    return None
+
+
 def baseline_rows(data: dict) -> list[dict]:
     from .baselines import BASELINE_NAMES, dataset_baselines
     rows = []
     for dataset in data["grid"].datasets:
         try:
-            b = dataset_baselines(data["study"].train_fields(dataset), dataset, data["study"].data_dir)
+            b = dataset_baselines(data["study"].train_fields(dataset), dataset,
+                                  data["study"].data_dir or _recorded_data_dir(data["out"], dataset))
         except Exception as e:  # data not readable here: say so, keep the report
             rows.append({"dataset": dataset, "model": "(reference rows unavailable)", "error": str(e)})
             continue
