@@ -189,7 +189,7 @@ def compare_study(halving_dir: Path, full_dir: Path | None = None) -> list[dict]
         specs = grid.search_specs(dataset, unit)
         lrs = [s.lr for s in specs]
         epochs = int(specs[0].config["epochs"])
-        cell_rungs = study.rungs(epochs)
+        cell_rungs = rec.get("rungs", study.rungs(epochs))   # as the driver resolved them
 
         def own(run_dir: Path) -> dict | None:
             r = read_run(run_dir)

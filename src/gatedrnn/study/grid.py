@@ -39,11 +39,13 @@ TRAIN_FIELDS = ("epochs", "patience", "batch_size", "eval_batch_size", "limit_se
                 "optimizer", "weight_noise", "clip_norm", "lr_final", "lr_decay_epochs", "width", "device")
 
 LOG_BASES = {"e": math.e, "2": 2.0, "10": 10.0}
-# Successive halving: default rungs as fractions of a run's epochs (500 epochs: 25, 50, 100, 200).
-HALVING_FRACTIONS = (0.05, 0.1, 0.2, 0.4)
+# Successive halving: default rungs as fractions of a run's epochs (500 epochs: 50, 100, 200). Chosen on
+# JSB's full paper-budget search (docs/STUDY.md, benchmarks/results/halving_agreement.md): a first rung at
+# 5 % of the epochs (25) cut the rate the full search selects for tanh, 10 % kept it in all three cells.
+HALVING_FRACTIONS = (0.1, 0.2, 0.4)
 # StudyConfig fields of the halving search: part of StudyConfig.key() only for search="halving", so the
 # key of every full-search study (all studies made before halving existed) is unchanged.
-SEARCH_FIELDS = ("search", "halving_rungs", "halving_eta")
+SEARCH_FIELDS = ("search", "halving_rungs", "halving_fractions", "halving_eta")
 
 # ----------------------------------------------------------------------------------- budgets
 # Each preset is a complete StudyConfig minus data_dir; CLI flags override single fields.
@@ -89,7 +91,9 @@ class StudyConfig(BaseModel):
     search: Literal["full", "halving"] = Field(
         "full", description="full: every candidate trains to the end (the paper); halving: successive halving")
     halving_rungs: list[int] | None = Field(
-        None, description="epochs at which the worse candidates stop (default: 5, 10, 20, 40 % of the epochs)")
+        None, description="epochs at which the worse candidates stop (None: halving_fractions of the epochs)")
+    halving_fractions: list[float] = Field(default_factory=lambda: list(HALVING_FRACTIONS),
+                                           description="rungs as fractions of each dataset's epochs")
     halving_eta: int = Field(2, ge=2, description="after a rung, the better ceil(n/eta) candidates go on")
     data_dir: str | None = None
 
@@ -101,6 +105,13 @@ class StudyConfig(BaseModel):
         if not v or any(int(r) <= 0 for r in v):
             raise ValueError(f"halving rungs must be positive epochs, got {v}")
         return sorted({int(r) for r in v})
+
+    @field_validator("halving_fractions")
+    @classmethod
+    def _fractions(cls, v):
+        if not v or any(not 0 < f < 1 for f in v):
+            raise ValueError(f"halving fractions must lie in (0, 1), got {v}")
+        return sorted(set(float(f) for f in v))
 
     @field_validator("train")
     @classmethod
@@ -150,7 +161,7 @@ class StudyConfig(BaseModel):
         if self.search != "halving":
             return []
         rungs = self.halving_rungs if self.halving_rungs is not None else \
-            sorted({max(1, int(f * epochs + 0.5)) for f in HALVING_FRACTIONS})
+            sorted({max(1, int(f * epochs + 0.5)) for f in self.halving_fractions})
         return [r for r in rungs if r < epochs]
 
     def key(self) -> str:
@@ -281,6 +292,13 @@ class Grid:
     def rungs(self, dataset: str) -> list[int]:
         """Halving rungs of this dataset's runs ([] for a full search)."""
         return self.study.rungs(int(self.search_specs(dataset, self.units[0])[0].config["epochs"]))
+
+    def search_outcome(self, dataset: str, unit: str, rows: dict[str, dict]) -> tuple[bool, dict | None]:
+        """(search finished, selected search row or None) of one cell from the store rows by run id,
+        for either search (full: every candidate finished, lowest validation NLL; halving: the survivor)."""
+        specs = self.search_specs(dataset, unit)
+        return search_outcome(self.study, [rows.get(s.run_id) for s in specs], [s.lr for s in specs],
+                              int(specs[0].config["epochs"]))
 
     def n_runs(self) -> int:
         """Distinct runs of the whole study (seed 0 of the selected lr is a search run)."""
