@@ -1,0 +1,88 @@
+"""GRU ablations and the minimal gated unit, on the paper's GRU (gru.py: Chung et al. 2014 eqs. 5-8):
+
+    z_t = σ(W_z x_t + U_z h_{t-1} + b_z)                 update gate
+    r_t = σ(W_r x_t + U_r h_{t-1} + b_r)                 reset gate
+    h̃_t = tanh(W x_t + U (r_t ⊙ h_{t-1}) + b)            candidate (reset BEFORE the product)
+    h_t = (1 − z_t) ⊙ h_{t-1} + z_t ⊙ h̃_t
+
+    gru-nrg  no reset gate:  h̃_t = tanh(W x_t + U h_{t-1} + b)              (no W_r, U_r, b_r)
+    gru-nug  no update gate: h_t = h̃_t                                      (no W_z, U_z, b_z)
+    gru-ra   reset after the product (Cho et al. 2014; cuDNN, torch.nn.GRU with one bias per block):
+             h̃_t = tanh(W x_t + r_t ⊙ (U h_{t-1}) + b)  — the GRU with reset_after=True
+    mgu      minimal gated unit (Zhou et al. 2016), one gate f doing both jobs:
+             f_t = σ(W_f x_t + U_f h_{t-1} + b_f)
+             h̃_t = tanh(W x_t + U (f_t ⊙ h_{t-1}) + b)
+             h_t = (1 − f_t) ⊙ h_{t-1} + f_t ⊙ h̃_t
+
+Storage: base.py's layout, one block per entry of `gates` ("" = the candidate). All run the reference
+loop (variant.py). Parameter counts: nn/counting.py.
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from .base import RecurrentUnit
+from .gru import GRU
+from .variant import Variant
+
+σ, tanh = torch.sigmoid, torch.tanh
+
+
+class GRUVariant(Variant, RecurrentUnit):
+    """Base of gru-nrg, gru-nug and mgu. API: `Cls(input_size, hidden_size, batch_first=True,
+    weight_noise=0.0, fused=None)`, `forward(x, state=None, lengths=None) -> (output, h)`."""
+    family = "gru"
+
+
+class GRUNoResetGate(GRUVariant):
+    """gru-nrg: no reset gate. Paper symbols: W_z, U_z, b_z, W, U, b."""
+    name = "gru-nrg"
+    gates = ("z", "")
+
+    def cell(self, wx_t: Tensor, h: Tensor, p: dict[str, Tensor]) -> Tensor:
+        Wx_z, Wx = self.blocks(wx_t)                        # W_z x_t + b_z, W x_t + b, for all t at once
+        z = σ(Wx_z + h @ p["U_z"].mT)                       # z_t = σ(W_z x_t + U_z h_{t-1} + b_z)
+        h_tilde = tanh(Wx + h @ p["U"].mT)                  # h̃_t = tanh(W x_t + U h_{t-1} + b)   (r_t = 1)
+        return (1 - z) * h + z * h_tilde                    # h_t = (1 − z_t) ⊙ h_{t-1} + z_t ⊙ h̃_t
+
+
+class GRUNoUpdateGate(GRUVariant):
+    """gru-nug: no update gate. Paper symbols: W_r, U_r, b_r, W, U, b."""
+    name = "gru-nug"
+    gates = ("r", "")
+
+    def cell(self, wx_t: Tensor, h: Tensor, p: dict[str, Tensor]) -> Tensor:
+        Wx_r, Wx = self.blocks(wx_t)
+        r = σ(Wx_r + h @ p["U_r"].mT)                       # r_t = σ(W_r x_t + U_r h_{t-1} + b_r)
+        h_tilde = tanh(Wx + (r * h) @ p["U"].mT)            # h̃_t = tanh(W x_t + U (r_t ⊙ h_{t-1}) + b)
+        return h_tilde                                      # h_t = h̃_t                          (z_t = 1)
+
+
+class GRUResetAfter(Variant, GRU):
+    """gru-ra: the GRU with reset_after=True, h̃_t = tanh(W x_t + r_t ⊙ (U h_{t-1}) + b); its cell() is
+    gru.py's. Runs the reference loop (variant.py). Paper symbols: those of the GRU."""
+    name = "gru-ra"
+    family = "gru"
+
+    def __init__(self, input_size: int, hidden_size: int, batch_first: bool = True, *,
+                 reset_after: bool = True, **kw):
+        if not reset_after:   # accepted (True) so that code copying a GRU's options can rebuild it
+            raise ValueError("gru-ra is the GRU with reset_after=True; use 'gru' for reset_after=False")
+        super().__init__(input_size, hidden_size, batch_first, reset_after=True, **kw)
+
+
+class MGU(GRUVariant):
+    """mgu: the minimal gated unit (Zhou et al. 2016). Symbols: W_f, U_f, b_f, W, U, b."""
+    name = "mgu"
+    gates = ("f", "")
+
+    def cell(self, wx_t: Tensor, h: Tensor, p: dict[str, Tensor]) -> Tensor:
+        Wx_f, Wx = self.blocks(wx_t)
+        f = σ(Wx_f + h @ p["U_f"].mT)                       # f_t = σ(W_f x_t + U_f h_{t-1} + b_f)
+        h_tilde = tanh(Wx + (f * h) @ p["U"].mT)            # h̃_t = tanh(W x_t + U (f_t ⊙ h_{t-1}) + b)
+        return (1 - f) * h + f * h_tilde                    # h_t = (1 − f_t) ⊙ h_{t-1} + f_t ⊙ h̃_t
+
+
+GRU_VARIANTS: dict[str, type[RecurrentUnit]] = {c.name: c for c in (
+    GRUNoResetGate, GRUNoUpdateGate, GRUResetAfter, MGU)}

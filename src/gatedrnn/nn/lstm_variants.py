@@ -1,0 +1,264 @@
+"""The LSTM ablations of Greff et al. 2015 ("LSTM: A Search Space Odyssey"), applied to the paper's
+peephole LSTM (lstm.py: Chung et al. 2014 eqs. 2-4, Graves 2013):
+
+    i_t = σ(W_i x_t + U_i h_{t-1} + v_i ⊙ c_{t-1} + b_i)      input gate
+    f_t = σ(W_f x_t + U_f h_{t-1} + v_f ⊙ c_{t-1} + b_f)      forget gate
+    c̃_t = tanh(W_c x_t + U_c h_{t-1} + b_c)                   new memory content (input activation)
+    c_t = f_t ⊙ c_{t-1} + i_t ⊙ c̃_t
+    o_t = σ(W_o x_t + U_o h_{t-1} + v_o ⊙ c_t + b_o)          output gate (peeks at the current cell)
+    h_t = o_t ⊙ tanh(c_t)                                     (output activation)
+
+    lstm-nig   no input gate:        i_t = 1                       (no W_i, U_i, v_i, b_i)
+    lstm-nfg   no forget gate:       f_t = 1                       (no W_f, U_f, v_f, b_f)
+    lstm-nog   no output gate:       o_t = 1, h_t = tanh(c_t)      (no W_o, U_o, v_o, b_o)
+    lstm-niaf  no input activation:  c̃_t = W_c x_t + U_c h_{t-1} + b_c
+    lstm-noaf  no output activation: h_t = o_t ⊙ c_t
+    lstm-np    no peepholes (the torch.nn.LSTM form, one bias per gate)
+    lstm-cifg  coupled input and forget gate: i_t = 1 − f_t        (no W_i, U_i, v_i, b_i)
+    lstm-fgr   full gate recurrence: each gate g ∈ {i, f, o} also receives i_{t-1}, f_{t-1}, o_{t-1}:
+                   g_t = σ(… + R_{gi} i_{t-1} + R_{gf} f_{t-1} + R_{go} o_{t-1})
+               nine n×n matrices R_{gk} (paper_weights keys "R_ii", "R_if", …, "R_oo": first subscript the
+               RECEIVING gate, like U_g, second the previous step's SOURCE gate); i_0 = f_0 = o_0 = 0
+    lstm-fb1   the full unit with the forget-gate bias initialised to 1 (Gers et al. 2000, Jozefowicz
+               et al. 2015) instead of the released code's 0
+
+Storage (base.py's layout): `weight_ih`/`weight_hh`/`bias` hold one block per entry of `gates` (in that
+order), `peephole` one row per entry of `peepholes`; lstm-fgr adds `weight_gate` (3n, 3n) = [R_{gk}] with
+row blocks g and column blocks k both in the order (i, f, o). Parameter counts: nn/counting.py.
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from .base import RecurrentUnit
+from .lstm import LSTM
+from .variant import Variant
+
+σ, tanh = torch.sigmoid, torch.tanh
+
+
+class LSTMVariant(Variant, LSTM):
+    """Base of the LSTM ablations. API: `Cls(input_size, hidden_size, batch_first=True, forget_bias=…,
+    weight_noise=0.0, fused=None)`, `forward(x, state=None, lengths=None) -> (output, (h, c))`.
+    The gates and peepholes are fixed by the class (no `peepholes=` option); `forget_bias` initialises
+    b_f where there is a forget gate (default: the class's, 0 except lstm-fb1)."""
+
+    family = "lstm"
+    gates: tuple[str, ...] = ("i", "f", "c", "o")
+    peepholes: tuple[str, ...] = ("i", "f", "o")
+    default_forget_bias = 0.0
+
+    def __init__(self, input_size: int, hidden_size: int, batch_first: bool = True, *,
+                 forget_bias: float | None = None, **kw):
+        self.forget_bias = float(self.default_forget_bias if forget_bias is None else forget_bias)
+        if self.forget_bias and "f" not in self.gates:
+            raise ValueError(f"{self.name} has no forget gate, so forget_bias must be 0, got {forget_bias!r}")
+        RecurrentUnit.__init__(self, input_size, hidden_size, batch_first, **kw)
+
+    def reset_parameters(self) -> None:
+        RecurrentUnit.reset_parameters(self)        # as the paper's units: U(-0.1, 0.1), orthogonal, 0
+        if "f" in self.gates:
+            H, k = self.hidden_size, self.gates.index("f")
+            with torch.no_grad():
+                self.bias[k * H:(k + 1) * H].fill_(self.forget_bias)
+
+
+class LSTMNoInputGate(LSTMVariant):
+    """lstm-nig: i_t = 1. Paper symbols: W_f, U_f, v_f, b_f, W_c, U_c, b_c, W_o, U_o, v_o, b_o."""
+    name = "lstm-nig"
+    gates = ("f", "c", "o")
+    peepholes = ("f", "o")
+
+    def cell(self, wx_t: Tensor, state, p: dict[str, Tensor]):
+        h, c = state
+        Wx_f, Wx_c, Wx_o = self.blocks(wx_t)                         # W_g x_t + b_g, for all t at once
+        f = σ(Wx_f + h @ p["U_f"].mT + p["v_f"] * c)                 # f_t = σ(W_f x_t + U_f h_{t-1} + v_f ⊙ c_{t-1} + b_f)
+        c_tilde = tanh(Wx_c + h @ p["U_c"].mT)                       # c̃_t = tanh(W_c x_t + U_c h_{t-1} + b_c)
+        c = f * c + c_tilde                                          # c_t = f_t ⊙ c_{t-1} + c̃_t      (i_t = 1)
+        o = σ(Wx_o + h @ p["U_o"].mT + p["v_o"] * c)                 # o_t = σ(W_o x_t + U_o h_{t-1} + v_o ⊙ c_t + b_o)
+        h = o * tanh(c)                                              # h_t = o_t ⊙ tanh(c_t)
+        return (h, c)
+
+
+class LSTMNoForgetGate(LSTMVariant):
+    """lstm-nfg: f_t = 1. Paper symbols: W_i, U_i, v_i, b_i, W_c, U_c, b_c, W_o, U_o, v_o, b_o."""
+    name = "lstm-nfg"
+    gates = ("i", "c", "o")
+    peepholes = ("i", "o")
+
+    def cell(self, wx_t: Tensor, state, p: dict[str, Tensor]):
+        h, c = state
+        Wx_i, Wx_c, Wx_o = self.blocks(wx_t)
+        i = σ(Wx_i + h @ p["U_i"].mT + p["v_i"] * c)                 # i_t = σ(W_i x_t + U_i h_{t-1} + v_i ⊙ c_{t-1} + b_i)
+        c_tilde = tanh(Wx_c + h @ p["U_c"].mT)                       # c̃_t = tanh(W_c x_t + U_c h_{t-1} + b_c)
+        c = c + i * c_tilde                                          # c_t = c_{t-1} + i_t ⊙ c̃_t      (f_t = 1)
+        o = σ(Wx_o + h @ p["U_o"].mT + p["v_o"] * c)                 # o_t = σ(W_o x_t + U_o h_{t-1} + v_o ⊙ c_t + b_o)
+        h = o * tanh(c)                                              # h_t = o_t ⊙ tanh(c_t)
+        return (h, c)
+
+
+class LSTMNoOutputGate(LSTMVariant):
+    """lstm-nog: o_t = 1. Paper symbols: W_i, U_i, v_i, b_i, W_f, U_f, v_f, b_f, W_c, U_c, b_c."""
+    name = "lstm-nog"
+    gates = ("i", "f", "c")
+    peepholes = ("i", "f")
+
+    def cell(self, wx_t: Tensor, state, p: dict[str, Tensor]):
+        h, c = state
+        Wx_i, Wx_f, Wx_c = self.blocks(wx_t)
+        i = σ(Wx_i + h @ p["U_i"].mT + p["v_i"] * c)                 # i_t = σ(W_i x_t + U_i h_{t-1} + v_i ⊙ c_{t-1} + b_i)
+        f = σ(Wx_f + h @ p["U_f"].mT + p["v_f"] * c)                 # f_t = σ(W_f x_t + U_f h_{t-1} + v_f ⊙ c_{t-1} + b_f)
+        c_tilde = tanh(Wx_c + h @ p["U_c"].mT)                       # c̃_t = tanh(W_c x_t + U_c h_{t-1} + b_c)
+        c = f * c + i * c_tilde                                      # c_t = f_t ⊙ c_{t-1} + i_t ⊙ c̃_t
+        h = tanh(c)                                                  # h_t = tanh(c_t)               (o_t = 1)
+        return (h, c)
+
+
+class LSTMNoInputActivation(LSTMVariant):
+    """lstm-niaf: c̃_t is linear. Paper symbols: those of the LSTM."""
+    name = "lstm-niaf"
+
+    def cell(self, wx_t: Tensor, state, p: dict[str, Tensor]):
+        h, c = state
+        Wx_i, Wx_f, Wx_c, Wx_o = self.blocks(wx_t)
+        i = σ(Wx_i + h @ p["U_i"].mT + p["v_i"] * c)                 # i_t = σ(W_i x_t + U_i h_{t-1} + v_i ⊙ c_{t-1} + b_i)
+        f = σ(Wx_f + h @ p["U_f"].mT + p["v_f"] * c)                 # f_t = σ(W_f x_t + U_f h_{t-1} + v_f ⊙ c_{t-1} + b_f)
+        c_tilde = Wx_c + h @ p["U_c"].mT                             # c̃_t = W_c x_t + U_c h_{t-1} + b_c   (no tanh)
+        c = f * c + i * c_tilde                                      # c_t = f_t ⊙ c_{t-1} + i_t ⊙ c̃_t
+        o = σ(Wx_o + h @ p["U_o"].mT + p["v_o"] * c)                 # o_t = σ(W_o x_t + U_o h_{t-1} + v_o ⊙ c_t + b_o)
+        h = o * tanh(c)                                              # h_t = o_t ⊙ tanh(c_t)
+        return (h, c)
+
+
+class LSTMNoOutputActivation(LSTMVariant):
+    """lstm-noaf: h_t = o_t ⊙ c_t. Paper symbols: those of the LSTM."""
+    name = "lstm-noaf"
+
+    def cell(self, wx_t: Tensor, state, p: dict[str, Tensor]):
+        h, c = state
+        Wx_i, Wx_f, Wx_c, Wx_o = self.blocks(wx_t)
+        i = σ(Wx_i + h @ p["U_i"].mT + p["v_i"] * c)                 # i_t = σ(W_i x_t + U_i h_{t-1} + v_i ⊙ c_{t-1} + b_i)
+        f = σ(Wx_f + h @ p["U_f"].mT + p["v_f"] * c)                 # f_t = σ(W_f x_t + U_f h_{t-1} + v_f ⊙ c_{t-1} + b_f)
+        c_tilde = tanh(Wx_c + h @ p["U_c"].mT)                       # c̃_t = tanh(W_c x_t + U_c h_{t-1} + b_c)
+        c = f * c + i * c_tilde                                      # c_t = f_t ⊙ c_{t-1} + i_t ⊙ c̃_t
+        o = σ(Wx_o + h @ p["U_o"].mT + p["v_o"] * c)                 # o_t = σ(W_o x_t + U_o h_{t-1} + v_o ⊙ c_t + b_o)
+        h = o * c                                                    # h_t = o_t ⊙ c_t               (no tanh)
+        return (h, c)
+
+
+class LSTMNoPeepholes(LSTMVariant):
+    """lstm-np: no v_i, v_f, v_o. Paper symbols: W_i, U_i, b_i, W_f, U_f, b_f, W_c, U_c, b_c, W_o, U_o, b_o."""
+    name = "lstm-np"
+    peepholes = ()
+
+    def cell(self, wx_t: Tensor, state, p: dict[str, Tensor]):
+        h, c = state
+        Wx_i, Wx_f, Wx_c, Wx_o = self.blocks(wx_t)
+        i = σ(Wx_i + h @ p["U_i"].mT)                                # i_t = σ(W_i x_t + U_i h_{t-1} + b_i)
+        f = σ(Wx_f + h @ p["U_f"].mT)                                # f_t = σ(W_f x_t + U_f h_{t-1} + b_f)
+        c_tilde = tanh(Wx_c + h @ p["U_c"].mT)                       # c̃_t = tanh(W_c x_t + U_c h_{t-1} + b_c)
+        c = f * c + i * c_tilde                                      # c_t = f_t ⊙ c_{t-1} + i_t ⊙ c̃_t
+        o = σ(Wx_o + h @ p["U_o"].mT)                                # o_t = σ(W_o x_t + U_o h_{t-1} + b_o)
+        h = o * tanh(c)                                              # h_t = o_t ⊙ tanh(c_t)
+        return (h, c)
+
+
+class LSTMCoupledGates(LSTMVariant):
+    """lstm-cifg: i_t = 1 − f_t. Paper symbols: W_f, U_f, v_f, b_f, W_c, U_c, b_c, W_o, U_o, v_o, b_o."""
+    name = "lstm-cifg"
+    gates = ("f", "c", "o")
+    peepholes = ("f", "o")
+
+    def cell(self, wx_t: Tensor, state, p: dict[str, Tensor]):
+        h, c = state
+        Wx_f, Wx_c, Wx_o = self.blocks(wx_t)
+        f = σ(Wx_f + h @ p["U_f"].mT + p["v_f"] * c)                 # f_t = σ(W_f x_t + U_f h_{t-1} + v_f ⊙ c_{t-1} + b_f)
+        i = 1 - f                                                    # i_t = 1 − f_t
+        c_tilde = tanh(Wx_c + h @ p["U_c"].mT)                       # c̃_t = tanh(W_c x_t + U_c h_{t-1} + b_c)
+        c = f * c + i * c_tilde                                      # c_t = f_t ⊙ c_{t-1} + i_t ⊙ c̃_t
+        o = σ(Wx_o + h @ p["U_o"].mT + p["v_o"] * c)                 # o_t = σ(W_o x_t + U_o h_{t-1} + v_o ⊙ c_t + b_o)
+        h = o * tanh(c)                                              # h_t = o_t ⊙ tanh(c_t)
+        return (h, c)
+
+
+class LSTMFullGateRecurrence(LSTMVariant):
+    """lstm-fgr: every gate also sees the previous step's gates. State: (h, c, i, f, o) — the previous
+    gate activations are carried (zeros at t = 0); `state_h` is h. Paper symbols: those of the LSTM plus
+    R_ii, R_if, R_io, R_fi, R_ff, R_fo, R_oi, R_of, R_oo (R_gk: k_{t-1} into gate g), stored as
+    `weight_gate` (3n, 3n), initialised like every recurrent block (orthogonal per n×n block) and given
+    the same weight noise as U."""
+    name = "lstm-fgr"
+    sources = ("i", "f", "o")
+
+    def __init__(self, input_size: int, hidden_size: int, batch_first: bool = True, **kw):
+        super().__init__(input_size, hidden_size, batch_first, **kw)
+        self.weight_gate = nn.Parameter(torch.empty(3 * hidden_size, 3 * hidden_size))
+        self._init_gate_recurrence()
+        object.__setattr__(self, "_pass_R", None)
+
+    def _init_gate_recurrence(self) -> None:
+        H = self.hidden_size
+        with torch.no_grad():
+            for g in range(3):
+                for k in range(3):
+                    nn.init.orthogonal_(self.weight_gate[g * H:(g + 1) * H, k * H:(k + 1) * H])
+
+    def reset_parameters(self) -> None:
+        super().reset_parameters()
+        if getattr(self, "weight_gate", None) is not None:   # not yet during RecurrentUnit.__init__
+            self._init_gate_recurrence()
+
+    def _gate_symbols(self, R: Tensor) -> dict[str, Tensor]:
+        H = self.hidden_size
+        return {f"R_{g}{k}": R[..., a * H:(a + 1) * H, b * H:(b + 1) * H]
+                for a, g in enumerate(self.sources) for b, k in enumerate(self.sources)}
+
+    def _symbols(self, W, U, b, v):
+        R = self._pass_R if self._pass_R is not None else self.weight_gate
+        return {**super()._symbols(W, U, b, v), **self._gate_symbols(R)}
+
+    def paper_weights(self) -> dict[str, Tensor]:
+        return {**super().paper_weights(), **self._gate_symbols(self.weight_gate.detach())}
+
+    def noisy_weights(self) -> tuple[Tensor, Tensor]:
+        W, U = super().noisy_weights()                       # draws W's noise, then U's
+        R = self.weight_gate
+        if self.training and self.weight_noise > 0:
+            R = R + self.weight_noise * torch.randn_like(R)  # then R's: a recurrent matrix like U
+        object.__setattr__(self, "_pass_R", R)               # used by _symbols during this forward
+        return W, U
+
+    def forward(self, x, state=None, lengths=None):
+        try:
+            return super().forward(x, state, lengths)
+        finally:
+            object.__setattr__(self, "_pass_R", None)
+
+    def init_state(self, batch: int, like: Tensor):
+        z = like.new_zeros(batch, self.hidden_size)
+        return (z, z.clone(), z.clone(), z.clone(), z.clone())   # h_0, c_0, i_0, f_0, o_0
+
+    def cell(self, wx_t: Tensor, state, p: dict[str, Tensor]):
+        h, c, i_, f_, o_ = state                                     # i_, f_, o_ = i_{t-1}, f_{t-1}, o_{t-1}
+        Wx_i, Wx_f, Wx_c, Wx_o = self.blocks(wx_t)
+        i = σ(Wx_i + h @ p["U_i"].mT + p["v_i"] * c + i_ @ p["R_ii"].mT + f_ @ p["R_if"].mT + o_ @ p["R_io"].mT)  # i_t
+        f = σ(Wx_f + h @ p["U_f"].mT + p["v_f"] * c + i_ @ p["R_fi"].mT + f_ @ p["R_ff"].mT + o_ @ p["R_fo"].mT)  # f_t
+        c_tilde = tanh(Wx_c + h @ p["U_c"].mT)                       # c̃_t = tanh(W_c x_t + U_c h_{t-1} + b_c)
+        c = f * c + i * c_tilde                                      # c_t = f_t ⊙ c_{t-1} + i_t ⊙ c̃_t
+        o = σ(Wx_o + h @ p["U_o"].mT + p["v_o"] * c + i_ @ p["R_oi"].mT + f_ @ p["R_of"].mT + o_ @ p["R_oo"].mT)  # o_t
+        h = o * tanh(c)                                              # h_t = o_t ⊙ tanh(c_t)
+        return (h, c, i, f, o)
+
+
+class LSTMForgetBias1(LSTMVariant):
+    """lstm-fb1: the paper's LSTM with b_f initialised to 1 (its equations unchanged; it still runs the
+    reference loop, see variant.py). Paper symbols: those of the LSTM."""
+    name = "lstm-fb1"
+    default_forget_bias = 1.0
+    cell = LSTM.cell
+
+
+LSTM_VARIANTS: dict[str, type[LSTMVariant]] = {c.name: c for c in (
+    LSTMNoInputGate, LSTMNoForgetGate, LSTMNoOutputGate, LSTMNoInputActivation, LSTMNoOutputActivation,
+    LSTMNoPeepholes, LSTMCoupledGates, LSTMFullGateRecurrence, LSTMForgetBias1)}

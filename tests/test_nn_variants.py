@@ -1,0 +1,323 @@
+"""The ablation variants (gatedrnn.nn.lstm_variants, gru_variants; docs/VARIANTS.md): each against an
+independent float64 numpy re-derivation of its equations (written here from the docs, sharing no code
+with gatedrnn.nn), gradcheck, parameter counts by hand, size matching at the music budget, paper_weights
+names, the registry, and the guarantee that no variant runs its parent's fused kernel."""
+import zlib
+
+import numpy as np
+import pytest
+import torch
+
+from gatedrnn import kernels
+from gatedrnn.kernels import autograd as kautograd
+from gatedrnn.nn import PAPER_UNITS, UNITS, make_unit, unit_family, unit_names
+from gatedrnn.nn.counting import BUDGET, TABLE1_INPUT, count_parameters, match_hidden_size
+
+torch.set_num_threads(1)
+
+LSTM_VARIANTS = ["lstm-nig", "lstm-nfg", "lstm-nog", "lstm-niaf", "lstm-noaf", "lstm-np", "lstm-cifg",
+                 "lstm-fgr", "lstm-fb1"]
+GRU_VARIANTS = ["gru-nrg", "gru-nug", "gru-ra", "mgu"]
+VARIANTS = LSTM_VARIANTS + GRU_VARIANTS
+
+
+def sig(a):
+    return 1.0 / (1.0 + np.exp(-a))
+
+
+# ------------------------------------------------------------------ independent re-derivation
+def lstm_step(name, P, x, st):
+    """One step of the LSTM family, float64 numpy, from the equations in docs/VARIANTS.md."""
+    h, c, ip, fp, op = st
+    peep = name != "lstm-np"
+    fgr = name == "lstm-fgr"
+
+    def gate(g, cell):
+        a = x @ P[f"W_{g}"].T + h @ P[f"U_{g}"].T + P[f"b_{g}"]
+        if peep:
+            a = a + P[f"v_{g}"] * cell
+        if fgr:
+            a = a + ip @ P[f"R_{g}i"].T + fp @ P[f"R_{g}f"].T + op @ P[f"R_{g}o"].T
+        return sig(a)
+
+    f = 1.0 if name == "lstm-nfg" else gate("f", c)
+    if name == "lstm-nig":
+        i = 1.0
+    elif name == "lstm-cifg":
+        i = 1.0 - f
+    else:
+        i = gate("i", c)
+    pre = x @ P["W_c"].T + h @ P["U_c"].T + P["b_c"]
+    ct = pre if name == "lstm-niaf" else np.tanh(pre)
+    c = f * c + i * ct
+    o = 1.0 if name == "lstm-nog" else gate("o", c)
+    h = o * c if name == "lstm-noaf" else o * np.tanh(c)
+    z = np.zeros_like(h)
+    as_arr = lambda g: g * np.ones_like(h)
+    return (h, c, as_arr(i), as_arr(f), as_arr(o)) if fgr else (h, c, z, z, z)
+
+
+def gru_step(name, P, x, h):
+    """One step of the GRU family, float64 numpy."""
+    if name == "mgu":
+        f = sig(x @ P["W_f"].T + h @ P["U_f"].T + P["b_f"])
+        ht = np.tanh(x @ P["W"].T + (f * h) @ P["U"].T + P["b"])
+        return (1 - f) * h + f * ht
+    z = 1.0 if name == "gru-nug" else sig(x @ P["W_z"].T + h @ P["U_z"].T + P["b_z"])
+    r = 1.0 if name == "gru-nrg" else sig(x @ P["W_r"].T + h @ P["U_r"].T + P["b_r"])
+    if name == "gru-ra":
+        ht = np.tanh(x @ P["W"].T + r * (h @ P["U"].T) + P["b"])
+    else:
+        ht = np.tanh(x @ P["W"].T + (r * h) @ P["U"].T + P["b"])
+    return ht if name == "gru-nug" else (1 - z) * h + z * ht
+
+
+def ref_sequence(name, P, X, n):
+    """X (T, I) one sequence -> outputs (T, n) and the final (h, c) (c None for the GRU family)."""
+    lstm = name.startswith("lstm")
+    st = tuple(np.zeros(n) for _ in range(5)) if lstm else np.zeros(n)
+    out = []
+    for x in X:
+        st = lstm_step(name, P, x, st) if lstm else gru_step(name, P, x, st)
+        out.append(st[0] if lstm else st)
+    return np.array(out).reshape(len(X), n), (st[0], st[1]) if lstm else (st, None)
+
+
+def randomise(unit, gen, scale=0.6):
+    """Random values written through the paper_weights() views."""
+    for w in unit.paper_weights().values():
+        w.copy_(scale * torch.randn(w.shape, generator=gen, dtype=w.dtype))
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_variant_matches_float64_rederivation(name):
+    gen = torch.Generator().manual_seed(zlib.crc32(name.encode()))
+    I, n, lengths = 3, 4, [6, 2, 4, 1]
+    u = make_unit(name, I, n).double()          # fused=None: the kernel would run if it were picked
+    randomise(u, gen)
+    P = {k: v.numpy().copy() for k, v in u.paper_weights().items()}
+    X = torch.randn(len(lengths), max(lengths), I, generator=gen, dtype=torch.float64)
+    out, state = u(X, lengths=torch.tensor(lengths))
+    h_fin = state[0] if isinstance(state, tuple) else state
+    for b, L in enumerate(lengths):
+        ref, (h, c) = ref_sequence(name, P, X[b, :L].numpy(), n)
+        np.testing.assert_allclose(out[b, :L].detach().numpy(), ref, rtol=1e-10, atol=1e-12)
+        assert torch.all(out[b, L:] == 0)
+        np.testing.assert_allclose(h_fin[b].detach().numpy(), h, rtol=1e-10, atol=1e-12)
+        if c is not None:
+            np.testing.assert_allclose(state[1][b].detach().numpy(), c, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_gradcheck(name):
+    torch.manual_seed(0)
+    u = make_unit(name, 2, 2, fused=False).double()
+    randomise(u, torch.Generator().manual_seed(1))
+    names = [k for k, _ in u.named_parameters()]
+    x = torch.randn(2, 3, 2, dtype=torch.float64, requires_grad=True)
+    lengths = torch.tensor([3, 2])
+
+    def f(x, *params):
+        out, state = torch.func.functional_call(u, dict(zip(names, params)), (x,), {"lengths": lengths})
+        return out, state[0] if isinstance(state, tuple) else state
+
+    params = [p.detach().clone().requires_grad_(True) for p in u.parameters()]
+    assert torch.autograd.gradcheck(f, (x, *params), eps=1e-6, atol=1e-6)
+
+
+# ------------------------------------------------------------------------------ counting
+# The paper's convention (recurrent layer, one bias per block, diagonal peepholes), by hand per variant.
+BY_HAND = {
+    "lstm-nig": lambda I, n: 3 * (I * n + n * n) + 3 * n + 2 * n,    # f, c̃, o blocks; v_f, v_o
+    "lstm-nfg": lambda I, n: 3 * (I * n + n * n) + 3 * n + 2 * n,    # i, c̃, o; v_i, v_o
+    "lstm-nog": lambda I, n: 3 * (I * n + n * n) + 3 * n + 2 * n,    # i, f, c̃; v_i, v_f
+    "lstm-niaf": lambda I, n: 4 * (I * n + n * n) + 4 * n + 3 * n,   # the LSTM's
+    "lstm-noaf": lambda I, n: 4 * (I * n + n * n) + 4 * n + 3 * n,
+    "lstm-np": lambda I, n: 4 * (I * n + n * n) + 4 * n,              # no peepholes
+    "lstm-cifg": lambda I, n: 3 * (I * n + n * n) + 3 * n + 2 * n,   # f, c̃, o; v_f, v_o
+    "lstm-fgr": lambda I, n: 4 * (I * n + n * n) + 4 * n + 3 * n + 9 * n * n,   # + R_{gk}, g, k ∈ {i, f, o}
+    "lstm-fb1": lambda I, n: 4 * (I * n + n * n) + 4 * n + 3 * n,
+    "gru-nrg": lambda I, n: 2 * (I * n + n * n) + 2 * n,              # z, h̃
+    "gru-nug": lambda I, n: 2 * (I * n + n * n) + 2 * n,              # r, h̃
+    "gru-ra": lambda I, n: 3 * (I * n + n * n) + 3 * n,               # the GRU's
+    "mgu": lambda I, n: 2 * (I * n + n * n) + 2 * n,                  # f, h̃
+}
+# hidden sizes at the music budget (20,100 with the nominal input 100), as in docs/VARIANTS.md
+MUSIC_SIZES = {"lstm-nig": 46, "lstm-nfg": 46, "lstm-nog": 46, "lstm-niaf": 36, "lstm-noaf": 36,
+               "lstm-np": 37, "lstm-cifg": 46, "lstm-fgr": 27, "lstm-fb1": 36,
+               "gru-nrg": 62, "gru-nug": 62, "gru-ra": 46, "mgu": 62}
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_parameter_count_by_hand_and_module(name):
+    for I, n in [(7, 5), (100, 36), (20, 195)]:
+        assert count_parameters(name, I, n) == BY_HAND[name](I, n)
+    assert count_parameters(name, 7, 5) == sum(p.numel() for p in make_unit(name, 7, 5).parameters())
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_match_hidden_size_at_the_music_budget(name):
+    I, budget = TABLE1_INPUT["music"], BUDGET["music"]
+    assert (I, budget) == (100, 20_100)
+    n = match_hidden_size(name, I, budget)
+    err = lambda k: abs(BY_HAND[name](I, k) - budget)
+    assert err(n) <= err(n - 1) and err(n) < err(n + 1)          # the closest size (ties: the smaller)
+    assert n == MUSIC_SIZES[name]
+
+
+def test_count_errors():
+    with pytest.raises(ValueError, match="lstm-np"):
+        count_parameters("lstm-nig", 10, 5, peepholes=False)
+    assert count_parameters("lstm", 10, 5, peepholes=False) == count_parameters("lstm-np", 10, 5)
+    assert count_parameters("lstm-np", 10, 5, peepholes=True) == BY_HAND["lstm-np"](10, 5)
+    with pytest.raises(ValueError, match="mgu"):
+        count_parameters("lstm-xyz", 10, 5)
+
+
+# ------------------------------------------------------------------------------ names
+LSTM_NAMES = ["W_i", "U_i", "v_i", "b_i", "W_f", "U_f", "v_f", "b_f", "W_c", "U_c", "b_c", "W_o", "U_o", "v_o", "b_o"]
+GRU_NAMES = ["W_z", "U_z", "b_z", "W_r", "U_r", "b_r", "W", "U", "b"]
+minus = lambda names, g: [k for k in names if not k.endswith("_" + g)]
+R_NAMES = ["R_ii", "R_if", "R_io", "R_fi", "R_ff", "R_fo", "R_oi", "R_of", "R_oo"]   # R_gk: k_{t-1} into gate g
+EXPECTED_NAMES = {
+    "lstm-nig": minus(LSTM_NAMES, "i"), "lstm-nfg": minus(LSTM_NAMES, "f"), "lstm-nog": minus(LSTM_NAMES, "o"),
+    "lstm-niaf": LSTM_NAMES, "lstm-noaf": LSTM_NAMES, "lstm-np": [k for k in LSTM_NAMES if not k.startswith("v")],
+    "lstm-cifg": minus(LSTM_NAMES, "i"), "lstm-fgr": LSTM_NAMES + R_NAMES, "lstm-fb1": LSTM_NAMES,
+    "gru-nrg": minus(GRU_NAMES, "r"), "gru-nug": minus(GRU_NAMES, "z"), "gru-ra": GRU_NAMES,
+    "mgu": ["W_f", "U_f", "b_f", "W", "U", "b"],
+}
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_paper_weights_names_shapes_and_views(name):
+    I, n = 3, 5
+    u = make_unit(name, I, n)
+    pw = u.paper_weights()
+    assert sorted(pw) == sorted(EXPECTED_NAMES[name])
+    for k, w in pw.items():
+        shape = {"W": (n, I), "U": (n, n), "R": (n, n)}.get(k[0], (n,))
+        assert tuple(w.shape) == shape, k
+        w.fill_(0.25)                                   # a view: writing changes the module
+    assert all(torch.all(p == 0.25) for p in u.parameters())
+
+
+def test_lstm_fgr_storage_and_names():
+    """weight_gate (3n, 3n): row block = receiving gate, column block = source gate, both (i, f, o)."""
+    n = 3
+    u = make_unit("lstm-fgr", 2, n)
+    assert tuple(u.weight_gate.shape) == (3 * n, 3 * n)
+    pw = u.paper_weights()
+    for a, g in enumerate("ifo"):
+        for b, k in enumerate("ifo"):
+            blk = u.weight_gate.detach()[a * n:(a + 1) * n, b * n:(b + 1) * n]
+            assert pw[f"R_{g}{k}"].data_ptr() == blk.data_ptr()
+            torch.testing.assert_close(blk @ blk.T, torch.eye(n))     # orthogonal, like every U block
+    assert set(u.state_dict()) == {"weight_ih", "weight_hh", "bias", "peephole", "weight_gate"}
+
+
+def test_lstm_fgr_weight_noise_on_W_U_R_in_that_order():
+    torch.manual_seed(3)
+    u = make_unit("lstm-fgr", 2, 3, weight_noise=0.3).double()
+    x = torch.randn(2, 4, 2, dtype=torch.float64)
+    torch.manual_seed(7)
+    out_train, _ = u.train()(x)
+    clean = make_unit("lstm-fgr", 2, 3).double()
+    clean.load_state_dict(u.state_dict())
+    torch.manual_seed(7)
+    with torch.no_grad():
+        for p in (clean.weight_ih, clean.weight_hh, clean.weight_gate):
+            p.add_(0.3 * torch.randn_like(p))
+    out_manual, _ = clean.eval()(x)
+    torch.testing.assert_close(out_train, out_manual)
+    out_eval, _ = u.eval()(x)
+    assert not torch.allclose(out_eval, out_train)
+    assert u._pass_R is None                       # nothing of the pass stays on the module
+
+
+# ------------------------------------------------------------------------------ options
+def test_forget_bias_lands_on_the_forget_gate():
+    n = 4
+    fb1 = make_unit("lstm-fb1", 3, n)
+    assert torch.all(fb1.paper_weights()["b_f"] == 1) and fb1.bias.sum() == n
+    nig = make_unit("lstm-nig", 3, n, forget_bias=2.0)          # f is the FIRST block here
+    pw = nig.paper_weights()
+    assert torch.all(pw["b_f"] == 2) and torch.all(pw["b_c"] == 0) and torch.all(pw["b_o"] == 0)
+    assert make_unit("lstm-fb1", 3, n, forget_bias=0.0).bias.abs().sum() == 0
+    with pytest.raises(ValueError, match="no forget gate"):
+        make_unit("lstm-nfg", 3, n, forget_bias=1.0)
+    with pytest.raises(ValueError, match="reset_after"):
+        make_unit("gru-ra", 3, n, reset_after=False)
+    assert make_unit("gru-ra", 3, n, reset_after=True).reset_after
+
+
+@torch.no_grad()
+def test_coupled_gate_and_no_output_gate_by_hand():
+    """Two hand-checkable cases: cifg with f_t = 1/2 exactly, nog with h_t = tanh(c_t)."""
+    u = make_unit("lstm-cifg", 1, 1).double()
+    for w in u.paper_weights().values():
+        w.zero_()
+    u.paper_weights()["b_c"].fill_(0.5)                          # c̃ = tanh(0.5), i = 1 − f = 1/2, o = 1/2
+    out, (h, c) = u(torch.zeros(1, 1, 1, dtype=torch.float64))
+    assert float(c) == pytest.approx(0.5 * np.tanh(0.5)) and float(h) == pytest.approx(0.5 * np.tanh(float(c)))
+    v = make_unit("lstm-nog", 1, 1).double()
+    for w in v.paper_weights().values():
+        w.zero_()
+    v.paper_weights()["b_c"].fill_(0.5)
+    out, (h, c) = v(torch.zeros(1, 1, 1, dtype=torch.float64))
+    assert float(h) == pytest.approx(np.tanh(float(c)))
+
+
+# ------------------------------------------------------------------------------ registry
+def test_registry_and_make_unit():
+    names = unit_names()
+    assert names[:3] == list(PAPER_UNITS) and set(names) == set(PAPER_UNITS) | set(VARIANTS)
+    assert list(UNITS) == names and len(set(UNITS.values())) == len(UNITS)   # one class per name
+    for name in VARIANTS:
+        assert type(make_unit(name.upper(), 2, 3)) is UNITS[name]
+        assert UNITS[name].name == name
+        assert unit_family(name) == ("lstm" if name.startswith("lstm") else "gru")
+    with pytest.raises(ValueError) as e:
+        make_unit("lstm-xyz", 2, 3)
+    assert "lstm-xyz" in str(e.value) and all(n in str(e.value) for n in names)
+    with pytest.raises(ValueError, match="unknown unit"):
+        make_unit(None, 2, 3)
+    with pytest.raises(TypeError):
+        make_unit("lstm-nig", 2, 3, peepholes=False)               # the variant fixes its peepholes
+
+
+# ------------------------------------------------------------------------------ kernels
+@pytest.fixture
+def no_fused(monkeypatch):
+    """Any call into a fused kernel raises (and is recorded)."""
+    calls = []
+
+    def boom(*a, **k):
+        calls.append(a)
+        raise AssertionError("a fused kernel ran")
+
+    monkeypatch.setattr(kernels, "fused_run", boom)
+    monkeypatch.setattr(kernels, "inference", boom)
+    monkeypatch.setattr(kautograd.FusedRecurrence, "apply", boom)
+    return calls
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_a_variant_never_runs_its_parents_fused_kernel(name, no_fused):
+    u = make_unit(name, 3, 4)                                       # fused=None: a kernel would be used
+    assert kernels._unit_code(u) is None and kernels.lookup(u) is None
+    x = torch.randn(2, 5, 3)
+    out, _ = u(x, lengths=torch.tensor([5, 3]))
+    out.sum().backward()
+    with torch.no_grad():
+        u(x)
+    assert no_fused == []
+
+
+def test_the_spy_catches_the_paper_units(no_fused):
+    """Control for the test above: the parents DO reach the (patched) fused path when it is built."""
+    if not kernels.available():
+        pytest.skip("fused kernels unavailable: " + str(kernels.build_error()))
+    for name in PAPER_UNITS:
+        with pytest.raises(AssertionError, match="fused kernel ran"):
+            make_unit(name, 3, 4)(torch.randn(2, 5, 3))
+    assert len(no_fused) == len(PAPER_UNITS)
