@@ -25,10 +25,12 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from .data import load_dataset, resolve_data_dir
 from .data.batching import iterate_batches
 from .model import SequenceModel
+from .nn import unit_names
 from .nn.counting import BUDGET, TABLE1, TABLE1_INPUT, count_parameters, match_hidden_size
 from .utils import atomic_torch_save, atomic_write_text, environment, load_weights, resolve_device, write_json
 
 CHECKPOINT_VERSION = 1
+UNIT_NAMES = tuple(unit_names())   # the paper's three units, then the ablation variants
 # Fields that do not change what a run computes (where the data lives, which device runs it).
 NOT_COMPUTED = ("data_dir", "device")
 
@@ -52,7 +54,8 @@ class TrainConfig(BaseModel):
     # what
     dataset: str = Field("jsb", description="dataset: jsb | nottingham | musedata | piano (music), fsdd-a | "
                          "fsdd-b (speech), wav:FOLDER (your recordings), midi:FOLDER (your MIDI files)")
-    unit: Literal["tanh", "gru", "lstm"] = Field("gru", description="recurrent unit")
+    unit: Literal[UNIT_NAMES] = Field("gru", description="recurrent unit: the paper's tanh, gru, lstm, or an "
+                                      "ablation variant (docs/VARIANTS.md)")
     hidden_size: int | None = Field(None, gt=0, description="hidden units; none = Table 1's size for the task "
                                     "(music 100/46/36, speech 400/227/195 for tanh/GRU/LSTM)")
     budget: int | None = Field(None, gt=0, description="match the hidden size to this many recurrent parameters")
@@ -216,13 +219,16 @@ def evaluate(model: SequenceModel, pairs, batch_size: int, device) -> dict:
     """NLL of a split with the model in eval mode (no weight noise).
     nll: nats per step (per frame for music), summed over the outputs of a step, averaged over
     every step of the split; nll_seq: nats per sequence (total / number of sequences)."""
+    from .data.batching import eval_batches
     was_training = model.training
     model.eval()
     total, steps = 0.0, 0
-    for b in iterate_batches(pairs, batch_size, shuffle=False):
+    # the split's batches are collated once and cached (compact uint8 where exact); on the CPU the
+    # model scores them with the forward-only fused kernels (SequenceModel.total_nll)
+    for b in eval_batches(pairs, batch_size):
         b = b.to(device)
-        total += float(model.nll(b.inputs, b.targets, b.mask, b.lengths).sum(dtype=torch.float64))
-        steps += int(b.lengths.sum())
+        total += model.total_nll(b.inputs, b.targets, b.mask, b.lengths)
+        steps += b.steps
     model.train(was_training)
     nll = total / max(steps, 1)
     return {"nll": nll, "nll_seq": total / max(len(pairs), 1), "steps": steps, "sequences": len(pairs)}

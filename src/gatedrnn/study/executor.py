@@ -119,14 +119,10 @@ def run_one(task: dict) -> dict:
         _limit_threads(int(task.get("threads", 1)))
         from ..train import TrainConfig, train
         fields = dict(task["config"])
-        saved = run_dir / "config.json"
+        # where the data lives and which device runs it are this invocation's: train() resumes a run whose
+        # config differs only in those (train.same_run), so a run that failed for a wrong --data-dir
+        # succeeds when retried with the right one
         with _RunLock(run_dir):
-            if saved.exists():
-                # the same run started elsewhere: keep where it read its data / which device it used
-                old = json.loads(saved.read_text())
-                if {k: v for k, v in old.items() if k not in ("data_dir", "device")} == \
-                        {k: v for k, v in fields.items() if k not in ("data_dir", "device")}:
-                    fields.update(data_dir=old.get("data_dir"), device=old.get("device", fields.get("device")))
             cfg = TrainConfig(**fields)
             with open(run_dir / "train.log", "a") as logf:
                 def log(msg: str) -> None:

@@ -23,13 +23,16 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-UNITS = ("tanh", "gru", "lstm")
+from ..nn import unit_names
+
+UNITS = ("tanh", "gru", "lstm")   # the paper's; every name of gatedrnn.nn.unit_names() is accepted
 MUSIC = ("jsb", "nottingham", "musedata", "piano")
 SPEECH = ("fsdd-a", "fsdd-b")
 # Fields of TrainConfig that do not change what a run computes: left out of the run id.
@@ -76,7 +79,7 @@ class StudyConfig(BaseModel):
 
     budget: str = "custom"
     datasets: list[str] = Field(default_factory=lambda: [*MUSIC, *SPEECH])
-    units: list[Literal["tanh", "gru", "lstm"]] = Field(default_factory=lambda: list(UNITS))
+    units: list[Literal[tuple(unit_names())]] = Field(default_factory=lambda: list(UNITS))
     lr_candidates: int = Field(10, gt=0, description="learning rates drawn per (dataset, unit)")
     lr_low: float = -12.0
     lr_high: float = -6.0
@@ -242,7 +245,9 @@ def run_id_of(config: dict) -> str:
     d = {k: v for k, v in config.items()
          if k not in NOT_IN_ID and not (k in ID_DEFAULTS and v == ID_DEFAULTS[k])}
     h = hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:12]
-    return f"{config['dataset']}-{config['unit']}-lr{config['lr']:.4g}-s{config['seed']}-{h}"
+    # a folder name: user datasets ('midi:/a/b?step=0.25') keep only safe characters (built-in names have none else)
+    name = re.sub(r"[^A-Za-z0-9._-]+", "_", str(config["dataset"])).strip("_")
+    return f"{name}-{config['unit']}-lr{config['lr']:.4g}-s{config['seed']}-{h}"
 
 
 @dataclass(frozen=True)
