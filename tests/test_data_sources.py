@@ -215,12 +215,30 @@ def test_verify_shared_data():
     rows = {r["file"]: r for r in verify(data_dir())}
     for f in ("JSB_Chorales.mat", "Nottingham.mat", "MuseData.mat", "Piano_midi.mat", "jsb_chorales.pickle"):
         assert rows[f]["status"] == "ok" and rows[f]["actual"] == rows[f]["expected"]
-    for f in ("nottingham.pickle", "muse_data.pickle", "piano_midi.pickle"):
-        assert rows[f]["status"] == "missing"
     assert rows["piano_midi.pickle"]["checksum_source"] == "third-party"
     assert rows["piano_midi.pickle"]["expected"].startswith("273d593b")
     assert rows["nottingham.pickle"]["expected"] is None
     assert set(rows[JSB_MAT]) >= {"file", "path", "status", "expected", "actual"}
+
+
+def test_verify_reports_every_status_of_a_hand_built_folder(tmp_path):
+    """A folder whose contents the test knows (instead of asserting what the shared folder happens not to
+    hold): a good copy is ok, a corrupted registered file a mismatch, a file without a known checksum
+    unverified, and every registered file that is not there missing (no path, no digest)."""
+    d = tmp_path / "d"
+    (d / "music").mkdir(parents=True)
+    shutil.copyfile(music_file(JSB_MAT), d / "music" / JSB_MAT)
+    (d / "music" / "Piano_midi.mat").write_bytes(b"not the real file")
+    (d / "nottingham.pickle").write_bytes(b"a pickle nobody registered a checksum for")
+    rows = {r["file"]: r for r in verify(d)}
+    assert set(rows) == set(KNOWN_FILES)
+    assert rows[JSB_MAT]["status"] == "ok" and rows[JSB_MAT]["actual"] == JSB_SHA
+    assert rows[JSB_MAT]["path"] == str((d / "music" / JSB_MAT).resolve())
+    bad = rows["Piano_midi.mat"]
+    assert bad["status"] == "mismatch" and bad["actual"] == hashlib.sha256(b"not the real file").hexdigest()
+    assert rows["nottingham.pickle"]["status"] == "unverified" and rows["nottingham.pickle"]["actual"]
+    for f in set(KNOWN_FILES) - {JSB_MAT, "Piano_midi.mat", "nottingham.pickle"}:
+        assert rows[f]["status"] == "missing" and rows[f]["path"] is None and rows[f]["actual"] is None, f
 
 
 def test_registered_checksums_match_shared_manifest():

@@ -98,3 +98,35 @@ def test_sample_shapes_statistics_and_temperature():
     a = head.sample(params[:5], torch.Generator().manual_seed(3))
     b = head.sample(params[:5], torch.Generator().manual_seed(3))
     assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("temperature", [1.0, 2.0, 0.5])
+def test_sample_component_frequencies_follow_pi_to_the_1_over_T(temperature):
+    """Several active components: which component a draw comes from must be distributed as
+    π_k^{1/T} / Σ_j π_j^{1/T}, per position (two positions with different weights, in a (2, N) batch).
+    Components sit at means 0, 10, 20 (σ ≈ 1e-3), so each draw names its component. Chi-square test
+    against the expected counts with a fixed generator (p ≥ 1e-3), and a 5-sd binomial bound per
+    component."""
+    from scipy.stats import chisquare
+    K, D, N = 3, 2, 6000
+    pis = np.array([[0.5, 0.3, 0.2], [0.1, 0.15, 0.75]])
+    head = MixtureHead(1, D, K, min_scale=1e-3).double()
+    raw = torch.zeros(2, N, K * (1 + 2 * D), dtype=torch.float64)
+    raw[..., :K] = torch.from_numpy(np.log(pis))[:, None, :] + 3.0      # logits: any shift gives the same π
+    for k in range(K):
+        raw[..., K + k * D:K + (k + 1) * D] = 10.0 * k
+    raw[..., K + K * D:] = -30.0                                         # softplus → 0: σ = min_scale
+    s = head.sample(raw, torch.Generator().manual_seed(1234), temperature)
+    assert s.shape == (2, N, D)
+    comp = np.rint(s.numpy() / 10.0).astype(int)
+    assert np.all(comp[..., 0] == comp[..., 1]) and comp.min() >= 0 and comp.max() < K
+    for row in range(2):
+        w = pis[row] ** (1.0 / temperature)
+        w = w / w.sum()
+        counts = np.bincount(comp[row, :, 0], minlength=K)
+        assert chisquare(counts, N * w).pvalue > 1e-3, (row, counts, N * w)
+        sd = np.sqrt(N * w * (1 - w))
+        assert np.all(np.abs(counts - N * w) < 5 * sd), (row, counts, N * w)
+        # the draw's scale is σ·√T around the chosen mean
+        resid = s.numpy()[row] - 10.0 * comp[row]
+        assert resid.std() == pytest.approx(1e-3 * math.sqrt(temperature), rel=0.1)

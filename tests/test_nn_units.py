@@ -1,6 +1,8 @@
 """The three units against independent float64 re-derivations of the paper's equations (numpy,
 written from PAPER.md, sharing no code with gatedrnn.nn), against torch.nn where the forms coincide,
 gradcheck, padding invariance, paper_weights() views, initialisation and weight noise."""
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -328,3 +330,103 @@ def test_property_padded_batch_equals_one_by_one(variant, I, H, lengths, seed):
         h1 = s1[0] if unit == "lstm" else s1
         hb = state[0] if unit == "lstm" else state
         torch.testing.assert_close(hb[b], h1[0])
+
+
+# ------------------------------------------- cell() (the readable equations) and the fused path
+# Every unit and option: the reference loop (`fused=False`, i.e. each unit's cell()) and the fused C++
+# path, each against ref_numpy above (float64, written from the paper), on a padded batch of different
+# lengths with junk in the padding and a non-zero initial state. A wrong gate in cell() fails here even
+# though the fused kernel (which the default units use) still computes the right thing.
+CELL_VARIANTS = VARIANTS + [("lstm", {"forget_bias": 1.0}), ("lstm", {"peepholes": False, "forget_bias": 1.5})]
+CELL_IDS = ["tanh", "gru", "gru-reset_after", "lstm", "lstm-nopeep", "lstm-forget_bias", "lstm-nopeep-forget_bias"]
+
+
+def make_cell_unit(unit, kw, fused, I=4, H=5, seed=0, scale=0.6):
+    """A float64 unit with every paper symbol set through paper_weights() — except b_f when the
+    forget_bias option is given: then the reference uses the value the option must have put there."""
+    m = gatedrnn.make_unit(unit, I, H, fused=fused, **kw).double()
+    rng = np.random.default_rng(seed)
+    P = {}
+    for name, view in m.paper_weights().items():
+        if name == "b_f" and "forget_bias" in kw:
+            P[name] = np.full(H, kw["forget_bias"])      # what LSTM(forget_bias=...) must initialise
+            continue
+        val = rng.normal(0, scale, size=tuple(view.shape))
+        view.copy_(torch.from_numpy(val))
+        P[name] = val
+    return m, P
+
+
+def check_against_rederivation(m, unit, kw, P, I=4, H=5, seed=1):
+    rng = np.random.default_rng(seed)
+    lengths = [7, 3, 1, 5]
+    B, T = len(lengths), max(lengths)
+    X = rng.normal(size=(B, T, I))
+    for b, L in enumerate(lengths):
+        X[b, L:] = 50.0                                   # junk in the padding: must never be read
+    h0, c0 = rng.normal(size=(B, H)) * 0.5, rng.normal(size=(B, H)) * 0.5
+    s0 = (torch.from_numpy(h0), torch.from_numpy(c0)) if unit == "lstm" else torch.from_numpy(h0)
+    with torch.no_grad():
+        out, state = m(torch.from_numpy(X), s0, lengths=torch.tensor(lengths))
+    out = out.numpy()
+    hs, cs = (state[0].numpy(), state[1].numpy()) if unit == "lstm" else (state.numpy(), None)
+    for b, L in enumerate(lengths):                       # each sequence alone, on its valid steps only
+        ref, (h, c) = ref_numpy(unit, kw, P, X[b:b + 1, :L], h0[b:b + 1], c0[b:b + 1])
+        np.testing.assert_allclose(out[b, :L], ref[0], rtol=1e-10, atol=1e-12, err_msg=f"outputs of sequence {b}")
+        assert np.all(out[b, L:] == 0), f"padding of sequence {b} must output zeros"
+        np.testing.assert_allclose(hs[b], h[0], rtol=1e-10, atol=1e-12, err_msg=f"final h of sequence {b}")
+        if unit == "lstm":
+            np.testing.assert_allclose(cs[b], c[0], rtol=1e-10, atol=1e-12, err_msg=f"final c of sequence {b}")
+
+
+@pytest.mark.parametrize("unit,kw", CELL_VARIANTS, ids=CELL_IDS)
+def test_cell_equations_match_float64_rederivation(unit, kw):
+    """The readable path: fused=False runs RecurrentUnit.reference, i.e. the unit's cell() step by step."""
+    m, P = make_cell_unit(unit, kw, fused=False)
+    assert m.fused is False
+    calls = []
+    real_cell = m.cell
+    m.cell = lambda *a: calls.append(1) or real_cell(*a)   # prove the equations come from cell()
+    check_against_rederivation(m, unit, kw, P)
+    assert len(calls) == 7                                  # one call per time step of the padded batch
+
+
+@pytest.mark.parametrize("unit,kw", CELL_VARIANTS, ids=CELL_IDS)
+def test_fused_path_matches_float64_rederivation(unit, kw):
+    """The fused C++ path against the same float64 equations (not only against cell())."""
+    from gatedrnn import kernels
+    m, P = make_cell_unit(unit, kw, fused=None)
+    if kernels.lookup(m) is None:
+        pytest.skip(f"fused kernels unavailable here: {kernels.build_error()}")
+    assert kernels.lookup(m) is kernels.fused_run
+    check_against_rederivation(m, unit, kw, P)
+
+
+def test_forget_bias_option_only_sets_b_f():
+    m = LSTM(3, 4, forget_bias=1.0)
+    pw = m.paper_weights()
+    assert torch.all(pw["b_f"] == 1.0)
+    for g in ("i", "c", "o"):
+        assert torch.all(pw[f"b_{g}"] == 0.0), g
+    assert torch.all(LSTM(3, 4).paper_weights()["b_f"] == 0.0)
+
+
+@pytest.mark.parametrize("fused", [False, None], ids=["cell", "fused"])
+def test_gru_candidate_resets_before_the_product_by_hand(fused):
+    """One step, 2 units, by hand: h̃ = tanh(U (r ⊙ h_{t-1})) vs tanh(r ⊙ (U h_{t-1})) with r = (1, 0)."""
+    for reset_after in (False, True):
+        m = GRU(1, 2, reset_after=reset_after, fused=fused).double()
+        with torch.no_grad():
+            for v in m.paper_weights().values():
+                v.zero_()
+            pw = m.paper_weights()
+            pw["b_z"].fill_(60.0)                               # z ≈ 1: h_1 = h̃_1
+            pw["b_r"].copy_(torch.tensor([60.0, -60.0]))        # r ≈ (1, 0)
+            pw["U"].copy_(torch.tensor([[0.0, 1.0], [1.0, 0.0]]))  # swaps the two units
+        h0 = torch.tensor([[0.5, -0.7]], dtype=torch.float64)
+        _, h1 = m(torch.zeros(1, 1, 1, dtype=torch.float64), h0)
+        if reset_after:   # r ⊙ (U h) = (1, 0) ⊙ (-0.7, 0.5)
+            want = [math.tanh(-0.7), 0.0]
+        else:             # U (r ⊙ h) = U (0.5, 0) = (0, 0.5)
+            want = [0.0, math.tanh(0.5)]
+        np.testing.assert_allclose(h1[0].detach().numpy(), want, atol=1e-12)

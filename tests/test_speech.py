@@ -295,3 +295,53 @@ def test_data_cli_stats_and_verify(capsys):
     assert main(["data", "verify", "--dataset", "fsdd-a", "--data-dir", str(data_dir())]) == 0
     out = capsys.readouterr().out
     assert "fsdd/*.wav (3000)" in out and out.splitlines()[1].startswith("ok")
+
+
+def test_tampered_manifest_is_refused_at_run_time(tmp_path):
+    """An installed package whose fsdd_wav.sha256 was edited (here: one recording swapped for another,
+    and the manifest line edited to match, so that the folder check alone would pass) is refused when
+    a run loads FSDD: `gatedrnn train` and `gatedrnn data verify` exit 2 naming the damaged manifest,
+    and no run starts. Runs a copy of the package (never the repo's src/, never the shared data)."""
+    import os
+    import subprocess
+    import sys
+
+    import gatedrnn
+    src = Path(gatedrnn.__file__).resolve().parent
+    copy = tmp_path / "site" / "gatedrnn"
+    shutil.copytree(src, copy, ignore=shutil.ignore_patterns("__pycache__", "*.so", "*.pyc"))
+    victim, impostor = "3_theo_21.wav", "4_theo_21.wav"
+    data = tmp_path / "data"
+    (data / "speech" / "fsdd").mkdir(parents=True)
+    (data / "music").mkdir()
+    for name in sp.read_manifest():
+        if name != victim:
+            os.symlink(FSDD / name, data / "speech" / "fsdd" / name)
+    shutil.copyfile(FSDD / impostor, data / "speech" / "fsdd" / victim)
+    # control: with the packaged manifest, the swapped recording is caught by the folder check
+    packaged = sp.read_manifest()
+    row, = sp.verify_fsdd(data / "speech" / "fsdd", {victim: packaged[victim]})
+    assert row["status"] == "mismatch"
+    lines = (copy / "data" / "fsdd_wav.sha256").read_text().splitlines()
+    new_sha = hashlib.sha256((FSDD / impostor).read_bytes()).hexdigest()
+    i = next(k for k, line in enumerate(lines) if line.endswith("  " + victim))
+    lines[i] = f"{new_sha}  {victim}"
+    (copy / "data" / "fsdd_wav.sha256").write_text("\n".join(lines) + "\n")
+    assert sp.read_manifest(copy / "data" / "fsdd_wav.sha256")[victim] == new_sha   # folder and manifest agree
+    script = (
+        "import sys, gatedrnn\n"
+        f"assert gatedrnn.__file__.startswith({str(copy)!r}), gatedrnn.__file__\n"
+        "from gatedrnn.cli import main\n"
+        f"a = main(['train', '--dataset', 'fsdd-a', '--epochs', '0', '--data-dir', {str(data)!r}, "
+        f"'--out', {str(tmp_path / 'run')!r}, '--no-progress', '--limit-sequences', '2'])\n"
+        f"b = main(['data', 'verify', '--dataset', 'fsdd-a', '--data-dir', {str(data)!r}])\n"
+        "print('codes', a, b)\n")
+    env = {k: v for k, v in os.environ.items() if k != "GATEDRNN_DATA_DIR"}
+    env.update(PYTHONPATH=str(copy.parent), GATEDRNN_OFFLINE="1", GATEDRNN_NO_KERNELS="1")
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "codes 2 2" in r.stdout, (r.stdout, r.stderr[-3000:])
+    errs = [line for line in r.stderr.splitlines() if ": error:" in line]
+    assert len(errs) == 2 and all("manifest" in e and "damaged" in e for e in errs), r.stderr[-3000:]
+    assert "Traceback" not in r.stderr
+    assert not (tmp_path / "run" / "result.json").exists() and not (tmp_path / "run" / "model.json").exists()

@@ -257,3 +257,37 @@ def test_cli_dry_run_and_clear_errors(tmp_path):
     r = subprocess.run([sys.executable, "-m", "gatedrnn.cli", "reproduce", "--datasets", "nope",
                         "--out", str(tmp_path / "x"), "--no-progress"], capture_output=True, text=True)
     assert r.returncode == 2 and "no dataset" in r.stderr and "Traceback" not in r.stderr
+
+
+# ------------------------------------------------------------------- run_one: failures and retries
+def _tiny_task(tmp_path, data_dir, monkeypatch):
+    import torch
+    # run_one sets the thread count (torch and, when unset, OMP/MKL env): keep this process's as they are
+    for v in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        monkeypatch.setenv(v, os.environ.get(v, str(torch.get_num_threads())))
+    study = G.StudyConfig(datasets=["jsb"], units=["tanh"], lr_candidates=1, seeds=1, data_dir=str(data_dir),
+                          train=dict(epochs=1, patience=1, limit_sequences=4, crop_length=16, batch_size=2))
+    spec = G.Grid(study, datasets=["jsb"]).search_specs("jsb", "tanh")[0]
+    return {"run_id": spec.run_id, "config": spec.config, "runs_root": str(tmp_path / "runs"),
+            "threads": torch.get_num_threads()}
+
+
+def test_run_one_turns_an_exception_into_a_failed_summary(tmp_path, monkeypatch):
+    from gatedrnn.study.executor import run_one
+    monkeypatch.setenv("GATEDRNN_OFFLINE", "1")                  # an empty data folder: never download
+    (tmp_path / "empty").mkdir()
+    s = run_one(_tiny_task(tmp_path, tmp_path / "empty", monkeypatch))
+    assert s["status"] == "failed" and s["error"].startswith("DataNotFoundError: ")
+    assert "Traceback" in s["traceback"] and s["run_id"] and s["pid"] == os.getpid()
+    assert "valid_nll" not in s
+
+
+def test_run_failed_for_a_wrong_data_dir_succeeds_when_retried_with_the_right_one(tmp_path, monkeypatch):
+    from _paths import data_dir
+    from gatedrnn.study.executor import run_one
+    monkeypatch.setenv("GATEDRNN_OFFLINE", "1")
+    (tmp_path / "empty").mkdir()
+    first = run_one(_tiny_task(tmp_path, tmp_path / "empty", monkeypatch))
+    assert first["status"] == "failed" and "DataNotFoundError" in first["error"]
+    second = run_one(_tiny_task(tmp_path, data_dir(), monkeypatch))          # same run id: data_dir is not part of it
+    assert second["status"] in G.OK_STATUSES, second.get("error")

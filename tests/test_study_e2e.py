@@ -51,14 +51,72 @@ def _store_rows(d: Path) -> list[dict]:
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory) -> Path:
     """The SMALL study, uninterrupted, one invocation — executed on a local Dask cluster through
-    `--scheduler` (so the other tests also check that Dask and local processes give the same tables)."""
-    distributed = pytest.importorskip("distributed")
+    `--scheduler` (so the other tests also check that Dask and local processes give the same tables).
+    Without dask[distributed] the same study runs on local worker processes instead, so the SIGKILL
+    and concurrency tests (which do not need Dask) still run; only the Dask test is skipped."""
     d = tmp_path_factory.mktemp("reference")
+    try:
+        import distributed
+    except ImportError:
+        _cli("reproduce", "--out", d, "--no-progress", "--jobs", "2", *SMALL)
+        return d
     with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=False, protocol="tcp",
                                   host="127.0.0.1", dashboard_address=None) as cluster:
         # the CLI connects to the cluster's scheduler like to any remote one; run_one executes in its worker
         _cli("reproduce", "--out", d, "--no-progress", "--scheduler", cluster.scheduler_address, *SMALL)
     return d
+
+
+# ------------------------------------------------------------------------- process trees (/proc)
+def _proc_stat(pid: int) -> tuple[str, int, int] | None:
+    """(state, ppid, start time) of a process, None when it does not exist."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            s = f.read()
+    except OSError:
+        return None
+    rest = s[s.rfind(")") + 2:].split()
+    return rest[0], int(rest[1]), int(rest[19])
+
+
+def _descendants(pid: int) -> dict[int, int]:
+    """{pid: start time} of every live descendant of pid."""
+    children: dict[int, list[int]] = {}
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            st = _proc_stat(int(name))
+            if st is not None and st[0] != "Z":
+                children.setdefault(st[1], []).append(int(name))
+    out, stack = {}, [pid]
+    while stack:
+        for c in children.get(stack.pop(), []):
+            st = _proc_stat(c)
+            if st is not None:
+                out[c] = st[2]
+                stack.append(c)
+    return out
+
+
+def _alive(procs: dict[int, int]) -> list[int]:
+    """The processes of {pid: start time} still running (a zombie or a reused pid does not count)."""
+    return [p for p, start in procs.items()
+            if (st := _proc_stat(p)) is not None and st[0] != "Z" and st[2] == start]
+
+
+def _wait_gone(procs: dict[int, int], seconds: float) -> list[int]:
+    deadline = time.time() + seconds
+    while _alive(procs) and time.time() < deadline:
+        time.sleep(0.05)
+    return _alive(procs)
+
+
+def _kill_leftovers(procs: dict[int, int]) -> None:
+    """Clean-up after a failed assertion: the processes this test started, one by one, by pid."""
+    for p in _alive(procs):
+        try:
+            os.kill(p, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
 
 
 def test_smoke_budget_end_to_end_and_report_from_store(tmp_path):
@@ -96,7 +154,13 @@ def test_smoke_budget_end_to_end_and_report_from_store(tmp_path):
     assert _tables(out) == before
     assert all((out / n).is_file() for n in OUTPUTS)
     s = _cli("status", out).stdout
-    assert f"completed: {len(rows)}" in s or "early_stopped" in s
+    counts: dict[str, int] = {}
+    for r in rows:
+        counts[r["status"]] = counts.get(r["status"], 0) + 1
+    # exactly one line of counts, matching the store: e.g. "completed: 9  early_stopped: 3"
+    assert "  ".join(f"{k}: {v}" for k, v in sorted(counts.items())) in s.splitlines(), s
+    assert f"{len(rows)} runs recorded" in s.splitlines()[0]
+    assert not any(w in s for w in ("running", "interrupted", "failed"))
 
 
 def test_sigkill_mid_sweep_then_rerun_gives_identical_tables(tmp_path, reference):
@@ -106,6 +170,7 @@ def test_sigkill_mid_sweep_then_rerun_gives_identical_tables(tmp_path, reference
                              "--jobs", "1", *SMALL], env=_env(), stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, start_new_session=True)
     victim = None
+    workers: dict[int, int] = {}
     try:
         deadline = time.time() + 180
         while time.time() < deadline and proc.poll() is None:
@@ -127,20 +192,22 @@ def test_sigkill_mid_sweep_then_rerun_gives_identical_tables(tmp_path, reference
                     victim = r["run_id"]
                     break
             if victim:
+                workers = _descendants(proc.pid)     # the worker training the victim (and any helper)
                 os.kill(proc.pid, signal.SIGKILL)
                 break
         proc.wait(timeout=30)
+        assert victim, f"never caught a run mid-training (exit {proc.returncode}): {proc.stderr.read()[-2000:]}"
+        assert proc.returncode == -signal.SIGKILL
+        assert workers, "the sweep had no worker process"
+        # the workers die with the sweep process (PR_SET_PDEATHSIG): none may train on as an orphan
+        left = _wait_gone(workers, 10)
+        assert not left, f"worker process(es) {left} outlived the SIGKILLed sweep"
     finally:
         if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
+            workers.update(_descendants(proc.pid))
+            proc.kill()
             proc.wait()
-    assert victim, f"never caught a run mid-training (exit {proc.returncode}): {proc.stderr.read()[-2000:]}"
-    assert proc.returncode == -signal.SIGKILL
-    time.sleep(0.5)
-    try:  # the worker died with the sweep process (PR_SET_PDEATHSIG); clean up if not
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
+        _kill_leftovers(workers)
     done_before = {r["run_id"] for r in _store_rows(out) if r["status"] in DONE}
     assert victim not in done_before and len(done_before) >= 2
 
@@ -187,3 +254,96 @@ def test_dask_scheduler_on_a_local_cluster(reference):
         assert f"pid {os.getpid()}" in (out / "runs" / r["run_id"] / "train.log").read_text()
     assert "Dask cluster" in (out / "report.html").read_text()
     assert all((out / n).is_file() for n in OUTPUTS)
+
+
+# A study whose two runs train for a long time (300 epochs, no early stop): killed a few epochs in, a
+# worker that outlived the sweep would go on writing epochs for tens of seconds.
+LONG = ["--datasets", "jsb", "--units", "tanh,gru", "--lr-candidates", "1", "--seeds", "1", "--epochs", "300",
+        "--patience", "300", "--limit-sequences", "12", "--crop-length", "48", "--batch-size", "3"]
+
+
+def _epochs_written(out: Path) -> dict[str, int]:
+    return {m.parent.name: len(m.read_text().splitlines()) for m in (out / "runs").glob("*/metrics.jsonl")}
+
+
+def test_sigterm_on_the_sweep_takes_its_workers_down(tmp_path):
+    """SIGTERM to the `reproduce` process while both its worker processes train: the sweep exits, and
+    every worker is gone within seconds (no orphan trains on: no epoch is written after the kill)."""
+    out = tmp_path / "term"
+    proc = subprocess.Popen([sys.executable, "-m", "gatedrnn.cli", "reproduce", "--out", str(out), "--no-progress",
+                             "--no-report", "--jobs", "2", *LONG], env=_env(), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, start_new_session=True)
+    workers: dict[int, int] = {}
+    try:
+        deadline = time.time() + 180
+        while time.time() < deadline and proc.poll() is None:
+            time.sleep(0.1)
+            ep = _epochs_written(out) if (out / "runs").is_dir() else {}
+            if len(ep) == 2 and min(ep.values()) >= 2:      # both runs into their training (epoch 1 written)
+                workers = _descendants(proc.pid)
+                os.kill(proc.pid, signal.SIGTERM)
+                break
+        assert workers, f"never caught both runs mid-training (exit {proc.poll()}): {proc.stderr.read()[-2000:]}"
+        assert len(workers) >= 2
+        proc.wait(timeout=30)
+        assert proc.returncode != 0
+        left = _wait_gone(workers, 5)
+        assert not left, f"worker process(es) {left} outlived the SIGTERMed sweep"
+        at_kill = _epochs_written(out)
+        time.sleep(1.5)
+        assert _epochs_written(out) == at_kill, "an orphaned worker went on training"
+        assert all(n < 300 for n in at_kill.values())
+        assert not list((out / "runs").glob("*/result.json"))
+        from gatedrnn.study.report import status_text
+        st = status_text(out)
+        assert "interrupted: 2" in st.splitlines(), st     # both runs: owner gone, resumable
+    finally:
+        if proc.poll() is None:
+            workers.update(_descendants(proc.pid))
+            proc.kill()
+            proc.wait()
+        _kill_leftovers(workers)
+
+
+# One run only: the search run of tanh on a JSB slice.
+TINY = ["--datasets", "jsb", "--units", "tanh", "--lr-candidates", "1", "--seeds", "1", "--epochs", "2",
+        "--patience", "2", "--limit-sequences", "4", "--crop-length", "16", "--batch-size", "2"]
+
+
+def _run_ids(*args) -> list[str]:
+    """The run ids `gatedrnn reproduce <args>` works on (the CLI's own parser and study construction)."""
+    from gatedrnn.cli import build_parser
+    from gatedrnn.study.cli import study_from_args
+    from gatedrnn.study.grid import Grid
+    study = study_from_args(build_parser().parse_args(["reproduce", *args]))
+    g = Grid(study)
+    return [s.run_id for d, u in g.cells() for s in g.search_specs(d, u)]
+
+
+def test_failed_run_is_recorded_then_retried_by_the_next_invocation(tmp_path):
+    """An exception inside a run's training (a damaged checkpoint.pt in the run directory) becomes, through
+    executor.run_one, a store row with status 'failed' and the error; the sweep goes on and exits 1. The
+    next invocation retries the failed run (attempt 2) and, the damage gone, completes it. Real `reproduce`
+    processes (runs in-process, --jobs 0: the worker path is the SIGKILL/SIGTERM tests')."""
+    out = tmp_path / "retry"
+    rid, = _run_ids(*TINY)
+    run = out / "runs" / rid
+    run.mkdir(parents=True)
+    (run / "checkpoint.pt").write_bytes(b"this is not a checkpoint")
+    r = _cli("reproduce", "--out", out, "--no-progress", "--no-report", "--jobs", "0", *TINY, check=False)
+    assert r.returncode == 1, r.stderr[-3000:]
+    assert f"run {rid} failed" in r.stderr and "1 failed" in r.stdout
+    row, = _store_rows(out)
+    assert row["status"] == "failed" and row["attempts"] == 1 and row["owner"] is None
+    assert row["error"] and "Traceback" in row["summary"]["traceback"] and "checkpoint" in row["summary"]["traceback"]
+    assert row["valid_nll"] is None and not (run / "result.json").exists()
+    from gatedrnn.study.report import status_text
+    st = status_text(out)
+    assert "failed: 1" in st.splitlines() and f"failed      {rid}" in st
+
+    (run / "checkpoint.pt").unlink()
+    r = _cli("reproduce", "--out", out, "--no-progress", "--no-report", "--jobs", "0", *TINY)
+    assert "0 failed" in r.stdout and "1 trained or resumed by this invocation" in r.stdout
+    row, = _store_rows(out)
+    assert row["status"] in ("completed", "early_stopped") and row["attempts"] == 2 and row["error"] is None
+    assert (run / "result.json").is_file()

@@ -245,3 +245,205 @@ def test_table1_command(capsys):
     for s in ("19,836", "20,286", "20,100", "169,065", "168,888", "168,400"):
         assert s in out
     assert "NO" not in out
+
+
+# ------------------------------------------------- the optimiser protocol, through train() itself
+def dense_toy(seed=0, W=48, n=(4, 2, 2)):
+    """Dense rolls (p(on) = 0.9) over many notes: the first gradient's norm is well above 1."""
+    rng = np.random.default_rng(seed)
+    splits = {}
+    for split, k in zip(("train", "valid", "test"), n):
+        pairs = []
+        for _ in range(k):
+            roll = (rng.random((int(rng.integers(4, 9)), W)) < 0.9).astype(np.float32)
+            x = np.vstack([np.zeros((1, W), np.float32), roll[:-1]])
+            pairs.append((x, roll))
+        splits[split] = pairs
+    return SimpleNamespace(name="toy", kind="music", input_size=W, target_size=W, splits=splits,
+                           files={}, meta={"lowest_pitch": 60})
+
+
+def _recording_train(tmp_path, monkeypatch, ds, **kw):
+    """train() on `ds` with the real optimiser, recording before every opt.step(): the parameters, the
+    gradients the optimiser sees and its lr; after it: the parameters."""
+    import gatedrnn.train as T
+    monkeypatch.setattr(T, "prepare_data", lambda cfg: ds)
+    steps = []
+    real_make = T.make_optimizer
+
+    def make(cfg, params):
+        opt = real_make(cfg, params)
+        ps = [p for g in opt.param_groups for p in g["params"]]
+        real_step = opt.step
+
+        def step(*a, **k):
+            rec = {"before": [p.detach().clone() for p in ps], "grad": [p.grad.detach().clone() for p in ps],
+                   "lr": opt.param_groups[0]["lr"], "opt": opt}
+            r = real_step(*a, **k)
+            rec["after"] = [p.detach().clone() for p in ps]
+            steps.append(rec)
+            return r
+        opt.step = step
+        return opt
+
+    monkeypatch.setattr(T, "make_optimizer", make)
+    cfg = TrainConfig(**{"dataset": "jsb", "unit": "gru", "hidden_size": 6, "weight_noise": 0.0,
+                         "batch_size": len(ds.splits["train"]), "epochs": 1, "lr": 0.01, **kw})
+    res = T.train(cfg, tmp_path / "run", log=lambda m: None)
+    return cfg, res, steps
+
+
+def _hand_gradient(cfg, ds, params_before):
+    """The gradient of the first update, computed here: mean NLL per step over every train sequence,
+    each sequence run alone (no padding), BCE written out by hand."""
+    model = SequenceModel(cfg.unit, ds.input_size, cfg.hidden_size, ds.target_size)
+    ps = list(model.parameters())
+    with torch.no_grad():
+        for p, v in zip(ps, params_before):
+            p.copy_(v)
+    total, steps = 0.0, 0
+    for x, y in ds.splits["train"]:
+        logits, _ = model(torch.from_numpy(x)[None])
+        yt = torch.from_numpy(y)[None]
+        total = total - (yt * torch.nn.functional.logsigmoid(logits)
+                         + (1 - yt) * torch.nn.functional.logsigmoid(-logits)).sum()
+        steps += len(y)
+    (total / steps).backward()
+    return [p.grad.detach().clone() for p in ps]
+
+
+def _flat(ts):
+    return torch.cat([t.reshape(-1) for t in ts]).double()
+
+
+@pytest.mark.parametrize("clip_norm", [1.0, 0.25])
+def test_first_update_is_rescaled_gradient_then_rmsprop_by_hand(tmp_path, monkeypatch, clip_norm):
+    """One batch, one update, through train(): the optimiser sees the gradient rescaled to norm
+    clip_norm (it is above), and plain RMSProp (decay 0.95, eps 1e-6, no momentum) moves the weights
+    by lr·ĝ/(√(0.05 ĝ²) + 1e-6) — all computed here from the gradient."""
+    ds = dense_toy()
+    cfg, res, steps = _recording_train(tmp_path, monkeypatch, ds, clip_norm=clip_norm)
+    assert len(steps) == 1 and res["updates"] == 1
+    s = steps[0]
+    g = _flat(_hand_gradient(cfg, ds, s["before"]))
+    norm = float(g.norm())
+    assert norm > 1.5, f"the toy's gradient norm {norm} must exceed the clip for this test to mean anything"
+    g_hat = g * (clip_norm / norm)
+    seen = _flat(s["grad"])
+    assert float(seen.norm()) == pytest.approx(clip_norm, rel=1e-5)        # rescaled to clip_norm exactly
+    torch.testing.assert_close(seen, g_hat, rtol=1e-4, atol=1e-6)           # same direction
+    opt = s["opt"]
+    assert isinstance(opt, torch.optim.RMSprop)
+    d = opt.defaults
+    assert (d["alpha"], d["eps"], d["momentum"], d["centered"], d["lr"]) == (0.95, 1e-6, 0, False, 0.01)
+    sq = 0.05 * g_hat * g_hat                                               # square_avg after one step
+    want = _flat(s["before"]) - 0.01 * g_hat / (sq.sqrt() + 1e-6)
+    torch.testing.assert_close(_flat(s["after"]), want, rtol=1e-4, atol=1e-6)
+    state_sq = _flat([opt.state[p]["square_avg"] for g_ in opt.param_groups for p in g_["params"]])
+    torch.testing.assert_close(state_sq, sq, rtol=2e-4, atol=1e-9)
+
+
+def test_gradient_below_the_clip_is_not_rescaled(tmp_path, monkeypatch):
+    ds = dense_toy()
+    cfg, _, steps = _recording_train(tmp_path, monkeypatch, ds, clip_norm=50.0)
+    g = _flat(_hand_gradient(cfg, ds, steps[0]["before"]))
+    assert float(g.norm()) < 50.0
+    torch.testing.assert_close(_flat(steps[0]["grad"]), g, rtol=1e-4, atol=1e-6)
+
+
+def test_first_update_rmsprop_momentum_by_hand(tmp_path, monkeypatch):
+    """The authors' variant through train(): ĝ (norm 1), v = 0.05 ĝ², Δ = −lr ĝ / max(√v, 0.01),
+    Δ rescaled to norm ≤ 1 (engaged here: ~800 parameters each moving ≈ lr/√0.05)."""
+    ds = dense_toy()
+    cfg, _, steps = _recording_train(tmp_path, monkeypatch, ds, optimizer="rmsprop-momentum", lr=0.04)
+    s = steps[0]
+    opt = s["opt"]
+    assert isinstance(opt, RMSPropMomentum)
+    assert {k: opt.defaults[k] for k in ("lr", "rho", "momentum", "floor", "max_update_norm")} == \
+        {"lr": 0.04, "rho": 0.95, "momentum": 0.9, "floor": 0.01, "max_update_norm": 1.0}
+    g = _flat(_hand_gradient(cfg, ds, s["before"]))
+    g_hat = g / g.norm()
+    v = 0.05 * g_hat * g_hat
+    delta = -0.04 * g_hat / torch.clamp(v.sqrt(), min=0.01)
+    assert float(delta.norm()) > 1.2                                   # the update-norm clip is engaged
+    assert bool(((v.sqrt() < 0.01) & (g_hat != 0)).any())            # and the floor for small components
+    delta = delta / delta.norm()
+    torch.testing.assert_close(_flat(s["after"]) - _flat(s["before"]), delta, rtol=2e-4, atol=1e-6)
+
+
+def test_rmsprop_momentum_several_steps_joint_clip_by_hand():
+    """Two parameters (the update norm is over both), three steps; the clip engages on the second; the
+    momentum buffer keeps the clipped update (Δ is rescaled in place)."""
+    a = torch.nn.Parameter(torch.tensor([0.5, -1.0, 2.0]))
+    b = torch.nn.Parameter(torch.tensor([[0.1, 0.2]]))
+    opt = RMSPropMomentum([a, b], lr=0.3, rho=0.9, momentum=0.8, floor=0.05, max_update_norm=0.5)
+    x = np.array([0.5, -1.0, 2.0, 0.1, 0.2])
+    v, d = np.zeros(5), np.zeros(5)
+    clipped = []
+    for g in ([0.01, -0.02, 0.001, 0.03, 0.0], [1.0, -2.0, 0.5, 0.7, -0.1], [-0.3, 0.1, 0.02, 0.0, 0.4]):
+        g = np.array(g)
+        a.grad, b.grad = torch.tensor(g[:3], dtype=torch.float32), torch.tensor(g[3:][None], dtype=torch.float32)
+        opt.step()
+        v = 0.9 * v + 0.1 * g * g
+        d = 0.8 * d - 0.3 * g / np.maximum(np.sqrt(v), 0.05)
+        n = np.linalg.norm(d)
+        clipped.append(n > 0.5)
+        if n > 0.5:
+            d = d * 0.5 / n
+        x = x + d
+        got = np.concatenate([a.detach().numpy(), b.detach().numpy().ravel()])
+        np.testing.assert_allclose(got, x, rtol=1e-5, atol=1e-6)
+    assert clipped[1]
+    np.testing.assert_allclose(np.concatenate([opt.state[a]["v"].numpy(), opt.state[b]["v"].numpy().ravel()]), v,
+                               rtol=1e-5)
+
+
+def test_make_optimizer_defaults():
+    from gatedrnn.train import make_optimizer
+    p = [torch.nn.Parameter(torch.zeros(3))]
+    opt = make_optimizer(TrainConfig(), p)
+    assert type(opt) is torch.optim.RMSprop
+    assert opt.defaults["alpha"] == 0.95 and opt.defaults["eps"] == 1e-6 and opt.defaults["lr"] == 3e-3
+    assert opt.defaults["momentum"] == 0 and opt.defaults["centered"] is False and opt.defaults["weight_decay"] == 0
+    m = make_optimizer(TrainConfig(optimizer="rmsprop-momentum", rms_decay=0.9, momentum=0.5, rms_floor=0.02), p)
+    assert {k: m.defaults[k] for k in ("rho", "momentum", "floor", "max_update_norm")} == \
+        {"rho": 0.9, "momentum": 0.5, "floor": 0.02, "max_update_norm": 1.0}
+    c = TrainConfig()
+    assert (c.clip_norm, c.rms_decay, c.lr_final, c.weight_noise) == (1.0, 0.95, 1.0, 0.075)
+
+
+def test_lr_at_linear_decay_values():
+    from gatedrnn.train import lr_at
+    c = TrainConfig(lr=0.01, lr_final=0.01, lr_decay_epochs=500)     # the released code: to 1 % by 500
+    for epoch, want in [(0, 0.01), (1, 0.01 * (1 - 0.99 / 500)), (250, 0.00505), (499, 0.01 * (1 - 0.99 * 499 / 500)),
+                        (500, 1e-4), (501, 1e-4), (5000, 1e-4)]:
+        assert lr_at(c, epoch) == pytest.approx(want, rel=1e-12), epoch
+    assert all(lr_at(TrainConfig(lr=0.02), e) == 0.02 for e in (0, 7, 500, 10_000))   # default: no decay
+
+
+def test_training_loop_applies_the_decay_per_epoch(tmp_path, monkeypatch):
+    """Epoch e trains with lr_at(e − 1): the optimiser's lr at every step and metrics.jsonl agree."""
+    ds = dense_toy()
+    _, res, steps = _recording_train(tmp_path, monkeypatch, ds, epochs=3, lr=0.02, lr_final=0.5,
+                                     lr_decay_epochs=2, batch_size=2, patience=10)
+    assert res["updates"] == 6 and len(steps) == 6
+    assert [s["lr"] for s in steps] == pytest.approx([0.02, 0.02, 0.015, 0.015, 0.01, 0.01], rel=1e-12)
+    hist = _history(tmp_path / "run")
+    assert [h["lr"] for h in hist] == pytest.approx([0.02, 0.02, 0.015, 0.01], rel=1e-12)
+
+
+# ------------------------------------------------------------------------------ failure paths
+def test_cli_train_exits_3_on_divergence(tmp_path, monkeypatch, capsys):
+    """`gatedrnn train` on data that makes the loss NaN: the run is recorded as diverged, exit code 3."""
+    from gatedrnn.cli import main
+    monkeypatch.setattr("gatedrnn.train.prepare_data", lambda cfg: toy_dataset(nan=True))
+    code = main(["train", "--dataset", "jsb", "--unit", "tanh", "--hidden-size", "4", "--epochs", "3",
+                 "--batch-size", "2", "--out", str(tmp_path / "r"), "--no-progress"])
+    assert code == 3
+    res = json.loads((tmp_path / "r" / "result.json").read_text())
+    assert res["status"] == "diverged" and res["epochs"] == 1
+    assert "diverged" in capsys.readouterr().err
+    # a healthy run of the same command exits 0
+    monkeypatch.setattr("gatedrnn.train.prepare_data", lambda cfg: toy_dataset())
+    assert main(["train", "--dataset", "jsb", "--unit", "tanh", "--hidden-size", "4", "--epochs", "1",
+                 "--batch-size", "2", "--out", str(tmp_path / "ok"), "--no-progress"]) == 0
