@@ -132,3 +132,56 @@ def test_bad_inputs():
     with pytest.raises(ValueError, match="steps"):
         collate([(x, np.zeros((4, 2), np.uint8))], [0])
     assert list(iterate_batches([], 4, shuffle=True)) == []
+
+
+# ------------------------------------------------------------------------------ evaluation batches
+from gatedrnn.data.batching import clear_eval_cache, eval_batches  # noqa: E402
+
+
+def test_eval_batches_match_iterate_batches_compactly():
+    """Same batches, same order as iterate_batches(shuffle=False); uint8 where the data are, equal values."""
+    pairs = _pairs(LENGTHS)
+    clear_eval_cache()
+    got = eval_batches(pairs, 4)
+    ref = list(iterate_batches(pairs, 4, shuffle=False))
+    assert [b.index for b in got] == [b.index for b in ref]
+    for a, b in zip(got, ref):
+        assert a.inputs.dtype == a.targets.dtype == torch.uint8          # piano-roll-like data: exact bytes
+        assert torch.equal(a.float().inputs, b.inputs) and torch.equal(a.float().targets, b.targets)
+        assert torch.equal(a.mask, b.mask) and torch.equal(a.lengths, b.lengths)
+    # float data stay float32
+    fpairs = [(x.astype(np.float32) * 0.5, y) for x, y in pairs]
+    fb = eval_batches(fpairs, 4)
+    assert fb[0].inputs.dtype == torch.float32 and fb[0].targets.dtype == torch.uint8
+
+
+def test_eval_batches_are_cached_per_split_and_recollated_when_it_changes():
+    pairs = _pairs(LENGTHS)
+    clear_eval_cache()
+    a = eval_batches(pairs, 4)
+    assert eval_batches(pairs, 4) is a                     # collated once, reused every epoch
+    assert eval_batches(pairs, 5) is not a                 # keyed by batch size too
+    equal_copy = list(pairs)
+    assert eval_batches(equal_copy, 4) is not a            # another split object: its own entry
+    pairs[3] = _pairs([4], seed=9)[0]                      # a changed split is collated anew
+    b = eval_batches(pairs, 4)
+    assert b is not a
+    flat = {i: row for bt in b for row, i in enumerate(bt.index)}
+    bt = next(bt for bt in b if 3 in bt.index)
+    np.testing.assert_array_equal(bt.inputs[bt.index.index(3), :4].numpy(), pairs[3][0])
+    assert len(flat) == len(LENGTHS)
+    pairs.append(_pairs([2])[0])                           # ... and a longer one
+    assert sum(len(bt) for bt in eval_batches(pairs, 4)) == len(LENGTHS) + 1
+
+
+def test_eval_cache_is_small():
+    from gatedrnn.data import batching
+    clear_eval_cache()
+    splits = [_pairs([3, 4, 5], seed=s) for s in range(batching.EVAL_CACHE_SPLITS + 3)]
+    for p in splits:
+        eval_batches(p, 2)
+    assert len(batching._eval_cache) == batching.EVAL_CACHE_SPLITS
+    first = eval_batches(splits[-1], 2)
+    assert eval_batches(splits[-1], 2) is first            # the most recent ones stay
+    clear_eval_cache()
+    assert len(batching._eval_cache) == 0

@@ -403,3 +403,228 @@ def test_kernel_threads_are_torchs_openmp_pool():
     if not any("torch" in g for g in gomps):
         pytest.skip("this torch build does not bundle libgomp")
     assert len(gomps) == 1, gomps
+
+
+# ------------------------------------------------------------------ forward only (evaluation)
+def _inputs(B, T, I, dtype, g, sparse):
+    if sparse:   # piano-roll-like: mostly zeros, ones and a few other values
+        x = (torch.rand(B, T, I, generator=g) < 0.1).to(dtype)
+        x[..., 0] *= torch.randn(B, T, generator=g, dtype=dtype)
+        return x
+    return torch.randn(B, T, I, generator=g, dtype=dtype)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(variant=st.sampled_from(VARIANTS), B=st.integers(1, 19), T=st.integers(1, 9), I=st.integers(1, 20),
+       H=st.integers(1, 35), with_state=st.booleans(), lengths_kind=st.sampled_from(["none", "random", "sorted"]),
+       dtype=st.sampled_from([torch.float32, torch.float64]), sparse=st.booleans(), seed=st.integers(0, 2**16))
+def test_inference_equals_reference_and_training_forward(variant, B, T, I, H, with_state, lengths_kind, dtype,
+                                                         sparse, seed):
+    """Under no_grad the fused path runs forward-only (no autograd Function, no activations kept): its
+    outputs and final state equal the reference loop's (to float rounding) and the training-mode fused
+    forward's (exactly: the same arithmetic)."""
+    name, kw = variant
+    u = make(name, kw, I, H, dtype, seed=seed)
+    g = torch.Generator().manual_seed(seed)
+    x = _inputs(B, T, I, dtype, g, sparse)
+    lengths = None
+    if lengths_kind != "none":
+        lengths = torch.randint(0, T + 1, (B,), generator=g)
+        if lengths_kind == "sorted":
+            lengths = lengths.sort(descending=bool(seed % 2)).values
+    state = None
+    if with_state:
+        h0 = torch.randn(B, H, generator=g, dtype=dtype)
+        state = (h0, torch.randn(B, H, generator=g, dtype=dtype)) if name == "lstm" else h0
+    with torch.no_grad():
+        u.fused = None
+        out, st_ = u(x, state, lengths=lengths)
+        u.fused = False
+        ref_out, ref_st = u(x, state, lengths=lengths)
+    u.fused = None
+    tr_out, tr_st = u(x, state, lengths=lengths)          # parameters require grad: the autograd Function
+    assert tr_out.requires_grad
+    atol = 2e-5 if dtype == torch.float32 else 1e-11
+    sts = lambda s: s if isinstance(s, tuple) else (s,)
+    torch.testing.assert_close(out, ref_out, atol=atol, rtol=1e-4)
+    assert torch.equal(out, tr_out.detach())
+    for a, r, t in zip(sts(st_), sts(ref_st), sts(tr_st)):
+        torch.testing.assert_close(a, r, atol=atol, rtol=1e-4)
+        assert torch.equal(a, t.detach())
+
+
+def test_no_grad_runs_the_forward_only_kernel(monkeypatch):
+    """The evaluation path never builds the autograd Function nor the activations backward needs."""
+    from gatedrnn.kernels import autograd
+    seen = []
+    real = autograd.run_forward
+    monkeypatch.setattr(autograd, "run_forward", lambda *a, **k: seen.append(k.get("inference", False)) or real(*a, **k))
+    for name, kw in VARIANTS:
+        u = make(name, kw, 4, 5)
+        x = torch.randn(3, 6, 4)
+        with torch.no_grad():
+            u(x, lengths=torch.tensor([6, 2, 4]))
+        u.requires_grad_(False)
+        u(x)                                      # grad mode, but nothing requires a gradient
+        u.requires_grad_(True)
+        u(x)                                      # training: the autograd Function
+    assert seen == [True, True, False] * len(VARIANTS)
+
+
+@pytest.mark.parametrize("variant", VARIANTS, ids=IDS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_sparse_input_path_is_exact(variant, dtype, wgrad_mode, monkeypatch):
+    """The sparse input projection (forward b + W x_t, backward dW += dgxᵀ x_t over x's nonzeros) gives
+    bit-for-bit the dense kernel's outputs and gradients: it skips only terms that add exactly zero."""
+    from gatedrnn.kernels import autograd
+    name, kw = variant
+    B, T, I, H = 13, 11, 23, 19
+    u = make(name, kw, I, H, dtype)
+    x = _inputs(B, T, I, dtype, torch.Generator().manual_seed(3), sparse=True)
+    lengths = torch.randint(0, T + 1, (B,))
+    res = []
+    for mode in (False, True):
+        monkeypatch.setattr(autograd, "SPARSE", mode)
+        res.append(run(u, x, lengths))
+    assert autograd.use_sparse(x.transpose(0, 1)) is True
+    monkeypatch.setattr(autograd, "SPARSE", None)
+    assert autograd.use_sparse(x.transpose(0, 1)) and not autograd.use_sparse(torch.randn(4, 3, 5))
+    assert_same(res[0], res[1], atol=0, rtol=0)
+    torch.testing.assert_close(res[1][0], run(u, x, lengths, fused=False)[0], atol=2e-5 if dtype == torch.float32
+                               else 1e-11, rtol=1e-4)
+
+
+@pytest.mark.parametrize("variant", VARIANTS, ids=IDS)
+def test_byte_inputs_for_inference(variant):
+    """Compact evaluation batches: uint8 inputs give exactly the float inputs' forward."""
+    from gatedrnn.kernels import autograd, inference
+    name, kw = variant
+    u = make(name, kw, 9, 7)
+    code = kernels._unit_code(u)
+    x8 = (torch.rand(1, 8, 5, 9) < 0.3).to(torch.uint8)
+    x8[0, :, :, 2] *= 3
+    mask = (torch.arange(8).view(1, 8, 1) < torch.tensor([8, 3, 0, 5, 8]).view(1, 1, 5))
+    h0 = torch.randn(1, 5, 7)
+    c0 = torch.randn(1, 5, 7) if name == "lstm" else None
+    peep = u.peephole is not None
+    args = lambda x: (code, bool(getattr(u, "reset_after", False)), peep, x, h0, c0, u.weight_ih[None],
+                      u.weight_hh[None], u.bias[None], u.peephole[None] if peep else None, mask)
+    for sparse in (False, True):
+        autograd.SPARSE = sparse
+        try:
+            a, b = inference(*args(x8)), inference(*args(x8.float()))
+        finally:
+            autograd.SPARSE = None
+        for s, t in zip(a, b):
+            assert (s is None and t is None) or torch.equal(s, t)
+    with pytest.raises(ValueError):
+        autograd.run_forward(*args(x8)[:10], None)
+
+
+def test_stacked_inference_equals_training_forward():
+    K, B, T = 3, 6, 7
+    for name, kw in VARIANTS:
+        s = StackedUnit(name, K, 5, 8, **kw)
+        x = torch.randn(K, B, T, 5)
+        lengths = torch.randint(0, T + 1, (K, B))
+        with torch.no_grad():
+            a, sa = s(x, lengths=lengths)
+        b, sb = s(x, lengths=lengths)
+        assert b.requires_grad and torch.equal(a, b.detach())
+        for p, q in zip(sa if isinstance(sa, tuple) else (sa,), sb if isinstance(sb, tuple) else (sb,)):
+            assert torch.equal(p, q.detach())
+
+
+# ------------------------------------------------------------------ fused Bernoulli read-out + NLL
+from gatedrnn.heads import BernoulliHead  # noqa: E402
+from gatedrnn.kernels import readout  # noqa: E402
+
+
+def _readout_case(dtype, B=7, T=13, H=11, O=19, seed=0, soft=False):
+    torch.manual_seed(seed)
+    head = BernoulliHead(H, O).to(dtype)
+    with torch.no_grad():   # large logits too (saturated sigmoids, e^-|a| underflowing)
+        head.linear.weight.mul_(30)
+        head.linear.bias.uniform_(-3, 3)
+    h = torch.randn(T, B, H, dtype=dtype).transpose(0, 1)          # batch-first view of a time-major output
+    y = torch.rand(B, T, O, dtype=dtype) if soft else (torch.rand(B, T, O) < 0.2).to(dtype)
+    lengths = torch.randint(0, T + 1, (B,))
+    mask = torch.arange(T).view(1, T) < lengths.view(B, 1)
+    return head, h, y, mask
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("soft", [False, True], ids=["binary", "soft-targets"])
+@pytest.mark.parametrize("masked", [False, True])
+def test_fused_readout_equals_torch(dtype, soft, masked):
+    head, h, y, mask = _readout_case(dtype, soft=soft)
+    mask = mask if masked else None
+    g = torch.randn(h.shape[:2], dtype=dtype)
+    res = []
+    for fused in (None, False):
+        head.fused = fused
+        head.zero_grad(set_to_none=True)
+        hh = h.detach().requires_grad_(True)
+        nll = head.nll_hidden(hh, y, mask)
+        (nll * g).sum().backward()
+        res.append((nll.detach(), hh.grad, head.linear.weight.grad, head.linear.bias.grad))
+    tol = dict(atol=1e-4, rtol=2e-5) if dtype == torch.float32 else dict(atol=1e-10, rtol=1e-10)
+    for a, b in zip(*res):
+        torch.testing.assert_close(a, b, **tol)
+    if masked:
+        assert not res[0][0][~mask].any() and not res[0][1][~mask].any()
+    head.fused = None
+    with torch.no_grad():                     # forward only: the training forward's values exactly
+        assert torch.equal(head.nll_hidden(h, y, mask), res[0][0])
+        if not soft:                          # byte targets (compact evaluation batches): exactly the same
+            assert torch.equal(head.nll_hidden(h, y.to(torch.uint8), mask), res[0][0])
+
+
+def test_fused_readout_gradcheck():
+    head, h, y, mask = _readout_case(torch.float64, B=3, T=4, H=5, O=6)
+    with torch.no_grad():
+        head.linear.weight.div_(30)
+    V = head.linear.weight.detach().clone().requires_grad_(True)
+    c = head.linear.bias.detach().clone().requires_grad_(True)
+    hh = h.detach().clone().requires_grad_(True)
+    f = lambda h_, V_, c_: readout.BernoulliNLL.apply(h_, V_, c_, y, mask)
+    assert torch.autograd.gradcheck(f, (hh, V, c), atol=1e-7, rtol=1e-5)
+
+
+def test_fused_readout_falls_back_where_it_does_not_apply():
+    head, h, y, mask = _readout_case(torch.float32)
+    assert readout.bernoulli_nll(h.double(), head.linear.weight, head.linear.bias, y, mask) is None  # mixed dtypes
+    yy = y.clone().requires_grad_(True)
+    assert readout.bernoulli_nll(h, head.linear.weight, head.linear.bias, yy, mask) is None          # target grads
+
+    class MyHead(BernoulliHead):
+        def nll(self, logits, target):
+            return super().nll(logits, target) * 2
+
+    m = MyHead(11, 19)
+    torch.testing.assert_close(m.nll_hidden(h, y, mask), m.nll(m(h), y) * mask)
+
+
+@pytest.mark.parametrize("unit", ["tanh", "gru", "lstm"])
+def test_model_total_nll_matches_the_reference(unit):
+    """What evaluation sums (SequenceModel.total_nll on compact batches, fused forward-only) equals the
+    reference model's summed per-step NLL."""
+    from gatedrnn.data.batching import collate
+    from gatedrnn.model import SequenceModel
+    torch.manual_seed(1)
+    m = SequenceModel(unit, 12, 9, 12, weight_noise=0.075).eval()
+    rng = torch.Generator().manual_seed(2)
+    pairs = []
+    for L in (5, 9, 1, 7, 9):
+        y = (torch.rand(L, 12, generator=rng) < 0.2).to(torch.uint8).numpy()
+        x = y.copy()
+        x[1:], x[0] = y[:-1], 0
+        pairs.append((x, y))
+    compact, full = collate(pairs, range(5), compact=True), collate(pairs, range(5))
+    assert compact.inputs.dtype == torch.uint8
+    got = m.total_nll(compact.inputs, compact.targets, compact.mask, compact.lengths)
+    m.rnn.fused = m.head.fused = False
+    with torch.no_grad():
+        ref = float(m.nll(full.inputs, full.targets, full.mask, full.lengths).sum(dtype=torch.float64))
+    assert got == pytest.approx(ref, rel=1e-6)
+    assert m.total_nll(compact.inputs, compact.targets, compact.mask, compact.lengths) == pytest.approx(ref, rel=1e-12)

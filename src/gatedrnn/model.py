@@ -27,6 +27,54 @@ class SequenceModel(nn.Module):
         return self.head(h), state
 
     def nll(self, x: Tensor, y: Tensor, mask: Tensor, lengths: Tensor | None = None) -> Tensor:
-        """Per-step NLL (B, T) in nats, zero at padded steps."""
+        """Per-step NLL (B, T) in nats, zero at padded steps. A head with `nll_hidden` (the Bernoulli
+        head: read-out and loss as one fused pass) scores the hidden states directly."""
+        fused = getattr(self.head, "nll_hidden", None)
+        if fused is not None and type(self).forward is SequenceModel.forward:
+            h, _ = self.rnn(x, None, lengths=lengths)
+            return fused(h, y, mask)
         params, _ = self(x, lengths)
         return self.head.nll(params, y) * mask.to(x.dtype)
+
+    @torch.no_grad()
+    def total_nll(self, x: Tensor, y: Tensor, mask: Tensor, lengths: Tensor | None = None) -> float:
+        """Σ of the per-step NLL over the valid steps (accumulated in float64), without a gradient — what
+        evaluation needs. x, y may be compact (uint8, see `data.batching.eval_batches`). Where the fused
+        kernels apply (CPU, a paper unit, the Bernoulli head, no weight noise in this pass) this runs the
+        forward-only recurrence on x as it is and the fused read-out: no autograd, no activations kept,
+        no (B, T, O) logits; otherwise `nll` on float tensors."""
+        fast = self._fused_total_nll(x, y, mask)
+        if fast is not None:
+            return fast
+        dt = self.rnn.weight_hh.dtype
+        return float(self.nll(x.to(dt), y.to(dt), mask, lengths).sum(dtype=torch.float64))
+
+    def _fused_total_nll(self, x: Tensor, y: Tensor, mask: Tensor) -> float | None:
+        from . import kernels
+        from .heads import BernoulliHead
+        from .kernels import readout
+        rnn, head = self.rnn, self.head
+        dt = rnn.weight_hh.dtype
+        if (type(self).forward is not SequenceModel.forward or type(head) is not BernoulliHead
+                or head.fused is False or rnn.fused is False or (rnn.training and rnn.weight_noise > 0)
+                or not rnn.batch_first or x.dim() != 3 or x.shape[0] * x.shape[1] == 0
+                or x.dtype not in (torch.uint8, dt) or not (x.is_cpu and y.is_cpu and mask.is_cpu)
+                or kernels.lookup(rnn) is None):
+            return None
+        code = kernels._unit_code(rnn)
+        B, T, _ = x.shape
+        is_lstm = code == kernels.LSTM
+        h0 = rnn.weight_hh.new_zeros(1, B, rnn.hidden_size)
+        peep = bool(is_lstm and rnn.peepholes)
+        full = bool(mask.all())
+        m = None if full else mask.t().unsqueeze(0)        # (1, T, B)
+        out, _, _ = kernels.inference(code, bool(getattr(rnn, "reset_after", False)), peep, x.transpose(0, 1)[None],
+                                      h0, h0 if is_lstm else None, rnn.weight_ih[None], rnn.weight_hh[None],
+                                      rnn.bias[None], rnn.peephole[None] if peep else None, m)
+        h = out[0].transpose(0, 1)                          # (B, T, H) view of the time-major output
+        V, c = head.linear.weight, head.linear.bias
+        if not readout.applies(h, V, c, y, mask) or not (y.dtype == dt or y.dtype == torch.uint8):
+            return None
+        nll = readout.run_forward(h, V.detach().contiguous(), c.detach().contiguous(), readout._unit_inner(y),
+                                  None if full else mask)
+        return float(nll.sum(dtype=torch.float64))

@@ -9,7 +9,9 @@ once per machine (see loader.py). If it cannot be built or loaded, ONE warning s
 unit falls back to the reference loop. Set `GATEDRNN_NO_KERNELS=1` to disable it altogether.
 
 The callable itself falls back to `unit.reference` for inputs it does not handle: non-CPU tensors,
-dtypes other than float32/float64, mixed dtypes, zero-length sequences or an empty batch.
+dtypes other than float32/float64, mixed dtypes, zero-length sequences or an empty batch. When no
+gradient is wanted (torch.no_grad, or no input requires one) it runs the forward-only kernel
+(`autograd.inference`): the same arithmetic, no autograd Function, no activations kept for backward.
 """
 from __future__ import annotations
 
@@ -21,29 +23,37 @@ import torch
 from torch import Tensor
 
 from . import loader
-from .autograd import GRU, LSTM, TANH, FusedRecurrence
+from .autograd import GRU, LSTM, TANH, FusedRecurrence, inference
 
-__all__ = ["lookup", "available", "fused_run", "build_error", "reset"]
+__all__ = ["lookup", "available", "fused_run", "build_error", "reset", "needs_grad"]
 
 _state_lock = threading.Lock()
 _status: bool | None = None      # None: not tried yet; True: loaded; False: failed (warned)
 _error: str | None = None
 
 
-def _unit_code(unit) -> int | None:
+_codes: dict[type, int | None] = {}   # unit class -> kernel code (the checks below, once per class)
+
+
+def _class_code(t: type) -> int | None:
     from gatedrnn.nn.gru import GRU as _GRU
     from gatedrnn.nn.lstm import LSTM as _LSTM
     from gatedrnn.nn.tanh import TanhRNN as _Tanh
     # exact equations only: a subclass that overrides cell() or reference() gets the reference loop
     for cls, code in ((_LSTM, LSTM), (_GRU, GRU), (_Tanh, TANH)):
-        if isinstance(unit, cls):
-            t = type(unit)
+        if issubclass(t, cls):
             if t.cell is not cls.cell or t.reference is not cls.reference or t.state_h is not cls.state_h:
-                return None
-            if code == LSTM and tuple(unit.peepholes) not in ((), ("i", "f", "o")):
                 return None
             return code
     return None
+
+
+def _unit_code(unit) -> int | None:
+    t = type(unit)
+    code = _codes[t] if t in _codes else _codes.setdefault(t, _class_code(t))
+    if code == LSTM and tuple(unit.peepholes) not in ((), ("i", "f", "o")):
+        return None
+    return code
 
 
 def available() -> bool:
@@ -90,20 +100,33 @@ def lookup(unit):
     return fused_run
 
 
+def needs_grad(tensors) -> bool:
+    """Will autograd want a backward through these? (no: under torch.no_grad / inference_mode, or when no
+    input requires a gradient)"""
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+
+
+_DTYPES = (torch.float32, torch.float64)
+
+
 def fused_run(unit, xt: Tensor, state, mask: Tensor | None, W: Tensor, U: Tensor):
     code = _unit_code(unit)
     is_lstm = code == LSTM
     h0, c0 = (state if is_lstm else (state, None))
-    tensors = [xt, h0, W, U, unit.bias] + ([c0] if is_lstm else []) + \
-        ([unit.peephole] if unit.peephole is not None else [])
+    v = unit.peephole
+    tensors = (xt, h0, W, U, unit.bias, c0, v)
     T, B, _ = xt.shape
-    if (code is None or T == 0 or B == 0 or xt.dtype not in (torch.float32, torch.float64)
-            or any(t.device.type != "cpu" or t.dtype != xt.dtype for t in tensors)
-            or (mask is not None and mask.device.type != "cpu")):
+    dt = xt.dtype
+    if (code is None or T == 0 or B == 0 or dt not in _DTYPES
+            or not all(t is None or (t.is_cpu and t.dtype == dt) for t in tensors)
+            or (is_lstm and c0 is None) or (mask is not None and not mask.is_cpu)):
         return unit.reference(xt, state, mask, W, U)
     peep = bool(is_lstm and unit.peepholes)
     reset_after = bool(getattr(unit, "reset_after", False)) if code == GRU else False
     u = lambda t: None if t is None else t.unsqueeze(0)   # one model = a stack of K=1
-    out, hT, cT = FusedRecurrence.apply(code, reset_after, peep, u(xt), u(h0), u(c0), u(W), u(U), u(unit.bias),
-                                        u(unit.peephole) if peep else None, u(mask))
+    args = (code, reset_after, peep, u(xt), u(h0), u(c0), u(W), u(U), u(unit.bias), u(v) if peep else None, u(mask))
+    if not needs_grad(tensors):   # evaluation: forward only, nothing kept for a backward
+        out, hT, cT = inference(*args)
+    else:
+        out, hT, cT = FusedRecurrence.apply(*args)
     return out[0], ((hT[0], cT[0]) if is_lstm else hT[0])

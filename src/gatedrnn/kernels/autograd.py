@@ -3,8 +3,10 @@
 Everything runs in C++ (fused.cpp), in one thread-parallel region per pass: the work items are
 (model, chunk of batch rows), each running the whole time loop. Per step, forward computes b + W x_t
 and U h_{t-1} with a register-blocked micro-kernel and one fused elementwise pass; backward computes
-the gate gradients, dh_{t-1}, and accumulates dW, dU, db (and dx) as per-chunk partial sums, added up
-here. Python only prepares zero-padded copies of the weights (tiny) and allocates the outputs.
+the gate gradients, dh_{t-1}, and accumulates dW, dU, db (and dx) as per-chunk partial sums. The C++
+side also makes the zero-padded weight copies the micro-kernel wants and adds up the partial sums:
+Python only allocates the outputs and fills one argument block per model (per-call overhead matters
+for small batches: each torch op here costs microseconds).
 
 Tensors carry a leading model dimension K: x (K, T, B, I) (any T and B strides, unit inner stride),
 h0/c0 (K, B, H), W (K, G·H, I), U (K, G·H, H), b (K, G·H), v (K, 3, H), mask (K, T, B).
@@ -26,6 +28,19 @@ NB = 16  # must equal NB in fused.cpp
 # sizes (up to 4·195 x 195 and 400 x 400) on the 2-core machine.
 DEFER_BYTES = 4 * 1024 * 1024
 TANH, GRU, LSTM = 0, 1, 2
+# Sparse input projection: music inputs are piano rolls (~4 of 88 keys on per step), so b + W x_t (forward)
+# and dW += dgxᵀ x_t (backward) run over the nonzero entries of x only, in the same order as the dense
+# micro-kernel, whose skipped terms are exact zeros: the same sums (tests check equality). Used when at
+# most SPARSE_DENSITY of x is nonzero; SPARSE = True/False forces it on/off (tests), None decides.
+SPARSE_DENSITY = 0.25
+SPARSE: bool | None = None
+
+
+def use_sparse(x: Tensor) -> bool:
+    if SPARSE is not None:
+        return SPARSE
+    n = x.numel()
+    return n > 0 and int(torch.count_nonzero(x)) <= SPARSE_DENSITY * n
 
 
 def _pad(n: int) -> int:
@@ -37,29 +52,38 @@ _i64 = ctypes.c_int64
 _i32 = ctypes.c_int32
 
 
-class _Fwd(ctypes.Structure):
+class _Fwd(ctypes.Structure):   # = FwdArgs in fused.cpp
     _fields_ = [("T", _i64), ("B", _i64), ("H", _i64), ("I", _i64),
                 ("unit", _i32), ("reset_after", _i32), ("peep", _i32), ("nthreads", _i32),
-                ("x", _p), ("sT", _i64), ("sB", _i64), ("WT", _p), ("bx", _p), ("ldx", _i64),
-                ("UT", _p), ("ldu", _i64), ("off2", _i64), ("v", _p), ("mask", _p),
-                ("Hs", _p), ("Cs", _p), ("out", _p), ("act", _p), ("aux", _p)]
+                ("x", _p), ("sT", _i64), ("sB", _i64), ("W", _p), ("U", _p), ("b", _p), ("v", _p), ("mask", _p),
+                ("h0", _p), ("c0", _p), ("Hs", _p), ("Cs", _p), ("act", _p), ("aux", _p),
+                ("out", _p), ("hT", _p), ("cT", _p), ("flags", _i64),
+                ("WT", _p), ("bx", _p), ("ldx", _i64), ("UT", _p), ("ldu", _i64), ("off2", _i64)]
 
 
-class _Bwd(ctypes.Structure):
+class _Bwd(ctypes.Structure):   # = BwdArgs in fused.cpp
     _fields_ = [("T", _i64), ("B", _i64), ("H", _i64), ("I", _i64),
                 ("unit", _i32), ("reset_after", _i32), ("peep", _i32), ("nthreads", _i32),
-                ("x", _p), ("sT", _i64), ("sB", _i64), ("Wp", _p), ("ldi", _i64), ("Up", _p), ("ldh", _i64),
-                ("v", _p), ("mask", _p), ("Hs", _p), ("Cs", _p), ("act", _p), ("aux", _p),
-                ("gout", _p), ("ghT", _p), ("gcT", _p), ("dx", _p), ("dWp", _p), ("dUp", _p), ("dbp", _p),
-                ("dh0", _p), ("dc0", _p), ("dv", _p), ("dG", _p), ("dGx", _p)]
+                ("x", _p), ("sT", _i64), ("sB", _i64), ("W", _p), ("U", _p), ("v", _p), ("mask", _p),
+                ("Hs", _p), ("Cs", _p), ("act", _p), ("aux", _p), ("gout", _p), ("ghT", _p), ("gcT", _p),
+                ("dx", _p), ("dh0", _p), ("dc0", _p), ("dW", _p), ("dU", _p), ("db", _p), ("dv", _p),
+                ("dG", _p), ("dGx", _p), ("flags", _i64),
+                ("Wp", _p), ("ldi", _i64), ("Up", _p), ("ldh", _i64), ("dWp", _p), ("dUp", _p), ("dbp", _p),
+                ("dWTp", _p), ("dvr", _p)]
 
 
 def _ptrs(t: Tensor | None, K: int) -> list:
     """data pointers of t[0], ..., t[K-1] (None for a missing tensor)."""
     if t is None:
         return [None] * K
+    if K == 1:
+        return [t.data_ptr()]
     base, step = t.data_ptr(), t.stride(0) * t.element_size()
     return [base + k * step for k in range(K)]
+
+
+def _c(t: Tensor | None) -> Tensor | None:
+    return None if t is None else t.contiguous()
 
 
 def num_threads() -> int:
@@ -73,102 +97,105 @@ def row_strided(x: Tensor) -> Tensor:
     return x
 
 
-def _padded_cols(M: Tensor, ld: int) -> Tensor:
-    out = M.new_zeros(*M.shape[:-1], ld)
-    out[..., :M.shape[-1]] = M
-    return out
-
-
-def forward_operands(unit: int, reset_after: bool, W: Tensor, U: Tensor, b: Tensor):
-    """Zero-padded W^T (K, I, ldx), bias (K, ldx), U^T (K, H, ldu) and the column offset of U_c^T for
-    the paper GRU (whose step needs a separate GEMM for U_c (r ⊙ h))."""
-    K, GH, H = U.shape
-    ldx = _pad(GH)
-    WT = _padded_cols(W.mT, ldx)
-    bx = _padded_cols(b, ldx)
-    if unit == GRU and not reset_after:
-        n1 = _pad(2 * H)
-        UT = U.new_zeros(K, H, n1 + _pad(H))
-        UT[:, :, :2 * H] = U[:, :2 * H].mT
-        UT[:, :, n1:n1 + H] = U[:, 2 * H:].mT
-        return WT, bx, UT, n1
-    return WT, bx, _padded_cols(U.mT, _pad(GH)), 0
+def mask_bytes(mask: Tensor | None) -> Tensor | None:
+    """The (K, T, B) mask as contiguous bytes (a bool tensor already is: 1 byte, 0 or 1)."""
+    if mask is None:
+        return None
+    return mask.contiguous() if mask.dtype in (torch.bool, torch.uint8) else (mask != 0).contiguous()
 
 
 def run_forward(unit: int, reset_after: bool, peep: bool, x: Tensor, h0: Tensor, c0: Tensor | None,
-                W: Tensor, U: Tensor, b: Tensor, v: Tensor | None, mask_u8: Tensor | None):
+                W: Tensor, U: Tensor, b: Tensor, v: Tensor | None, mask_u8: Tensor | None, *,
+                inference: bool = False, sparse: bool | None = None):
+    """Training mode: returns out, hT, cT, Hs, Cs, act, aux (what backward needs). inference=True: keeps
+    nothing for backward (returns out, hT, cT). cT is None but for the LSTM."""
     lib = loader.load()
     K, T, B, I = x.shape
     GH, H = U.shape[1:]
-    WT, bx, UT, off2 = forward_operands(unit, reset_after, W, U, b)
-    Hs = x.new_empty(K, T + 1, B, H)
-    Hs[:, 0] = h0
-    Cs = None
-    if unit == LSTM:
-        Cs = x.new_empty(K, T + 1, B, H)
-        Cs[:, 0] = c0
-    out = x.new_empty(K, T, B, H)
-    act = x.new_empty(K, T, B, GH) if unit != TANH else None
-    aux = x.new_empty(K, T, B, H) if unit != TANH else None
+    is_lstm = unit == LSTM
+    W, U, b, h0 = W.contiguous(), U.contiguous(), b.contiguous(), h0.contiguous()
+    c0 = c0.contiguous() if is_lstm else None
     v = v.contiguous() if (v is not None and peep) else None
+    if sparse is None:
+        sparse = use_sparse(x)
+    x_u8 = x.dtype == torch.uint8   # byte inputs (inference only): exact, and 4x less memory than float
+    if x_u8 and not inference:
+        raise ValueError("uint8 inputs are for inference only")
+    new = lambda *shape: W.new_empty(shape)
+    out = new(K, T, B, H)
+    hT = new(K, B, H)
+    cT = new(K, B, H) if is_lstm else None
+    Hs = Cs = act = aux = None
+    if not inference:
+        Hs = new(K, T + 1, B, H)
+        Cs = new(K, T + 1, B, H) if is_lstm else None
+        act = new(K, T, B, GH) if unit != TANH else None
+        aux = new(K, T, B, H) if unit != TANH else None
     args = (_Fwd * K)()
-    P = [_ptrs(t, K) for t in (x, WT, bx, UT, v, mask_u8, Hs, Cs, out, act, aux)]
+    P = [_ptrs(t, K) for t in (x, W, U, b, v, mask_u8, h0, c0, Hs, Cs, act, aux, out, hT, cT)]
+    nth, sT, sB = num_threads(), x.stride(1), x.stride(2)
     for k in range(K):
-        px, pWT, pbx, pUT, pv, pm, pHs, pCs, pout, pact, paux = (p[k] for p in P)
-        args[k] = _Fwd(T, B, H, I, unit, int(reset_after), int(peep), num_threads(),
-                       px, x.stride(1), x.stride(2), pWT, pbx, WT.shape[2], pUT, UT.shape[2], off2,
-                       pv, pm, pHs, pCs, pout, pact, paux)
-    lib.gr_forward(args, K, int(x.dtype == torch.float64))
-    return out, Hs, Cs, act, aux
+        px, pW, pU, pb, pv, pm, ph0, pc0, pHs, pCs, pact, paux, pout, phT, pcT = (p[k] for p in P)
+        args[k] = _Fwd(T, B, H, I, unit, int(reset_after), int(peep), nth, px, sT, sB, pW, pU, pb, pv, pm,
+                       ph0, pc0, pHs, pCs, pact, paux, pout, phT, pcT, int(sparse) | (2 * int(x_u8)))
+    lib.gr_forward(args, K, int(W.dtype == torch.float64))
+    if inference:
+        return out, hT, cT
+    return out, hT, cT, Hs, Cs, act, aux
+
+
+def inference(unit: int, reset_after: bool, peep: bool, x: Tensor, h0: Tensor, c0: Tensor | None, W: Tensor,
+              U: Tensor, b: Tensor, v: Tensor | None, mask: Tensor | None):
+    """Forward only, no autograd: the same outputs as FusedRecurrence.forward (same arithmetic, so the
+    same values) without the activations backward would need. Arguments as FusedRecurrence.apply, except
+    that x may also be uint8 (compact evaluation batches; the kernel converts exactly); returns
+    out (K,T,B,H), hT (K,B,H), cT (K,B,H) or None."""
+    with torch.no_grad():
+        return run_forward(unit, reset_after, peep, row_strided(x), h0, c0, W.detach(), U.detach(), b.detach(),
+                           v.detach() if v is not None else None, mask_bytes(mask), inference=True)
 
 
 def run_backward(unit: int, reset_after: bool, peep: bool, x: Tensor, W: Tensor, U: Tensor, v: Tensor | None,
                  mask_u8: Tensor | None, Hs: Tensor, Cs: Tensor | None, act: Tensor | None,
                  aux: Tensor | None, gout: Tensor | None, ghT: Tensor | None, gcT: Tensor | None,
-                 need_dx: bool):
-    """Returns dx (or None), dW, dU, db, dh0, dc0 (LSTM), dv (LSTM with peepholes); all with the K dim."""
+                 need_dx: bool, sparse: bool = False):
+    """Returns dx (or None), dW, dU, db, dh0, dc0 (LSTM), dv (LSTM with peepholes); all with the K dim.
+    sparse: accumulate dW over the nonzeros of x (as the forward's sparse input projection)."""
     lib = loader.load()
     K, T, B, I = x.shape
     GH, H = U.shape[1:]
-    ldi, ldh = _pad(I), _pad(H)
-    nth = num_threads()
-    nparts = int(lib.gr_num_parts(B, nth))
-    Wp = _padded_cols(W, ldi)
-    Up = _padded_cols(U, ldh)
-    defer = GH * ldh * x.element_size() > DEFER_BYTES
+    W, U = W.contiguous(), U.contiguous()
+    defer = GH * _pad(H) * x.element_size() > DEFER_BYTES
     sep_x = unit == GRU and reset_after
+    sparse = sparse and not defer
     dx = None
     if need_dx and not defer:
         dx = torch.empty_like(x)
         if dx.stride() != x.stride():   # the kernel writes dx with x's strides
             x = x.contiguous()
             dx = torch.empty_like(x)
+    dG = dGx = dW = dU = db = None
     if defer:
         dG = x.new_empty(K, T, B, GH)
         dGx = x.new_empty(K, T, B, GH) if sep_x else None
-        dWp = dUp = dbp = None
     else:
-        dG = dGx = None
-        dWp = x.new_zeros(K, nparts, GH, ldi)
-        dUp = x.new_zeros(K, nparts, GH, ldh)
-        dbp = x.new_zeros(K, nparts, GH)
+        dW, dU, db = x.new_empty(K, GH, I), x.new_empty(K, GH, H), x.new_empty(K, GH)
     dh0 = x.new_empty(K, B, H)
     dc0 = x.new_empty(K, B, H) if unit == LSTM else None
-    dv = x.new_zeros(K, B, 3 * H) if (unit == LSTM and peep) else None
+    dv = x.new_empty(K, 3, H) if (unit == LSTM and peep) else None
     v = v.contiguous() if (v is not None and peep) else None
-    c = lambda t: None if t is None else t.contiguous()
-    gout, ghT, gcT = c(gout), c(ghT), c(gcT)
+    gout, ghT, gcT = _c(gout), _c(ghT), _c(gcT)
     args = (_Bwd * K)()
-    P = [_ptrs(t, K) for t in (x, Wp, Up, v, mask_u8, Hs, Cs, act, aux, gout, ghT, gcT, dx, dWp, dUp, dbp,
-                               dh0, dc0, dv, dG, dGx)]
+    P = [_ptrs(t, K) for t in (x, W, U, v, mask_u8, Hs, Cs, act, aux, gout, ghT, gcT, dx, dh0, dc0, dW, dU, db,
+                               dv, dG, dGx)]
+    nth, sT, sB = num_threads(), x.stride(1), x.stride(2)
     for k in range(K):
-        (px, pWp, pUp, pv, pm, pHs, pCs, pact, paux, pgo, pgh, pgc, pdx, pdW, pdU, pdb, pdh0, pdc0,
-         pdv, pdG, pdGx) = (p[k] for p in P)
-        args[k] = _Bwd(T, B, H, I, unit, int(reset_after), int(peep), nth,
-                       px, x.stride(1), x.stride(2), pWp, ldi, pUp, ldh, pv, pm, pHs, pCs, pact, paux,
-                       pgo, pgh, pgc, pdx, pdW, pdU, pdb, pdh0, pdc0, pdv, pdG, pdGx)
+        (px, pW, pU, pv, pm, pHs, pCs, pact, paux, pgo, pgh, pgc, pdx, pdh0, pdc0, pdW, pdU, pdb, pdv, pdG,
+         pdGx) = (p[k] for p in P)
+        args[k] = _Bwd(T, B, H, I, unit, int(reset_after), int(peep), nth, px, sT, sB, pW, pU, pv, pm,
+                       pHs, pCs, pact, paux, pgo, pgh, pgc, pdx, pdh0, pdc0, pdW, pdU, pdb, pdv, pdG, pdGx,
+                       int(sparse))
     lib.gr_backward(args, K, int(x.dtype == torch.float64))
-    dvv = dv.sum(1).view(K, 3, H) if dv is not None else None
     if defer:
         TB = T * B
         d = dG.view(K, TB, GH)
@@ -183,12 +210,7 @@ def run_backward(unit: int, reset_after: bool, peep: bool, x: Tensor, W: Tensor,
         db = dgx.sum(1)
         if need_dx:
             dx = torch.bmm(dgx, W).view(K, T, B, I)
-        return dx, dW, dU, db, dh0, dc0, dvv
-    sum1 = lambda t: t[:, 0] if t.shape[1] == 1 else t.sum(1)
-    dW = sum1(dWp)[..., :I]
-    dU = sum1(dUp)[..., :H]
-    db = sum1(dbp)
-    return dx, dW, dU, db, dh0, dc0, dvv
+    return dx, dW, dU, db, dh0, dc0, dv
 
 
 class FusedRecurrence(torch.autograd.Function):
@@ -200,27 +222,24 @@ class FusedRecurrence(torch.autograd.Function):
     def forward(ctx, unit: int, reset_after: bool, peep: bool, x: Tensor, h0: Tensor, c0, W: Tensor,
                 U: Tensor, b: Tensor, v, mask):
         ctx.set_materialize_grads(False)
-        T = x.shape[1]
         xs = row_strided(x)
-        mask_u8 = mask.to(torch.uint8).contiguous() if mask is not None else None
-        out, Hs, Cs, act, aux = run_forward(unit, reset_after, peep, xs, h0.contiguous(),
-                                            c0.contiguous() if c0 is not None else None,
-                                            W, U, b, v, mask_u8)
-        ctx.meta = (unit, reset_after, peep)
+        mask_u8 = mask_bytes(mask)
+        sparse = use_sparse(xs)
+        out, hT, cT, Hs, Cs, act, aux = run_forward(unit, reset_after, peep, xs, h0, c0, W, U, b, v, mask_u8,
+                                                    sparse=sparse)
+        ctx.meta = (unit, reset_after, peep, sparse)
         ctx.save_for_backward(xs, W, U, v, mask_u8, Hs, Cs, act, aux)
-        hT = Hs[:, T].clone()
-        cT = Cs[:, T].clone() if Cs is not None else x.new_zeros(0)
-        return out, hT, cT
+        return out, hT, (cT if cT is not None else x.new_zeros(0))
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, gout, ghT, gcT):
-        unit, reset_after, peep = ctx.meta
+        unit, reset_after, peep, sparse = ctx.meta
         xs, W, U, v, mask_u8, Hs, Cs, act, aux = ctx.saved_tensors
         need = ctx.needs_input_grad  # (unit, reset_after, peep, x, h0, c0, W, U, b, v, mask)
         dx, dW, dU, db, dh0, dc0, dv = run_backward(
             unit, reset_after, peep, xs, W, U, v, mask_u8, Hs, Cs, act, aux, gout, ghT,
-            gcT if unit == LSTM else None, need_dx=need[3])
+            gcT if unit == LSTM else None, need_dx=need[3], sparse=sparse)
         return (None, None, None, dx, dh0 if need[4] else None, dc0 if need[5] else None,
                 dW if need[6] else None, dU if need[7] else None, db if need[8] else None,
                 dv if need[9] else None, None)

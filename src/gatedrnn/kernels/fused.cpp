@@ -104,6 +104,32 @@ static inline __attribute__((always_inline)) float tanh_(float x) {
 }
 static inline double sigm(double x) { return 1.0 / (1.0 + std::exp(-x)); }
 static inline double tanh_(double x) { return std::tanh(x); }
+// log for x > 0 (normal), Cephes logf, branch-free
+static inline __attribute__((always_inline)) float flog(float x) {
+    int32_t bits;
+    std::memcpy(&bits, &x, sizeof bits);
+    const int32_t e = ((bits >> 23) & 0xff) - 126;
+    bits = (bits & 0x007fffff) | 0x3f000000;   // mantissa in [0.5, 1)
+    float m;
+    std::memcpy(&m, &bits, sizeof m);
+    const bool lt = m < 0.707106781186547524f;
+    const float fe = static_cast<float>(e) - (lt ? 1.0f : 0.0f);
+    m = (lt ? m + m : m) - 1.0f;
+    const float z = m * m;
+    float y = 7.0376836292E-2f;
+    y = y * m - 1.1514610310E-1f;
+    y = y * m + 1.1676998740E-1f;
+    y = y * m - 1.2420140846E-1f;
+    y = y * m + 1.4249322787E-1f;
+    y = y * m - 1.6668057665E-1f;
+    y = y * m + 2.0000714765E-1f;
+    y = y * m - 2.4999993993E-1f;
+    y = y * m + 3.3333331174E-1f;
+    y = y * m * z;
+    y += -2.12194440E-4f * fe;
+    y += -0.5f * z;
+    return m + y + 0.693359375f * fe;
+}
 
 static inline int64_t padn(int64_t n) { return (n + NB - 1) / NB * NB; }
 
@@ -168,23 +194,36 @@ static void gemm(int64_t M, int64_t Np, int64_t K, const T* A, int64_t ars, int6
 // ---------------------------------------------------------------- arguments
 enum Unit : int32_t { TANH = 0, GRU = 1, LSTM = 2 };
 
+// One argument block per model. The caller passes the weights as they are (row-major, contiguous);
+// the zero-padded / transposed copies the micro-kernel wants are made here (fields marked
+// "internal"), once per call and model, as are the per-chunk partial sums and their reduction.
 struct FwdArgs {
     int64_t T, B, H, I;
     int32_t unit, reset_after, peep, nthreads;
     const void* x;
     int64_t sT, sB;
+    const void* W;      // (G*H, I)
+    const void* U;      // (G*H, H)
+    const void* b;      // (G*H)
+    const void* v;      // (3, H) peepholes or null
+    const uint8_t* mask;
+    const void* h0;     // (B, H)
+    const void* c0;     // (B, H), LSTM
+    void* Hs;           // training mode: (T+1, B, H) state sequence (Hs[0] = h0 is written here);
+    void* Cs;           //   null = inference mode (then Cs, act, aux are null too)
+    void* act;
+    void* aux;
+    void* out;
+    void* hT;           // (B, H) final state
+    void* cT;           // (B, H), LSTM
+    int64_t flags;      // bit 0: sparse input projection (x mostly zeros); bit 1: x is uint8 (strides in
+                        // elements as always)
+    // internal
     const void* WT;
     const void* bx;
     int64_t ldx;
     const void* UT;
     int64_t ldu, off2;
-    const void* v;
-    const uint8_t* mask;
-    void* Hs;
-    void* Cs;
-    void* out;
-    void* act;
-    void* aux;
 };
 
 struct BwdArgs {
@@ -192,10 +231,8 @@ struct BwdArgs {
     int32_t unit, reset_after, peep, nthreads;
     const void* x;
     int64_t sT, sB;
-    const void* Wp;
-    int64_t ldi;
-    const void* Up;
-    int64_t ldh;
+    const void* W;
+    const void* U;
     const void* v;
     const uint8_t* mask;
     const void* Hs;
@@ -206,14 +243,25 @@ struct BwdArgs {
     const void* ghT;    // (B,H) or null
     const void* gcT;    // (B,H) or null
     void* dx;           // like x (strides sT, sB) or null
-    void* dWp;
-    void* dUp;
-    void* dbp;
     void* dh0;
     void* dc0;
-    void* dv;
+    void* dW;           // (G*H, I), (G*H, H), (G*H): the weight gradients (unless deferred)
+    void* dU;
+    void* db;
+    void* dv;           // (3, H) peephole gradient (LSTM with peepholes) or null
     void* dG;           // (T,B,G*H) or null: if set, store the gate gradients there and leave dW, dU, db,
     void* dGx;          // dx to the caller; dGx (GRU reset_after): the W-side ones
+    int64_t flags;      // bit 0: sparse input — dW accumulated transposed, over x's nonzeros
+    // internal
+    const void* Wp;     // W, U with zero-padded columns (ldi = pad(I), ldh = pad(H))
+    int64_t ldi;
+    const void* Up;
+    int64_t ldh;
+    void* dWp;          // (P, G*H, ldi), (P, G*H, ldh), (P, G*H): per-chunk partial sums
+    void* dUp;
+    void* dbp;
+    void* dWTp;         // (P, I, G*H) per-chunk partial sums of dW^T (sparse input)
+    void* dvr;          // (B, 3*H) per-row peephole gradient sums
 };
 
 // The batch rows are cut into chunks (multiples of MR rows, about two per thread); each chunk runs
@@ -408,11 +456,60 @@ static void add_to(int64_t n, const T* R src, T* R dst) {
 #undef R
 
 // ---------------------------------------------------------------- forward
+// Rows [lo, hi) of a chunk that are active (unmasked) at step t: rows outside it are padded at this
+// step, so their state passes through unchanged and the GEMMs skip them (length-sorted batches then
+// cost little more than their real steps; skipping an all-zero row changes no sum).
+static inline void active_range(const uint8_t* m, int64_t n, int64_t& lo, int64_t& hi) {
+    lo = 0;
+    hi = n;
+    if (!m) return;
+    while (lo < n && !m[lo]) ++lo;
+    while (hi > lo && !m[hi - 1]) --hi;
+}
+
+// Sparse input projection: gx = b + x W^T over the nonzero entries of each x row only (music inputs
+// are piano rolls, ~4 of 88 keys on). The nonzero k are taken in ascending order with the same
+// multiply-add as the dense micro-kernel, whose skipped terms add exactly zero: same sums.
+template <typename X>
+static inline __attribute__((always_inline)) int64_t nonzeros(int64_t I, const X* __restrict x, int32_t* __restrict idx) {
+    int64_t c = 0;
+    for (int64_t k = 0; k < I; ++k) {   // branch-free compaction
+        idx[c] = static_cast<int32_t>(k);
+        c += x[k] != X(0);
+    }
+    return c;
+}
+
+template <typename T>
+static void axpy_row(int64_t N, T a, const T* __restrict w, T* __restrict g) {
+    for (int64_t j = 0; j < N; ++j) g[j] += a * w[j];
+}
+
+template <typename T, typename X>
+static void sparse_gx(int64_t n, int64_t I, const X* x, int64_t sB, const T* WT, int64_t ldx, const T* bx,
+                      T* gx, int32_t* idx) {
+    for (int64_t i = 0; i < n; ++i) {
+        const X* xr = x + i * sB;
+        T* g = gx + i * ldx;
+        std::memcpy(g, bx, ldx * sizeof(T));
+        const int64_t c = nonzeros<X>(I, xr, idx);
+        for (int64_t q = 0; q < c; ++q) axpy_row<T>(ldx, T(xr[idx[q]]), WT + int64_t(idx[q]) * ldx, g);
+    }
+}
+
+// Training mode (Hs != null): writes Hs, Cs, act, aux for backward. Inference mode (Hs == null):
+// keeps nothing for backward — the state of the chunk's rows lives in two small ping-pong buffers
+// (read from h0/c0, final state written to hT/cT), the activations in one step of scratch rows.
 template <typename T>
 static void forward_rows(const FwdArgs& a, int64_t r0, int64_t r1) {
     const int64_t Tn = a.T, B = a.B, H = a.H, I = a.I, n = r1 - r0;
     const int G = a.unit == LSTM ? 4 : (a.unit == GRU ? 3 : 1);
     const int64_t GH = G * H, ldu = a.ldu, ldx = a.ldx;
+    const bool infer = a.Hs == nullptr;
+    const bool sparse = (a.flags & 1) != 0;
+    const bool xu8 = (a.flags & 2) != 0;   // x holds bytes (uint8), not T
+    const uint8_t* x8 = static_cast<const uint8_t*>(a.x);
+    const bool is_lstm = a.unit == LSTM;
     const T* x = static_cast<const T*>(a.x);
     const T* WT = static_cast<const T*>(a.WT);
     const T* bx = static_cast<const T*>(a.bx);
@@ -424,54 +521,96 @@ static void forward_rows(const FwdArgs& a, int64_t r0, int64_t r1) {
     T* act = static_cast<T*>(a.act);
     T* aux = static_cast<T*>(a.aux);
     std::vector<T> gbuf(n * ldu), gxbuf(n * ldx);
+    std::vector<T> hb(infer ? 2 * n * H : 0), cb(infer && is_lstm ? 2 * n * H : 0),
+        actb(infer && a.unit != TANH ? n * GH : 0), auxb(infer && a.unit != TANH ? n * H : 0);
+    std::vector<int32_t> idx(sparse ? I : 0);
+    std::vector<T> xcv(xu8 && !sparse ? n * I : 0);
     T* g = gbuf.data();
     T* gx = gxbuf.data();
+    std::memcpy(infer ? hb.data() : Hs + r0 * H, static_cast<const T*>(a.h0) + r0 * H, n * H * sizeof(T));
+    if (is_lstm)
+        std::memcpy(infer ? cb.data() : Cs + r0 * H, static_cast<const T*>(a.c0) + r0 * H, n * H * sizeof(T));
     const bool gru_paper = a.unit == GRU && !a.reset_after;
     const int64_t N1 = gru_paper ? padn(2 * H) : padn(GH);
 
     for (int64_t t = 0; t < Tn; ++t) {
-        const T* hp = Hs + (t * B + r0) * H;   // h_{t-1} rows
-        T* hn = Hs + ((t + 1) * B + r0) * H;   // h_t rows
-        gemm<T>(n, ldx, I, x + t * a.sT + r0 * a.sB, a.sB, 1, WT, ldx, gx, ldx, bx, 0);  // b + W x_t
-        gemm<T>(n, N1, H, hp, H, 1, UT, ldu, g, ldu, nullptr, 0);                        // U h_{t-1}
-        for (int64_t i = 0; i < n; ++i) {
-            const int64_t b = r0 + i, tb = t * B + b;
-            const bool m = a.mask ? a.mask[tb] != 0 : true;
+        // this step's rows r0.. of every sequence buffer (row stride H, resp. GH)
+        T* hp = infer ? hb.data() + (t & 1) * n * H : Hs + (t * B + r0) * H;          // h_{t-1}
+        T* hn = infer ? hb.data() + ((t + 1) & 1) * n * H : Hs + ((t + 1) * B + r0) * H;  // h_t
+        T* cp = !is_lstm ? nullptr : infer ? cb.data() + (t & 1) * n * H : Cs + (t * B + r0) * H;
+        T* cn = !is_lstm ? nullptr : infer ? cb.data() + ((t + 1) & 1) * n * H : Cs + ((t + 1) * B + r0) * H;
+        T* at = a.unit == TANH ? nullptr : infer ? actb.data() : act + (t * B + r0) * GH;
+        T* ut = a.unit == TANH ? nullptr : infer ? auxb.data() : aux + (t * B + r0) * H;
+        T* ot = out + (t * B + r0) * H;
+        const uint8_t* mt = a.mask ? a.mask + t * B + r0 : nullptr;
+        int64_t lo, hi;
+        active_range(mt, n, lo, hi);
+        // rows outside [lo, hi): padded at this step — state carried, output zero
+        auto carry = [&](int64_t i) {
+            std::memcpy(hn + i * H, hp + i * H, H * sizeof(T));
+            if (is_lstm) std::memcpy(cn + i * H, cp + i * H, H * sizeof(T));
+            std::memset(ot + i * H, 0, H * sizeof(T));
+        };
+        for (int64_t i = 0; i < lo; ++i) carry(i);   // (all rows when none is active: lo = hi = n)
+        for (int64_t i = hi; i < n; ++i) carry(i);
+        if (lo >= hi) continue;
+        const int64_t m_ = hi - lo;
+        if (xu8) {   // byte inputs (inference on compact batches): exact small integers
+            const uint8_t* xt = x8 + t * a.sT + (r0 + lo) * a.sB;
+            if (sparse) {
+                sparse_gx<T, uint8_t>(m_, I, xt, a.sB, WT, ldx, bx, gx + lo * ldx, idx.data());
+            } else {
+                for (int64_t i = 0; i < m_; ++i)
+                    for (int64_t k = 0; k < I; ++k) xcv[i * I + k] = T(xt[i * a.sB + k]);
+                gemm<T>(m_, ldx, I, xcv.data(), I, 1, WT, ldx, gx + lo * ldx, ldx, bx, 0);
+            }
+        } else {
+            const T* xt = x + t * a.sT + (r0 + lo) * a.sB;
+            if (sparse) sparse_gx<T, T>(m_, I, xt, a.sB, WT, ldx, bx, gx + lo * ldx, idx.data());
+            else gemm<T>(m_, ldx, I, xt, a.sB, 1, WT, ldx, gx + lo * ldx, ldx, bx, 0);   // b + W x_t
+        }
+        gemm<T>(m_, N1, H, hp + lo * H, H, 1, UT, ldu, g + lo * ldu, ldu, nullptr, 0);  // U h_{t-1}
+        for (int64_t i = lo; i < hi; ++i) {
+            const bool m = mt ? mt[i] != 0 : true;
             const T* xr = gx + i * ldx;
             const T* gg = g + i * ldu;
             const T* h = hp + i * H;
             T* ho = hn + i * H;
             if (a.unit == TANH) {
                 f_tanh<T>(H, xr, gg, ho);
-            } else if (a.unit == LSTM) {
-                const T* c = Cs + tb * H;
-                T* cn = Cs + (tb + B) * H;
-                if (a.peep) f_lstm<T, true>(H, xr, gg, v, c, cn, act + tb * GH, aux + tb * H, ho);
-                else f_lstm<T, false>(H, xr, gg, v, c, cn, act + tb * GH, aux + tb * H, ho);
-                if (!m) std::memcpy(cn, c, H * sizeof(T));
+            } else if (is_lstm) {
+                const T* c = cp + i * H;
+                T* cc = cn + i * H;
+                if (a.peep) f_lstm<T, true>(H, xr, gg, v, c, cc, at + i * GH, ut + i * H, ho);
+                else f_lstm<T, false>(H, xr, gg, v, c, cc, at + i * GH, ut + i * H, ho);
+                if (!m) std::memcpy(cc, c, H * sizeof(T));
             } else if (a.reset_after) {
-                f_gru_after<T>(H, xr, gg, h, act + tb * GH, aux + tb * H, ho);
+                f_gru_after<T>(H, xr, gg, h, at + i * GH, ut + i * H, ho);
             } else {
-                f_gru_1<T>(H, xr, gg, h, act + tb * GH, aux + tb * H);
+                f_gru_1<T>(H, xr, gg, h, at + i * GH, ut + i * H);
                 continue;  // state and output in stage 2
             }
             if (!m) std::memcpy(ho, h, H * sizeof(T));
-            copy_or_zero<T>(H, m, ho, out + tb * H);
+            copy_or_zero<T>(H, m, ho, ot + i * H);
         }
         if (gru_paper) {
-            const T* rh0 = aux + (t * B + r0) * H;
-            gemm<T>(n, padn(H), H, rh0, H, 1, UT + a.off2, ldu, g + a.off2, ldu, nullptr, 0);  // U_c (r ⊙ h)
-            for (int64_t i = 0; i < n; ++i) {
-                const int64_t b = r0 + i, tb = t * B + b;
-                const bool m = a.mask ? a.mask[tb] != 0 : true;
+            gemm<T>(m_, padn(H), H, ut + lo * H, H, 1, UT + a.off2, ldu, g + lo * ldu + a.off2, ldu, nullptr, 0);
+            // U_c (r ⊙ h)
+            for (int64_t i = lo; i < hi; ++i) {
+                const bool m = mt ? mt[i] != 0 : true;
                 const T* h = hp + i * H;
                 T* ho = hn + i * H;
-                f_gru_2<T>(H, gx + i * ldx, g + i * ldu + a.off2, h, act + tb * GH, ho);
+                f_gru_2<T>(H, gx + i * ldx, g + i * ldu + a.off2, h, at + i * GH, ho);
                 if (!m) std::memcpy(ho, h, H * sizeof(T));
-                copy_or_zero<T>(H, m, ho, out + tb * H);
+                copy_or_zero<T>(H, m, ho, ot + i * H);
             }
         }
     }
+    std::memcpy(static_cast<T*>(a.hT) + r0 * H, infer ? hb.data() + (Tn & 1) * n * H : Hs + (Tn * B + r0) * H,
+                n * H * sizeof(T));
+    if (is_lstm)
+        std::memcpy(static_cast<T*>(a.cT) + r0 * H, infer ? cb.data() + (Tn & 1) * n * H : Cs + (Tn * B + r0) * H,
+                    n * H * sizeof(T));
 }
 
 // ---------------------------------------------------------------- backward
@@ -491,18 +630,22 @@ static void backward_rows(const BwdArgs& a, int64_t p, int64_t r0, int64_t r1) {
     const T* gout = static_cast<const T*>(a.gout);
     const T* ghT = static_cast<const T*>(a.ghT);
     const T* gcT = static_cast<const T*>(a.gcT);
-    T* dx = static_cast<T*>(a.dx);
-    T* dW = static_cast<T*>(a.dWp) + p * GH * ldi;
-    T* dU = static_cast<T*>(a.dUp) + p * GH * ldh;
-    T* db = static_cast<T*>(a.dbp) + p * GH;
-    T* dv = static_cast<T*>(a.dv);
     const bool gru_paper = a.unit == GRU && !a.reset_after;
     const bool sep_x = a.unit == GRU && a.reset_after;   // W-side gradient differs from the U-side one
     const bool defer = a.dG != nullptr;   // weight gradients after the loop (by the caller), from dG / dGx
     const bool inl = !defer;
+    const bool sparse = inl && (a.flags & 1) != 0;
+    T* dx = static_cast<T*>(a.dx);
+    T* dW = inl && !sparse ? static_cast<T*>(a.dWp) + p * GH * ldi : nullptr;
+    T* dWT = sparse ? static_cast<T*>(a.dWTp) + p * I * GH : nullptr;
+    T* dU = inl ? static_cast<T*>(a.dUp) + p * GH * ldh : nullptr;
+    T* db = inl ? static_cast<T*>(a.dbp) + p * GH : nullptr;
+    T* dv = static_cast<T*>(a.dvr);
     std::vector<T> dhb(n * ldh, T(0)), dhdb(n * ldh, T(0)), zero(H, T(0)), db_(inl ? n * GH : 0, T(0)),
-        dgxb(inl && sep_x ? n * GH : 0, T(0)), xpb(inl ? n * ldi : 0, T(0)), hpb(inl ? n * ldh : 0, T(0)),
-        dxb(inl && dx ? n * ldi : 0), drhb(gru_paper ? n * ldh : 0, T(0)), dcb(a.unit == LSTM ? n * H : 0, T(0));
+        dgxb(inl && sep_x ? n * GH : 0, T(0)), xpb(inl && !sparse ? n * ldi : 0, T(0)),
+        hpb(inl ? n * ldh : 0, T(0)), dxb(inl && dx ? n * ldi : 0), drhb(gru_paper ? n * ldh : 0, T(0)),
+        dcb(a.unit == LSTM ? n * H : 0, T(0));
+    std::vector<int32_t> idx(sparse ? I : 0);
     T *dh = dhb.data(), *dhd = dhdb.data(), *d = db_.data(), *dgx = sep_x ? dgxb.data() : d;
     T *xp = xpb.data(), *hpad = hpb.data(), *dxs = dxb.data(), *drh = drhb.data(), *dc = dcb.data();
     if (ghT)
@@ -514,9 +657,25 @@ static void backward_rows(const BwdArgs& a, int64_t p, int64_t r0, int64_t r1) {
             d = static_cast<T*>(a.dG) + (t * B + r0) * GH;
             dgx = sep_x ? static_cast<T*>(a.dGx) + (t * B + r0) * GH : d;
         }
-        for (int64_t i = 0; i < n; ++i) {
+        const uint8_t* mt = a.mask ? a.mask + t * B + r0 : nullptr;
+        int64_t lo, hi;
+        active_range(mt, n, lo, hi);
+        // rows outside [lo, hi) are padded at this step: dh passes through unchanged (nothing to do),
+        // no gate gradient (zeros where the caller or dx reads them)
+        auto inactive = [&](int64_t i) {
+            if (defer) {
+                std::memset(d + i * GH, 0, GH * sizeof(T));
+                if (sep_x) std::memset(dgx + i * GH, 0, GH * sizeof(T));
+            }
+            if (dx) std::memset(dx + t * a.sT + (r0 + i) * a.sB, 0, I * sizeof(T));
+        };
+        for (int64_t i = 0; i < lo; ++i) inactive(i);
+        for (int64_t i = hi; i < n; ++i) inactive(i);
+        if (lo >= hi) continue;
+        const int64_t m_ = hi - lo;
+        for (int64_t i = lo; i < hi; ++i) {
             const int64_t b = r0 + i, tb = t * B + b;
-            const bool m = a.mask ? a.mask[tb] != 0 : true;
+            const bool m = mt ? mt[i] != 0 : true;
             T* di = d + i * GH;
             T* dhr = dh + i * ldh;
             T* dd = dhd + i * ldh;
@@ -543,37 +702,48 @@ static void backward_rows(const BwdArgs& a, int64_t p, int64_t r0, int64_t r1) {
                 b_gru_1<T>(H, dhr, go, act + tb * GH, hp, di, dd);
             }
         }
+        T* dl = d + lo * GH;          // the active rows' gate gradients
+        T* dgl = dgx + lo * GH;
         if (gru_paper) {
             // d(r ⊙ h_{t-1}) = d_cand U_c, then the reset gate's gradient and the direct path
-            gemm<T>(n, ldh, H, d + 2 * H, GH, 1, Up + 2 * H * ldh, ldh, drh, ldh, nullptr, 0);
-            for (int64_t i = 0; i < n; ++i) {
+            gemm<T>(m_, ldh, H, dl + 2 * H, GH, 1, Up + 2 * H * ldh, ldh, drh + lo * ldh, ldh, nullptr, 0);
+            for (int64_t i = lo; i < hi; ++i) {
                 const int64_t tb = t * B + r0 + i;
-                if (a.mask && !a.mask[tb]) continue;
+                if (mt && !mt[i]) continue;
                 b_gru_2<T>(H, drh + i * ldh, act + tb * GH, Hs + tb * H, d + i * GH, dhd + i * ldh);
             }
         }
         // dh_{t-1} = direct part + d U   (the paper GRU: only the z, r blocks; U_c went through r ⊙ h)
-        gemm<T>(n, ldh, gru_paper ? 2 * H : GH, d, GH, 1, Up, ldh, dh, ldh, dhd, ldh);
+        gemm<T>(m_, ldh, gru_paper ? 2 * H : GH, dl, GH, 1, Up, ldh, dh + lo * ldh, ldh, dhd + lo * ldh, ldh);
         if (defer) continue;
-        // weight gradients of this step (rank-n updates of the per-chunk partial sums)
-        for (int64_t i = 0; i < n; ++i) {
-            std::memcpy(xp + i * ldi, x + t * a.sT + (r0 + i) * a.sB, I * sizeof(T));
+        // weight gradients of this step (rank-m updates of the per-chunk partial sums)
+        for (int64_t i = lo; i < hi; ++i) {
+            if (!sparse) std::memcpy(xp + i * ldi, x + t * a.sT + (r0 + i) * a.sB, I * sizeof(T));
             std::memcpy(hpad + i * ldh, Hs + (t * B + r0 + i) * H, H * sizeof(T));
             add_to<T>(GH, dgx + i * GH, db);
         }
-        gemm<T>(GH, ldi, n, dgx, 1, GH, xp, ldi, dW, ldi, dW, ldi);                   // dW += dgxᵀ x_t
-        if (gru_paper) {
-            gemm<T>(2 * H, ldh, n, d, 1, GH, hpad, ldh, dU, ldh, dU, ldh);            // [dU_z;dU_r] += dᵀ h
-            for (int64_t i = 0; i < n; ++i)
-                std::memcpy(hpad + i * ldh, aux + (t * B + r0 + i) * H, H * sizeof(T));
-            gemm<T>(H, ldh, n, d + 2 * H, 1, GH, hpad, ldh, dU + 2 * H * ldh, ldh, dU + 2 * H * ldh, ldh);
-            // dU_c += d_candᵀ (r ⊙ h)
+        if (sparse) {   // dW^T[k] += x_t[k] dgx over the nonzero k of each row, rows in order
+            for (int64_t i = lo; i < hi; ++i) {
+                const T* xr = x + t * a.sT + (r0 + i) * a.sB;
+                const int64_t c = nonzeros<T>(I, xr, idx.data());
+                for (int64_t q = 0; q < c; ++q)
+                    axpy_row<T>(GH, xr[idx[q]], dgx + i * GH, dWT + int64_t(idx[q]) * GH);
+            }
         } else {
-            gemm<T>(GH, ldh, n, d, 1, GH, hpad, ldh, dU, ldh, dU, ldh);               // dU += dᵀ h_{t-1}
+            gemm<T>(GH, ldi, m_, dgl, 1, GH, xp + lo * ldi, ldi, dW, ldi, dW, ldi);   // dW += dgxᵀ x_t
+        }
+        if (gru_paper) {
+            gemm<T>(2 * H, ldh, m_, dl, 1, GH, hpad + lo * ldh, ldh, dU, ldh, dU, ldh);   // [dU_z;dU_r] += dᵀ h
+            for (int64_t i = lo; i < hi; ++i)
+                std::memcpy(hpad + i * ldh, aux + (t * B + r0 + i) * H, H * sizeof(T));
+            gemm<T>(H, ldh, m_, dl + 2 * H, 1, GH, hpad + lo * ldh, ldh, dU + 2 * H * ldh, ldh, dU + 2 * H * ldh,
+                    ldh);   // dU_c += d_candᵀ (r ⊙ h)
+        } else {
+            gemm<T>(GH, ldh, m_, dl, 1, GH, hpad + lo * ldh, ldh, dU, ldh, dU, ldh);   // dU += dᵀ h_{t-1}
         }
         if (dx) {
-            gemm<T>(n, ldi, GH, dgx, GH, 1, Wp, ldi, dxs, ldi, nullptr, 0);           // dx_t = dgx W
-            for (int64_t i = 0; i < n; ++i)
+            gemm<T>(m_, ldi, GH, dgl, GH, 1, Wp, ldi, dxs + lo * ldi, ldi, nullptr, 0);   // dx_t = dgx W
+            for (int64_t i = lo; i < hi; ++i)
                 std::memcpy(dx + t * a.sT + (r0 + i) * a.sB, dxs + i * ldi, I * sizeof(T));
         }
     }
@@ -582,11 +752,335 @@ static void backward_rows(const BwdArgs& a, int64_t p, int64_t r0, int64_t r1) {
     if (a.unit == LSTM) std::memcpy(static_cast<T*>(a.dc0) + r0 * H, dc, n * H * sizeof(T));
 }
 
+// ---------------------------------------------------------------- Bernoulli read-out + NLL
+// The music head and its loss in one pass over blocks of valid (unpadded) steps, never materialising
+// the (B, T, O) logits: a = c + V h_t (micro-kernel GEMM), nll_t = Σ_o softplus(a_o) − y_o a_o with
+// softplus(a) = max(a, 0) + log(1 + e^-|a|); in float the log terms are multiplied lane-wise (each
+// factor in (1, 2], at most ceil(O/8) per lane) and 8 logs taken per step instead of O.
+// With P set (training) the forward also stores σ(a) − y of every valid step, and backward forms
+// da = g_t P, dh = da V, dV += daᵀ h, dc += Σ da (per-chunk partial sums); without P backward
+// recomputes a. Rows are (b, t), b-major; padded rows get nll 0 and dh 0 and cost nothing.
+struct BernArgs {
+    int64_t B, T, H, O;
+    int32_t nthreads, backward;
+    int32_t y_u8, pad_;       // y_u8: the targets are bytes (uint8), not T
+    const void* h;
+    int64_t hsB, hsT;         // h[b, t, :] at h + b*hsB + t*hsT (unit inner stride)
+    const void* V;            // (O, H) read-out weight, row-major
+    const void* c;            // (O) its bias
+    const void* y;
+    int64_t ysB, ysT;         // targets (unit inner stride)
+    const uint8_t* mask;      // (b, t) valid, or null: all valid
+    int64_t msB, msT;
+    void* nll;                // forward: (B, T) contiguous per-step NLL
+    void* P;                  // (B*T, O) σ(a) − y of valid rows (row q = b*T + t): written by the
+                              // forward if set, then read by the backward instead of recomputing a
+    const void* g;            // backward: dL/dnll_t
+    int64_t gsB, gsT;
+    void* dh;                 // backward: dL/dh, like h (strides dsB, dsT)
+    int64_t dsB, dsT;
+    void* dV;                 // backward: (O, H), (O)
+    void* dc;
+    // internal
+    const void* VT;           // V^T (H, ldo), columns zero-padded; cp (ldo) the padded bias
+    const void* cp;
+    int64_t ldo;
+    const void* Vp;           // V (O, ldh), columns zero-padded (backward)
+    int64_t ldh;
+    void* dVp;                // (P, O, ldh), (P, ldo) per-chunk partial sums
+    void* dcp;
+};
+
+constexpr int BL = 8;   // lanes of the per-step sums
+
+// forward terms of one step: lin[o] = max(a, 0) − y a, fac[o] = 1 + e^-|a| (float) or the whole
+// log term (double: log1p, exact enough for gradcheck); optionally p[o] = σ(a) − y
+template <typename Y>
+static inline void b_nll_terms(int64_t O, const float* __restrict a, const Y* __restrict y, float* __restrict lin,
+                               float* __restrict fac, float* __restrict p) {
+    for (int64_t o = 0; o < O; ++o) {
+        const float x = a[o];
+        const float z = fexp(-std::fabs(x));
+        const float yo = static_cast<float>(y[o]);
+        lin[o] = std::max(x, 0.0f) - yo * x;
+        fac[o] = 1.0f + z;
+        if (p) p[o] = (x >= 0.0f ? 1.0f : z) / (1.0f + z) - yo;
+    }
+}
+template <typename Y>
+static inline void b_nll_terms(int64_t O, const double* __restrict a, const Y* __restrict y,
+                               double* __restrict lin, double* __restrict fac, double* __restrict p) {
+    for (int64_t o = 0; o < O; ++o) {
+        const double x = a[o];
+        const double z = std::exp(-std::fabs(x));
+        const double yo = static_cast<double>(y[o]);
+        lin[o] = std::max(x, 0.0) - yo * x + std::log1p(z);
+        fac[o] = 1.0;
+        if (p) p[o] = (x >= 0.0 ? 1.0 : z) / (1.0 + z) - yo;
+    }
+}
+static inline float log_(float x) { return flog(x); }
+static inline double log_(double x) { return std::log(x); }
+
+template <typename T>
+static inline T b_nll_sum(int64_t ldo, const T* __restrict lin, const T* __restrict fac) {
+    T sl[BL] = {}, pf[BL];
+    for (int l = 0; l < BL; ++l) pf[l] = T(1);
+    for (int64_t o0 = 0; o0 < ldo; o0 += BL)   // ldo is a multiple of NB, hence of BL
+        for (int l = 0; l < BL; ++l) {
+            sl[l] += lin[o0 + l];
+            pf[l] *= fac[o0 + l];
+        }
+    T s = T(0);
+    for (int l = 0; l < BL; ++l) s += sl[l] + log_(pf[l]);
+    return s;
+}
+
+template <typename T, typename Y>
+static void b_nll_grad(int64_t O, T g, T* __restrict a, const Y* __restrict y) {   // a -> da, in place
+    for (int64_t o = 0; o < O; ++o) a[o] = g * (sigm(a[o]) - static_cast<T>(y[o]));
+}
+template <typename T>
+static void scale_row(int64_t O, T g, const T* __restrict p, T* __restrict da) {
+    for (int64_t o = 0; o < O; ++o) da[o] = g * p[o];
+}
+
+template <typename T, typename Y>
+static void bern_rows(const BernArgs& a, int64_t p, int64_t q0, int64_t q1) {
+    constexpr int64_t RB = 48;   // valid rows per block
+    const int64_t Tn = a.T, H = a.H, O = a.O, ldo = a.ldo, ldh = a.ldh;
+    const bool bwd = a.backward != 0;
+    const T* h = static_cast<const T*>(a.h);
+    const T* VT = static_cast<const T*>(a.VT);
+    const T* c = static_cast<const T*>(a.cp);
+    const T* Vp = static_cast<const T*>(a.Vp);
+    const Y* y = static_cast<const Y*>(a.y);
+    const T* g = static_cast<const T*>(a.g);
+    T* nll = static_cast<T*>(a.nll);
+    T* dh = static_cast<T*>(a.dh);
+    T* P = static_cast<T*>(a.P);
+    T* dV = bwd ? static_cast<T*>(a.dVp) + p * O * ldh : nullptr;
+    T* dc = bwd ? static_cast<T*>(a.dcp) + p * ldo : nullptr;
+    std::vector<T> hbuf(RB * ldh, T(0)), abuf(RB * ldo, T(0)), lin(ldo, T(0)), fac(ldo, T(1)),
+        dhbuf(bwd ? RB * ldh : 0);
+    int64_t rows[RB];
+    int64_t nr = 0;
+    auto flush = [&] {
+        const bool recompute = !bwd || P == nullptr;
+        if (recompute || bwd) {
+            for (int64_t r = 0; r < nr; ++r) {
+                const int64_t b = rows[r] / Tn, t = rows[r] % Tn;
+                std::memcpy(hbuf.data() + r * ldh, h + b * a.hsB + t * a.hsT, H * sizeof(T));
+            }
+        }
+        if (recompute)
+            gemm<T>(nr, ldo, H, hbuf.data(), ldh, 1, VT, ldo, abuf.data(), ldo, c, 0);   // a = c + h V^T
+        if (!bwd) {
+            for (int64_t r = 0; r < nr; ++r) {
+                const int64_t b = rows[r] / Tn, t = rows[r] % Tn;
+                b_nll_terms(O, abuf.data() + r * ldo, y + b * a.ysB + t * a.ysT, lin.data(), fac.data(),
+                            P ? P + rows[r] * O : nullptr);
+                nll[rows[r]] = b_nll_sum<T>(ldo, lin.data(), fac.data());
+            }
+            nr = 0;
+            return;
+        }
+        for (int64_t r = 0; r < nr; ++r) {
+            const int64_t b = rows[r] / Tn, t = rows[r] % Tn;
+            T* da = abuf.data() + r * ldo;
+            const T gr = g[b * a.gsB + t * a.gsT];
+            if (P) scale_row<T>(O, gr, P + rows[r] * O, da);
+            else b_nll_grad<T, Y>(O, gr, da, y + b * a.ysB + t * a.ysT);
+            add_to<T>(O, da, dc);
+        }
+        gemm<T>(nr, ldh, O, abuf.data(), ldo, 1, Vp, ldh, dhbuf.data(), ldh, nullptr, 0);   // dh = da V
+        gemm<T>(O, ldh, nr, abuf.data(), 1, ldo, hbuf.data(), ldh, dV, ldh, dV, ldh);       // dV += daᵀ h
+        for (int64_t r = 0; r < nr; ++r) {
+            const int64_t b = rows[r] / Tn, t = rows[r] % Tn;
+            std::memcpy(dh + b * a.dsB + t * a.dsT, dhbuf.data() + r * ldh, H * sizeof(T));
+        }
+        nr = 0;
+    };
+    for (int64_t q = q0; q < q1; ++q) {
+        const int64_t b = q / Tn, t = q % Tn;
+        if (a.mask && !a.mask[b * a.msB + t * a.msT]) {
+            if (bwd) std::memset(dh + b * a.dsB + t * a.dsT, 0, H * sizeof(T));
+            else nll[q] = T(0);
+            continue;
+        }
+        rows[nr++] = q;
+        if (nr == RB) flush();
+    }
+    if (nr) flush();
+}
+
+// ---------------------------------------------------------------- drivers (operands, reduction)
+static inline int gates(int32_t unit) { return unit == LSTM ? 4 : (unit == GRU ? 3 : 1); }
+
+// dst (rows x ld) = src (rows x cols, row-major) with zero-padded columns
+template <typename T>
+static void pad_cols(std::vector<T>& dst, const T* src, int64_t rows, int64_t cols, int64_t ld) {
+    dst.assign(rows * ld, T(0));
+    for (int64_t r = 0; r < rows; ++r) std::memcpy(dst.data() + r * ld, src + r * cols, cols * sizeof(T));
+}
+
+// dst[j * ld + off + g] = src[g * cols + j] (g < rows, j < cols): a transposed block into a padded matrix
+template <typename T>
+static void put_transposed(T* dst, int64_t ld, int64_t off, const T* src, int64_t rows, int64_t cols) {
+    for (int64_t g = 0; g < rows; ++g)
+        for (int64_t j = 0; j < cols; ++j) dst[j * ld + off + g] = src[g * cols + j];
+}
+
+template <typename T>
+struct FwdOps { std::vector<T> WT, bx, UT; };
+
+// W^T (I, ldx) and the bias (ldx), padded to ldx = pad(G*H); U^T (H, ldu), padded (the paper GRU:
+// [U_z;U_r]^T in [0, 2H), U_c^T from off2, for its separate U_c (r ⊙ h) GEMM)
+template <typename T>
+static void prep_forward(FwdArgs& a, FwdOps<T>& o) {
+    const int64_t H = a.H, I = a.I, GH = gates(a.unit) * H;
+    const T* W = static_cast<const T*>(a.W);
+    const T* U = static_cast<const T*>(a.U);
+    a.ldx = padn(GH);
+    o.WT.assign(I * a.ldx, T(0));
+    put_transposed<T>(o.WT.data(), a.ldx, 0, W, GH, I);
+    pad_cols<T>(o.bx, static_cast<const T*>(a.b), 1, GH, a.ldx);
+    if (a.unit == GRU && !a.reset_after) {
+        const int64_t n1 = padn(2 * H);
+        a.ldu = n1 + padn(H);
+        a.off2 = n1;
+        o.UT.assign(H * a.ldu, T(0));
+        put_transposed<T>(o.UT.data(), a.ldu, 0, U, 2 * H, H);
+        put_transposed<T>(o.UT.data(), a.ldu, n1, U + 2 * H * H, H, H);
+    } else {
+        a.ldu = padn(GH);
+        a.off2 = 0;
+        o.UT.assign(H * a.ldu, T(0));
+        put_transposed<T>(o.UT.data(), a.ldu, 0, U, GH, H);
+    }
+    a.WT = o.WT.data();
+    a.bx = o.bx.data();
+    a.UT = o.UT.data();
+}
+
+template <typename T>
+static void forward_all(const FwdArgs* a0, int64_t K) {
+    std::vector<FwdArgs> a(a0, a0 + K);
+    std::vector<FwdOps<T>> ops(K);
+    for (int64_t k = 0; k < K; ++k) prep_forward<T>(a[k], ops[k]);
+    run_items(K, a[0].B, a[0].nthreads, [&](int64_t k, int64_t, int64_t r0, int64_t r1) { forward_rows<T>(a[k], r0, r1); });
+}
+
+template <typename T>
+struct BwdOps { std::vector<T> Wp, Up, dWp, dUp, dbp, dWTp, dvr; };
+
+template <typename T>
+static void backward_all(const BwdArgs* a0, int64_t K) {
+    std::vector<BwdArgs> a(a0, a0 + K);
+    std::vector<BwdOps<T>> ops(K);
+    const int64_t B = a[0].B, H = a[0].H, I = a[0].I, GH = gates(a[0].unit) * H;
+    const int64_t P = num_chunks(B, a[0].nthreads), ldi = padn(I), ldh = padn(H);
+    for (int64_t k = 0; k < K; ++k) {
+        BwdArgs& x = a[k];
+        BwdOps<T>& o = ops[k];
+        const bool defer = x.dG != nullptr, sparse = !defer && (x.flags & 1);
+        pad_cols<T>(o.Wp, static_cast<const T*>(x.W), GH, I, ldi);
+        pad_cols<T>(o.Up, static_cast<const T*>(x.U), GH, H, ldh);
+        x.Wp = o.Wp.data(); x.ldi = ldi;
+        x.Up = o.Up.data(); x.ldh = ldh;
+        if (!defer) {
+            if (sparse) o.dWTp.assign(P * I * GH, T(0));
+            else o.dWp.assign(P * GH * ldi, T(0));
+            o.dUp.assign(P * GH * ldh, T(0));
+            o.dbp.assign(P * GH, T(0));
+            x.dWp = o.dWp.data(); x.dWTp = o.dWTp.data(); x.dUp = o.dUp.data(); x.dbp = o.dbp.data();
+        }
+        if (x.dv) {
+            o.dvr.assign(B * 3 * H, T(0));
+            x.dvr = o.dvr.data();
+        }
+    }
+    run_items(K, B, a[0].nthreads, [&](int64_t k, int64_t p, int64_t r0, int64_t r1) { backward_rows<T>(a[k], p, r0, r1); });
+    // the partial sums, added in chunk order (rows in order for the peepholes)
+    for (int64_t k = 0; k < K; ++k) {
+        const BwdArgs& x = a[k];
+        const BwdOps<T>& o = ops[k];
+        if (x.dG == nullptr) {
+            T* dW = static_cast<T*>(x.dW);
+            T* dU = static_cast<T*>(x.dU);
+            T* db = static_cast<T*>(x.db);
+            const bool sparse = (x.flags & 1) != 0;
+            for (int64_t g = 0; g < GH; ++g) {
+                for (int64_t i = 0; i < I; ++i) {
+                    T s = sparse ? o.dWTp[i * GH + g] : o.dWp[g * ldi + i];
+                    for (int64_t p = 1; p < P; ++p) s += sparse ? o.dWTp[(p * I + i) * GH + g] : o.dWp[(p * GH + g) * ldi + i];
+                    dW[g * I + i] = s;
+                }
+                for (int64_t j = 0; j < H; ++j) {
+                    T s = o.dUp[g * ldh + j];
+                    for (int64_t p = 1; p < P; ++p) s += o.dUp[(p * GH + g) * ldh + j];
+                    dU[g * H + j] = s;
+                }
+                T s = o.dbp[g];
+                for (int64_t p = 1; p < P; ++p) s += o.dbp[p * GH + g];
+                db[g] = s;
+            }
+        }
+        if (x.dv) {
+            T* dv = static_cast<T*>(x.dv);
+            for (int64_t j = 0; j < 3 * H; ++j) {
+                T s = o.dvr[j];
+                for (int64_t b = 1; b < B; ++b) s += o.dvr[b * 3 * H + j];
+                dv[j] = s;
+            }
+        }
+    }
+}
+
+template <typename T>
+static void bernoulli_all(const BernArgs& a0) {
+    BernArgs a = a0;
+    const int64_t H = a.H, O = a.O, N = a.B * a.T, P = num_chunks(N, a.nthreads);
+    const bool bwd = a.backward != 0;
+    a.ldo = padn(O);
+    a.ldh = padn(H);
+    std::vector<T> VT(H * a.ldo, T(0)), cp, Vp, dVp, dcp;
+    put_transposed<T>(VT.data(), a.ldo, 0, static_cast<const T*>(a.V), O, H);
+    pad_cols<T>(cp, static_cast<const T*>(a.c), 1, O, a.ldo);
+    a.VT = VT.data();
+    a.cp = cp.data();
+    if (bwd) {
+        pad_cols<T>(Vp, static_cast<const T*>(a.V), O, H, a.ldh);
+        dVp.assign(P * O * a.ldh, T(0));
+        dcp.assign(P * a.ldo, T(0));
+        a.Vp = Vp.data();
+        a.dVp = dVp.data();
+        a.dcp = dcp.data();
+    }
+    if (a.y_u8)
+        run_items(1, N, a.nthreads, [&](int64_t, int64_t p, int64_t q0, int64_t q1) { bern_rows<T, uint8_t>(a, p, q0, q1); });
+    else
+        run_items(1, N, a.nthreads, [&](int64_t, int64_t p, int64_t q0, int64_t q1) { bern_rows<T, T>(a, p, q0, q1); });
+    if (!bwd) return;
+    T* dV = static_cast<T*>(a.dV);
+    T* dc = static_cast<T*>(a.dc);
+    for (int64_t o = 0; o < O; ++o) {
+        for (int64_t j = 0; j < H; ++j) {
+            T s = dVp[o * a.ldh + j];
+            for (int64_t p = 1; p < P; ++p) s += dVp[(p * O + o) * a.ldh + j];
+            dV[o * H + j] = s;
+        }
+        T s = dcp[o];
+        for (int64_t p = 1; p < P; ++p) s += dcp[p * a.ldo + o];
+        dc[o] = s;
+    }
+}
+
 }  // namespace
 
 extern "C" {
 
-int gr_abi_version() { return 4; }
+int gr_abi_version() { return 5; }
 
 // number of row chunks per model (= partial-sum slots per model) the loops use
 int64_t gr_num_parts(int64_t B, int64_t nthreads) { return num_chunks(B, nthreads); }
@@ -595,18 +1089,21 @@ void gr_set_chunks_per_thread(int64_t c) { g_chunks_per_thread = std::max<int64_
 
 // a: K argument blocks (one per model, same shapes), all run in one parallel region
 int gr_forward(const FwdArgs* a, int64_t K, int is_double) {
-    if (is_double)
-        run_items(K, a->B, a->nthreads, [&](int64_t k, int64_t, int64_t r0, int64_t r1) { forward_rows<double>(a[k], r0, r1); });
-    else
-        run_items(K, a->B, a->nthreads, [&](int64_t k, int64_t, int64_t r0, int64_t r1) { forward_rows<float>(a[k], r0, r1); });
+    if (is_double) forward_all<double>(a, K);
+    else forward_all<float>(a, K);
     return 0;
 }
 
 int gr_backward(const BwdArgs* a, int64_t K, int is_double) {
-    if (is_double)
-        run_items(K, a->B, a->nthreads, [&](int64_t k, int64_t p, int64_t r0, int64_t r1) { backward_rows<double>(a[k], p, r0, r1); });
-    else
-        run_items(K, a->B, a->nthreads, [&](int64_t k, int64_t p, int64_t r0, int64_t r1) { backward_rows<float>(a[k], p, r0, r1); });
+    if (is_double) backward_all<double>(a, K);
+    else backward_all<float>(a, K);
+    return 0;
+}
+
+// the Bernoulli read-out + NLL over B*T rows (forward or backward, see BernArgs)
+int gr_bernoulli(const BernArgs* a, int is_double) {
+    if (is_double) bernoulli_all<double>(*a);
+    else bernoulli_all<float>(*a);
     return 0;
 }
 

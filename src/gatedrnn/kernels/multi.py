@@ -169,6 +169,11 @@ class StackedUnit(nn.Module):
                 is_lstm = self.unit_name == "lstm"
                 h0, c0 = state if is_lstm else (state, None)
                 peep = self.peephole is not None
+                if not kernels.needs_grad([xt, h0, c0, W, U, self.bias, self.peephole]):
+                    out, hT, cT = kernels.inference(code, bool(getattr(self.template, "reset_after", False)), peep,
+                                                    xt, h0, c0, W, U, self.bias, self.peephole if peep else None,
+                                                    mask)
+                    return out, ((hT, cT) if is_lstm else hT)
                 out, hT, cT = FusedRecurrence.apply(code, bool(getattr(self.template, "reset_after", False)), peep,
                                                     xt, h0, c0, W, U, self.bias, self.peephole if peep else None,
                                                     mask)
