@@ -16,6 +16,7 @@ For every (dataset, unit) whose full search is finished in RESULTS_DIR this repl
     python benchmarks/halving_agreement.py results/paper --datasets jsb,nottingham \\
         --out benchmarks/results/halving_agreement
     python benchmarks/halving_agreement.py results/paper --compare /tmp/halving-jsb   # a real halving study
+    python benchmarks/halving_agreement.py results/paper --sensitivity "25,50,100,200;10,20,40,80" --eta-list 2,3
 
 --compare DIR also checks a halving study that really ran: its recorded decisions (store meta 'halving')
 against the replay on its own histories and on RESULTS_DIR's, and its halted runs' histories against the
@@ -200,7 +201,8 @@ def compare_study(halving_dir: Path, full_dir: Path | None = None) -> list[dict]
 
         mine = [own(halving_dir / "runs" / s.run_id) for s in specs]
         d_own = halving_decide(mine, lrs, cell_rungs, study.halving_eta)
-        row = {"dataset": dataset, "unit": unit, "recorded_lr": rec.get("selected_lr"),
+        row = {"study": str(halving_dir), "rungs": cell_rungs, "dataset": dataset, "unit": unit,
+               "recorded_lr": rec.get("selected_lr"),
                "recorded_kept": [t["kept"] for t in rec["trace"]],
                "replay_own_lr": (d_own["selected"] or {}).get("lr") if d_own["done"] else "unfinished",
                "replay_own_kept": [t["kept"] for t in d_own["trace"]]}
@@ -238,7 +240,31 @@ def _f(x, d=3):
     return "–" if x is None else f"{x:.{d}f}"
 
 
-def markdown(rows: list[dict], notes: list[str], source: str, comparisons: list[dict] | None = None) -> str:
+def sensitivity(results_dir: Path, schedules: list[list[int] | None], etas: list[int],
+                datasets: list[str] | None = None) -> list[dict]:
+    """Agreement and cost of other rung schedules on the same histories (one row per schedule and eta)."""
+    out = []
+    for rungs in schedules:
+        for eta in etas:
+            rows, _ = replay(results_dir, datasets, rungs, eta)
+            if not rows:
+                continue
+            fe = sum(r["full"]["search_epochs"] for r in rows)
+            he = sum(r["halving"]["search_epochs"] for r in rows)
+            tot_f = sum(r["full"]["search_epochs"] + (r["full"]["extra_epochs"] or 0) for r in rows)
+            tot_h = sum(r["halving"]["search_epochs"] + (r["halving"]["extra_epochs"] or 0) for r in rows)
+            dv = [r["halving"]["valid_seed0"] - r["full"]["valid_seed0"] for r in rows]
+            dt = [r["halving"]["test_seed0"] - r["full"]["test_seed0"] for r in rows]
+            out.append({"rungs": "default" if rungs is None else ",".join(map(str, rungs)),
+                        "resolved": sorted({tuple(r["rungs"]) for r in rows}), "eta": eta, "cells": len(rows),
+                        "same_lr": sum(r["same_lr"] for r in rows), "search_epoch_ratio": he / fe,
+                        "study_epoch_ratio": tot_h / tot_f, "max_valid_loss": max(dv), "max_test_loss": max(dt),
+                        "mean_test_diff": sum(dt) / len(dt)})
+    return out
+
+
+def markdown(rows: list[dict], notes: list[str], source: str, comparisons: list[dict] | None = None,
+             sens: list[dict] | None = None, remarks: list[str] | None = None) -> str:
     lines = [f"# Successive halving vs the full learning-rate search ({source})", "",
              "Replayed exactly from the full search's per-epoch validation NLLs (`benchmarks/halving_agreement.py`; "
              "training is deterministic and a halted run is the full run paused, so no retraining is needed). "
@@ -277,17 +303,29 @@ def markdown(rows: list[dict], notes: list[str], source: str, comparisons: list[
     for r in rows:
         steps = "; ".join(f"epoch {t['rung']}: keep {', '.join(f'{x:.4g}' for x in t['kept'])}" for t in r["trace"])
         lines.append(f"- {r['dataset']}/{r['unit']}: {steps}")
+    if sens:
+        lines += ["", "Other rung schedules on the same histories (seed-0 numbers; 'study' = search + the selected "
+                      "configuration's other seeds):", "",
+                  "| rungs | eta | same lr | search epochs ratio | study epochs ratio | worst valid loss (s0) | "
+                  "worst test loss (s0) | mean test diff (s0) |", "|---|---|---|---|---|---|---|---|"]
+        for t in sens:
+            lines.append(f"| {t['rungs']} ({'; '.join(','.join(map(str, r)) for r in t['resolved'])}) | {t['eta']} | "
+                         f"{t['same_lr']}/{t['cells']} | {t['search_epoch_ratio']:.2f} | {t['study_epoch_ratio']:.2f} | "
+                         f"{t['max_valid_loss']:+.3f} | {t['max_test_loss']:+.3f} | {t['mean_test_diff']:+.3f} |")
     if comparisons:
-        lines += ["", "A real halving study against the replay:", "",
-                  "| dataset | unit | recorded lr | replay on its own histories | replay on the full study's | "
-                  "decisions equal | history epochs identical / compared |", "|---|---|---|---|---|---|---|"]
+        lines += ["", "Real halving studies against the replay (decisions = the rungs' kept sets and the selected lr; "
+                      "histories: the runs' per-epoch train and valid NLL against the same run ids in the full study):",
+                  "", "| study | rungs | dataset | unit | recorded lr | replay on its own histories | "
+                  "replay on the full study's | decisions equal | history epochs identical / compared |",
+                  "|---|---|---|---|---|---|---|---|---|"]
         for c in comparisons:
-            lines.append(f"| {c['dataset']} | {c['unit']} | {c['recorded_lr']:.4g} | {c['replay_own_lr']} | "
+            lines.append(f"| {c.get('study', '')} | {','.join(map(str, c.get('rungs', [])))} | "
+                         f"{c['dataset']} | {c['unit']} | {c['recorded_lr']:.4g} | {c['replay_own_lr']} | "
                          f"{c.get('replay_full_lr', '–')} | own: {'yes' if c['own_agrees'] else 'NO'}, full: "
                          f"{ {True: 'yes', False: 'NO', None: '–'}[c.get('full_agrees')] } | "
                          f"{c.get('history_epochs_identical', '–')} / {c.get('history_epochs_compared', '–')} |")
-    if notes:
-        lines += ["", *[f"- {n}" for n in notes]]
+    if notes or remarks:
+        lines += ["", "Notes:", "", *[f"- {n}" for n in [*(remarks or []), *notes]]]
     return "\n".join(lines) + "\n"
 
 
@@ -297,19 +335,28 @@ def main(argv=None) -> int:
     ap.add_argument("--datasets", help="comma-separated subset")
     ap.add_argument("--rungs", help="comma-separated rung epochs (default: the study's default for its epochs)")
     ap.add_argument("--eta", type=int, default=2)
-    ap.add_argument("--compare", type=Path, help="a halving study's results directory to check against the replay")
+    ap.add_argument("--compare", type=Path, action="append",
+                    help="a halving study's results directory to check against the replay (repeatable)")
+    ap.add_argument("--sensitivity", help="other rung schedules to replay, ';'-separated (e.g. '25,50,100,200;50,100')")
+    ap.add_argument("--eta-list", default="2", help="etas for --sensitivity (comma-separated)")
+    ap.add_argument("--note", action="append", default=[], help="a remark for the Notes of the markdown (repeatable)")
     ap.add_argument("--out", type=Path, help="write OUT.md and OUT.json (else print the markdown)")
     a = ap.parse_args(argv)
     rungs = [int(x) for x in a.rungs.split(",")] if a.rungs else None
     datasets = a.datasets.split(",") if a.datasets else None
     rows, notes = replay(a.results_dir, datasets, rungs, a.eta)
-    comparisons = compare_study(a.compare, a.results_dir) if a.compare else None
-    md = markdown(rows, notes, str(a.results_dir), comparisons)
+    comparisons = [c for d in a.compare for c in compare_study(d, a.results_dir)] if a.compare else None
+    sens = None
+    if a.sensitivity:
+        schedules = [None, *[[int(x) for x in sch.split(",")] for sch in a.sensitivity.split(";") if sch.strip()]]
+        sens = sensitivity(a.results_dir, schedules, [int(e) for e in a.eta_list.split(",")], datasets)
+    md = markdown(rows, notes, str(a.results_dir), comparisons, sens, a.note)
     if a.out:
         a.out.parent.mkdir(parents=True, exist_ok=True)
         a.out.with_suffix(".md").write_text(md)
         a.out.with_suffix(".json").write_text(json.dumps({"source": str(a.results_dir), "cells": rows,
-                                                          "notes": notes, "comparisons": comparisons},
+                                                          "notes": notes, "comparisons": comparisons,
+                                                          "sensitivity": sens, "remarks": a.note},
                                                          indent=2, default=str) + "\n")
         print(f"wrote {a.out.with_suffix('.md')} and .json", file=sys.stderr)
     else:
