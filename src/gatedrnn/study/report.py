@@ -20,7 +20,7 @@ import platform
 import time
 from pathlib import Path
 
-from .grid import OK_STATUSES, Grid, StudyConfig, select_lr
+from .grid import OK_STATUSES, Grid, StudyConfig
 from .stats import holm, mean_ci, paired_t
 from .store import Store
 
@@ -91,8 +91,8 @@ def collect(out_dir: str | Path) -> dict:
                            "status": r["status"] if r else "missing",
                            "valid_nll": r["valid_nll"] if r else None, "test_nll": r["test_nll"] if r else None,
                            "train_nll": r["train_nll"] if r else None})
-        complete = all(s["status"] in (*OK_STATUSES, "diverged", "failed") for s in search)
-        chosen = select_lr(search) if complete else None
+        # full: every candidate finished, the lowest validation NLL; halving: the survivor of the rungs
+        complete, chosen = grid.search_outcome(dataset, unit, rows)
         seeds = []
         if chosen is not None:
             for spec in grid.seed_specs(dataset, unit, chosen["lr"]):
@@ -502,13 +502,19 @@ def write_html(data, out: Path, t1_md: str, t2_md: str, figs: dict, lr_rows: lis
     parts.append(_md_to_html_tables(t1_md))
     # protocol
     proto = study.model_dump()
+    halving = ""
+    if study.search == "halving":
+        rungs = "; ".join(f"{d}: {', '.join(map(str, data['grid'].rungs(d))) or 'none'}"
+                          for d in data["grid"].datasets)
+        halving = (f", by successive halving: every candidate starts, the better 1/{study.halving_eta} by the best "
+                   f"validation NLL so far go on at each rung (epochs {rungs}), the survivor trains to the end")
     parts.append("<h2>Protocol actually used</h2>")
     parts.append("<ul>"
                  f"<li>datasets: {', '.join(data['grid'].datasets)}; units: {', '.join(study.units)}</li>"
                  f"<li>learning-rate candidates ({study.lr_candidates}, log base {study.lr_base} of "
                  f"U({study.lr_low:g}, {study.lr_high:g}), {study.lr_draw} draw, seed {study.lr_seed}): "
                  f"{', '.join(f'{x:.3g}' for x in data['grid'].lrs)}</li>"
-                 f"<li>selection: lowest validation NLL of the seed-{study.search_seed} run; then seeds "
+                 f"<li>selection: lowest validation NLL of the seed-{study.search_seed} run{halving}; then seeds "
                  f"{study.seed_list()}</li>"
                  f"<li>training fields shared by every run: <code>{html.escape(json.dumps(study.train, sort_keys=True))}</code>; "
                  "everything else: the defaults of <code>gatedrnn.train.TrainConfig</code> (each run's full config "
