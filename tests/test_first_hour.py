@@ -122,6 +122,7 @@ def test_missing_data_is_one_line_for_every_command_that_reads_data(tiny_run, tm
         (["sample", str(tiny_run), "--prime", "4", "--data-dir", str(empty), "--out", str(tmp_path / "s.mid")],
          "JSB"),
         (["data", "stats", "jsb"], "JSB"),
+        (["reproduce", "--budget", "smoke", "--datasets", "jsb", "--out", str(tmp_path / "study")], "JSB"),
         (["train", "--dataset", f"wav:{empty}", "--epochs", "1", "--out", str(tmp_path / "w")], str(empty)),
     ]
     for args, needle in cases:

@@ -166,6 +166,13 @@ def cmd_reproduce(args) -> int:
         print("gatedrnn: error: --scheduler needs dask[distributed]: pip install 'gatedrnn[dask]' (or drop "
               "--scheduler to use local processes)", file=sys.stderr)
         return 2
+    if not args.scheduler:
+        # Every dataset readable here before any run starts: a missing file is one line (exit 2), not a
+        # sweep of failed runs. (With --scheduler the workers read the data, possibly from their own disks.)
+        from ..data import load_dataset
+        from .grid import Grid
+        for dataset in Grid(study).datasets:
+            load_dataset(dataset, study.data_dir, fmt=study.train_fields(dataset).get("data_format", "auto"))
     res = run_study(study, out, jobs=args.jobs, scheduler=args.scheduler, threads=args.threads,
                     progress=not args.no_progress, lease_seconds=args.lease_seconds,
                     build_report=not args.no_report, log=lambda m: print(m, file=sys.stderr))
