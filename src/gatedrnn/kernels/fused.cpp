@@ -38,6 +38,10 @@
 #include <thread>
 #include <algorithm>
 #include <atomic>
+#include <type_traits>
+#if defined(__AVX2__)
+#include <immintrin.h>
+#endif
 
 namespace {
 
@@ -470,10 +474,28 @@ static inline void active_range(const uint8_t* m, int64_t n, int64_t& lo, int64_
 // Sparse input projection: gx = b + x W^T over the nonzero entries of each x row only (music inputs
 // are piano rolls, ~4 of 88 keys on). The nonzero k are taken in ascending order with the same
 // multiply-add as the dense micro-kernel, whose skipped terms add exactly zero: same sums.
+// idx[0..c) = the k < I with x[k] != 0, ascending; returns c. Vector compares + bit scans where the
+// target has them (a scalar scan of an 88-wide row cost more than the sparse products it feeds).
 template <typename X>
 static inline __attribute__((always_inline)) int64_t nonzeros(int64_t I, const X* __restrict x, int32_t* __restrict idx) {
-    int64_t c = 0;
-    for (int64_t k = 0; k < I; ++k) {   // branch-free compaction
+    int64_t c = 0, k = 0;
+#if defined(__AVX2__)
+    if constexpr (std::is_same_v<X, float>) {
+        const __m256 z = _mm256_setzero_ps();
+        for (; k + 8 <= I; k += 8) {
+            unsigned m = static_cast<unsigned>(_mm256_movemask_ps(_mm256_cmp_ps(_mm256_loadu_ps(x + k), z, _CMP_NEQ_UQ)));
+            for (; m; m &= m - 1) idx[c++] = static_cast<int32_t>(k + __builtin_ctz(m));
+        }
+    } else if constexpr (std::is_same_v<X, uint8_t>) {
+        const __m256i z = _mm256_setzero_si256();
+        for (; k + 32 <= I; k += 32) {
+            const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + k));
+            unsigned m = ~static_cast<unsigned>(_mm256_movemask_epi8(_mm256_cmpeq_epi8(v, z)));
+            for (; m; m &= m - 1) idx[c++] = static_cast<int32_t>(k + __builtin_ctz(m));
+        }
+    }
+#endif
+    for (; k < I; ++k) {   // branch-free compaction
         idx[c] = static_cast<int32_t>(k);
         c += x[k] != X(0);
     }
@@ -494,6 +516,15 @@ static void sparse_gx(int64_t n, int64_t I, const X* x, int64_t sB, const T* WT,
         std::memcpy(g, bx, ldx * sizeof(T));
         const int64_t c = nonzeros<X>(I, xr, idx);
         for (int64_t q = 0; q < c; ++q) axpy_row<T>(ldx, T(xr[idx[q]]), WT + int64_t(idx[q]) * ldx, g);
+    }
+}
+
+// software prefetch of n rows (row stride `stride` elements of p's type, `bytes` each)
+template <typename P>
+static inline void prefetch_rows(const P* p, int64_t n, int64_t stride, int64_t bytes) {
+    for (int64_t i = 0; i < n; ++i) {
+        const char* r = reinterpret_cast<const char*>(p + i * stride);
+        for (int64_t o = 0; o < bytes; o += 64) __builtin_prefetch(r + o);
     }
 }
 
@@ -533,7 +564,11 @@ static void forward_rows(const FwdArgs& a, int64_t r0, int64_t r1) {
     const bool gru_paper = a.unit == GRU && !a.reset_after;
     const int64_t N1 = gru_paper ? padn(2 * H) : padn(GH);
 
+    const int64_t xbytes = I * (xu8 ? 1 : int64_t(sizeof(T)));
     for (int64_t t = 0; t < Tn; ++t) {
+        if (t + 1 < Tn)   // the next step's input rows (batch-first x: one row per sequence, far apart)
+            prefetch_rows(static_cast<const char*>(a.x) + ((t + 1) * a.sT + r0 * a.sB) * (xu8 ? 1 : sizeof(T)), n,
+                          a.sB * (xu8 ? 1 : int64_t(sizeof(T))), xbytes);
         // this step's rows r0.. of every sequence buffer (row stride H, resp. GH)
         T* hp = infer ? hb.data() + (t & 1) * n * H : Hs + (t * B + r0) * H;          // h_{t-1}
         T* hn = infer ? hb.data() + ((t + 1) & 1) * n * H : Hs + ((t + 1) * B + r0) * H;  // h_t
@@ -653,6 +688,7 @@ static void backward_rows(const BwdArgs& a, int64_t p, int64_t r0, int64_t r1) {
     if (a.unit == LSTM && gcT) std::memcpy(dc, gcT + r0 * H, n * H * sizeof(T));
 
     for (int64_t t = Tn - 1; t >= 0; --t) {
+        if (t > 0) prefetch_rows(x + (t - 1) * a.sT + r0 * a.sB, n, a.sB, I * int64_t(sizeof(T)));   // next step's x
         if (defer) {   // this step's rows of the caller's (T, B, G*H) buffers
             d = static_cast<T*>(a.dG) + (t * B + r0) * GH;
             dgx = sep_x ? static_cast<T*>(a.dGx) + (t * B + r0) * GH : d;
