@@ -223,8 +223,8 @@ def _check(kf: KnownFile, path: Path, allow_unverified: bool) -> str:
         if not allow_unverified:
             raise DataError(
                 f"{kf.filename} at {path} has no known checksum (sha256 {actual}); refusing to use an unverified "
-                "file. Pass allow_unverified=True (CLI --allow-unverified, env GATEDRNN_ALLOW_UNVERIFIED=1) to "
-                "accept it; it will be reported as 'unverified'.")
+                "file. Set GATEDRNN_ALLOW_UNVERIFIED=1 (any command; `gatedrnn data` also takes --allow-unverified; "
+                "Python: allow_unverified=True) to accept it; it will be reported as 'unverified'.")
     elif actual != kf.sha256:
         raise ChecksumError(_mismatch_message(kf, path, actual))
     return actual
@@ -308,8 +308,8 @@ def _fetch(kf: KnownFile, mirror: str | None, allow_unverified: bool) -> Path:
             tmp.unlink(missing_ok=True)
             raise DataError(
                 f"downloaded {kf.filename} from {url} (sha256 {actual}) but it has no known checksum; refusing an "
-                "unverified file. Pass allow_unverified=True (CLI --allow-unverified, env "
-                "GATEDRNN_ALLOW_UNVERIFIED=1) to accept it.")
+                "unverified file. Set GATEDRNN_ALLOW_UNVERIFIED=1 (any command; `gatedrnn data download` also takes "
+                "--allow-unverified; Python: allow_unverified=True) to accept it.")
         os.chmod(tmp, 0o644)  # mkstemp creates 0600; cached data is not secret
         os.replace(tmp, dest)
         return dest
