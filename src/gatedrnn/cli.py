@@ -112,8 +112,6 @@ def add_train_command(sub) -> None:
 
 
 def cmd_train(args) -> int:
-    import shutil
-
     from .train import TrainConfig, train
     fields = _read_config(args.config) if args.config else {}
     fields.update(config_from_args(args, TrainConfig))

@@ -26,7 +26,7 @@ from .data import load_dataset, resolve_data_dir
 from .data.batching import iterate_batches
 from .model import SequenceModel
 from .nn import unit_names
-from .nn.counting import BUDGET, TABLE1, TABLE1_INPUT, count_parameters, match_hidden_size
+from .nn.counting import BUDGET, TABLE1_INPUT, count_parameters, match_hidden_size
 from .utils import atomic_torch_save, atomic_write_text, environment, load_weights, resolve_device, write_json
 
 CHECKPOINT_VERSION = 1
