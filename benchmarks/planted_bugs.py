@@ -250,6 +250,11 @@ def main(argv=None) -> int:
 
     rows, ok = [], True
     with tempfile.TemporaryDirectory(prefix="planted-") as tmp:
+        # the copies sit where a checkout sits on CI: with ../shared beside them (tests that clear
+        # GATEDRNN_DATA_DIR fall back to <repo>/../shared/data, tests/_paths.py)
+        shared = (REPO.parent / "shared").resolve()
+        if shared.is_dir():
+            (Path(tmp) / "shared").symlink_to(shared, target_is_directory=True)
         base = Path(tmp) / "pristine"
         make_copy(base)
         # every original string is checked before anything runs: a moved line fails fast
