@@ -97,7 +97,10 @@ class Store:
         self.db = sqlite3.connect(str(path), timeout=60.0, isolation_level=None)
         self.db.row_factory = sqlite3.Row
         self.db.execute("PRAGMA busy_timeout = 60000")
-        self.db.execute("PRAGMA journal_mode = WAL")
+        # Switching to WAL needs an exclusive lock, and SQLite answers SQLITE_BUSY at once (no busy handler)
+        # when two processes open a new store at the same moment: retry with back-off. WAL is persistent,
+        # so only the first opening of a store can race.
+        self._retry_locked(lambda: self.db.execute("PRAGMA journal_mode = WAL"), "set WAL mode on")
         self.db.execute("PRAGMA synchronous = NORMAL")
         with self._tx():
             for statement in SCHEMA.split(";"):
@@ -105,6 +108,16 @@ class Store:
                     self.db.execute(statement)
 
     # ------------------------------------------------------------------------- plumbing
+    def _retry_locked(self, fn, what: str, attempts: int = 50):
+        for attempt in range(attempts):
+            try:
+                return fn()
+            except sqlite3.OperationalError as e:
+                if "locked" not in str(e) and "busy" not in str(e):
+                    raise
+                time.sleep(min(0.05 * (attempt + 1), 1.0))
+        raise sqlite3.OperationalError(f"could not {what} results store {self.path}: it stayed locked")
+
     @contextlib.contextmanager
     def _tx(self):
         """BEGIN IMMEDIATE: takes the write lock up front, so a read-then-write is atomic."""
