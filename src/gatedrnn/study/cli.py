@@ -70,7 +70,8 @@ def add_study_commands(sub) -> None:
                     "candidate, the best on validation NLL re-run with N seeds; then tables, figures and "
                     "report.html. Kill it at any time and run the same command again to continue.")
     p.add_argument("--budget", choices=list(BUDGETS), default="smoke",
-                   help="preset: smoke (a minute or two), quick (hours on 2 cores), paper (the full protocol); "
+                   help="preset: smoke (a minute or two), laptop, quick (hours on 2 cores), speech (the FSDD sets, a few "
+                        "core-hours), paper (the full protocol); "
                         "flags below override single fields (default smoke)")
     p.add_argument("--out", type=Path, help="results directory (default results/<budget>)")
     p.add_argument("--datasets", type=_csv, help="comma-separated, e.g. jsb,nottingham (default: the budget's)")
@@ -104,6 +105,12 @@ def add_study_commands(sub) -> None:
     p.add_argument("--weight-noise", type=_float)
     p.add_argument("--lr-final", type=_float, help="linear lr decay to lr*this (default 1: none)")
     p.add_argument("--lr-decay-epochs", type=_pos_int)
+    p.add_argument("--skip-nonfinite", type=_nonneg_int,
+                   help="skip up to N updates with a non-finite loss or gradient, counted (0: the strict "
+                        "protocol, the first one ends the run as diverged)")
+    p.add_argument("--tbptt", type=_nonneg_int,
+                   help="truncated back-propagation through N steps (0: full sequences, the paper; "
+                        "overriding the budget)")
     p.add_argument("--device", help="torch device of every run (default auto)")
     p.add_argument("--data-dir", help="data directory (or env GATEDRNN_DATA_DIR)")
     p.add_argument("--jobs", type=_nonneg_int,
@@ -135,7 +142,7 @@ def study_from_args(args):
     for f in TRAIN_FIELDS:
         v = getattr(args, f, None)
         if v is not None:
-            train[f] = None if (f in ("limit_sequences", "crop_length") and v == 0) else v
+            train[f] = None if (f in ("limit_sequences", "crop_length", "tbptt") and v == 0) else v
     over = dict(datasets=args.datasets, units=args.units, lr_candidates=args.lr_candidates,
                 lr_base=args.lr_base, lr_seed=args.lr_seed, lr_draw=args.lr_draw, seeds=args.seeds,
                 data_dir=args.data_dir, train=train, search=getattr(args, "search", None),
