@@ -89,8 +89,8 @@ def test_rungs_and_unchanged_keys():
     assert G.budget_config("paper", halving_rungs=[3], halving_eta=3).key() == "9b435d0c1d59"  # unused by full
     h = G.budget_config("paper", search="halving")
     assert h.key() != "9b435d0c1d59" and h.key() != G.budget_config("paper", search="halving", halving_eta=3).key()
-    assert h.rungs(500) == [50, 100, 200] and h.rungs(40) == [4, 8, 16] and h.rungs(2) == [1]
-    assert h.halving_fractions == [0.1, 0.2, 0.4] and G.budget_config("paper", halving_fractions=[0.5]).key() == \
+    assert h.rungs(500) == [150, 300] and h.rungs(40) == [12, 24] and h.rungs(2) == [1]
+    assert h.halving_fractions == [0.3, 0.6] and G.budget_config("paper", halving_fractions=[0.5]).key() == \
         "9b435d0c1d59"
     # the default fractions are part of a halving study's config (and key): a later change of the default
     # does not silently change the rungs of a study that has run
