@@ -30,10 +30,14 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from ..nn import unit_names
+from ..nn import unit_family, unit_names
 
 UNITS = ("tanh", "gru", "lstm")   # the paper's; every name of gatedrnn.nn.unit_names() is accepted
 MUSIC = ("jsb", "nottingham", "musedata", "piano")
+# `reproduce --ablation FAMILY`: the full unit and every component ablation of it (docs/VARIANTS.md),
+# trained under one protocol with an equal tuning budget each
+ABLATIONS = {family: [n for n in unit_names() if n == family or unit_family(n) == family and n != "tanh"]
+             for family in ("lstm", "gru")}
 SPEECH = ("fsdd-a", "fsdd-b")
 # Fields of TrainConfig that do not change what a run computes: left out of the run id.
 NOT_IN_ID = ("data_dir", "device")
@@ -78,6 +82,12 @@ BUDGETS: dict[str, dict] = {
                    train=dict(epochs=30, patience=5),
                    per_dataset={"fsdd-a": dict(limit_sequences=1200),
                                 "fsdd-b": dict(limit_sequences=150, tbptt=100)}),
+    # The component ablation (issue 11): every variant of both gated units on JSB and Nottingham, an equal
+    # tuning budget each: 4 stratified candidates over 2^-9..2^-6 (every paper-budget selection of the full
+    # units, 2.3e-3..1.1e-2, lies inside), 3 seeds, <= 250 epochs with patience 10 (quick's stopping rule)
+    "ablation": dict(datasets=["jsb", "nottingham"], units=[*ABLATIONS["lstm"], *ABLATIONS["gru"]],
+                     lr_candidates=4, lr_draw="stratified", lr_low=-9.0, seeds=3,
+                     train=dict(epochs=250, patience=10)),
     # the full protocol: 10 candidates, 500 epochs with early stopping (patience 20), 5 seeds
     "paper": dict(datasets=[*MUSIC, *SPEECH], lr_candidates=10, seeds=5,
                   train=dict(epochs=500, patience=20)),
