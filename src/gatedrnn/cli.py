@@ -269,7 +269,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_evaluate_command(sub)
     add_sample_command(sub)
     add_table1_command(sub)
-    from .bench import add_bench_command
+    from .nn.bench import add_bench_command
     from .data.cli import add_data_commands
     from .study.cli import add_study_commands
     add_data_commands(sub)
