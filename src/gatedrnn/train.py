@@ -9,7 +9,12 @@
 A run directory holds: config.json (the resolved config), metrics.jsonl (one line per epoch:
 updates, epoch, seconds, train/valid NLL), checkpoint.pt (resume state), best.pt (best model) and,
 at the end, result.json (train/valid/test NLL of the best model, status, versions, data checksums).
-A run that diverges (NaN/inf loss) is recorded with status "diverged"; it does not raise.
+A run that diverges (NaN/inf loss) is recorded with status "diverged"; it does not raise. Statuses are
+gatedrnn.status.RunStatus members in memory and plain strings in every file and returned dict.
+
+The same loop trains K >= 1 models that share a dataset and an architecture (`train_many`; `train` is
+K = 1): each is its own single run, in its own run directory; their recurrences share one stacked
+call where they can (equal to the single runs up to float rounding; see `train_many`).
 """
 from __future__ import annotations
 
@@ -421,19 +426,20 @@ class _Run:
             self.rng = torch.get_rng_state()
 
     def begin_epoch(self, epoch: int) -> None:
+        cfg = self.cfg
         for g in self.opt.param_groups:
-            g["lr"] = lr_at(self.cfg, epoch - 1)
+            g["lr"] = lr_at(cfg, epoch - 1)
         self.running, self.frames, self.updates_before = 0.0, 0, self.state["updates"]
 
     def update(self, loss: float, finite: bool, n: int) -> None:
         """After forward/backward: clip, then step — or skip a non-finite update, or declare divergence."""
-        state = self.state
+        state, model, cfg = self.state, self.model, self.cfg
         if finite:
-            gnorm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.clip_norm)  # rescale to ≤ 1
+            gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_norm)  # rescale to ≤ 1
             finite = bool(torch.isfinite(gnorm))
         if not finite:
             state["skipped"] += 1
-            if state["skipped"] > self.cfg.skip_nonfinite:
+            if state["skipped"] > cfg.skip_nonfinite:
                 state["status"] = RunStatus.DIVERGED
                 return
             self.opt.zero_grad(set_to_none=True)          # skip this update (no step)
@@ -487,7 +493,7 @@ class _Run:
         state = self.state
         if state["status"] == RunStatus.PAUSED:
             self.save_checkpoint()
-            return {"status": RunStatus.PAUSED, "epoch": state["epoch"], "best_valid": state["best_valid"],
+            return {"status": str(RunStatus.PAUSED), "epoch": state["epoch"], "best_valid": state["best_valid"],
                     "best_epoch": state["best_epoch"], "config": self.cfg_json}
         if state["status"] == RunStatus.RUNNING:
             state["status"] = RunStatus.COMPLETED
@@ -496,10 +502,7 @@ class _Run:
         return finish_run(self.cfg, ds, self.model, state, self.out, device)
 
     def save_checkpoint(self) -> None:
-        # the status as a plain string: the weights-only loader accepts no enum
-        atomic_torch_save({"version": CHECKPOINT_VERSION, "config": self.cfg_json, "model": self.model.state_dict(),
-                           "optimizer": self.opt.state_dict(), "rng": self.rng,
-                           "state": {**self.state, "status": str(self.state["status"])}}, self.ckpt_path)
+        _save_checkpoint(self.ckpt_path, self.cfg_json, self.model, self.opt, self.state, self.rng)
 
 
 def _loop(runs: list[_Run], ds, device, progress: bool, log, stop_after: int | None, log_every: float) -> None:
@@ -632,7 +635,7 @@ def finish_run(cfg: TrainConfig, ds, model: SequenceModel, state: dict, out: Pat
     model.load_state_dict(load_weights(out / "best.pt", device))
     final = {s: evaluate(model, ds.splits[s], cfg.eval_batch_size, device) for s in ("train", "valid", "test")}
     result = {
-        "status": state["status"], "config": cfg.model_dump(), "dataset": ds.name, "kind": ds.kind,
+        "status": str(state["status"]), "config": cfg.model_dump(), "dataset": ds.name, "kind": ds.kind,
         "unit": cfg.unit, "hidden_size": model.rnn.hidden_size, "input_size": ds.input_size,
         "recurrent_parameters": count_parameters(cfg.unit, ds.input_size, model.rnn.hidden_size,
                                                  peepholes=cfg.peepholes),
@@ -652,6 +655,14 @@ def finish_run(cfg: TrainConfig, ds, model: SequenceModel, state: dict, out: Pat
             result[f"{s}_nll_per_sample"] = final[s]["nll"] / ds.target_size
     write_json(out / "result.json", result)
     return result
+
+
+def _save_checkpoint(path: Path, cfg_json: dict, model, opt, state: dict, rng=None) -> None:
+    """rng: the run's RNG stream (default: the global one). The status as a plain string: the
+    weights-only loader accepts no enum."""
+    atomic_torch_save({"version": CHECKPOINT_VERSION, "config": cfg_json, "model": model.state_dict(),
+                       "optimizer": opt.state_dict(), "rng": torch.get_rng_state() if rng is None else rng,
+                       "state": {**state, "status": str(state["status"])}}, path)
 
 
 def _write_metrics(out: Path, history: list[dict]) -> None:
