@@ -79,9 +79,14 @@ res = {"k": a.k, "unit": a.unit, "dataset": a.dataset, "epochs": a.epochs, "repe
 for key in ("wall_s", "cpu_s", "train_s"):
     for stat in ("median", "min"):
         res[f"ratio_{key}_{stat}"] = res["together"][key][stat] / res["single"][key][stat]
+    # each repeat's two neighbouring measurements share the machine's load of the moment
+    by = {(r["repeat"], r["mode"]): r[key] for r in rows}
+    res[f"paired_ratio_{key}_median"] = statistics.median(by[i, "together"] / by[i, "single"]
+                                                          for i in range(a.repeats))
 Path(a.out).parent.mkdir(parents=True, exist_ok=True)
 Path(a.out).write_text(json.dumps(res, indent=2))
-print(f"K={a.k} {a.unit} on {a.dataset}, {a.epochs} epochs, {a.repeats} interleaved repeats, 1 thread: "
+print(f"K={a.k} {a.unit} on {a.dataset}, {a.epochs} epochs, {a.repeats} interleaved repeats, 1 thread: paired "
+      f"ratios (median) wall {res['paired_ratio_wall_s_median']:.2f}, CPU {res['paired_ratio_cpu_s_median']:.2f}; "
       f"per-model wall time together/alone = {res['ratio_wall_s_median']:.2f} (median), "
       f"{res['ratio_wall_s_min']:.2f} (min); CPU time {res['ratio_cpu_s_median']:.2f} / "
       f"{res['ratio_cpu_s_min']:.2f}; training loops only {res['ratio_train_s_median']:.2f} / "
