@@ -28,13 +28,20 @@ class SequenceModel(nn.Module):
 
     def nll(self, x: Tensor, y: Tensor, mask: Tensor, lengths: Tensor | None = None) -> Tensor:
         """Per-step NLL (B, T) in nats, zero at padded steps. A head with `nll_hidden` (the Bernoulli
-        head: read-out and loss as one fused pass) scores the hidden states directly."""
-        fused = getattr(self.head, "nll_hidden", None)
-        if fused is not None and type(self).forward is SequenceModel.forward:
+        head: read-out and loss as one fused pass) scores the hidden states directly (`nll_of_hidden`)."""
+        if type(self).forward is SequenceModel.forward:
             h, _ = self.rnn(x, None, lengths=lengths)
-            return fused(h, y, mask)
+            return self.nll_of_hidden(h, y, mask)
         params, _ = self(x, lengths)
         return self.head.nll(params, y) * mask.to(x.dtype)
+
+    def nll_of_hidden(self, h: Tensor, y: Tensor, mask: Tensor) -> Tensor:
+        """Per-step NLL (B, T) of the head on hidden states h (B, T, H), zero at padded steps (training
+        several models with one stacked recurrence scores each model's slice here)."""
+        fused = getattr(self.head, "nll_hidden", None)
+        if fused is not None:
+            return fused(h, y, mask)
+        return self.head.nll(self.head(h), y) * mask.to(h.dtype)
 
     @torch.no_grad()
     def total_nll(self, x: Tensor, y: Tensor, mask: Tensor, lengths: Tensor | None = None) -> float:

@@ -9,13 +9,19 @@
 A run directory holds: config.json (the resolved config), metrics.jsonl (one line per epoch:
 updates, epoch, seconds, train/valid NLL), checkpoint.pt (resume state), best.pt (best model) and,
 at the end, result.json (train/valid/test NLL of the best model, status, versions, data checksums).
-A run that diverges (NaN/inf loss) is recorded with status "diverged"; it does not raise.
+A run that diverges (NaN/inf loss) is recorded with status "diverged"; it does not raise. Statuses are
+gatedrnn.status.RunStatus members in memory and plain strings in every file and returned dict.
+
+The same loop trains K >= 1 models that share a dataset and an architecture (`train_many`; `train` is
+K = 1): each is its own single run, in its own run directory; their recurrences share one stacked
+call where they can (equal to the single runs up to float rounding; see `train_many`).
 """
 from __future__ import annotations
 
 import json
 import math
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Literal
 
@@ -27,6 +33,7 @@ from .data.batching import iterate_batches
 from .model import SequenceModel
 from .nn import unit_names
 from .nn.counting import BUDGET, TABLE1_INPUT, count_parameters, match_hidden_size
+from .status import RunStatus
 from .utils import atomic_torch_save, atomic_write_text, environment, load_weights, resolve_device, write_json
 
 CHECKPOINT_VERSION = 1
@@ -270,6 +277,30 @@ def _finite(x: float) -> bool:
 
 
 # ---------------------------------------------------------------------------- the loop
+# What models trained together must share: the data they read and the architecture whose recurrences
+# are stacked. Everything else (lr, seed, weight noise, optimiser, clipping, skipping, tbptt, batch size,
+# patience, epochs, ...) is each model's own.
+SHARED = ("dataset", "data_dir", "data_format", "width", "limit_sequences", "crop_length", "unit", "hidden_size",
+          "budget", "peepholes", "reset_after", "forget_bias", "device")
+
+
+def check_compatible(cfgs: list[TrainConfig]) -> None:
+    base = cfgs[0].model_dump()
+    for i, c in enumerate(cfgs[1:], 1):
+        other = c.model_dump()
+        diff = [k for k in SHARED if base[k] != other[k]]
+        if diff:
+            raise ValueError(f"config {i} differs from config 0 in {diff}; models trained together share "
+                             f"{list(SHARED)}")
+
+
+def _stacked_unit():
+    """The recurrence of K units of one kind as one call (one fused kernel on the CPU): the one place
+    that names where it lives."""
+    from .nn import StackedUnit
+    return StackedUnit
+
+
 def train(cfg: TrainConfig, out_dir: str | Path, *, progress: bool = False, resume: bool = True,
           log=print, stop_after: int | None = None, log_every: float = 0.0) -> dict:
     """Train one model; returns the result dict (also written to out_dir/result.json).
@@ -278,157 +309,325 @@ def train(cfg: TrainConfig, out_dir: str | Path, *, progress: bool = False, resu
     {"status": "paused", "epoch", "best_valid", "best_epoch"}; calling again continues it (successive
     halving uses this). Without a progress bar, one line per epoch goes to `log` (at most one per
     `log_every` seconds)."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    ckpt_path, best_path = out / "checkpoint.pt", out / "best.pt"
-    result_path = out / "result.json"
-    cfg_json = cfg.model_dump()
+    return train_many([cfg], [out_dir], progress=progress, resume=resume, log=log, stop_after=stop_after,
+                      log_every=log_every)[0]
 
-    if resume and result_path.exists():
-        prev = json.loads(result_path.read_text())
-        if same_run(prev.get("config") or {}, cfg_json):
-            return prev  # finished before: never repeat a finished run
-    saved_cfg = out / "config.json"
-    if resume and saved_cfg.exists() and not same_run(json.loads(saved_cfg.read_text()), cfg_json):
-        raise ValueError(f"{out} holds a run with a different config; use a new output directory "
-                         f"(or --no-resume to overwrite)")
-    write_json(saved_cfg, cfg_json)
 
-    device = resolve_device(cfg.device)
-    ds = prepare_data(cfg)
-    torch.manual_seed(cfg.seed)
-    spec = model_spec(cfg, ds)
-    # where the data was read from, so `evaluate`/`sample --prime` find it in a shell without the env var
-    data_root = resolve_data_dir(cfg.data_dir)
-    write_json(out / "model.json", {**spec, "data_dir_resolved": str(data_root.resolve()) if data_root else None})
-    model = build_model(spec, cfg.weight_noise).to(device)
-    opt = make_optimizer(cfg, model.parameters())
-    train_pairs, valid_pairs = ds.splits["train"], ds.splits["valid"]
+def train_many(cfgs: list[TrainConfig], out_dirs: list[str | Path], *, progress: bool = False,
+               resume: bool = True, log=print, stop_after: int | None = None,
+               log_every: float = 0.0) -> list[dict]:
+    """Train K >= 1 models that share a dataset and an architecture (the fields in SHARED) in one loop;
+    returns their result dicts, in order (a single run is K = 1: `train`).
 
-    state = {"epoch": 0, "updates": 0, "seconds": 0.0, "best_valid": math.inf, "best_epoch": 0,
-             "bad_epochs": 0, "skipped": 0, "history": [], "status": "running"}
-    if resume and ckpt_path.exists():
-        ck = load_weights(ckpt_path, device)   # weights-only: a crafted checkpoint executes nothing
-        if not isinstance(ck, dict) or ck.get("version") != CHECKPOINT_VERSION \
-                or not same_run(ck.get("config") or {}, cfg_json):
-            raise ValueError(f"{ckpt_path} does not belong to this config; use a new output directory")
-        model.load_state_dict(ck["model"])
-        opt.load_state_dict(ck["optimizer"])
-        torch.set_rng_state(ck["rng"])
-        state = {"skipped": 0, **ck["state"]}
-        if state["status"] == "paused":
-            state["status"] = "running"
-        log(f"resuming {out} at epoch {state['epoch']}")
-    else:
-        # Epoch 0: the untrained model, so every learning curve starts at the same place.
-        t0 = time.perf_counter()
-        tr, va = evaluate(model, train_pairs, cfg.eval_batch_size, device), \
-            evaluate(model, valid_pairs, cfg.eval_batch_size, device)
-        state["history"].append({"epoch": 0, "updates": 0, "seconds": 0.0,
-                                 "eval_seconds": time.perf_counter() - t0,
-                                 "train_nll": tr["nll"], "valid_nll": va["nll"], "lr": cfg.lr})
-        state["best_valid"] = va["nll"] if _finite(va["nll"]) else math.inf
-        atomic_torch_save(model.state_dict(), best_path)
-        _save_checkpoint(ckpt_path, cfg_json, model, opt, state)
-    _write_metrics(out, state["history"])
+    Each model is the single run of its config: its own initialisation, weight-noise draws (its own RNG
+    stream), batch order, optimiser, clipping, skipping, early stopping, divergence and run directory
+    (the files `train` writes, resumable one by one). A model that stops stops updating; the others go
+    on. Where two or more models take a full-sequence step together, their recurrences run as one
+    K-model call (`_stacked_unit`: batches zero-padded to a common shape, each model's loss from its
+    own head on its slice), which equals the single runs up to float rounding; truncated (tbptt)
+    steps and a model training alone run the single-model path."""
+    cfgs, outs = list(cfgs), [Path(d) for d in out_dirs]
+    if not cfgs or len(cfgs) != len(outs):
+        raise ValueError("need one output directory per config")
+    if len({o.resolve() for o in outs}) != len(outs):
+        raise ValueError("every model needs its own output directory")
+    check_compatible(cfgs)
+    runs = [_Run(c, o, len(cfgs)) for c, o in zip(cfgs, outs)]
+    for r in runs:
+        r.check(resume)
+    todo = [r for r in runs if r.result is None]
+    if todo:
+        for r in todo:
+            write_json(r.out / "config.json", r.cfg_json)
+        device = resolve_device(cfgs[0].device)
+        ds = prepare_data(cfgs[0])
+        for r in todo:
+            r.start(ds, device, resume, log)
+        _loop(todo, ds, device, progress, log, stop_after, log_every)
+        for r in todo:
+            r.result = r.finish(ds, device)
+    return [r.result for r in runs]
 
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-        bar = tqdm(total=cfg.epochs, initial=state["epoch"], unit="epoch", dynamic_ncols=True,
-                   desc=f"{cfg.dataset}/{cfg.unit}-{model.rnn.hidden_size}")
-        bar.set_postfix(valid=f"{state['best_valid']:.3f}")
 
-    name = f"{cfg.dataset}/{cfg.unit}-{model.rnn.hidden_size} lr {cfg.lr:.4g} seed {cfg.seed}"
-    last_line = 0.0
-    model.train()
-    while state["status"] == "running" and state["epoch"] < cfg.epochs:
-        if stop_after is not None and state["epoch"] >= stop_after:
-            state["status"] = "paused"
-            break
-        epoch = state["epoch"] + 1
-        for g in opt.param_groups:
+class _Run:
+    """One model's run: config, directory, model, optimiser, RNG stream and bookkeeping state."""
+
+    def __init__(self, cfg: TrainConfig, out: Path, K: int):
+        self.cfg, self.out, self.cfg_json = cfg, out, cfg.model_dump()
+        self.ckpt_path, self.best_path = out / "checkpoint.pt", out / "best.pt"
+        self.result: dict | None = None
+        self.tag = "" if K == 1 else f"{out}: "      # log lines name the model when there are several
+
+    def check(self, resume: bool) -> None:
+        """A finished run is never repeated (self.result); a directory holding another run is refused."""
+        self.out.mkdir(parents=True, exist_ok=True)
+        result_path, saved_cfg = self.out / "result.json", self.out / "config.json"
+        if resume and result_path.exists():
+            prev = json.loads(result_path.read_text())
+            if same_run(prev.get("config") or {}, self.cfg_json):
+                self.result = prev
+                return
+        if resume and saved_cfg.exists() and not same_run(json.loads(saved_cfg.read_text()), self.cfg_json):
+            raise ValueError(f"{self.out} holds a run with a different config; use a new output directory "
+                             f"(or --no-resume to overwrite)")
+
+    def start(self, ds, device, resume: bool, log) -> None:
+        """Build the model from the run's seed, then resume its checkpoint or evaluate it untrained."""
+        cfg = self.cfg
+        torch.manual_seed(cfg.seed)
+        spec = model_spec(cfg, ds)
+        # where the data was read from, so `evaluate`/`sample --prime` find it in a shell without the env var
+        data_root = resolve_data_dir(cfg.data_dir)
+        write_json(self.out / "model.json",
+                   {**spec, "data_dir_resolved": str(data_root.resolve()) if data_root else None})
+        self.model = model = build_model(spec, cfg.weight_noise).to(device)
+        self.opt = make_optimizer(cfg, model.parameters())
+        self.rng = torch.get_rng_state()               # this model's stream: init draws done, noise next
+        self.name = f"{cfg.dataset}/{cfg.unit}-{model.rnn.hidden_size} lr {cfg.lr:.4g} seed {cfg.seed}"
+        self.last_line = 0.0
+        self.state = {"epoch": 0, "updates": 0, "seconds": 0.0, "best_valid": math.inf, "best_epoch": 0,
+                      "bad_epochs": 0, "skipped": 0, "history": [], "status": RunStatus.RUNNING}
+        if resume and self.ckpt_path.exists():
+            ck = load_weights(self.ckpt_path, device)   # weights-only: a crafted checkpoint executes nothing
+            if not isinstance(ck, dict) or ck.get("version") != CHECKPOINT_VERSION \
+                    or not same_run(ck.get("config") or {}, self.cfg_json):
+                raise ValueError(f"{self.ckpt_path} does not belong to this config; use a new output directory")
+            model.load_state_dict(ck["model"])
+            self.opt.load_state_dict(ck["optimizer"])
+            self.rng = ck["rng"]
+            self.state = {"skipped": 0, **ck["state"]}
+            if self.state["status"] == RunStatus.PAUSED:
+                self.state["status"] = RunStatus.RUNNING
+            log(f"resuming {self.out} at epoch {self.state['epoch']}")
+        else:
+            # Epoch 0: the untrained model, so every learning curve starts at the same place.
+            t0 = time.perf_counter()
+            tr, va = self.evaluate(ds, "train", device), self.evaluate(ds, "valid", device)
+            self.state["history"].append({"epoch": 0, "updates": 0, "seconds": 0.0,
+                                          "eval_seconds": time.perf_counter() - t0,
+                                          "train_nll": tr["nll"], "valid_nll": va["nll"], "lr": cfg.lr})
+            self.state["best_valid"] = va["nll"] if _finite(va["nll"]) else math.inf
+            atomic_torch_save(model.state_dict(), self.best_path)
+            self.save_checkpoint()
+        _write_metrics(self.out, self.state["history"])
+
+    def evaluate(self, ds, split: str, device) -> dict:
+        return evaluate(self.model, ds.splits[split], self.cfg.eval_batch_size, device)
+
+    @contextmanager
+    def own_rng(self):
+        """Draws (the weight noise) come from this model's stream, as if it ran alone. (The CPU's stream:
+        on CUDA the noise comes from the device's one generator, so models trained together there equal
+        their single runs in distribution, not draw for draw.)"""
+        torch.set_rng_state(self.rng)
+        try:
+            yield
+        finally:
+            self.rng = torch.get_rng_state()
+
+    def begin_epoch(self, epoch: int) -> None:
+        cfg = self.cfg
+        for g in self.opt.param_groups:
             g["lr"] = lr_at(cfg, epoch - 1)
-        t0 = time.perf_counter()
-        running, frames = 0.0, 0
-        updates_before = state["updates"]
-        for b in iterate_batches(train_pairs, cfg.batch_size, shuffle=True, seed=cfg.seed, epoch=epoch):
-            b = b.to(device)
-            n = int(b.lengths.sum())
-            opt.zero_grad(set_to_none=True)
-            loss, finite = forward_backward(model, b, n, cfg.tbptt)  # loss: mean NLL per step of the batch
-            if finite:
-                gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_norm)  # rescale to ≤ 1
-                finite = bool(torch.isfinite(gnorm))
-            if not finite:
-                state["skipped"] += 1
-                if state["skipped"] > cfg.skip_nonfinite:
-                    state["status"] = "diverged"
-                    break
-                opt.zero_grad(set_to_none=True)           # skip this update (no step)
-                continue
-            opt.step()
-            state["updates"] += 1
-            running += loss * n
-            frames += n
-        if state["status"] == "running" and state["updates"] == updates_before and state["skipped"]:
-            state["status"] = "diverged"   # skipping is for rare overflows: an epoch without one update is not training
-            log(f"every update of epoch {epoch} had a non-finite loss or gradient")
-        train_seconds = time.perf_counter() - t0
+        self.running, self.frames, self.updates_before = 0.0, 0, self.state["updates"]
+
+    def update(self, loss: float, finite: bool, n: int) -> None:
+        """After forward/backward: clip, then step — or skip a non-finite update, or declare divergence."""
+        state, model, cfg = self.state, self.model, self.cfg
+        if finite:
+            gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_norm)  # rescale to ≤ 1
+            finite = bool(torch.isfinite(gnorm))
+        if not finite:
+            state["skipped"] += 1
+            if state["skipped"] > cfg.skip_nonfinite:
+                state["status"] = RunStatus.DIVERGED
+                return
+            self.opt.zero_grad(set_to_none=True)          # skip this update (no step)
+            return
+        self.opt.step()
+        state["updates"] += 1
+        self.running += loss * n
+        self.frames += n
+
+    def end_epoch(self, epoch: int, train_seconds: float, ds, device, log, log_every: float) -> dict | None:
+        """Evaluate, early-stop, checkpoint; returns the epoch's metrics row (None if the run diverged)."""
+        cfg, state = self.cfg, self.state
+        if state["status"] == RunStatus.RUNNING and state["updates"] == self.updates_before and state["skipped"]:
+            state["status"] = RunStatus.DIVERGED  # skipping is for rare overflows: an epoch without one update is not training
+            log(f"{self.tag}every update of epoch {epoch} had a non-finite loss or gradient")
         state["seconds"] += train_seconds
         state["epoch"] = epoch
-        if state["status"] == "diverged":
-            log(f"run diverged (non-finite loss or gradient) in epoch {epoch}"
+        if state["status"] == RunStatus.DIVERGED:
+            log(f"{self.tag}run diverged (non-finite loss or gradient) in epoch {epoch}"
                 + (f" after {cfg.skip_nonfinite} skipped updates" if cfg.skip_nonfinite else "")
                 + "; keeping the best model so far")
             state["history"].append({"epoch": epoch, "updates": state["updates"],
                                      "seconds": state["seconds"], "skipped_updates": state["skipped"],
                                      "diverged": True})
-            break
+            return None
 
         t1 = time.perf_counter()
-        tr = evaluate(model, train_pairs, cfg.eval_batch_size, device)
-        va = evaluate(model, valid_pairs, cfg.eval_batch_size, device)
+        tr, va = self.evaluate(ds, "train", device), self.evaluate(ds, "valid", device)
         row = {"epoch": epoch, "updates": state["updates"], "seconds": state["seconds"],
                "eval_seconds": time.perf_counter() - t1, "train_nll": tr["nll"],
-               "train_nll_running": running / max(frames, 1), "valid_nll": va["nll"],
-               "lr": opt.param_groups[0]["lr"]}
+               "train_nll_running": self.running / max(self.frames, 1), "valid_nll": va["nll"],
+               "lr": self.opt.param_groups[0]["lr"]}
         if cfg.skip_nonfinite:
             row["skipped_updates"] = state["skipped"]
         state["history"].append(row)
         if not (_finite(tr["nll"]) and _finite(va["nll"])):
-            state["status"] = "diverged"
-            log(f"run diverged (non-finite NLL) after epoch {epoch}; keeping the best model so far")
+            state["status"] = RunStatus.DIVERGED
+            log(f"{self.tag}run diverged (non-finite NLL) after epoch {epoch}; keeping the best model so far")
         elif va["nll"] < state["best_valid"]:
             state["best_valid"], state["best_epoch"], state["bad_epochs"] = va["nll"], epoch, 0
-            atomic_torch_save(model.state_dict(), best_path)
+            atomic_torch_save(self.model.state_dict(), self.best_path)
         else:
             state["bad_epochs"] += 1
             if state["bad_epochs"] >= cfg.patience:
-                state["status"] = "early_stopped"
-        _save_checkpoint(ckpt_path, cfg_json, model, opt, state)
-        _write_metrics(out, state["history"])
+                state["status"] = RunStatus.EARLY_STOPPED
+        self.save_checkpoint()
+        _write_metrics(self.out, state["history"])
+        return row
+
+    def finish(self, ds, device) -> dict:
+        state = self.state
+        if state["status"] == RunStatus.PAUSED:
+            self.save_checkpoint()
+            return {"status": str(RunStatus.PAUSED), "epoch": state["epoch"], "best_valid": state["best_valid"],
+                    "best_epoch": state["best_epoch"], "config": self.cfg_json}
+        if state["status"] == RunStatus.RUNNING:
+            state["status"] = RunStatus.COMPLETED
+        self.save_checkpoint()
+        _write_metrics(self.out, state["history"])
+        return finish_run(self.cfg, ds, self.model, state, self.out, device)
+
+    def save_checkpoint(self) -> None:
+        _save_checkpoint(self.ckpt_path, self.cfg_json, self.model, self.opt, self.state, self.rng)
+
+
+def _loop(runs: list[_Run], ds, device, progress: bool, log, stop_after: int | None, log_every: float) -> None:
+    """Epochs until every run has stopped (completed, early-stopped, diverged or paused at stop_after)."""
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+        r0 = runs[0]
+        desc = f"{r0.cfg.dataset}/{r0.cfg.unit}-{r0.model.rnn.hidden_size}"
+        bar = tqdm(total=max(r.cfg.epochs for r in runs), initial=min(r.state["epoch"] for r in runs),
+                   unit="epoch", dynamic_ncols=True, desc=desc if len(runs) == 1 else f"{len(runs)} × {desc}")
+        bar.set_postfix(valid=f"{min(r.state['best_valid'] for r in runs):.3f}")
+    stacks: dict = {}
+    while True:
+        live = [r for r in runs if r.state["status"] == RunStatus.RUNNING and r.state["epoch"] < r.cfg.epochs]
+        for r in live:
+            if stop_after is not None and r.state["epoch"] >= stop_after:
+                r.state["status"] = RunStatus.PAUSED
+        live = [r for r in live if r.state["status"] == RunStatus.RUNNING]
+        if not live:
+            break
+        # a run resumed from a later checkpoint than the others waits for them
+        epoch = min(r.state["epoch"] for r in live) + 1
+        active = [r for r in live if r.state["epoch"] == epoch - 1]
+        for r in active:
+            r.begin_epoch(epoch)
+        t0 = time.perf_counter()
+        batches = {r: iterate_batches(ds.splits["train"], r.cfg.batch_size, shuffle=True, seed=r.cfg.seed,
+                                      epoch=epoch) for r in active}
+        while batches:
+            step = []
+            for r, it in list(batches.items()):
+                b = next(it, None)
+                if b is None:
+                    del batches[r]
+                else:
+                    step.append((r, b.to(device)))
+            _step(step, stacks, device)
+            for r, _ in step:
+                if r.state["status"] == RunStatus.DIVERGED:
+                    del batches[r]
+        train_seconds = (time.perf_counter() - t0) / len(active)   # wall-clock shared by the models
+        for r in active:
+            row = r.end_epoch(epoch, train_seconds, ds, device, log, log_every)
+            if row is None or bar is not None:
+                continue
+            if time.monotonic() - r.last_line >= log_every or r.state["status"] != RunStatus.RUNNING:
+                r.last_line = time.monotonic()   # no terminal (logs, CI, workers): one line per epoch
+                s = r.state
+                log(f"{r.name}: epoch {epoch}/{r.cfg.epochs}  train {row['train_nll']:.4f}  "
+                    f"valid {row['valid_nll']:.4f}  best {s['best_valid']:.4f}@{s['best_epoch']}  "
+                    f"({row['seconds']:.0f} s training)")
         if bar is not None:
             bar.update(1)
-            bar.set_postfix(train=f"{tr['nll']:.3f}", valid=f"{va['nll']:.3f}",
-                            best=f"{state['best_valid']:.3f}@{state['best_epoch']}")
-        elif time.monotonic() - last_line >= log_every or state["status"] != "running":
-            last_line = time.monotonic()   # no terminal (logs, CI, workers): one line per epoch
-            log(f"{name}: epoch {epoch}/{cfg.epochs}  train {tr['nll']:.4f}  valid {va['nll']:.4f}  "
-                f"best {state['best_valid']:.4f}@{state['best_epoch']}  ({row['seconds']:.0f} s training)")
+            if len(runs) == 1 and runs[0].state["history"][-1].get("valid_nll") is not None:
+                s, row = runs[0].state, runs[0].state["history"][-1]
+                bar.set_postfix(train=f"{row['train_nll']:.3f}", valid=f"{row['valid_nll']:.3f}",
+                                best=f"{s['best_valid']:.3f}@{s['best_epoch']}")
+            else:
+                bar.set_postfix(best=f"{min(r.state['best_valid'] for r in runs):.3f}",
+                                training=sum(r.state["status"] == RunStatus.RUNNING for r in runs))
     if bar is not None:
         bar.close()
-    if state["status"] == "paused":
-        _save_checkpoint(ckpt_path, cfg_json, model, opt, state)
-        return {"status": "paused", "epoch": state["epoch"], "best_valid": state["best_valid"],
-                "best_epoch": state["best_epoch"], "config": cfg_json}
 
-    if state["status"] == "running":
-        state["status"] = "completed"
-    _save_checkpoint(ckpt_path, cfg_json, model, opt, state)
-    _write_metrics(out, state["history"])
 
-    return finish_run(cfg, ds, model, state, out, device)
+def _step(step: list, stacks: dict, device) -> None:
+    """One update of every model in `step` ((run, batch) pairs). Full-sequence steps of two or more
+    models share one stacked recurrence; the rest run the single-model forward_backward."""
+    full = [(r, b) for r, b in step if not r.cfg.tbptt or b.inputs.shape[1] <= r.cfg.tbptt]
+    if len(full) < 2:
+        full = []
+    for r, b in step:
+        if any(r is f for f, _ in full):
+            continue
+        n = int(b.lengths.sum())
+        r.opt.zero_grad(set_to_none=True)
+        with r.own_rng():
+            loss, finite = forward_backward(r.model, b, n, r.cfg.tbptt)  # loss: mean NLL per step of the batch
+        r.update(loss, finite, n)
+    if full:
+        for (r, b), (loss, finite, n) in zip(full, _forward_backward_stacked(full, stacks, device)):
+            r.update(loss, finite, n)
+
+
+def _forward_backward_stacked(group: list, stacks: dict, device) -> list[tuple[float, bool, int]]:
+    """forward_backward for K models at once: each unit's noisy weights (its own draws), stacked so the
+    gradient flows back to each model's parameters; one K-model recurrence over the batches zero-padded
+    to a common (B, T) (padded rows have length 0: they touch neither state nor loss); each model's own
+    head and loss on its slice. Returns (loss, finite, steps) per model."""
+    rnns = [r.model.rnn for r, _ in group]
+    Ws, Us = [], []
+    for r, _ in group:
+        r.opt.zero_grad(set_to_none=True)
+        with r.own_rng():
+            W, U = r.model.rnn.noisy_weights()
+        Ws.append(W)
+        Us.append(U)
+    K = len(group)
+    B = max(b.inputs.shape[0] for _, b in group)
+    T = max(b.inputs.shape[1] for _, b in group)
+    x = group[0][1].inputs.new_zeros(K, B, T, rnns[0].input_size)
+    lengths = torch.zeros(K, B, dtype=torch.long)
+    for k, (_, b) in enumerate(group):
+        x[k, :b.inputs.shape[0], :b.inputs.shape[1]] = b.inputs
+        lengths[k, :b.inputs.shape[0]] = b.lengths
+    params = {"weight_ih": torch.stack(Ws), "weight_hh": torch.stack(Us), "bias": torch.stack([u.bias for u in rnns])}
+    if rnns[0].peephole is not None:
+        params["peephole"] = torch.stack([u.peephole for u in rnns])
+    key = tuple(id(r) for r, _ in group)
+    if key not in stacks:
+        # a shell lending the recurrence (unit kind and options); its own weights are replaced by `params`.
+        # Eval mode: the noise is already in the weights (each unit drew its own), the stack adds none.
+        stacks[key] = _stacked_unit().from_units(rnns).eval()
+    h, _ = torch.func.functional_call(stacks[key], params, (x,), {"lengths": lengths})
+    out, total = [], []
+    for k, (r, b) in enumerate(group):
+        n = int(b.lengths.sum())
+        loss = r.model.nll_of_hidden(h[k, :b.inputs.shape[0], :b.inputs.shape[1]], b.targets, b.mask).sum() / n
+        finite = bool(torch.isfinite(loss))
+        if finite:
+            total.append(loss)
+        out.append((float(loss.detach()), finite, n))
+    if total:
+        torch.stack(total).sum().backward()
+    return out
 
 
 def finish_run(cfg: TrainConfig, ds, model: SequenceModel, state: dict, out: Path, device) -> dict:
@@ -436,7 +635,7 @@ def finish_run(cfg: TrainConfig, ds, model: SequenceModel, state: dict, out: Pat
     model.load_state_dict(load_weights(out / "best.pt", device))
     final = {s: evaluate(model, ds.splits[s], cfg.eval_batch_size, device) for s in ("train", "valid", "test")}
     result = {
-        "status": state["status"], "config": cfg.model_dump(), "dataset": ds.name, "kind": ds.kind,
+        "status": str(state["status"]), "config": cfg.model_dump(), "dataset": ds.name, "kind": ds.kind,
         "unit": cfg.unit, "hidden_size": model.rnn.hidden_size, "input_size": ds.input_size,
         "recurrent_parameters": count_parameters(cfg.unit, ds.input_size, model.rnn.hidden_size,
                                                  peepholes=cfg.peepholes),
@@ -458,9 +657,12 @@ def finish_run(cfg: TrainConfig, ds, model: SequenceModel, state: dict, out: Pat
     return result
 
 
-def _save_checkpoint(path: Path, cfg_json: dict, model, opt, state: dict) -> None:
+def _save_checkpoint(path: Path, cfg_json: dict, model, opt, state: dict, rng=None) -> None:
+    """rng: the run's RNG stream (default: the global one). The status as a plain string: the
+    weights-only loader accepts no enum."""
     atomic_torch_save({"version": CHECKPOINT_VERSION, "config": cfg_json, "model": model.state_dict(),
-                       "optimizer": opt.state_dict(), "rng": torch.get_rng_state(), "state": state}, path)
+                       "optimizer": opt.state_dict(), "rng": torch.get_rng_state() if rng is None else rng,
+                       "state": {**state, "status": str(state["status"])}}, path)
 
 
 def _write_metrics(out: Path, history: list[dict]) -> None:

@@ -80,7 +80,7 @@ class RecurrentUnit(nn.Module):
         H = self.hidden_size
         out: dict[str, Tensor] = {}
         # Slices on the trailing dims, so the same code serves stacked weights with a leading model
-        # dimension (gatedrnn.multi): W (..., G·H, I), U (..., G·H, H), b (..., G·H), v (..., 3, H).
+        # dimension (StackedUnit, stacked.py): W (..., G·H, I), U (..., G·H, H), b (..., G·H), v (..., 3, H).
         for g, name in enumerate(self.gates):
             sfx = f"_{name}" if name else ""
             out["W" + sfx] = W[..., g * H:(g + 1) * H, :]
