@@ -13,7 +13,7 @@ import pytest
 
 from _paths import data_dir, music_file
 from gatedrnn.data import ChecksumError, DataError, DataNotFoundError, load_dataset, sources
-from gatedrnn.data.cli import add_data_commands
+from gatedrnn.cli.data import add_data_commands
 from gatedrnn.data.sources import KNOWN_FILES, cache_dir, find_or_fetch, resolve_data_dir, verify
 
 JSB_MAT = "JSB_Chorales.mat"
