@@ -32,6 +32,8 @@ from ..data import DataError, DataNotFoundError
 def number(kind: type, lo=None, lo_open=False, hi=None, hi_open=False, *, zero=False):
     """An argparse type: an int or a finite float within the bounds; zero=True also accepts 0 (a flag
     whose 0 means "none")."""
+    if zero and lo == 0 and lo_open:    # "0 or > 0" is ">= 0"
+        zero, lo_open = False, False
     want = ("an integer" if kind is int else "a finite number")
     bounds = [f"{'>' if lo_open else '>='} {lo:g}" if lo is not None else None,
               f"{'<' if hi_open else '<='} {hi:g}" if hi is not None else None]
@@ -91,9 +93,11 @@ def _shown(value) -> str:
     return "none" if value is None else ("on" if value is True else "off" if value is False else str(value))
 
 
-def add_config_flags(p, model, fields=None, *, rename=None, metavars=None, default_from=None) -> None:
+def add_config_flags(p, model, fields=None, *, rename=None, metavars=None, default_from=None,
+                     keep_defaults=False) -> None:
     """Add one --flag per field of a pydantic model (type, bounds, choices, help and default from the
-    field itself), all defaulting to None so that 'not given' is distinguishable from a value.
+    field itself), all defaulting to None so that 'not given' is distinguishable from a value
+    (keep_defaults=True: to the field's default, for a command that uses the fields without the model).
 
     default_from="the budget": the flags override a preset (gatedrnn reproduce): the help says where the
     default comes from, and 0 is accepted for a field whose default is None, to set it back to none."""
@@ -110,7 +114,8 @@ def add_config_flags(p, model, fields=None, *, rename=None, metavars=None, defau
         kw["help"] = f"{field.description or name} ({default})".replace("%", "%%")
         if name in metavars:
             kw["metavar"] = metavars[name]
-        p.add_argument("--" + rename.get(name, name).replace("_", "-"), dest=name, default=None, **kw)
+        p.add_argument("--" + rename.get(name, name).replace("_", "-"), dest=name,
+                       default=field.default if keep_defaults else None, **kw)
 
 
 # Flag names that differ from their TrainConfig field (train and reproduce)

@@ -12,23 +12,32 @@ import json
 import sys
 
 from ..data import DataError, canonical_name, load_dataset, prefix_of
-from ..data.music import dataset_stats, format_stats_table
+from ..data.music import MUSIC_SETS, dataset_stats, format_stats_table
 from ..data.sources import KNOWN_FILES, ChecksumError, DataNotFoundError, find_or_fetch, verify
 from ..data.speech import find_fsdd, format_speech_stats, fsdd_verify_row, speech_stats
+from ..train import TrainConfig
+from . import TRAIN_RENAME, add_config_flags
 
 __all__ = ["add_data_commands"]
 
-MUSIC = ("jsb", "nottingham", "musedata", "piano")
+MUSIC = tuple(MUSIC_SETS)
 
 
-def _common(p, mirror=False):
+def _subcommand(sub, name: str, func, *, datasets: bool = False, json_rows: bool = False, **kw):
+    """A `data` subcommand with the flags every one takes: [DATASET ...], where the data are, the mirror."""
+    p = sub.add_parser(name, **kw)
+    if datasets:
+        p.add_argument("datasets", nargs="*", metavar="DATASET", help=f"default: {' '.join(MUSIC)}")
     p.add_argument("--data-dir", help="folder holding the data files (default: env GATEDRNN_DATA_DIR, "
                                       "then the download cache)")
-    if mirror:
-        p.add_argument("--mirror", help="base URL tried first for downloads, as <URL>/<filename> "
-                                        "(or env GATEDRNN_MIRROR)")
+    p.add_argument("--mirror", help="base URL tried first for downloads, as <URL>/<filename> "
+                                    "(or env GATEDRNN_MIRROR)")
     p.add_argument("--allow-unverified", action="store_true",
                    help="accept files that have no known checksum (reported as 'unverified')")
+    if json_rows:
+        p.add_argument("--json", action="store_true", help="print the rows as JSON")
+    p.set_defaults(func=func)
+    return p
 
 
 def add_data_commands(subparsers) -> None:
@@ -37,31 +46,22 @@ def add_data_commands(subparsers) -> None:
     sub = p.add_subparsers(dest="data_command", metavar="SUBCOMMAND")
     p.set_defaults(func=lambda args: (p.print_help(), 0)[1])
 
-    v = sub.add_parser("verify", help="checksum every known file found locally",
-                       description="List every registered file with its status: ok, missing, mismatch or "
-                                   "unverified. With --mirror (or --download), missing files are downloaded "
-                                   "first. Exit code 1 if any file mismatches.")
-    _common(v, mirror=True)
+    v = _subcommand(sub, "verify", cmd_verify, json_rows=True, help="checksum every known file found locally",
+                    description="List every registered file with its status: ok, missing, mismatch or "
+                                "unverified. With --mirror (or --download), missing files are downloaded "
+                                "first. Exit code 1 if any file mismatches.")
     v.add_argument("--download", action="store_true", help="download missing files before checking")
     v.add_argument("--dataset", action="append", help="only this dataset's files (repeatable)")
-    v.add_argument("--json", action="store_true", help="print the rows as JSON")
-    v.set_defaults(func=cmd_verify)
 
-    s = sub.add_parser("stats", help="print the statistics table of music (and speech) datasets")
-    s.add_argument("datasets", nargs="*", metavar="DATASET", help=f"default: {' '.join(MUSIC)}")
-    _common(s, mirror=True)
-    s.add_argument("--format", default="auto", choices=["auto", "mat", "pickle"])
-    s.add_argument("--width", default="88", choices=["88", "paper"])
+    s = _subcommand(sub, "stats", cmd_stats, datasets=True, json_rows=True,
+                    help="print the statistics table of music (and speech) datasets")
+    add_config_flags(s, TrainConfig, ("data_format", "width"), rename=TRAIN_RENAME, keep_defaults=True)
     s.add_argument("--no-download", action="store_true", help="never download")
-    s.add_argument("--json", action="store_true", help="print the rows as JSON")
-    s.set_defaults(func=cmd_stats)
 
-    d = sub.add_parser("download", help="download (and verify) the files of datasets into the cache")
-    d.add_argument("datasets", nargs="*", metavar="DATASET", help=f"default: {' '.join(MUSIC)}")
-    _common(d, mirror=True)
+    d = _subcommand(sub, "download", cmd_download, datasets=True,
+                    help="download (and verify) the files of datasets into the cache")
     d.add_argument("--format", default="auto", choices=["auto", "mat", "pickle", "all"],
                    help="auto/mat: the .mat files; pickle: the original pickles; all: both")
-    d.set_defaults(func=cmd_download)
 
 
 def _guard(fn):
@@ -142,7 +142,7 @@ def cmd_stats(args) -> int:
     names = [canonical_name(n) for n in (args.datasets or MUSIC)]
     all_rows, blocks, speech_rows = [], [], []
     for n in names:
-        ds = load_dataset(n, args.data_dir, fmt=args.format, width=args.width, download=not args.no_download,
+        ds = load_dataset(n, args.data_dir, fmt=args.data_format, width=args.width, download=not args.no_download,
                           mirror=args.mirror, allow_unverified=args.allow_unverified)
         if ds.kind == "speech":  # sequences/steps/samples/seconds per split (gatedrnn.data.speech)
             speech_rows += speech_stats(ds)

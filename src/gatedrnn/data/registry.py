@@ -11,9 +11,11 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Callable
 
-from . import midi, music, speech
 from .dataset import SequenceDataset
+from .midi import canonical_midi_name, load_midi_dataset
+from .music import MUSIC_ALIASES, MUSIC_SETS, load_music
 from .sources import DataError
+from .speech import FSDD_VARIANTS, canonical_wav_name, load_fsdd, load_wav_dataset
 
 __all__ = ["DATASETS", "ALIASES", "PREFIXES", "register_dataset", "register_prefix", "prefix_of",
            "canonical_name", "load_dataset", "clear_cache", "CACHE_SIZE"]
@@ -117,23 +119,23 @@ def load_dataset(name: str, data_dir=None, *, fmt: str = "auto", width="88", dow
 # ------------------------------------------------------------------------------- the built-ins
 def _music_loader(key: str):
     def load(data_dir=None, *, fmt="auto", width="88", download=True, mirror=None, **kw):
-        return music.load_music(key, data_dir, fmt=fmt, width=width, download=download, mirror=mirror, **kw)
+        return load_music(key, data_dir, fmt=fmt, width=width, download=download, mirror=mirror, **kw)
     load.__name__ = f"load_{key}"
-    load.__doc__ = f"Load {music.MUSIC_SETS[key].title} (see gatedrnn.data.music.load_music)."
+    load.__doc__ = f"Load {MUSIC_SETS[key].title} (see gatedrnn.data.music.load_music)."
     return load
 
 
 def _fsdd_loader(variant: str):
     def load(data_dir=None, *, fmt="auto", width="88", download=True, mirror=None, **kw):
-        return speech.load_fsdd(variant, data_dir, download=download, mirror=mirror, **kw)
+        return load_fsdd(variant, data_dir, download=download, mirror=mirror, **kw)
     load.__name__ = f"load_{variant.replace('-', '_')}"
-    load.__doc__ = f"Load {speech.FSDD_VARIANTS[variant].title} (see gatedrnn.data.speech)."
+    load.__doc__ = f"Load {FSDD_VARIANTS[variant].title} (see gatedrnn.data.speech)."
     return load
 
 
-for _key, _aliases in music.MUSIC_ALIASES.items():
+for _key, _aliases in MUSIC_ALIASES.items():
     register_dataset(_key, _music_loader(_key), _aliases)
 register_dataset("fsdd-a", _fsdd_loader("fsdd-a"), ("fsdd_a", "ubisoft-a", "speech-a"))
 register_dataset("fsdd-b", _fsdd_loader("fsdd-b"), ("fsdd_b", "ubisoft-b", "speech-b"))
-register_prefix("midi", midi.canonical_midi_name, midi.load_midi_dataset)
-register_prefix("wav", speech.canonical_wav_name, speech.load_wav_dataset)
+register_prefix("midi", canonical_midi_name, load_midi_dataset)
+register_prefix("wav", canonical_wav_name, load_wav_dataset)
