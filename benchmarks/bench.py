@@ -4,7 +4,7 @@
 """
 import sys
 
-from gatedrnn.bench import main
+from gatedrnn.nn.bench import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -18,7 +18,7 @@ them less than wall-clock; each worker is a fresh process (PYTHONPATH selects th
 and (dataset, unit, code) are interleaved repeat by repeat; the result keeps every repeat, the median
 and the minimum.
 
-Layout (--layout): K runs of one (dataset, unit) trained as ONE program (kernels.multi.StackedUnit, K
+Layout (--layout): K runs of one (dataset, unit) trained as ONE program (gatedrnn.nn.StackedUnit, K
 models in each kernel call, a stacked optimiser, one thread) against K separate one-thread processes
 started together — per-model core-seconds per epoch (training + evaluation) and the wall-clock of the
 whole group.
@@ -190,7 +190,7 @@ def worker_stacked(dataset: str, unit: str, K: int, same_seed: bool, min_cpu: fl
     import gatedrnn.train as T
     from gatedrnn.data.batching import eval_batches, iterate_batches
     from gatedrnn.kernels import readout
-    from gatedrnn.kernels.multi import StackedUnit
+    from gatedrnn.nn import StackedUnit
 
     cpu = time.process_time
     cfg = T.TrainConfig(dataset=dataset, unit=unit)

@@ -1,7 +1,8 @@
 """The fused C++ path (gatedrnn.kernels) against the reference loop (`unit.fused=False`): outputs, final
 states and every gradient (x, h0/c0, W, U, b, peepholes), on random shapes, lengths and every option
-variant; float64 gradcheck through the fused path; weight noise; the fallback when the build fails.
-No timings here (see `gatedrnn bench`)."""
+variant; float64 gradcheck through the fused path; weight noise; the fallback when the build fails;
+K models as one (gatedrnn.nn.StackedUnit) against K single units; the layering (kernels/ imports
+nothing from nn/). No timings here (see `gatedrnn bench`)."""
 from __future__ import annotations
 
 import shutil
@@ -14,7 +15,7 @@ from hypothesis import strategies as st
 
 from gatedrnn import kernels
 from gatedrnn.kernels import loader
-from gatedrnn.nn import make_unit
+from gatedrnn.nn import make_unit, recurrence
 
 VARIANTS = [
     ("tanh", {}),
@@ -36,6 +37,27 @@ def built():
             pytest.fail(f"the kernel did not build although a compiler exists: {kernels.build_error()}")
         pytest.skip(f"no C++ compiler: {kernels.build_error()}")
     yield
+
+
+def fused_path(u) -> bool:
+    """Would a forward of `u` run the fused kernel? (the unit declares one, it is on the CPU, the library
+    is built)"""
+    return u.kernel_spec() is not None and u.weight_hh.is_cpu and kernels.available()
+
+
+@pytest.fixture
+def kernel_calls(monkeypatch):
+    """Records every call of kernels.recurrence and whether it ran the kernel (returned a result)."""
+    calls = []
+    real = kernels.recurrence
+
+    def spy(*a, **k):
+        r = real(*a, **k)
+        calls.append(r is not None)
+        return r
+
+    monkeypatch.setattr(kernels, "recurrence", spy)
+    return calls
 
 
 def make(name, kw, I, H, dtype=torch.float32, seed=0, **extra):
@@ -93,12 +115,18 @@ def assert_same(a, b, atol, rtol=1e-4):
         torch.testing.assert_close(g_a[k], g_b[k], atol=atol, rtol=rtol, msg=lambda m: f"grad {k}: {m}")
 
 
-def test_lookup_gives_the_fused_path():
+def test_units_declare_their_kernel(kernel_calls):
+    want = {"tanh": {}, "gru": {"reset_after": False}, "lstm": {"peepholes": True}}
     for name, kw in VARIANTS:
         u = make(name, kw, 3, 4)
-        assert kernels.lookup(u) is kernels.fused_run
+        assert fused_path(u)
+        assert u.kernel_spec() == (name, {**want[name], **kw})
+        u(torch.randn(2, 3, 3))
         u.fused = False
-        assert u.fused is False
+        u(torch.randn(2, 3, 3))                 # fused=False: the kernel is not even asked
+    assert kernel_calls == [True] * len(VARIANTS)
+    with pytest.raises(ValueError, match="no flag"):
+        kernels.recurrence("gru", {"peepholes": True}, *[torch.zeros(1, 1, 1, 1)] * 8)
 
 
 @pytest.fixture(params=["in-loop", "deferred"])
@@ -174,11 +202,11 @@ def test_fused_equals_reference_property(variant, B, T, I, H, batch_first, with_
 
 
 @pytest.mark.parametrize("variant", VARIANTS, ids=IDS)
-def test_gradcheck_fused(variant, wgrad_mode):
+def test_gradcheck_fused(variant, wgrad_mode, kernel_calls):
     name, kw = variant
     B, T, I, H = 3, 4, 3, 5
     u = make(name, kw, I, H, torch.float64)
-    assert kernels.lookup(u) is kernels.fused_run
+    assert fused_path(u)
     lengths = torch.tensor([4, 2, 0])
     mask = torch.arange(T).unsqueeze(1) < lengths.unsqueeze(0)
     x = torch.randn(T, B, I, dtype=torch.float64, requires_grad=True)
@@ -190,10 +218,11 @@ def test_gradcheck_fused(variant, wgrad_mode):
 
     def f(x, h0, c0, W, U, *params):
         state = (h0, c0) if name == "lstm" else h0
-        out, st_ = kernels.fused_run(u, x, state, mask, W, U)
+        out, st_ = recurrence(u, x, state, mask, W, U, *params)
         return (out,) + (st_ if isinstance(st_, tuple) else (st_,))
 
     assert torch.autograd.gradcheck(f, (x, h0, c0, W, U, *extra), atol=1e-7, rtol=1e-5)
+    assert kernel_calls and all(kernel_calls)
 
 
 @pytest.mark.parametrize("variant", VARIANTS, ids=IDS)
@@ -227,15 +256,43 @@ def test_packed_sequence_and_no_grad():
     torch.testing.assert_close(ca, cb, atol=1e-5, rtol=1e-4)
 
 
-def test_unsupported_units_fall_back_to_the_reference():
-    # a subclass with its own equations never takes the fused path
+def test_unsupported_units_fall_back_to_the_reference(kernel_calls):
+    """A subclass that overrides the equations (cell, reference, state_h or init_state) never takes its
+    parent's fused path; one that only adds, e.g., a method keeps it."""
     from gatedrnn.nn.gru import GRU
+    from gatedrnn.nn.lstm import LSTM
 
     class MyGRU(GRU):
         def cell(self, wx_t, h, p):
             return super().cell(wx_t, h, p) * 0.5
 
-    assert kernels.lookup(MyGRU(3, 4)) is None
+    class MyRef(GRU):
+        def reference(self, *a):
+            return super().reference(*a)
+
+    class MyState(LSTM):
+        @staticmethod
+        def state_h(state):
+            return state[1]
+
+    class MyInit(LSTM):
+        def init_state(self, batch, like):
+            return tuple(s + 1 for s in super().init_state(batch, like))
+
+    class Plain(GRU):
+        def describe(self):
+            return "same equations"
+
+    for cls in (MyGRU, MyRef, MyState, MyInit):
+        u = cls(3, 4)
+        assert u.kernel_spec() is None, cls
+        u(torch.randn(2, 5, 3)).__getitem__(0).sum().backward()
+    assert kernel_calls == []
+    g, m = GRU(3, 4), MyGRU(3, 4)
+    m.load_state_dict(g.state_dict())
+    x = torch.randn(2, 1, 3)
+    torch.testing.assert_close(m(x)[0], 0.5 * g(x)[0])     # one step from h_0 = 0: MyGRU's own cell() ran
+    assert Plain(3, 4).kernel_spec() == ("gru", {"reset_after": False})
 
 
 def test_fallback_when_the_build_fails(monkeypatch):
@@ -251,7 +308,7 @@ def test_fallback_when_the_build_fails(monkeypatch):
     try:
         with warnings.catch_warnings(record=True) as w:
             warnings.simplefilter("always")
-            assert kernels.lookup(u) is None
+            assert not fused_path(u)
             got = run(u, x)
             run(make("gru", {}, 4, 5), x)
         msgs = [str(m.message) for m in w if issubclass(m.category, RuntimeWarning)]
@@ -271,7 +328,7 @@ def test_disabled_by_environment(monkeypatch):
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error")      # disabling on purpose is not worth a warning
-            assert kernels.lookup(make("tanh", {}, 2, 3)) is None
+            assert not fused_path(make("tanh", {}, 2, 3))
     finally:
         monkeypatch.delenv("GATEDRNN_NO_KERNELS")
         kernels.reset()
@@ -289,13 +346,13 @@ def test_failed_compile_is_reported(monkeypatch, tmp_path):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 def test_cuda_runs_the_reference():
     u = make("gru", {}, 3, 4).cuda()
-    assert kernels.lookup(u) is None
+    assert not fused_path(u)
     out, h = u(torch.randn(2, 5, 3, device="cuda"))
     assert out.is_cuda
 
 
 # ------------------------------------------------------------------ many models as one
-from gatedrnn.kernels.multi import StackedUnit  # noqa: E402
+from gatedrnn.nn import StackedUnit  # noqa: E402
 
 
 @pytest.mark.parametrize("variant", VARIANTS, ids=IDS)
@@ -362,8 +419,8 @@ def test_stacked_gradcheck():
     lengths = torch.tensor([[4, 2, 1], [3, 4, 0]])
 
     def f(x, W, U, b):
-        out, h = s._run(x.transpose(1, 2), torch.zeros(2, 3, 4, dtype=torch.float64),
-                        torch.arange(4).view(1, 4, 1) < lengths.unsqueeze(1), W, U)
+        out, h = recurrence(s.template, x.transpose(1, 2), torch.zeros(2, 3, 4, dtype=torch.float64),
+                            torch.arange(4).view(1, 4, 1) < lengths.unsqueeze(1), W, U, b)
         return out, h
 
     W = s.weight_ih.detach().clone().requires_grad_(True)
@@ -375,7 +432,7 @@ def test_bench_command_is_registered_and_reports():
     """The bench CLI parses and its report renders (no timing is run or checked here)."""
     import argparse
 
-    from gatedrnn import bench
+    from gatedrnn.nn import bench
     p = argparse.ArgumentParser()
     sub = p.add_subparsers()
     bench.add_bench_command(sub)
@@ -391,6 +448,13 @@ def test_bench_command_is_registered_and_reports():
                         "reference_over_nn": 1.0, "floor_ms": 1.0, "fused_over_floor": 1.0}],
            "stacked": None}
     assert "| music | gru | 46 |" in bench.markdown(res)
+    res["stacked"] = [{"unit": u, "hidden": h, "K": 10, "stacked_per_model_ms": 0.9, "ratio_per_model_vs_one": 0.9,
+                       "ratio_per_model_vs_one_min": 0.8,
+                       "times": {"one fused model": t, "K=10 stacked": {"median_ms": 9.0, "min_ms": 8.0, "n": 1}}}
+                      for u, h in (("lstm", 36), ("gru", 46), ("tanh", 100))]
+    md = bench.markdown(res)
+    for u, h in (("lstm", 36), ("gru", 46), ("tanh", 100)):
+        assert f"| {u} | {h} | 10 | 1.0 (1.0) | 9 (8) | 0.9 | **0.90** (0.80) |" in md
 
 
 @pytest.mark.skipif(not __import__("sys").platform.startswith("linux"), reason="reads /proc/self/maps")
@@ -500,15 +564,15 @@ def test_byte_inputs_for_inference(variant):
     from gatedrnn.kernels import autograd, inference
     name, kw = variant
     u = make(name, kw, 9, 7)
-    code = kernels._unit_code(u)
+    kind, flags = u.kernel_spec()
     x8 = (torch.rand(1, 8, 5, 9) < 0.3).to(torch.uint8)
     x8[0, :, :, 2] *= 3
     mask = (torch.arange(8).view(1, 8, 1) < torch.tensor([8, 3, 0, 5, 8]).view(1, 1, 5))
     h0 = torch.randn(1, 5, 7)
     c0 = torch.randn(1, 5, 7) if name == "lstm" else None
     peep = u.peephole is not None
-    args = lambda x: (code, bool(getattr(u, "reset_after", False)), peep, x, h0, c0, u.weight_ih[None],
-                      u.weight_hh[None], u.bias[None], u.peephole[None] if peep else None, mask)
+    args = lambda x: (kind, flags, x, h0, c0, u.weight_ih[None], u.weight_hh[None], u.bias[None],
+                      u.peephole[None] if peep else None, mask)
     for sparse in (False, True):
         autograd.SPARSE = sparse
         try:
@@ -518,7 +582,7 @@ def test_byte_inputs_for_inference(variant):
         for s, t in zip(a, b):
             assert (s is None and t is None) or torch.equal(s, t)
     with pytest.raises(ValueError):
-        autograd.run_forward(*args(x8)[:10], None)
+        autograd.run_forward(*kernels._code(kind, flags), *args(x8)[2:9], None)
 
 
 def test_stacked_inference_equals_training_forward():
@@ -628,3 +692,64 @@ def test_model_total_nll_matches_the_reference(unit):
         ref = float(m.nll(full.inputs, full.targets, full.mask, full.lengths).sum(dtype=torch.float64))
     assert got == pytest.approx(ref, rel=1e-6)
     assert m.total_nll(compact.inputs, compact.targets, compact.mask, compact.lengths) == pytest.approx(ref, rel=1e-12)
+
+
+# ------------------------------------------------------------------ layering
+def test_kernels_import_nothing_from_nn():
+    """kernels/ receives tensors and a unit code: it imports nothing of gatedrnn outside itself — checked
+    on the source (every import statement) and at run time (a bare `gatedrnn` package, so that the
+    package's own __init__ cannot mask what kernels/ pulls in)."""
+    import ast
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import gatedrnn
+    pkg = Path(gatedrnn.__file__).parent
+    for f in sorted((pkg / "kernels").glob("*.py")):
+        for node in ast.walk(ast.parse(f.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                assert node.level <= 1, f"{f.name}: relative import beyond kernels/ ({'.' * node.level}{node.module})"
+                mods = [node.module or ""] if node.level == 0 else []
+                if node.module == "gatedrnn":
+                    assert [a.name for a in node.names] == ["kernels"], f"{f.name}: from gatedrnn import ..."
+            elif isinstance(node, ast.Import):
+                mods = [a.name for a in node.names]
+            else:
+                continue
+            for m in mods:
+                assert not m.startswith("gatedrnn.") or m.startswith("gatedrnn.kernels"), f"{f.name} imports {m}"
+    code = ("import sys, types\n"
+            f"p = types.ModuleType('gatedrnn'); p.__path__ = [{str(pkg)!r}]; sys.modules['gatedrnn'] = p\n"
+            "import gatedrnn.kernels, gatedrnn.kernels.autograd, gatedrnn.kernels.loader, gatedrnn.kernels.readout\n"
+            "print(sorted(m for m in sys.modules if m.startswith('gatedrnn.') and not m.startswith('gatedrnn.kernels')))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("variant", VARIANTS, ids=IDS)
+@pytest.mark.parametrize("fused", [None, False], ids=["fused", "reference"])
+def test_one_loop_a_stack_of_one_is_the_unit(variant, fused):
+    """The single unit IS the K = 1 case of the stacked loop: bit-for-bit the same outputs, state and
+    gradients (fused and reference), and the stacked reference path is the unit's own `reference`."""
+    name, kw = variant
+    u = make(name, kw, 5, 6, fused=fused)
+    s = StackedUnit.from_units([u], fused=fused)
+    x = torch.randn(4, 7, 5)
+    lengths = torch.tensor([7, 3, 0, 5])
+    a, sa = u(x, lengths=lengths)
+    b, sb = s(x[None], lengths=lengths)
+    assert torch.equal(a, b[0])
+    for p, q in zip(sa if isinstance(sa, tuple) else (sa,), sb if isinstance(sb, tuple) else (sb,)):
+        assert torch.equal(p, q[0])
+    a.square().sum().backward()
+    b.square().sum().backward()
+    for (n, p), q in zip(u.named_parameters(), s.parameters()):
+        assert torch.equal(p.grad, q.grad[0]), n
+    s3 = StackedUnit.from_units([u, u, u], fused=False)
+    t, calls = s3.template, []
+    t.reference = lambda *a: calls.append(tuple(a[0].shape)) or type(t).reference(t, *a)
+    s3(x[None].expand(3, -1, -1, -1), lengths=lengths)
+    del t.reference
+    assert calls == [(3, 7, 4, 5)]          # (K, T, B, I): one call of the unit's loop for all K models

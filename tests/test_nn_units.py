@@ -392,14 +392,18 @@ def test_cell_equations_match_float64_rederivation(unit, kw):
 
 
 @pytest.mark.parametrize("unit,kw", CELL_VARIANTS, ids=CELL_IDS)
-def test_fused_path_matches_float64_rederivation(unit, kw):
+def test_fused_path_matches_float64_rederivation(unit, kw, monkeypatch):
     """The fused C++ path against the same float64 equations (not only against cell())."""
     from gatedrnn import kernels
     m, P = make_cell_unit(unit, kw, fused=None)
-    if kernels.lookup(m) is None:
+    if not kernels.available():
         pytest.skip(f"fused kernels unavailable here: {kernels.build_error()}")
-    assert kernels.lookup(m) is kernels.fused_run
+    assert m.kernel_spec() is not None
+    ran, real = [], kernels.recurrence
+    monkeypatch.setattr(kernels, "recurrence", lambda *a: ran.append(1) or real(*a))
+    m.cell = None                                           # proves cell() plays no part in this path
     check_against_rederivation(m, unit, kw, P)
+    assert ran == [1]
 
 
 def test_forget_bias_option_only_sets_b_f():

@@ -112,9 +112,11 @@ def test_budgets_and_run_ids():
         G.budget_config("huge")
     with pytest.raises(ValueError):
         G.StudyConfig(train={"lr": 1e-3})  # the lr is the grid's, not a shared field
-    q = G.budget_config("quick")
+    q = G.budget_config("speech")
     assert q.train_fields("fsdd-a")["limit_sequences"] == 1200 and "limit_sequences" not in q.train_fields("jsb")
-    assert G.budget_config("quick", train={"epochs": 3}).train_fields("fsdd-b")["epochs"] == 3  # flag wins
+    assert q.train_fields("fsdd-b")["tbptt"] == 100 and "tbptt" not in q.train_fields("fsdd-a")
+    assert G.budget_config("speech", train={"epochs": 3}).train_fields("fsdd-b")["epochs"] == 3  # flag wins
+    assert G.budget_config("speech", train={"tbptt": None}).train_fields("fsdd-b").get("tbptt") is None  # --tbptt 0
     g = G.Grid(s, datasets=["jsb"])
     sp = g.search_specs("jsb", "gru")
     assert len(sp) == 2 and len({x.run_id for x in sp}) == 2

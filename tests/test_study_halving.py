@@ -83,14 +83,15 @@ def test_halving_decide_hand_case():
 
 
 def test_rungs_and_unchanged_keys():
-    # the keys every budget's (full-search) study had before halving existed
+    # the keys every budget's (full-search) study had before halving existed (quick: since its redefinition
+    # of 2026-12, 6 candidates over 2^-10..2^-6, 250 epochs)
     assert {b: G.budget_config(b).key() for b in ("smoke", "laptop", "quick", "paper")} == {
-        "smoke": "a122650ce176", "laptop": "e7c4cbe04521", "quick": "2127631d3b1d", "paper": "9b435d0c1d59"}
+        "smoke": "a122650ce176", "laptop": "e7c4cbe04521", "quick": "8c447632fa48", "paper": "9b435d0c1d59"}
     assert G.budget_config("paper", halving_rungs=[3], halving_eta=3).key() == "9b435d0c1d59"  # unused by full
     h = G.budget_config("paper", search="halving")
     assert h.key() != "9b435d0c1d59" and h.key() != G.budget_config("paper", search="halving", halving_eta=3).key()
-    assert h.rungs(500) == [50, 100, 200] and h.rungs(40) == [4, 8, 16] and h.rungs(2) == [1]
-    assert h.halving_fractions == [0.1, 0.2, 0.4] and G.budget_config("paper", halving_fractions=[0.5]).key() == \
+    assert h.rungs(500) == [150, 300] and h.rungs(40) == [12, 24] and h.rungs(2) == [1]
+    assert h.halving_fractions == [0.3, 0.6] and G.budget_config("paper", halving_fractions=[0.5]).key() == \
         "9b435d0c1d59"
     # the default fractions are part of a halving study's config (and key): a later change of the default
     # does not silently change the rungs of a study that has run

@@ -55,22 +55,22 @@ class SequenceModel(nn.Module):
         from .kernels import readout
         rnn, head = self.rnn, self.head
         dt = rnn.weight_hh.dtype
+        spec = rnn.kernel_spec()
         if (type(self).forward is not SequenceModel.forward or type(head) is not BernoulliHead
                 or head.fused is False or rnn.fused is False or (rnn.training and rnn.weight_noise > 0)
                 or not rnn.batch_first or x.dim() != 3 or x.shape[0] * x.shape[1] == 0
                 or x.dtype not in (torch.uint8, dt) or not (x.is_cpu and y.is_cpu and mask.is_cpu)
-                or kernels.lookup(rnn) is None):
+                or spec is None or not rnn.weight_hh.is_cpu or not kernels.available()):
             return None
-        code = kernels._unit_code(rnn)
+        kind, flags = spec
         B, T, _ = x.shape
-        is_lstm = code == kernels.LSTM
         h0 = rnn.weight_hh.new_zeros(1, B, rnn.hidden_size)
-        peep = bool(is_lstm and rnn.peepholes)
         full = bool(mask.all())
         m = None if full else mask.t().unsqueeze(0)        # (1, T, B)
-        out, _, _ = kernels.inference(code, bool(getattr(rnn, "reset_after", False)), peep, x.transpose(0, 1)[None],
-                                      h0, h0 if is_lstm else None, rnn.weight_ih[None], rnn.weight_hh[None],
-                                      rnn.bias[None], rnn.peephole[None] if peep else None, m)
+        v = rnn.peephole
+        out, _, _ = kernels.inference(kind, flags, x.transpose(0, 1)[None], h0, h0 if kind == "lstm" else None,
+                                      rnn.weight_ih[None], rnn.weight_hh[None], rnn.bias[None],
+                                      None if v is None else v[None], m)
         h = out[0].transpose(0, 1)                          # (B, T, H) view of the time-major output
         V, c = head.linear.weight, head.linear.bias
         if not readout.applies(h, V, c, y, mask) or not (y.dtype == dt or y.dtype == torch.uint8):

@@ -5,7 +5,7 @@
     gatedrnn sample     draw a piece (MIDI) or audio (WAV) from a trained run  (.generate)
     gatedrnn table1     Table 1: parameter counts beside the paper's          (.train)
     gatedrnn data       verify / stats / download the datasets                (.data)
-    gatedrnn bench      time the fused units                                  (gatedrnn.bench)
+    gatedrnn bench      time the fused units                                  (gatedrnn.nn.bench)
     gatedrnn reproduce  the whole study; report, status                       (.study)
 
 This module holds what every command shares: the flags generated from a pydantic config, ONE set of
@@ -137,7 +137,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from ..bench import add_bench_command
+    from ..nn.bench import add_bench_command
     from . import data, generate, study, train   # the command groups (they import the helpers above)
     parser = _Parser(
         prog="gatedrnn",

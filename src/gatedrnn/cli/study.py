@@ -56,7 +56,7 @@ def add_study_commands(sub) -> None:
                         "halving — all candidates start, the worse half by validation NLL stops at each rung, "
                         "the survivor trains to the end (docs/STUDY.md)")
     p.add_argument("--halving-rungs", type=_epochs_csv, metavar="E1,E2,...",
-                   help="epochs of the halving rungs (default: 10,20,40 %% of the epochs: 50,100,200 for 500)")
+                   help="epochs of the halving rungs (default: 30,60 %% of the epochs: 150,300 for 500)")
     p.add_argument("--halving-eta", type=number(int, 2),
                    help="after each rung the better ceil(n/eta) candidates go on (default 2)")
     p.add_argument("--seeds", type=positive_int, help="seeds of each selected configuration")

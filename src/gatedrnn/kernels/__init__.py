@@ -1,59 +1,45 @@
-"""Fused forward/backward kernels behind one small interface.
+"""Fused forward/backward kernels behind one small interface, for K >= 1 models of one kind at once.
 
-`lookup(unit)` returns a callable `fn(unit, xt, state, mask, W, U) -> (out, state)` computing exactly
-what `unit.reference(...)` computes (outputs, final state, and every gradient), or None when no fast
-path applies (then the reference loop runs).
+The kernels know nothing about unit classes: they receive tensors and a unit code. A unit (gatedrnn.nn)
+declares which kernel computes its equations — a kind ("tanh", "gru", "lstm") and flags (e.g.
+reset_after, peepholes) — and `gatedrnn.nn.recurrence` hands its tensors here:
+
+    recurrence(kind, flags, x, h0, c0, W, U, b, v, mask) -> (out, hT, cT) or None
+
+with a leading model dimension K on every tensor: x (K, T, B, I), h0/c0 (K, B, H), W (K, G·H, I),
+U (K, G·H, H), b (K, G·H), v (K, P, H) or None, mask (K, T, B) or None. It computes exactly what the
+unit's reference loop computes (outputs, final state, every gradient), or returns None when the kernels
+do not apply to these tensors — non-CPU tensors, dtypes other than float32/float64, mixed dtypes,
+zero-length sequences or an empty batch, no kernel library — and the caller runs the reference loop.
+When no gradient is wanted (torch.no_grad, or no input requires one) it runs the forward-only kernel
+(`autograd.inference`): the same arithmetic, no autograd Function, no activations kept for backward.
 
 The fast path is a C++ loop (fused.cpp) built lazily on first use with the system compiler and cached
-once per machine (see loader.py). If it cannot be built or loaded, ONE warning says so and every
-unit falls back to the reference loop. Set `GATEDRNN_NO_KERNELS=1` to disable it altogether.
-
-The callable itself falls back to `unit.reference` for inputs it does not handle: non-CPU tensors,
-dtypes other than float32/float64, mixed dtypes, zero-length sequences or an empty batch. When no
-gradient is wanted (torch.no_grad, or no input requires one) it runs the forward-only kernel
-(`autograd.inference`): the same arithmetic, no autograd Function, no activations kept for backward.
+once per machine (see loader.py). If it cannot be built or loaded, ONE warning says so and every unit
+falls back to the reference loop. Set `GATEDRNN_NO_KERNELS=1` to disable it altogether.
 """
 from __future__ import annotations
 
 import os
 import threading
 import warnings
+from typing import Mapping
 
 import torch
 from torch import Tensor
 
-from . import loader
-from .autograd import GRU, LSTM, TANH, FusedRecurrence, inference
+from . import autograd, loader
+from .autograd import GRU, LSTM, TANH, FusedRecurrence, mask_bytes, row_strided
 
-__all__ = ["lookup", "available", "fused_run", "build_error", "reset", "needs_grad"]
+__all__ = ["KINDS", "FLAGS", "recurrence", "inference", "available", "build_error", "reset", "needs_grad"]
+
+KINDS = {"tanh": TANH, "gru": GRU, "lstm": LSTM}
+# the flags each kind understands (all default False)
+FLAGS: dict[str, tuple[str, ...]] = {"tanh": (), "gru": ("reset_after",), "lstm": ("peepholes",)}
 
 _state_lock = threading.Lock()
 _status: bool | None = None      # None: not tried yet; True: loaded; False: failed (warned)
 _error: str | None = None
-
-
-_codes: dict[type, int | None] = {}   # unit class -> kernel code (the checks below, once per class)
-
-
-def _class_code(t: type) -> int | None:
-    from gatedrnn.nn.gru import GRU as _GRU
-    from gatedrnn.nn.lstm import LSTM as _LSTM
-    from gatedrnn.nn.tanh import TanhRNN as _Tanh
-    # exact equations only: a subclass that overrides cell() or reference() gets the reference loop
-    for cls, code in ((_LSTM, LSTM), (_GRU, GRU), (_Tanh, TANH)):
-        if issubclass(t, cls):
-            if t.cell is not cls.cell or t.reference is not cls.reference or t.state_h is not cls.state_h:
-                return None
-            return code
-    return None
-
-
-def _unit_code(unit) -> int | None:
-    t = type(unit)
-    code = _codes[t] if t in _codes else _codes.setdefault(t, _class_code(t))
-    if code == LSTM and tuple(unit.peepholes) not in ((), ("i", "f", "o")):
-        return None
-    return code
 
 
 def available() -> bool:
@@ -90,43 +76,57 @@ def reset() -> None:
         loader._lib = None
 
 
-def lookup(unit):
-    if _unit_code(unit) is None:
-        return None
-    if unit.weight_hh.device.type != "cpu":
-        return None            # CPU kernels only; CUDA runs the reference loop
-    if not available():
-        return None
-    return fused_run
-
-
 def needs_grad(tensors) -> bool:
     """Will autograd want a backward through these? (no: under torch.no_grad / inference_mode, or when no
     input requires a gradient)"""
     return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
 
 
+def _code(kind: str, flags: Mapping[str, bool]) -> tuple[int, bool, bool]:
+    """(unit code, reset_after, peepholes) for the C ABI; unknown kinds or flags are a programming error."""
+    if kind not in KINDS:
+        raise ValueError(f"unknown kernel kind {kind!r}; expected one of {sorted(KINDS)}")
+    extra = set(flags) - set(FLAGS[kind])
+    if extra:
+        raise ValueError(f"kernel {kind!r} has no flag(s) {sorted(extra)}; it understands {list(FLAGS[kind])}")
+    return KINDS[kind], bool(flags.get("reset_after", False)), bool(flags.get("peepholes", False))
+
+
 _DTYPES = (torch.float32, torch.float64)
 
 
-def fused_run(unit, xt: Tensor, state, mask: Tensor | None, W: Tensor, U: Tensor):
-    code = _unit_code(unit)
+def recurrence(kind: str, flags: Mapping[str, bool], x: Tensor, h0: Tensor, c0: Tensor | None, W: Tensor,
+               U: Tensor, b: Tensor, v: Tensor | None, mask: Tensor | None):
+    """The fused loop over time for K models (shapes in the module doc), or None where it does not apply.
+    Returns (out (K, T, B, H), hT (K, B, H), cT (K, B, H) or None)."""
+    code, reset_after, peep = _code(kind, flags)
     is_lstm = code == LSTM
-    h0, c0 = (state if is_lstm else (state, None))
-    v = unit.peephole
-    tensors = (xt, h0, W, U, unit.bias, c0, v)
-    T, B, _ = xt.shape
-    dt = xt.dtype
-    if (code is None or T == 0 or B == 0 or dt not in _DTYPES
+    v = v if peep else None
+    tensors = (x, h0, c0, W, U, b, v)
+    K, T, B, _ = x.shape
+    dt = x.dtype
+    if (T == 0 or B == 0 or dt not in _DTYPES or (is_lstm and c0 is None)
             or not all(t is None or (t.is_cpu and t.dtype == dt) for t in tensors)
-            or (is_lstm and c0 is None) or (mask is not None and not mask.is_cpu)):
-        return unit.reference(xt, state, mask, W, U)
-    peep = bool(is_lstm and unit.peepholes)
-    reset_after = bool(getattr(unit, "reset_after", False)) if code == GRU else False
-    u = lambda t: None if t is None else t.unsqueeze(0)   # one model = a stack of K=1
-    args = (code, reset_after, peep, u(xt), u(h0), u(c0), u(W), u(U), u(unit.bias), u(v) if peep else None, u(mask))
+            or (mask is not None and not mask.is_cpu) or not available()):
+        return None
+    args = (code, reset_after, peep, x, h0, c0, W, U, b, v, mask)
     if not needs_grad(tensors):   # evaluation: forward only, nothing kept for a backward
-        out, hT, cT = inference(*args)
-    else:
-        out, hT, cT = FusedRecurrence.apply(*args)
-    return out[0], ((hT[0], cT[0]) if is_lstm else hT[0])
+        return _inference(*args)
+    out, hT, cT = FusedRecurrence.apply(*args)
+    return out, hT, (cT if is_lstm else None)
+
+
+def inference(kind: str, flags: Mapping[str, bool], x: Tensor, h0: Tensor, c0: Tensor | None, W: Tensor,
+              U: Tensor, b: Tensor, v: Tensor | None, mask: Tensor | None):
+    """Forward only, no autograd: what `recurrence` returns (same arithmetic, so the same values) without
+    the activations backward would need. x may also be uint8 (compact evaluation batches; the kernel
+    converts exactly). Returns out (K,T,B,H), hT (K,B,H), cT (K,B,H) or None."""
+    code, reset_after, peep = _code(kind, flags)
+    return _inference(code, reset_after, peep, x, h0, c0, W, U, b, v if peep else None, mask)
+
+
+def _inference(code, reset_after, peep, x, h0, c0, W, U, b, v, mask):
+    with torch.no_grad():
+        return autograd.run_forward(code, reset_after, peep, row_strided(x), h0, c0, W.detach(), U.detach(),
+                                    b.detach(), v.detach() if v is not None else None, mask_bytes(mask),
+                                    inference=True)

@@ -10,7 +10,7 @@ for small batches: each torch op here costs microseconds).
 
 Tensors carry a leading model dimension K: x (K, T, B, I) (any T and B strides, unit inner stride),
 h0/c0 (K, B, H), W (K, G·H, I), U (K, G·H, H), b (K, G·H), v (K, 3, H), mask (K, T, B).
-A single unit is K = 1 (see `gatedrnn.kernels.fused_run`).
+A single unit is K = 1 (see `gatedrnn.kernels.recurrence`).
 """
 from __future__ import annotations
 
@@ -147,17 +147,6 @@ def run_forward(unit: int, reset_after: bool, peep: bool, x: Tensor, h0: Tensor,
     if inference:
         return out, hT, cT
     return out, hT, cT, Hs, Cs, act, aux
-
-
-def inference(unit: int, reset_after: bool, peep: bool, x: Tensor, h0: Tensor, c0: Tensor | None, W: Tensor,
-              U: Tensor, b: Tensor, v: Tensor | None, mask: Tensor | None):
-    """Forward only, no autograd: the same outputs as FusedRecurrence.forward (same arithmetic, so the
-    same values) without the activations backward would need. Arguments as FusedRecurrence.apply, except
-    that x may also be uint8 (compact evaluation batches; the kernel converts exactly); returns
-    out (K,T,B,H), hT (K,B,H), cT (K,B,H) or None."""
-    with torch.no_grad():
-        return run_forward(unit, reset_after, peep, row_strided(x), h0, c0, W.detach(), U.detach(), b.detach(),
-                           v.detach() if v is not None else None, mask_bytes(mask), inference=True)
 
 
 def run_backward(unit: int, reset_after: bool, peep: bool, x: Tensor, W: Tensor, U: Tensor, v: Tensor | None,

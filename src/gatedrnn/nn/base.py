@@ -7,6 +7,10 @@ holding b — because that is the layout a fast kernel wants (one GEMM for the i
 over all time steps, one per step for the recurrence). The paper's symbols are slices of these
 tensors: `paper_weights()` hands them out by name, as views, so writing into `W_z` changes the
 module. The readable equations live in each unit's `cell()`; this file only runs them.
+
+`recurrence()` below is THE loop over time, for one unit or for K models of one kind stacked on a
+leading model dimension (`StackedUnit`, stacked.py): the fused C++ kernel (gatedrnn.kernels) when the
+unit declares one, else `RecurrentUnit.reference`, the unit's `cell()` step by step.
 """
 from __future__ import annotations
 
@@ -16,16 +20,21 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pad_packed_sequence, pack_padded_sequence
 
+from .. import kernels
+
 
 class RecurrentUnit(nn.Module):
     """Base class: a single recurrent layer run over a whole sequence.
 
     Subclasses set `gates` (the paper's subscripts, in storage order; "" for the
-    candidate of the tanh unit / GRU) and implement `cell(wx_t, state, p)`.
+    candidate of the tanh unit / GRU) and implement `cell(wx_t, state, p)`. A class whose equations a
+    fused kernel computes exactly declares it: `kernel` (a kind of `gatedrnn.kernels.KINDS`) and
+    `kernel_flags()`; see `kernel_spec`.
     """
 
     gates: tuple[str, ...] = ()
     peepholes: tuple[str, ...] = ()
+    kernel: str | None = None
 
     def __init__(self, input_size: int, hidden_size: int, batch_first: bool = True, *,
                  weight_noise: float = 0.0, fused: bool | None = None):
@@ -108,6 +117,19 @@ class RecurrentUnit(nn.Module):
     def state_h(state) -> Tensor:
         return state
 
+    # ---------------------------------------------------------------- kernel
+    def kernel_flags(self) -> dict[str, bool]:
+        """The options of this unit's fused kernel (e.g. reset_after, peepholes); see `kernel`."""
+        return {}
+
+    def kernel_spec(self) -> tuple[str, dict[str, bool]] | None:
+        """(kind, flags) of the fused kernel computing this unit's equations, or None (reference loop).
+        Only the class that declares `kernel` and the subclasses that keep its equations get it: a
+        subclass overriding cell(), reference(), state_h() or init_state() computes something the
+        kernel does not know, so it runs its own reference loop."""
+        kind = _declared_kernel(type(self))
+        return None if kind is None else (kind, self.kernel_flags())
+
     # ----------------------------------------------------------- weight noise
     def noisy_weights(self) -> tuple[Tensor, Tensor]:
         """W and U for this forward pass. In training with weight_noise > 0, additive Gaussian
@@ -155,39 +177,91 @@ class RecurrentUnit(nn.Module):
                 mask = (torch.arange(T).unsqueeze(1) < lengths.unsqueeze(0)).to(xt.device)  # (T, B)
 
         W, U = self.noisy_weights()
-        out, state = self._run(xt, state, mask, W, U)
+        out, state = recurrence(self, xt, state, mask, W, U, fused=self.fused)
 
         if packed:
             return pack_padded_sequence(out, lengths, enforce_sorted=False), state
         return (out.transpose(0, 1) if self.batch_first else out), state
 
-    def _run(self, xt: Tensor, state, mask: Tensor | None, W: Tensor, U: Tensor):
-        """Dispatch to a fused kernel when one applies, else the reference loop."""
-        if self.fused is not False:
-            from gatedrnn import kernels
-            fn = kernels.lookup(self)
-            if fn is not None:
-                return fn(self, xt, state, mask, W, U)
-        return self.reference(xt, state, mask, W, U)
-
-    def reference(self, xt: Tensor, state, mask: Tensor | None, W: Tensor, U: Tensor):
-        """The readable path: the input projection W x_t + b is done once for all steps (one
-        GEMM), then `cell()` runs the paper's equations step by step."""
-        T, B, _ = xt.shape
-        p = self._symbols(W, U, self.bias, self.peephole)
-        wx = torch.addmm(self.bias, xt.reshape(T * B, -1), W.t()).view(T, B, -1)
+    def reference(self, xt: Tensor, state, mask: Tensor | None, W: Tensor, U: Tensor, b: Tensor,
+                  v: Tensor | None):
+        """The readable path, on a leading model dimension K (K = 1 for a single unit): the input
+        projection W x_t + b is done once for all steps (one batched GEMM), then `cell()` runs the
+        paper's equations step by step (its matmuls batched over the K models). Shapes as in
+        `recurrence`'s stacked form; returns (out (K, T, B, H), final state)."""
+        K, T, B, I = xt.shape
+        # v_g (K, 1, H): one peephole vector per model, broadcast over the batch rows
+        p = self._symbols(W, U, b, None if v is None else v.unsqueeze(1))
+        wx = torch.baddbmm(b.unsqueeze(1), xt.reshape(K, T * B, I), W.mT).view(K, T, B, -1)
         outs = []
         for t in range(T):
-            new = self.cell(wx[t], state, p)
+            new = self.cell(wx[:, t], state, p)
             if mask is not None:
-                m = mask[t].unsqueeze(1)
-                new = _where_state(m, new, state)
+                new = _where_state(mask[:, t].unsqueeze(-1), new, state)
             state = new
             outs.append(self.state_h(state))
-        out = torch.stack(outs) if outs else xt.new_zeros(0, B, self.hidden_size)
+        out = torch.stack(outs, 1) if outs else xt.new_zeros(K, 0, B, self.hidden_size)
         if mask is not None:
-            out = out * mask.unsqueeze(2).to(out.dtype)
+            out = out * mask.unsqueeze(-1).to(out.dtype)
         return out, state
+
+
+def recurrence(unit: RecurrentUnit, xt: Tensor, state, mask: Tensor | None = None, W: Tensor | None = None,
+               U: Tensor | None = None, b: Tensor | None = None, v: Tensor | None = None, *,
+               fused: bool | None = None):
+    """Run `unit`'s equations over time — the one loop of the package — for one model or K at once.
+
+    One model: xt (T, B, I) time-major, state (B, H) (a tuple such as (h, c) for the LSTM family),
+    mask (T, B) bool (False = padded step: state carried, output 0) or None, W (G·H, I), U (G·H, H),
+    b (G·H), v (P, H) or None. K models (`StackedUnit`): the same with a leading K on every tensor.
+    W, U, b, v default to the unit's own parameters (one model; a forward pass passes W, U with noise).
+    fused: False forces the reference loop; None takes the unit's fused kernel (`kernel_spec`) where the
+    kernels apply to these tensors (CPU, float32/float64), else `unit.reference`.
+    Returns (out (…, T, B, H), final state), model k of a stack computing exactly what the single unit
+    with model k's tensors computes."""
+    W = unit.weight_ih if W is None else W
+    U = unit.weight_hh if U is None else U
+    b = unit.bias if b is None else b
+    v = unit.peephole if v is None else v
+    single = xt.dim() == 3
+    if single:   # a stack of K = 1
+        xt, W, U, b = xt[None], W[None], U[None], b[None]
+        state = _map(lambda s: s[None], state)
+        mask = None if mask is None else mask[None]
+        v = None if v is None else v[None]
+    out, state = _stacked(unit, xt, state, mask, W, U, b, v, fused)
+    if single:
+        out, state = out[0], _map(lambda s: s[0], state)
+    return out, state
+
+
+def _stacked(unit, xt, state, mask, W, U, b, v, fused):
+    spec = unit.kernel_spec() if fused is not False else None
+    if spec is not None:
+        h0, c0 = state if isinstance(state, tuple) else (state, None)
+        res = kernels.recurrence(*spec, xt, h0, c0, W, U, b, v, mask)
+        if res is not None:
+            out, hT, cT = res
+            return out, ((hT, cT) if isinstance(state, tuple) else hT)
+    return unit.reference(xt, state, mask, W, U, b, v)
+
+
+_kernel_of: dict[type, str | None] = {}   # unit class -> its kernel kind (the checks below, once per class)
+
+
+def _declared_kernel(cls: type) -> str | None:
+    if cls not in _kernel_of:
+        owner = next(c for c in cls.__mro__ if "kernel" in c.__dict__)   # RecurrentUnit declares None
+        kind = owner.__dict__["kernel"]
+        if kind is not None and any(getattr(cls, m) is not getattr(owner, m)
+                                    for m in ("cell", "reference", "state_h", "init_state")):
+            kind = None
+        _kernel_of[cls] = kind
+    return _kernel_of[cls]
+
+
+def _map(f, state):
+    return tuple(f(s) for s in state) if isinstance(state, tuple) else f(state)
 
 
 def _where_state(m: Tensor, new, old):

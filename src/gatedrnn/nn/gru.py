@@ -23,6 +23,10 @@ class GRU(RecurrentUnit):
     Paper symbols: W_z, U_z, b_z, W_r, U_r, b_r, W, U, b."""
 
     gates = ("z", "r", "")
+    kernel = "gru"   # fused.cpp computes cell() below exactly, either reset placement
+
+    def kernel_flags(self) -> dict[str, bool]:
+        return {"reset_after": self.reset_after}
 
     def __init__(self, input_size: int, hidden_size: int, batch_first: bool = True, *,
                  reset_after: bool = False, **kw):

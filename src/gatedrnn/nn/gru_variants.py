@@ -15,7 +15,7 @@
              h_t = (1 − f_t) ⊙ h_{t-1} + f_t ⊙ h̃_t
 
 Storage: base.py's layout, one block per entry of `gates` ("" = the candidate). All run the reference
-loop (variant.py). Parameter counts: nn/counting.py.
+loop (base.py's `recurrence`; no fused kernel, see variant.py). Parameter counts: nn/counting.py.
 """
 from __future__ import annotations
 
@@ -61,7 +61,7 @@ class GRUNoUpdateGate(GRUVariant):
 
 class GRUResetAfter(Variant, GRU):
     """gru-ra: the GRU with reset_after=True, h̃_t = tanh(W x_t + r_t ⊙ (U h_{t-1}) + b); its cell() is
-    gru.py's. Runs the reference loop (variant.py). Paper symbols: those of the GRU."""
+    gru.py's. Runs the reference loop (no kernel declared, see variant.py). Paper symbols: those of the GRU."""
     name = "gru-ra"
     family = "gru"
 

@@ -25,6 +25,7 @@ class LSTM(RecurrentUnit):
     Paper symbols: W_i, U_i, v_i, b_i, W_f, U_f, v_f, b_f, W_c, U_c, b_c, W_o, U_o, v_o, b_o."""
 
     gates = ("i", "f", "c", "o")
+    kernel = "lstm"   # fused.cpp computes cell() below exactly, with or without peepholes
 
     def __init__(self, input_size: int, hidden_size: int, batch_first: bool = True, *,
                  peepholes: bool = True, forget_bias: float = 0.0, **kw):
@@ -45,6 +46,9 @@ class LSTM(RecurrentUnit):
         if self.forget_bias:
             s += f", forget_bias={self.forget_bias}"
         return s
+
+    def kernel_flags(self) -> dict[str, bool]:
+        return {"peepholes": bool(self.peepholes)}
 
     def init_state(self, batch: int, like: Tensor):
         z = like.new_zeros(batch, self.hidden_size)

@@ -15,6 +15,7 @@ class TanhRNN(RecurrentUnit):
     `forward(x, state=None, lengths=None) -> (output, h)`. Paper symbols: W, U, b."""
 
     gates = ("",)
+    kernel = "tanh"   # fused.cpp computes cell() below exactly
 
     def cell(self, wx_t: Tensor, h: Tensor, p: dict[str, Tensor]) -> Tensor:
         # wx_t = W x_t + b (for all t at once, see RecurrentUnit.reference)

@@ -2,21 +2,17 @@
 
 A variant is a small subclass of a paper unit (or of RecurrentUnit) with its own `gates`, `peepholes`
 and `cell()`; it keeps base.py's storage layout (`weight_ih` (G·H, I), `weight_hh` (G·H, H), `bias`
-(G·H,), `peephole` (P, H)) and runs on base.py's reference loop.
+(G·H,), `peephole` (P, H)) and runs base.py's loop (`recurrence`).
 
-The fused kernels (gatedrnn.kernels) compute the three paper units' exact equations and recognise a unit
-by class AND method identity (`kernels._unit_code`: `cell`, `reference` and `state_h` must be the
-parent's own functions). `Variant.reference` is a function of its own, so a variant never runs its
-parent's fused kernel — not even the option-only variants (lstm-np, lstm-fb1, gru-ra), whose equations
-the kernel could compute: their results and gradients would be right, but code that stacks models by
-unit name (kernels/multi.py) treats only the name "lstm" as carrying (h, c), so the safe default is the
-reference loop. To give them a fast path, the kernel owner maps them explicitly in `_unit_code`.
+A fused kernel runs only for a class that declares one (`kernel`, `kernel_flags()`; see
+`RecurrentUnit.kernel_spec`). `Variant` declares none, so a variant never inherits its parent's kernel —
+not even one whose equations the parent's kernel computes (lstm-fb1 keeps the LSTM's cell()): a
+variant gets a fused path only by declaring, in its own class, the kernel and flags that compute
+exactly its cell().
 """
 from __future__ import annotations
 
 from torch import Tensor
-
-from .base import RecurrentUnit
 
 
 class Variant:
@@ -25,10 +21,7 @@ class Variant:
 
     name: str = ""
     family: str = ""
-
-    def reference(self, xt: Tensor, state, mask: Tensor | None, W: Tensor, U: Tensor):
-        # the base reference loop, under a distinct function object: never the parent's fused kernel
-        return RecurrentUnit.reference(self, xt, state, mask, W, U)
+    kernel: str | None = None   # no fused kernel unless the variant's own class declares one
 
     def blocks(self, wx_t: Tensor) -> tuple[Tensor, ...]:
         """Split `wx_t` (W_g x_t + b_g for every gate, concatenated) into one (…, H) block per gate,

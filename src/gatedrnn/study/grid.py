@@ -30,11 +30,15 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from ..nn import unit_names
+from ..nn import unit_family, unit_names
 from ..train import TrainConfig
 
 UNITS = ("tanh", "gru", "lstm")   # the paper's; every name of gatedrnn.nn.unit_names() is accepted
 MUSIC = ("jsb", "nottingham", "musedata", "piano")
+# `reproduce --ablation FAMILY`: the full unit and every component ablation of it (docs/VARIANTS.md),
+# trained under one protocol with an equal tuning budget each
+ABLATIONS = {family: [n for n in unit_names() if n == family or unit_family(n) == family and n != "tanh"]
+             for family in ("lstm", "gru")}
 SPEECH = ("fsdd-a", "fsdd-b")
 # Fields of TrainConfig that do not change what a run computes: left out of the run id.
 NOT_IN_ID = ("data_dir", "device")
@@ -46,10 +50,11 @@ NOT_SHARED = ("dataset", "unit", "lr", "seed", "data_dir",
 TRAIN_FIELDS = tuple(f for f in TrainConfig.model_fields if f not in NOT_SHARED)
 
 LOG_BASES = {"e": math.e, "2": 2.0, "10": 10.0}
-# Successive halving: default rungs as fractions of a run's epochs (500 epochs: 50, 100, 200). Chosen on
-# JSB's full paper-budget search (docs/STUDY.md, benchmarks/results/halving_agreement.md): a first rung at
-# 5 % of the epochs (25) cut the rate the full search selects for tanh, 10 % kept it in all three cells.
-HALVING_FRACTIONS = (0.1, 0.2, 0.4)
+# Successive halving: default rungs as fractions of a run's epochs (500 epochs: 150, 300). Chosen on the
+# full paper-budget searches of JSB and Nottingham, replayed (benchmarks/results/halving_agreement.md):
+# rungs at 10/20/40 % (50, 100, 200) kept the full search's rate in 3 of 6 cells (Nottingham's gated units
+# and tanh overtake late: +0.25 test NLL at worst); 30/60 % kept it in 6 of 6 at 0.55x the search epochs.
+HALVING_FRACTIONS = (0.3, 0.6)
 # StudyConfig fields of the halving search: part of StudyConfig.key() only for search="halving", so the
 # key of every full-search study (all studies made before halving existed) is unchanged.
 SEARCH_FIELDS = ("search", "halving_rungs", "halving_fractions", "halving_eta")
@@ -64,13 +69,13 @@ BUDGETS: dict[str, dict] = {
     # 25 epochs — a minute or two on a laptop; says nothing final, shows every output
     "laptop": dict(datasets=["jsb"], lr_candidates=3, lr_draw="stratified", lr_low=-10.0, seeds=3,
                    train=dict(epochs=25, patience=10)),
-    # all datasets, 4 stratified candidates in the upper part of the range (where the 40-epoch optimum
-    # was measured, docs/STUDY.md), 40 epochs (patience 10), 5 seeds
-    # speech epochs cost ~1 min each on full FSDD with 1 thread: fewer epochs on a slice (first N sequences)
-    "quick": dict(datasets=[*MUSIC, *SPEECH], lr_candidates=4, lr_draw="stratified", lr_low=-10.0, seeds=5,
-                  train=dict(epochs=40, patience=10),
-                  per_dataset={"fsdd-a": dict(epochs=10, patience=5, limit_sequences=1200),
-                               "fsdd-b": dict(epochs=10, patience=5, limit_sequences=150)}),
+    # The four music sets in ~2 h on 2 cores (speech: budget "speech"). Designed by replaying the paper
+    # budget's histories (docs/STUDY.md): 6 stratified candidates over 2^-10..2^-6 (every paper-budget
+    # selection lies inside), 3 seeds, <= 250 epochs with patience 10 (the replay: ~92 % of runs stop by
+    # patience, ~3.2 core-hours). Its old definition (4 candidates, 40 epochs) hit the cap in every
+    # Nottingham run and selected the largest candidate everywhere.
+    "quick": dict(datasets=[*MUSIC], lr_candidates=6, lr_draw="stratified", lr_low=-10.0, seeds=3,
+                  train=dict(epochs=250, patience=10)),
     # Speech at the largest budget that fits a few core-hours on a CPU (docs/STUDY.md): both FSDD sets on
     # slices, 3 stratified candidates in 2^-10..2^-6, 3 seeds, 30 epochs (patience 5). fsdd-b (798 steps per
     # sequence) with truncated back-propagation (100 steps) for every unit: under the paper's weight noise the
@@ -80,6 +85,12 @@ BUDGETS: dict[str, dict] = {
                    train=dict(epochs=30, patience=5),
                    per_dataset={"fsdd-a": dict(limit_sequences=1200),
                                 "fsdd-b": dict(limit_sequences=150, tbptt=100)}),
+    # The component ablation (issue 11): every variant of both gated units on JSB and Nottingham, an equal
+    # tuning budget each: 4 stratified candidates over 2^-9..2^-6 (every paper-budget selection of the full
+    # units, 2.3e-3..1.1e-2, lies inside), 3 seeds, <= 250 epochs with patience 10 (quick's stopping rule)
+    "ablation": dict(datasets=["jsb", "nottingham"], units=[*ABLATIONS["lstm"], *ABLATIONS["gru"]],
+                     lr_candidates=4, lr_draw="stratified", lr_low=-9.0, seeds=3,
+                     train=dict(epochs=250, patience=10)),
     # the full protocol: 10 candidates, 500 epochs with early stopping (patience 20), 5 seeds
     "paper": dict(datasets=[*MUSIC, *SPEECH], lr_candidates=10, seeds=5,
                   train=dict(epochs=500, patience=20)),

@@ -5,15 +5,14 @@ weight-noise draw) run as ONE program with a leading model dimension.
     out, h = stacked(x, lengths=lengths)     # x (K, B, T, I), lengths (K, B) or (B,) -> out (K, B, T, H)
     units = stacked.to_units()               # back to K independent gatedrnn.nn units
 
-Parameters are stacked: weight_ih (K, G·H, I), weight_hh (K, G·H, H), bias (K, G·H), peephole (K, 3, H);
+Parameters are stacked: weight_ih (K, G·H, I), weight_hh (K, G·H, H), bias (K, G·H), peephole (K, P, H);
 `weight_noise` is a (K,) buffer of per-model stds. Model k computes exactly what the single unit
 `to_units()[k]` computes on x[k] (outputs, final state, gradients), including weight noise: in training
 mode, with no explicit `noise`, the noise is drawn from the global RNG model by model (W then U, models
 with std 0 draw nothing) — the same draws K single units make when run one after the other.
 
-On CPU the fused kernel runs all K models in one parallel region (work items = model x chunk of batch
-rows, each running its time loop with no synchronisation). Elsewhere (CUDA, other dtypes, no compiler)
-`reference()` runs: the units' own `cell()` equations on stacked tensors, one batched matmul per step.
+The time loop is base.py's `recurrence` with K leading: on CPU the unit's fused kernel for all K models
+in one call, elsewhere (CUDA, other dtypes, no compiler) the unit's own `cell()` on stacked tensors.
 """
 from __future__ import annotations
 
@@ -22,8 +21,12 @@ from typing import Sequence
 import torch
 from torch import Tensor, nn
 
-from gatedrnn.nn import UNITS, make_unit
-from gatedrnn.nn.base import RecurrentUnit, _where_state
+from .base import RecurrentUnit, _map, recurrence
+from .gru import GRU
+from .lstm import LSTM
+from .registry import UNITS, make_unit
+
+_STACKABLE = {"weight_ih", "weight_hh", "bias", "peephole"}
 
 
 class StackedUnit(nn.Module):
@@ -44,11 +47,15 @@ class StackedUnit(nn.Module):
             _units = [make_unit(unit_name, input_size, hidden_size, batch_first=batch_first, **unit_kw)
                       for _ in range(K)]
         t = _units[0]
+        extra = {n for n, _ in t.named_parameters()} - _STACKABLE
+        if extra:
+            raise ValueError(f"StackedUnit stacks {sorted(_STACKABLE)}; {unit_name!r} also has {sorted(extra)}")
         self.unit_name = unit_name.lower()
         self.K, self.input_size, self.hidden_size, self.batch_first = K, input_size, hidden_size, batch_first
         self.unit_kw = dict(unit_kw)
         self.fused = fused
-        # the template lends cell() and the options; kept out of the module tree (it owns no parameters here)
+        # the template lends cell(), its kernel and the options; kept out of the module tree (its own
+        # parameters are never used here)
         object.__setattr__(self, "template", t)
         st = lambda get: nn.Parameter(torch.stack([get(u).detach().clone() for u in _units]))
         self.weight_ih = st(lambda u: u.weight_ih)
@@ -80,10 +87,11 @@ class StackedUnit(nn.Module):
     @staticmethod
     def _options(u: RecurrentUnit) -> dict:
         o = {}
-        if hasattr(u, "reset_after"):
+        if type(u) is GRU:
             o["reset_after"] = u.reset_after
-        if type(u).__name__ == "LSTM":
-            o["peepholes"] = bool(u.peepholes)
+        if isinstance(u, LSTM):
+            if type(u) is LSTM:   # the variants fix their own peepholes
+                o["peepholes"] = bool(u.peepholes)
             o["forget_bias"] = u.forget_bias
         return o
 
@@ -110,8 +118,7 @@ class StackedUnit(nn.Module):
 
     # ------------------------------------------------------------------ forward
     def init_state(self, B: int, like: Tensor):
-        z = like.new_zeros(self.K, B, self.hidden_size)
-        return (z, z.clone()) if self.unit_name == "lstm" else z
+        return _map(lambda s: s.new_zeros(self.K, *s.shape), self.template.init_state(B, like))
 
     def noisy_weights(self, noise=None) -> tuple[Tensor, Tensor]:
         """W (K,G·H,I), U (K,G·H,H) for this pass. `noise`: None (training: draw per model, see the module
@@ -153,56 +160,8 @@ class StackedUnit(nn.Module):
             if int(lengths.min()) < T:
                 mask = (torch.arange(T).view(1, T, 1) < lengths.unsqueeze(1)).to(xt.device)   # (K, T, B)
         W, U = self.noisy_weights(noise)
-        out, state = self._run(xt, state, mask, W, U)
+        out, state = recurrence(self.template, xt, state, mask, W, U, self.bias, self.peephole, fused=self.fused)
         return (out.transpose(1, 2) if self.batch_first else out), state
-
-    def _run(self, xt, state, mask, W, U):
-        if self.fused is not False and _shapes_ok(xt):
-            from gatedrnn import kernels
-            from gatedrnn.kernels.autograd import FusedRecurrence
-            code = kernels._unit_code(self.template)
-            tensors = [W, U, self.bias] + list(state if isinstance(state, tuple) else (state,)) + \
-                ([self.peephole] if self.peephole is not None else [])
-            if (code is not None and xt.device.type == "cpu" and all(t.device.type == "cpu" and t.dtype == xt.dtype
-                                                                      for t in tensors)
-                    and kernels.available()):
-                is_lstm = self.unit_name == "lstm"
-                h0, c0 = state if is_lstm else (state, None)
-                peep = self.peephole is not None
-                if not kernels.needs_grad([xt, h0, c0, W, U, self.bias, self.peephole]):
-                    out, hT, cT = kernels.inference(code, bool(getattr(self.template, "reset_after", False)), peep,
-                                                    xt, h0, c0, W, U, self.bias, self.peephole if peep else None,
-                                                    mask)
-                    return out, ((hT, cT) if is_lstm else hT)
-                out, hT, cT = FusedRecurrence.apply(code, bool(getattr(self.template, "reset_after", False)), peep,
-                                                    xt, h0, c0, W, U, self.bias, self.peephole if peep else None,
-                                                    mask)
-                return out, ((hT, cT) if is_lstm else hT)
-        return self.reference(xt, state, mask, W, U)
-
-    def reference(self, xt: Tensor, state, mask: Tensor | None, W: Tensor, U: Tensor):
-        """The readable path on stacked tensors: the template unit's cell() with batched matmuls.
-        xt (K, T, B, I), mask (K, T, B). Returns out (K, T, B, H), state."""
-        cell = self.template
-        K, T, B, I = xt.shape
-        v = self.peephole.unsqueeze(1) if self.peephole is not None else None     # (K, 1, 3, H)
-        p = cell._symbols(W, U, self.bias, v)
-        wx = torch.baddbmm(self.bias.unsqueeze(1), xt.reshape(K, T * B, I), W.mT).view(K, T, B, -1)
-        outs = []
-        for t in range(T):
-            new = cell.cell(wx[:, t], state, p)
-            if mask is not None:
-                new = _where_state(mask[:, t].unsqueeze(-1), new, state)
-            state = new
-            outs.append(cell.state_h(state))
-        out = torch.stack(outs, dim=1)
-        if mask is not None:
-            out = out * mask.unsqueeze(-1).to(out.dtype)
-        return out, state
-
-
-def _shapes_ok(xt: Tensor) -> bool:
-    return xt.shape[1] > 0 and xt.shape[2] > 0 and xt.dtype in (torch.float32, torch.float64)
 
 
 __all__ = ["StackedUnit"]

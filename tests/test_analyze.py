@@ -1,0 +1,114 @@
+"""gatedrnn.analyze against answers known without it: a linear recurrence whose Jacobian powers are known,
+finite differences, the full-sequence NLL and a hand-computed no-context NLL."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from gatedrnn import analyze as A
+from gatedrnn.model import SequenceModel
+from gatedrnn.train import evaluate
+
+
+def _pairs(rng, n, lengths, I, O):
+    return [(rng.integers(0, 2, size=(T, I)).astype(np.float32), rng.integers(0, 2, size=(T, O)).astype(np.float32))
+            for T in (lengths if hasattr(lengths, "__len__") else [lengths] * n)]
+
+
+def _softplus(a):
+    return np.logaddexp(0.0, a)
+
+
+def _bernoulli_nll(a, y):  # −log p of independent Bernoullis with logits a, summed over outputs
+    return float(np.sum(_softplus(a) - y * a))
+
+
+def test_gradient_flow_of_a_linear_recurrence_is_the_power_of_its_jacobian():
+    # tanh unit with W = 0, b = 0, U = a·I: the state stays at 0, where tanh' = 1, so h_t = U h_{t−1} to first
+    # order and ∂ℓ_{s+k}/∂h_s = (aI)^k ᵀ V ᵀ (σ(c) − y_{s+k}): its norm is a^k ‖Vᵀ(σ(c) − y)‖ exactly.
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    I, H, O, a, K = 3, 5, 4, 0.75, 12   # a exact in float32
+    m = SequenceModel("tanh", I, H, O)
+    p = m.rnn.paper_weights()
+    p["W"].zero_(), p["b"].zero_(), p["U"].copy_(a * torch.eye(H))
+    V = m.head.linear.weight.detach().double().numpy()
+    with torch.no_grad():
+        m.head.linear.bias.copy_(torch.randn(O))
+    c = m.head.linear.bias.detach().double().numpy()
+    pairs = _pairs(rng, 6, 40, I, O)
+    s = 5
+    g = A.gradient_flow(m, pairs, max_distance=K, starts=(s,))
+    assert g.shape == (6, K + 1)
+    sig = 1 / (1 + np.exp(-c))
+    for w, (_, y) in enumerate(pairs):
+        for k in range(K + 1):
+            expect = a ** k * np.linalg.norm(V.T @ (sig - y[s - 1 + k].astype(np.float64)))
+            assert g[w, k] == pytest.approx(expect, rel=1e-10, abs=1e-14)
+
+
+@pytest.mark.parametrize("unit", ["gru", "lstm"])
+def test_gradient_flow_equals_finite_differences(unit):
+    # ∂ℓ_{s+k}/∂h_s by central differences of the loss of a fresh float64 run from a perturbed h_s
+    # (the LSTM's c_s held fixed, as the measure defines), against the autograd measure
+    torch.manual_seed(1)
+    rng = np.random.default_rng(1)
+    I, H, O, K, s = 4, 6, 5, 7, 3
+    m = SequenceModel(unit, I, H, O).double().eval()
+    pairs = _pairs(rng, 2, 12, I, O)
+    g = A.gradient_flow(m, pairs, max_distance=K, starts=(s,))
+    x = torch.as_tensor(np.stack([q[0] for q in pairs]), dtype=torch.float64)
+    y = torch.as_tensor(np.stack([q[1] for q in pairs]), dtype=torch.float64)
+    with torch.no_grad():
+        _, st = m.rnn(x[:, :s])
+        h0 = st[0] if unit == "lstm" else st
+
+        def loss(h, k):  # ℓ at distance k from state h (per window)
+            start = (h, st[1]) if unit == "lstm" else h
+            if k == 0:
+                hk = h
+            else:
+                out, _ = m.rnn(x[:, s:s + k], start)
+                hk = out[:, -1]
+            return m.head.nll(m.head(hk), y[:, s - 1 + k])
+        eps = 1e-6
+        for k in (0, 1, 4, K):
+            grad = torch.zeros(len(pairs), H, dtype=torch.float64)
+            for j in range(H):
+                e = torch.zeros(H, dtype=torch.float64)
+                e[j] = eps
+                grad[:, j] = (loss(h0 + e, k) - loss(h0 - e, k)) / (2 * eps)
+            np.testing.assert_allclose(g[:, k], grad.norm(dim=1).numpy(), rtol=1e-6)
+
+
+def test_context_curve_full_length_is_the_test_nll_and_k1_is_the_no_context_nll():
+    torch.manual_seed(2)
+    rng = np.random.default_rng(2)
+    I, H, O = 4, 3, 4
+    m = SequenceModel("tanh", I, H, O).double().eval()
+    pairs = _pairs(rng, 5, [7, 3, 9, 1, 6], I, O)
+    curve = dict(A.context_curve(m, pairs))
+    assert list(curve)[-1] == 9 and sorted(curve)[:3] == [1, 2, 4]
+    assert curve[9] == pytest.approx(evaluate(m, pairs, 64, "cpu")["nll"], rel=1e-12)
+    # k = 1: every step from the zero state: h = tanh(W x_t + b), logits V h + c
+    p = {k: v.double().numpy() for k, v in m.rnn.paper_weights().items()}
+    V, c = m.head.linear.weight.detach().double().numpy(), m.head.linear.bias.detach().double().numpy()
+    tot = steps = 0
+    for x, y in pairs:
+        for t in range(len(x)):
+            h = np.tanh(p["W"] @ x[t].astype(np.float64) + p["b"])
+            tot += _bernoulli_nll(V @ h + c, y[t].astype(np.float64))
+            steps += 1
+    assert curve[1] == pytest.approx(tot / steps, rel=1e-10)
+    assert curve[1] != pytest.approx(curve[9], rel=1e-6)   # the context matters for this model
+
+
+def test_time_scale_and_retention():
+    assert A.time_scale(np.array([np.exp(-1.0)]))[0] == pytest.approx(1.0)
+    assert A.time_scale(np.array([np.exp(-0.1)]))[0] == pytest.approx(10.0)
+    z = np.array([[0.1, 0.5], [0.3, 0.5]])
+    np.testing.assert_allclose(A.retention("gru", {"z": z, "r": z}), [0.8, 0.5])
+    np.testing.assert_allclose(A.retention("lstm", {"i": z, "f": z, "o": z}), [0.2, 0.5])
+    np.testing.assert_allclose(A.retention("mgu", {"f": z}), [0.8, 0.5])
+    assert A.retention("tanh", {}) is None
