@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from _paths import data_dir, music_file
+from gatedrnn.cli.data import add_data_commands
 from gatedrnn.data import ChecksumError, DataError, DataNotFoundError, load_dataset, sources
-from gatedrnn.data.cli import add_data_commands
 from gatedrnn.data.sources import KNOWN_FILES, cache_dir, find_or_fetch, resolve_data_dir, verify
 
 JSB_MAT = "JSB_Chorales.mat"
@@ -324,3 +324,26 @@ def test_cli_download_via_mirror(server, capsys):
     assert _run_cli(["data", "download", "jsb", "--mirror", server.url + "/bad", "--format", "pickle"]) == 2
     err = capsys.readouterr().err
     assert "jsb_chorales.pickle" in err and "404" in err
+
+
+# ------------------------------------------------------------------------- load_dataset's cache
+def test_load_dataset_returns_one_object_per_key_and_rereads_a_changed_file(tmp_path):
+    from gatedrnn.train import TrainConfig, prepare_data
+    (tmp_path / "music").mkdir()
+    mat = tmp_path / "music" / JSB_MAT
+    shutil.copyfile(music_file(JSB_MAT), mat)
+    first = load_dataset("jsb", tmp_path, download=False)
+    assert load_dataset("JSB_Chorales", str(tmp_path), download=False) is first     # alias, same folder
+    assert load_dataset("jsb", tmp_path, width="paper", download=False) is not first  # other options
+    # a run's slice is a copy: the cached dataset keeps every sequence at full length
+    sizes = {s: [len(y) for _, y in p] for s, p in first.splits.items()}
+    ds = prepare_data(TrainConfig(dataset="jsb", data_dir=str(tmp_path), limit_sequences=2, crop_length=4))
+    assert [len(y) for _, y in ds.splits["train"]] == [4, 4]
+    assert load_dataset("jsb", tmp_path, download=False) is first
+    assert {s: [len(y) for _, y in p] for s, p in first.splits.items()} == sizes
+    # a file changed on disk is read and checked again
+    blob = bytearray(mat.read_bytes())
+    blob[5000] ^= 0x10
+    mat.write_bytes(bytes(blob))
+    with pytest.raises(ChecksumError):
+        load_dataset("jsb", tmp_path, download=False)

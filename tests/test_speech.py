@@ -36,7 +36,7 @@ def test_framing_hand_built():
     # consecutive inputs overlap by 10 samples and targets tile the signal after the first 20
     x, y = sp.frame(np.arange(500))
     assert np.array_equal(np.concatenate([x[0], y.reshape(-1)]), np.arange(500))
-    from gatedrnn.audio import sequence_audio
+    from gatedrnn.generate import sequence_audio
     assert np.allclose(sequence_audio(x, y, {"mean": 0.0, "std": 1.0}), np.arange(500))
 
 
@@ -277,7 +277,7 @@ def test_sample_cli_writes_wav(speech_run, tmp_path, capsys):
     p, rate = sf.read(str(primed), dtype="int16")
     assert rate == 8000 and len(p) == 800
     x, y = load_dataset("fsdd-a", data_dir()).splits["test"][0]
-    from gatedrnn.audio import sequence_audio
+    from gatedrnn.generate import sequence_audio
     norm = json.loads((out / "model.json").read_text())["meta"]["norm"]
     ref = np.round(sequence_audio(x, y, norm)[:205] * 32768)
     assert np.abs(p[:205] - ref).max() <= 1                                     # the prime is kept

@@ -128,6 +128,29 @@ def test_budgets_and_run_ids():
     assert g.n_runs() == 3 * (2 + 3 - 1)
 
 
+def test_run_ids_of_the_command_line_are_those_of_the_finished_studies():
+    """The run ids (and study key) `gatedrnn reproduce` works on, through the CLI's own parser: pinned to
+    what they were when results/paper and results/speech were computed, so finished runs keep their ids
+    however the flags and grid.TRAIN_FIELDS are produced."""
+    import hashlib
+
+    from gatedrnn.cli import build_parser
+    from gatedrnn.cli.study import study_from_args
+    for args, first, digest, key in [
+            (["--budget", "paper", "--datasets", "jsb"], "jsb-tanh-lr0.0002615-s0-749909aadc98", "d23b083895d90e6a",
+             "a8b2c8343d62"),
+            (["--budget", "speech"], "fsdd-a-tanh-lr0.001759-s0-265ba5bc7720", "220b19fe62080609", "113c5fe18fb8")]:
+        study = study_from_args(build_parser().parse_args(["reproduce", *args]))
+        g = G.Grid(study)
+        ids = [s.run_id for d, u in g.cells()
+               for s in [*g.search_specs(d, u), *g.seed_specs(d, u, g.lrs[0])]]
+        assert ids[0] == first and study.key() == key
+        assert hashlib.sha256(" ".join(ids).encode()).hexdigest()[:16] == digest
+    # every TrainConfig field but the grid's axes, the data folder and the architecture is a study's to set
+    assert {"epochs", "optimizer", "tbptt", "skip_nonfinite", "width", "device"} <= set(G.TRAIN_FIELDS)
+    assert not {"dataset", "unit", "lr", "seed", "data_dir", "hidden_size"} & set(G.TRAIN_FIELDS)
+
+
 def test_missing_dataset_is_skipped_with_a_note():
     ok, notes = G.available_datasets(["jsb", "no-such-set"])
     assert ok == ["jsb"] and "no-such-set" in notes[0]

@@ -313,7 +313,7 @@ TINY = ["--datasets", "jsb", "--units", "tanh", "--lr-candidates", "1", "--seeds
 def _run_ids(*args) -> list[str]:
     """The run ids `gatedrnn reproduce <args>` works on (the CLI's own parser and study construction)."""
     from gatedrnn.cli import build_parser
-    from gatedrnn.study.cli import study_from_args
+    from gatedrnn.cli.study import study_from_args
     from gatedrnn.study.grid import Grid
     study = study_from_args(build_parser().parse_args(["reproduce", *args]))
     g = Grid(study)

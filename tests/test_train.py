@@ -195,7 +195,7 @@ def test_evaluate_and_sample_a_playable_midi(tmp_path, capsys):
     import pretty_midi
 
     from gatedrnn.cli import main
-    from gatedrnn.sample import roll_to_midi
+    from gatedrnn.generate import roll_to_midi
     assert main([*SMALL, "--epochs", "1", "--out", str(tmp_path / "r")]) == 0
     assert main(["evaluate", str(tmp_path / "r"), "--split", "test", "--data-dir", DATA]) == 0
     assert "nats/frame" in capsys.readouterr().out
@@ -213,7 +213,7 @@ def test_evaluate_and_sample_a_playable_midi(tmp_path, capsys):
 def test_roll_to_midi_round_trip(tmp_path):
     import pretty_midi
 
-    from gatedrnn.sample import roll_to_midi
+    from gatedrnn.generate import roll_to_midi
     roll = np.zeros((6, 88), np.uint8)
     roll[0:3, 39] = 1          # middle C (60) held three frames = one note
     roll[4, 39] = 1            # struck again

@@ -193,14 +193,9 @@ def resolve_hidden_size(cfg: TrainConfig, kind: str, input_size: int) -> int:
 
 
 def prepare_data(cfg: TrainConfig):
+    # load_dataset returns the object it cached for every run of this process: slice a copy
     ds = load_dataset(cfg.dataset, cfg.data_dir, fmt=cfg.data_format, width=cfg.width)
-    if cfg.limit_sequences or cfg.crop_length:
-        for split, pairs in ds.splits.items():
-            pairs = pairs[: cfg.limit_sequences] if cfg.limit_sequences else pairs
-            if cfg.crop_length:
-                pairs = [(x[: cfg.crop_length], y[: cfg.crop_length]) for x, y in pairs]
-            ds.splits[split] = pairs
-    return ds
+    return ds.sliced(cfg.limit_sequences, cfg.crop_length) if cfg.limit_sequences or cfg.crop_length else ds
 
 
 def model_spec(cfg: TrainConfig, ds) -> dict:

@@ -51,12 +51,12 @@ from pathlib import Path
 
 import numpy as np
 
-from . import SequenceDataset, register_prefix
+from .dataset import SequenceDataset
 from .music import PIANO_KEYS, PIANO_LOW, SPLITS, roll_to_pairs
 from .sources import DataError, cache_dir, sha256_file
 
-__all__ = ["parse_midi_name", "canonical_midi_name", "load_midi_folder", "midi_to_roll", "split_of",
-           "STEPS", "CACHE_VERSION"]
+__all__ = ["parse_midi_name", "canonical_midi_name", "load_midi_folder", "load_midi_dataset", "midi_to_roll",
+           "split_of", "STEPS", "CACHE_VERSION"]
 
 STEPS = {"quarter": 1.0, "eighth": 0.5, "sixteenth": 0.25}     # musical steps, in quarter notes
 DEFAULTS = {"step": "eighth", "split": (0.8, 0.1, 0.1), "on_error": "raise"}
@@ -282,7 +282,7 @@ def load_midi_folder(path, *, step="eighth", split=DEFAULTS["split"], on_error="
     return ds
 
 
-def _load_midi_dataset(name: str, data_dir=None, *, fmt="auto", width="88", download=True, mirror=None, **kw):
+def load_midi_dataset(name: str, data_dir=None, *, fmt="auto", width="88", download=True, mirror=None, **kw):
     """The registry's loader: options from the name, overridden by keyword arguments of the same name."""
     if str(width) != "88":
         raise DataError(f"{name}: MIDI folders are read as the 88 piano keys (width 88), not width {width!r}")
@@ -290,5 +290,3 @@ def _load_midi_dataset(name: str, data_dir=None, *, fmt="auto", width="88", down
     opts.update({k: v for k, v in kw.items() if k in DEFAULTS})
     return load_midi_folder(folder, name=canonical_midi_name(name, **opts), **opts)
 
-
-register_prefix("midi", canonical_midi_name, _load_midi_dataset)

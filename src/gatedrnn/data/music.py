@@ -33,11 +33,11 @@ from pathlib import Path
 
 import numpy as np
 
-from . import SequenceDataset
+from .dataset import SequenceDataset
 from .sources import (ChecksumError, DataError, DataNotFoundError, KNOWN_FILES, find_or_fetch,
                       sha256_file, unverified_allowed)
 
-__all__ = ["MusicSpec", "MUSIC_SETS", "load_music", "read_mat", "read_pickle", "restricted_load",
+__all__ = ["MusicSpec", "MUSIC_SETS", "MUSIC_ALIASES", "load_music", "read_mat", "read_pickle", "restricted_load",
            "RestrictedUnpickler", "roll_to_pairs", "rolls_from_pitches", "dataset_stats",
            "format_stats_table", "SPLITS"]
 
@@ -70,6 +70,20 @@ MUSIC_SETS: dict[str, MusicSpec] = {
     "piano": MusicSpec("piano", "Piano-midi.de", "Piano_midi.mat", "piano_midi.pickle", 108, (87, 12, 25),
                        _EIGHTH),
 }
+
+# Other names of each set (matched like every dataset name: case, spaces, '-', '_' and '.' ignored)
+MUSIC_ALIASES: dict[str, tuple[str, ...]] = {
+    "jsb": ("jsb_chorales", "jsb chorales", "jsbchorales", "JSB_Chorales", "bach"),
+    "nottingham": ("nott", "Nottingham"),
+    "musedata": ("muse", "muse_data", "MuseData"),
+    "piano": ("piano-midi", "piano_midi", "pianomidi", "piano-midi.de", "piano_midi_de"),
+}
+
+
+def _music_key(name: str) -> str | None:
+    norm = lambda s: "".join(ch for ch in str(s).strip().lower() if ch.isalnum())
+    return next((k for k, aliases in MUSIC_ALIASES.items() if norm(name) in map(norm, (k, *aliases))), None)
+
 
 
 # --------------------------------------------------------------------------- restricted unpickler
@@ -280,9 +294,7 @@ def _normalise_width(width) -> str:
 def load_music(name: str, data_dir=None, fmt: str = "auto", width="88", download: bool = True,
                mirror: str | None = None, *, allow_unverified: bool | None = None) -> SequenceDataset:
     """Load one music set as a :class:`SequenceDataset` (see the module docstring for the conventions)."""
-    from . import canonical_name
-
-    key = canonical_name(name)
+    key = _music_key(name)
     if key not in MUSIC_SETS:
         raise DataError(f"{name!r} is not a music dataset (music sets: {', '.join(MUSIC_SETS)})")
     spec = MUSIC_SETS[key]

@@ -45,14 +45,14 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
-from . import SequenceDataset, register_dataset
+from .dataset import SequenceDataset
 from .sources import (ChecksumError, DataError, DataNotFoundError, _download_to, _join_mirror, cache_dir,
                       is_offline, resolve_data_dir, sha256_file)
 
 __all__ = ["N_IN", "N_OUT", "STRIDE", "FSDD_RATE", "FSDD_VARIANTS", "MANIFEST", "MANIFEST_SHA256",
            "num_steps", "frame", "fsdd_split", "read_manifest", "find_fsdd", "verify_fsdd", "download_fsdd",
            "fsdd_verify_row",
-           "read_audio", "load_fsdd", "load_wav_folder", "parse_wav_name", "speech_stats",
+           "read_audio", "load_fsdd", "load_wav_folder", "load_wav_dataset", "parse_wav_name", "speech_stats",
            "format_speech_stats", "denormalise", "normalise"]
 
 N_IN, N_OUT, STRIDE = 20, 10, 10      # read 20 samples, predict the next 10, move on by 10
@@ -528,7 +528,7 @@ def load_wav_folder(path, seq_len: int = 500, *, rate: int | str | None = FSDD_R
                    "files_digest": digest.hexdigest(), "split_rule": split_rule, "options": opts})
 
 
-def _load_wav_dataset(name: str, data_dir=None, *, fmt="auto", width="88", download=True, mirror=None, **kw):
+def load_wav_dataset(name: str, data_dir=None, *, fmt="auto", width="88", download=True, mirror=None, **kw):
     folder, opts = parse_wav_name(name)
     opts.update({k: v for k, v in kw.items() if k in _WAV_OPTIONS})
     return load_wav_folder(folder, name=canonical_wav_name(name), **opts)
@@ -566,21 +566,3 @@ def format_speech_stats(rows: list[dict], header: bool = True) -> str:
         out.append(f"| {r['dataset']} | {r['split']} | {rec} | {r['sequences']:,} | {r['steps']:,} | "
                    f"{r['samples']:,} | {r['seconds']:,.1f} |")
     return "\n".join(out)
-
-
-# ------------------------------------------------------------------------------ registry
-def _fsdd_loader(variant: str):
-    def load(data_dir=None, *, fmt="auto", width="88", download=True, mirror=None, **kw):
-        return load_fsdd(variant, data_dir, download=download, mirror=mirror, **kw)
-    load.__name__ = f"load_{variant.replace('-', '_')}"
-    load.__doc__ = f"Load {FSDD_VARIANTS[variant].title} (see gatedrnn.data.speech)."
-    return load
-
-
-register_dataset("fsdd-a", _fsdd_loader("fsdd-a"), ("fsdd_a", "ubisoft-a", "speech-a"))
-register_dataset("fsdd-b", _fsdd_loader("fsdd-b"), ("fsdd_b", "ubisoft-b", "speech-b"))
-try:  # wav:/path/to/folder names (needs the prefix hook of gatedrnn.data)
-    from . import register_prefix
-    register_prefix("wav", canonical_wav_name, _load_wav_dataset)
-except ImportError:  # pragma: no cover
-    pass

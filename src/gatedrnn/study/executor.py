@@ -44,37 +44,9 @@ def _die_with_parent() -> None:
         pass
 
 
-def _install_dataset_cache(maxsize: int = 2) -> None:
-    """Local worker processes only: keep the last `maxsize` loaded datasets, so a worker that trains
-    many runs of one dataset reads and checks its files once (FSDD: ~4.5 s per load). Each call gets a
-    shallow copy with fresh dicts, because train.prepare_data re-assigns the splits it slices/crops;
-    the arrays themselves are never modified."""
-    import dataclasses
-    from collections import OrderedDict
-
-    from .. import train as T
-    if getattr(T.load_dataset, "_study_cache", False):
-        return
-    original, cache = T.load_dataset, OrderedDict()
-
-    def load_dataset(name, data_dir=None, **kw):
-        key = (name, str(data_dir), tuple(sorted((k, repr(v)) for k, v in kw.items())))
-        if key not in cache:
-            cache[key] = original(name, data_dir, **kw)
-            while len(cache) > maxsize:
-                cache.popitem(last=False)
-        cache.move_to_end(key)
-        ds = cache[key]
-        return dataclasses.replace(ds, splits=dict(ds.splits), files=dict(ds.files), meta=dict(ds.meta))
-
-    load_dataset._study_cache = True
-    T.load_dataset = load_dataset
-
-
 def _worker_init(threads: int) -> None:
     _die_with_parent()
     _limit_threads(threads)
-    _install_dataset_cache()
 
 
 class _RunLock:

@@ -31,6 +31,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ..nn import unit_family, unit_names
+from ..train import TrainConfig
 
 UNITS = ("tanh", "gru", "lstm")   # the paper's; every name of gatedrnn.nn.unit_names() is accepted
 MUSIC = ("jsb", "nottingham", "musedata", "piano")
@@ -41,10 +42,12 @@ ABLATIONS = {family: [n for n in unit_names() if n == family or unit_family(n) =
 SPEECH = ("fsdd-a", "fsdd-b")
 # Fields of TrainConfig that do not change what a run computes: left out of the run id.
 NOT_IN_ID = ("data_dir", "device")
-# The TrainConfig fields a study may set for all its runs (flags of `gatedrnn reproduce`).
-TRAIN_FIELDS = ("epochs", "patience", "batch_size", "eval_batch_size", "limit_sequences", "crop_length",
-                "optimizer", "weight_noise", "clip_norm", "lr_final", "lr_decay_epochs", "width", "device",
-                "skip_nonfinite", "tbptt")
+# The TrainConfig fields a study may set for all its runs (flags of `gatedrnn reproduce`): all but the
+# grid's axes, where the data lives (StudyConfig.data_dir) and the architecture, which the study keeps at
+# the paper's (the units at Table 1's matched sizes).
+NOT_SHARED = ("dataset", "unit", "lr", "seed", "data_dir",
+              "hidden_size", "budget", "peepholes", "reset_after", "forget_bias")
+TRAIN_FIELDS = tuple(f for f in TrainConfig.model_fields if f not in NOT_SHARED)
 
 LOG_BASES = {"e": math.e, "2": 2.0, "10": 10.0}
 # Successive halving: default rungs as fractions of a run's epochs (500 epochs: 150, 300). Chosen on the
@@ -286,7 +289,6 @@ class RunSpec:
 
 
 def make_spec(study: StudyConfig, dataset: str, unit: str, lr: float, seed: int) -> RunSpec:
-    from ..train import TrainConfig
     cfg = TrainConfig(dataset=dataset, unit=unit, lr=lr, seed=seed, data_dir=study.data_dir,
                       **study.train_fields(dataset)).model_dump()
     return RunSpec(run_id_of(cfg), cfg["dataset"], unit, float(lr), int(seed), cfg)

@@ -1,48 +1,22 @@
-"""`gatedrnn reproduce | report | status`: the study from the command line (thin: parse, then call)."""
+"""`gatedrnn reproduce | report | status`: the study from the command line (thin: parse, then call).
+The TrainConfig fields a study shares (grid.TRAIN_FIELDS) are flags generated from TrainConfig."""
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import sys
 from pathlib import Path
 
-from .grid import BUDGETS, LOG_BASES, TRAIN_FIELDS
-
-
-def _pos_int(s: str) -> int:
-    try:
-        v = int(s)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {s!r}") from None
-    if v <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {s!r}")
-    return v
-
-
-def _nonneg_int(s: str) -> int:
-    try:
-        v = int(s)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {s!r}") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {s!r}")
-    return v
-
-
-def _float(s: str) -> float:
-    try:
-        return float(s)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {s!r}") from None
-
-
-def _csv(s: str) -> list[str]:
-    return [x.strip() for x in s.split(",") if x.strip()]
+from ..data import load_dataset
+from ..study.grid import BUDGETS, LOG_BASES, TRAIN_FIELDS, Grid, budget_config
+from ..train import TrainConfig
+from . import TRAIN_RENAME, add_config_flags, config_from_args, csv, finite_float, nonneg_int, number, positive_int
 
 
 def _epochs_csv(s: str) -> list[int]:
     out = []
-    for x in _csv(s):
+    for x in csv(s):
         try:
             v = int(x)
         except ValueError:
@@ -56,13 +30,6 @@ def _epochs_csv(s: str) -> list[int]:
     return out
 
 
-def _eta(s: str) -> int:
-    v = _pos_int(s)
-    if v < 2:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 2, got {s!r}")
-    return v
-
-
 def add_study_commands(sub) -> None:
     p = sub.add_parser(
         "reproduce", help="the whole study: lr search, seeds, Table 1/2, learning curves, report.html",
@@ -74,13 +41,13 @@ def add_study_commands(sub) -> None:
                         "core-hours), paper (the full protocol); "
                         "flags below override single fields (default smoke)")
     p.add_argument("--out", type=Path, help="results directory (default results/<budget>)")
-    p.add_argument("--datasets", type=_csv, help="comma-separated, e.g. jsb,nottingham (default: the budget's)")
-    p.add_argument("--units", type=_csv, help="comma-separated subset of tanh,gru,lstm")
-    p.add_argument("--lr-candidates", type=_pos_int, help="learning rates per (dataset, unit)")
-    p.add_argument("--lr-range", type=_float, nargs=2, metavar=("LOW", "HIGH"),
+    p.add_argument("--datasets", type=csv, help="comma-separated, e.g. jsb,nottingham (default: the budget's)")
+    p.add_argument("--units", type=csv, help="comma-separated subset of tanh,gru,lstm")
+    p.add_argument("--lr-candidates", type=positive_int, help="learning rates per (dataset, unit)")
+    p.add_argument("--lr-range", type=finite_float, nargs=2, metavar=("LOW", "HIGH"),
                    help="exponent range of the log-uniform draw (default -12 -6)")
     p.add_argument("--lr-base", choices=list(LOG_BASES), help="log base of the draw: e, 2 or 10 (default 2)")
-    p.add_argument("--lr-seed", type=_nonneg_int, help="seed of the learning-rate draw (default 0)")
+    p.add_argument("--lr-seed", type=nonneg_int, help="seed of the learning-rate draw (default 0)")
     p.add_argument("--lr-draw", choices=["random", "stratified"],
                    help="independent draws (the paper; budget paper) or one per equal slice of the range "
                         "(budgets smoke, quick)")
@@ -90,35 +57,17 @@ def add_study_commands(sub) -> None:
                         "the survivor trains to the end (docs/STUDY.md)")
     p.add_argument("--halving-rungs", type=_epochs_csv, metavar="E1,E2,...",
                    help="epochs of the halving rungs (default: 30,60 %% of the epochs: 150,300 for 500)")
-    p.add_argument("--halving-eta", type=_eta,
+    p.add_argument("--halving-eta", type=number(int, 2),
                    help="after each rung the better ceil(n/eta) candidates go on (default 2)")
-    p.add_argument("--seeds", type=_pos_int, help="seeds of each selected configuration")
-    p.add_argument("--epochs", type=_nonneg_int, help="maximum epochs per run")
-    p.add_argument("--patience", type=_pos_int, help="early-stopping patience (epochs)")
-    p.add_argument("--batch-size", type=_pos_int, help="sequences per update (default: TrainConfig's, 16)")
-    p.add_argument("--eval-batch-size", type=_pos_int)
-    p.add_argument("--limit-sequences", type=_nonneg_int,
-                   help="use only the first N sequences of every split (0: all, overriding the budget)")
-    p.add_argument("--crop-length", type=_nonneg_int,
-                   help="crop every sequence to N steps (0: no crop, overriding the budget)")
-    p.add_argument("--optimizer", choices=["rmsprop", "rmsprop-momentum"])
-    p.add_argument("--weight-noise", type=_float)
-    p.add_argument("--lr-final", type=_float, help="linear lr decay to lr*this (default 1: none)")
-    p.add_argument("--lr-decay-epochs", type=_pos_int)
-    p.add_argument("--skip-nonfinite", type=_nonneg_int,
-                   help="skip up to N updates with a non-finite loss or gradient, counted (0: the strict "
-                        "protocol, the first one ends the run as diverged)")
-    p.add_argument("--tbptt", type=_nonneg_int,
-                   help="truncated back-propagation through N steps (0: full sequences, the paper; "
-                        "overriding the budget)")
-    p.add_argument("--device", help="torch device of every run (default auto)")
+    p.add_argument("--seeds", type=positive_int, help="seeds of each selected configuration")
+    add_config_flags(p, TrainConfig, TRAIN_FIELDS, rename=TRAIN_RENAME, default_from="the budget")
     p.add_argument("--data-dir", help="data directory (or env GATEDRNN_DATA_DIR)")
-    p.add_argument("--jobs", type=_nonneg_int,
+    p.add_argument("--jobs", type=nonneg_int,
                    help="local worker processes (default: CPU count; 0 = in this process)")
-    p.add_argument("--threads", type=_pos_int, default=1, help="torch threads per run (default 1)")
+    p.add_argument("--threads", type=positive_int, default=1, help="torch threads per run (default 1)")
     p.add_argument("--scheduler", help="address of an existing Dask scheduler, e.g. tcp://host:8786 "
                                        "(needs dask[distributed]; the workers must see --out and the data)")
-    p.add_argument("--lease-seconds", type=_float, default=600.0,
+    p.add_argument("--lease-seconds", type=finite_float, default=600.0,
                    help="a run held by an invocation on another host that stopped heart-beating this long is "
                         "taken over (default 600)")
     p.add_argument("--dry-run", action="store_true", help="print the grid and exit")
@@ -137,12 +86,10 @@ def add_study_commands(sub) -> None:
 
 
 def study_from_args(args):
-    from .grid import budget_config
-    train = {}
-    for f in TRAIN_FIELDS:
-        v = getattr(args, f, None)
-        if v is not None:
-            train[f] = None if (f in ("limit_sequences", "crop_length", "tbptt") and v == 0) else v
+    """The StudyConfig of a `reproduce` command line: the budget's preset, the flags given over it."""
+    # 0 given for a field whose default is None (limit_sequences, crop_length, tbptt): none, over the budget
+    train = {f: None if v == 0 and TrainConfig.model_fields[f].default is None else v
+             for f, v in config_from_args(args, TrainConfig, TRAIN_FIELDS).items()}
     over = dict(datasets=args.datasets, units=args.units, lr_candidates=args.lr_candidates,
                 lr_base=args.lr_base, lr_seed=args.lr_seed, lr_draw=args.lr_draw, seeds=args.seeds,
                 data_dir=args.data_dir, train=train, search=getattr(args, "search", None),
@@ -153,11 +100,10 @@ def study_from_args(args):
 
 
 def cmd_reproduce(args) -> int:
-    from .runner import run_study
+    from ..study.runner import run_study
     study = study_from_args(args)
     out = args.out or Path("results") / study.budget
     if args.dry_run:
-        from .grid import Grid
         g = Grid(study)
         plan = {"study": study.model_dump(), "datasets": g.datasets, "notes": g.notes,
                 "lr_candidates": g.lrs, "runs": g.n_runs()}
@@ -165,21 +111,18 @@ def cmd_reproduce(args) -> int:
             plan["halving_rungs"] = {d: g.rungs(d) for d in g.datasets}
         print(json.dumps(plan, indent=2))
         return 0
-    try:
-        import importlib.util
-        if args.scheduler and importlib.util.find_spec("distributed") is None:
-            raise ImportError
-    except ImportError:
+    if args.scheduler and importlib.util.find_spec("distributed") is None:
         print("gatedrnn: error: --scheduler needs dask[distributed]: pip install 'gatedrnn[dask]' (or drop "
               "--scheduler to use local processes)", file=sys.stderr)
         return 2
     if not args.scheduler:
         # Every dataset readable here before any run starts: a missing file is one line (exit 2), not a
         # sweep of failed runs. (With --scheduler the workers read the data, possibly from their own disks.)
-        from ..data import load_dataset
-        from .grid import Grid
+        # (the runs' format and width: with --jobs 0 the runs then take the dataset from load_dataset's cache)
         for dataset in Grid(study).datasets:
-            load_dataset(dataset, study.data_dir, fmt=study.train_fields(dataset).get("data_format", "auto"))
+            fields = study.train_fields(dataset)
+            load_dataset(dataset, study.data_dir, fmt=fields.get("data_format", "auto"),
+                         width=fields.get("width", "88"))
     res = run_study(study, out, jobs=args.jobs, scheduler=args.scheduler, threads=args.threads,
                     progress=not args.no_progress, lease_seconds=args.lease_seconds,
                     build_report=not args.no_report, log=lambda m: print(m, file=sys.stderr))
@@ -190,13 +133,13 @@ def cmd_reproduce(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from .report import build_report
+    from ..study.report import build_report
     build_report(args.results_dir, figures=not args.no_figures, log=lambda m: print(m, file=sys.stderr))
     print(f"open {args.results_dir / 'report.html'}")
     return 0
 
 
 def cmd_status(args) -> int:
-    from .report import status_text
+    from ..study.report import status_text
     print(status_text(args.results_dir))
     return 0

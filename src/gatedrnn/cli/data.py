@@ -1,4 +1,4 @@
-"""`gatedrnn data ...`: verify, summarise and download the data files.
+"""`gatedrnn data ...`: verify, summarise and download the data files (gatedrnn.data).
 
     gatedrnn data verify   [--data-dir D] [--mirror URL] [--json]
     gatedrnn data stats    [DATASET ...] [--data-dir D] [--format auto|mat|pickle] [--width 88|paper]
@@ -8,23 +8,36 @@ Exit codes: 0 fine, 1 a checksum mismatch (verify), 2 a data error (one line on 
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 
-__all__ = ["add_data_commands", "main"]
+from ..data import DataError, canonical_name, load_dataset, prefix_of
+from ..data.music import MUSIC_SETS, dataset_stats, format_stats_table
+from ..data.sources import KNOWN_FILES, ChecksumError, DataNotFoundError, find_or_fetch, verify
+from ..data.speech import find_fsdd, format_speech_stats, fsdd_verify_row, speech_stats
+from ..train import TrainConfig
+from . import TRAIN_RENAME, add_config_flags
 
-MUSIC = ("jsb", "nottingham", "musedata", "piano")
+__all__ = ["add_data_commands"]
+
+MUSIC = tuple(MUSIC_SETS)
 
 
-def _common(p, mirror=False):
+def _subcommand(sub, name: str, func, *, datasets: bool = False, json_rows: bool = False, **kw):
+    """A `data` subcommand with the flags every one takes: [DATASET ...], where the data are, the mirror."""
+    p = sub.add_parser(name, **kw)
+    if datasets:
+        p.add_argument("datasets", nargs="*", metavar="DATASET", help=f"default: {' '.join(MUSIC)}")
     p.add_argument("--data-dir", help="folder holding the data files (default: env GATEDRNN_DATA_DIR, "
                                       "then the download cache)")
-    if mirror:
-        p.add_argument("--mirror", help="base URL tried first for downloads, as <URL>/<filename> "
-                                        "(or env GATEDRNN_MIRROR)")
+    p.add_argument("--mirror", help="base URL tried first for downloads, as <URL>/<filename> "
+                                    "(or env GATEDRNN_MIRROR)")
     p.add_argument("--allow-unverified", action="store_true",
                    help="accept files that have no known checksum (reported as 'unverified')")
+    if json_rows:
+        p.add_argument("--json", action="store_true", help="print the rows as JSON")
+    p.set_defaults(func=func)
+    return p
 
 
 def add_data_commands(subparsers) -> None:
@@ -33,42 +46,26 @@ def add_data_commands(subparsers) -> None:
     sub = p.add_subparsers(dest="data_command", metavar="SUBCOMMAND")
     p.set_defaults(func=lambda args: (p.print_help(), 0)[1])
 
-    v = sub.add_parser("verify", help="checksum every known file found locally",
-                       description="List every registered file with its status: ok, missing, mismatch or "
-                                   "unverified. With --mirror (or --download), missing files are downloaded "
-                                   "first. Exit code 1 if any file mismatches.")
-    _common(v, mirror=True)
+    v = _subcommand(sub, "verify", cmd_verify, json_rows=True, help="checksum every known file found locally",
+                    description="List every registered file with its status: ok, missing, mismatch or "
+                                "unverified. With --mirror (or --download), missing files are downloaded "
+                                "first. Exit code 1 if any file mismatches.")
     v.add_argument("--download", action="store_true", help="download missing files before checking")
     v.add_argument("--dataset", action="append", help="only this dataset's files (repeatable)")
-    v.add_argument("--json", action="store_true", help="print the rows as JSON")
-    v.set_defaults(func=cmd_verify)
 
-    s = sub.add_parser("stats", help="print the statistics table of music (and speech) datasets")
-    s.add_argument("datasets", nargs="*", metavar="DATASET", help=f"default: {' '.join(MUSIC)}")
-    _common(s, mirror=True)
-    s.add_argument("--format", default="auto", choices=["auto", "mat", "pickle"])
-    s.add_argument("--width", default="88", choices=["88", "paper"])
+    s = _subcommand(sub, "stats", cmd_stats, datasets=True, json_rows=True,
+                    help="print the statistics table of music (and speech) datasets")
+    add_config_flags(s, TrainConfig, ("data_format", "width"), rename=TRAIN_RENAME, keep_defaults=True)
     s.add_argument("--no-download", action="store_true", help="never download")
-    s.add_argument("--json", action="store_true", help="print the rows as JSON")
-    s.set_defaults(func=cmd_stats)
 
-    d = sub.add_parser("download", help="download (and verify) the files of datasets into the cache")
-    d.add_argument("datasets", nargs="*", metavar="DATASET", help=f"default: {' '.join(MUSIC)}")
-    _common(d, mirror=True)
+    d = _subcommand(sub, "download", cmd_download, datasets=True,
+                    help="download (and verify) the files of datasets into the cache")
     d.add_argument("--format", default="auto", choices=["auto", "mat", "pickle", "all"],
                    help="auto/mat: the .mat files; pickle: the original pickles; all: both")
-    d.set_defaults(func=cmd_download)
-
-
-def _prefix(name: str) -> bool:
-    """A "prefix:rest" dataset name (wav:FOLDER, midi:FOLDER)."""
-    from . import _prefix as prefix_of
-    return prefix_of(name) is not None
 
 
 def _guard(fn):
     def run(args) -> int:
-        from . import DataError
         try:
             return int(fn(args) or 0)
         except DataError as e:
@@ -82,9 +79,6 @@ def _guard(fn):
 
 @_guard
 def cmd_verify(args) -> int:
-    from .sources import KNOWN_FILES, ChecksumError, DataNotFoundError, find_or_fetch, verify
-    from . import DataError, canonical_name
-
     datasets = None
     if args.dataset:
         datasets = set()
@@ -96,10 +90,9 @@ def cmd_verify(args) -> int:
     rows = verify(args.data_dir, datasets=datasets)
     # "prefix:FOLDER" datasets (wav:, midi:) are the user's own files: nothing registered to check
     notes = [f"{n}: your own folder, no registered checksums (each run records its files' sha256)"
-             for n in sorted(datasets or ()) if _prefix(n)]
+             for n in sorted(datasets or ()) if prefix_of(n)]
     speech = datasets is None or bool(datasets & {"fsdd-a", "fsdd-b", "fsdd"})  # speech: one FSDD summary row
     if speech:
-        from .speech import find_fsdd, fsdd_verify_row
         rows.append(fsdd_verify_row(args.data_dir))
         if (args.mirror or args.download) and rows[-1]["status"] == "missing":
             try:
@@ -146,16 +139,12 @@ def cmd_verify(args) -> int:
 
 @_guard
 def cmd_stats(args) -> int:
-    from . import DataError, canonical_name, load_dataset
-    from .music import dataset_stats, format_stats_table
-
     names = [canonical_name(n) for n in (args.datasets or MUSIC)]
     all_rows, blocks, speech_rows = [], [], []
     for n in names:
-        ds = load_dataset(n, args.data_dir, fmt=args.format, width=args.width, download=not args.no_download,
+        ds = load_dataset(n, args.data_dir, fmt=args.data_format, width=args.width, download=not args.no_download,
                           mirror=args.mirror, allow_unverified=args.allow_unverified)
         if ds.kind == "speech":  # sequences/steps/samples/seconds per split (gatedrnn.data.speech)
-            from .speech import speech_stats
             speech_rows += speech_stats(ds)
             continue
         if ds.kind != "music":
@@ -164,7 +153,7 @@ def cmd_stats(args) -> int:
         for r in rows:
             r["file"] = ds.meta.get("source_file")
             r["format"] = ds.meta.get("format")
-            if _prefix(n):
+            if prefix_of(n):
                 r.update(frames=ds.meta.get("frame_rate_note"), split_rule=ds.meta.get("split_rule"),
                          skipped=len(ds.meta.get("skipped", [])))
         all_rows += rows
@@ -173,7 +162,6 @@ def cmd_stats(args) -> int:
         print(json.dumps(all_rows + speech_rows, indent=2))
         return 0
     if speech_rows:
-        from .speech import format_speech_stats
         print(format_speech_stats(speech_rows) + ("\n" if blocks else ""))
     if not blocks:
         return 0
@@ -190,9 +178,6 @@ def cmd_stats(args) -> int:
 
 @_guard
 def cmd_download(args) -> int:
-    from . import canonical_name
-    from .sources import KNOWN_FILES, find_or_fetch
-
     names = [canonical_name(n) for n in (args.datasets or MUSIC)]
     wanted = {"auto": ("mat",), "mat": ("mat",), "pickle": ("pickle",), "all": None}[args.format]
     todo = [kf for kf in KNOWN_FILES.values()
@@ -200,10 +185,9 @@ def cmd_download(args) -> int:
     if not todo and args.format in ("auto", "all"):  # datasets without .mat files (e.g. speech)
         todo = [kf for kf in KNOWN_FILES.values() if kf.dataset in names]
     status = 0
-    for n in filter(_prefix, names):
+    for n in filter(prefix_of, names):
         print(f"local    {n}: your own folder, nothing to download")
     if {"fsdd-a", "fsdd-b"} & set(names):  # speech: FSDD's archive, every wav checked against the manifest
-        from .speech import find_fsdd
         print(f"ok       fsdd/*.wav: {find_fsdd(args.data_dir, True, args.mirror)}")
     for kf in todo:
         if kf.sha256 is None and not args.allow_unverified:
@@ -214,17 +198,3 @@ def cmd_download(args) -> int:
         print(f"{tag:9s}{kf.filename}: {path}")
     return status
 
-
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="gatedrnn")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    add_data_commands(sub)
-    args = parser.parse_args(argv)
-    if not getattr(args, "func", None):
-        parser.print_help()
-        return 0
-    return int(args.func(args) or 0)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

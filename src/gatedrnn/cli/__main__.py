@@ -1,0 +1,6 @@
+"""`python -m gatedrnn.cli ...` is `gatedrnn ...`."""
+import sys
+
+from . import main
+
+sys.exit(main())
