@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from ..data import load_dataset
-from ..study.grid import BUDGETS, LOG_BASES, TRAIN_FIELDS, Grid, budget_config
+from ..study.grid import ABLATIONS, BUDGETS, LOG_BASES, TRAIN_FIELDS, Grid, budget_config
 from ..train import TrainConfig
 from . import TRAIN_RENAME, add_config_flags, config_from_args, csv, finite_float, nonneg_int, number, positive_int
 
@@ -42,7 +42,12 @@ def add_study_commands(sub) -> None:
                         "flags below override single fields (default smoke)")
     p.add_argument("--out", type=Path, help="results directory (default results/<budget>)")
     p.add_argument("--datasets", type=csv, help="comma-separated, e.g. jsb,nottingham (default: the budget's)")
-    p.add_argument("--units", type=csv, help="comma-separated subset of tanh,gru,lstm")
+    p.add_argument("--units", type=csv, help="comma-separated unit names: tanh, gru, lstm (the paper's) or "
+                                             "ablation variants, e.g. lstm,lstm-nig (docs/VARIANTS.md)")
+    p.add_argument("--ablation", choices=list(ABLATIONS), action="append",
+                   help="the full unit and every component ablation of it (" +
+                        "; ".join(f"{k}: {','.join(v)}" for k, v in ABLATIONS.items()) +
+                        "); repeat for both; added to --units")
     p.add_argument("--lr-candidates", type=positive_int, help="learning rates per (dataset, unit)")
     p.add_argument("--lr-range", type=finite_float, nargs=2, metavar=("LOW", "HIGH"),
                    help="exponent range of the log-uniform draw (default -12 -6)")
@@ -80,6 +85,16 @@ def add_study_commands(sub) -> None:
     r.add_argument("--no-figures", action="store_true")
     r.set_defaults(func=cmd_report)
 
+    a = sub.add_parser("analyze", help="gradient flow, context and gates of trained models, on test data",
+                       description="For a results directory: every seed of each (dataset, unit)'s selected "
+                                   "configuration (Table 2); or the run directories given. Writes "
+                                   "gradient_flow, context, gates and time_scales (.csv; figures .png/.svg).")
+    a.add_argument("paths", type=Path, nargs="+", metavar="RESULTS_DIR|RUN_DIR")
+    a.add_argument("--out", type=Path, help="output folder (default RESULTS_DIR/analysis, or ./analysis)")
+    a.add_argument("--max-distance", type=positive_int, default=100, help="largest k of the gradient flow (100)")
+    a.add_argument("--max-sequences", type=positive_int, help="only the first N test sequences of each run")
+    a.set_defaults(func=cmd_analyze)
+
     s = sub.add_parser("status", help="what is done, running and failed in a results directory")
     s.add_argument("results_dir", type=Path)
     s.set_defaults(func=cmd_status)
@@ -90,7 +105,10 @@ def study_from_args(args):
     # 0 given for a field whose default is None (limit_sequences, crop_length, tbptt): none, over the budget
     train = {f: None if v == 0 and TrainConfig.model_fields[f].default is None else v
              for f, v in config_from_args(args, TrainConfig, TRAIN_FIELDS).items()}
-    over = dict(datasets=args.datasets, units=args.units, lr_candidates=args.lr_candidates,
+    units = args.units
+    if getattr(args, "ablation", None):
+        units = list(dict.fromkeys([*(units or []), *(u for fam in args.ablation for u in ABLATIONS[fam])]))
+    over = dict(datasets=args.datasets, units=units, lr_candidates=args.lr_candidates,
                 lr_base=args.lr_base, lr_seed=args.lr_seed, lr_draw=args.lr_draw, seeds=args.seeds,
                 data_dir=args.data_dir, train=train, search=getattr(args, "search", None),
                 halving_rungs=getattr(args, "halving_rungs", None), halving_eta=getattr(args, "halving_eta", None))
@@ -142,4 +160,27 @@ def cmd_report(args) -> int:
 def cmd_status(args) -> int:
     from ..study.report import status_text
     print(status_text(args.results_dir))
+    return 0
+
+
+def cmd_analyze(args) -> int:
+    from ..analyze import analyze_runs, table2_runs
+    runs = []
+    for path in args.paths:
+        if (path / "table2.csv").exists():
+            runs += table2_runs(path)
+        elif (path / "best.pt").exists():
+            runs.append(path)
+        else:
+            print(f"gatedrnn: error: {path} is neither a results directory (table2.csv) nor a run directory "
+                  f"(best.pt)", file=sys.stderr)
+            return 2
+    if not runs:
+        print(f"gatedrnn: error: no finished runs with a best model under {', '.join(map(str, args.paths))}",
+              file=sys.stderr)
+        return 2
+    out = args.out or (args.paths[0] / "analysis" if (args.paths[0] / "table2.csv").exists() else Path("analysis"))
+    files = analyze_runs(runs, out, max_distance=args.max_distance, max_sequences=args.max_sequences,
+                         log=lambda m: print(m, file=sys.stderr))
+    print(f"analyzed {len(runs)} runs: {', '.join(sorted(p.name for p in files.values()))} in {out}")
     return 0
