@@ -146,11 +146,11 @@ MUTATIONS = [
       ["tests/test_study_e2e.py"], "local workers without PR_SET_PDEATHSIG: they train on after the sweep dies",
       select=["-k", "sigterm"]),
     # ------------------------------------------------------------------ speech: sampling and data checks
-    M("mdn-component-0", "src/gatedrnn/mdn.py",
+    M("mdn-component-0", "src/gatedrnn/heads.py",
       "k = torch.multinomial(w, 1, generator=generator).reshape(*lead, 1, 1)",
       "k = torch.zeros(w.shape[0], 1, dtype=torch.long, device=w.device).reshape(*lead, 1, 1)",
       ["tests/test_mdn.py"], "MDN sampling always draws from component 0"),
-    M("mdn-temperature-inverted", "src/gatedrnn/mdn.py",
+    M("mdn-temperature-inverted", "src/gatedrnn/heads.py",
       "w = torch.softmax(log_pi / temperature, dim=-1)", "w = torch.softmax(log_pi * temperature, dim=-1)",
       ["tests/test_mdn.py"], "MDN sampling with weights ∝ π^T instead of π^{1/T}"),
     M("manifest-digest-skipped", "src/gatedrnn/data/speech.py",
