@@ -89,14 +89,14 @@ MUTATIONS = [
       'return min(ok, key=lambda r: (float(r.get("test_nll") if r.get("test_nll") is not None else r["valid_nll"]), '
       'float(r["lr"])))',
       ["tests/test_study.py"], "learning-rate selection on test NLL instead of validation NLL"),
-    M("runner-up-is-worst", "src/gatedrnn/study/report.py", "ranked[1]", "ranked[-1]",
+    M("runner-up-is-worst", "src/gatedrnn/study/tables.py", "ranked[1]", "ranked[-1]",
       ["tests/test_study_tables.py"], "significance table: the worst unit instead of the runner-up", count=3),
-    M("holm-dropped", "src/gatedrnn/study/report.py",
+    M("holm-dropped", "src/gatedrnn/study/tables.py",
       'adj, rej = holm([r["p"] if r["p"] is not None else math.nan for r in out], ALPHA)',
       'adj, rej = ([r["p"] if r["p"] is not None else math.nan for r in out], '
       '[r["p"] is not None and r["p"] <= ALPHA for r in out])',
       ["tests/test_study_tables.py"], "significance table: raw p-values, no Holm correction"),
-    M("diverged-seeds-averaged", "src/gatedrnn/study/report.py",
+    M("diverged-seeds-averaged", "src/gatedrnn/study/tables.py",
       's["row"] is not None and s["status"] in OK_STATUSES]',
       's["row"] is not None and s["status"] in (*OK_STATUSES, "diverged")]',
       ["tests/test_study_tables.py"], "tables: diverged seeds averaged into the means (and paired in the test)"),

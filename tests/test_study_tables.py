@@ -1,4 +1,4 @@
-"""The study's summary and significance tables (study/report.py + stats.py) from a FABRICATED results
+"""The study's summary and significance tables (study/tables.py + stats.py) from a FABRICATED results
 store with hand-known answers: the selected learning rate's seed runs only, diverged/failed seeds counted
 but left out of every mean, mean ± Student-t CI, best vs runner-up per dataset paired by seed, and
 Holm–Bonferroni across datasets. Expectations are computed here with scipy (ttest_rel, t.interval) and
@@ -13,7 +13,8 @@ import pytest
 from scipy import stats as sst
 
 from gatedrnn.study import grid as G
-from gatedrnn.study.report import build_report, collect, significance_rows, table2_rows
+from gatedrnn.study.report import build_report
+from gatedrnn.study.tables import collect, significance_rows, table2_rows
 from gatedrnn.study.store import Store, new_owner
 
 DATASETS = ["jsb", "nottingham", "musedata", "piano"]
