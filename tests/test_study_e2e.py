@@ -164,7 +164,7 @@ def test_smoke_budget_end_to_end_and_report_from_store(tmp_path):
 
 
 def test_sigkill_mid_sweep_then_rerun_gives_identical_tables(tmp_path, reference):
-    from gatedrnn.study.store import DONE
+    from gatedrnn.status import FINISHED
     out = tmp_path / "killed"
     proc = subprocess.Popen([sys.executable, "-m", "gatedrnn.cli", "reproduce", "--out", str(out), "--no-progress",
                              "--jobs", "1", *SMALL], env=_env(), stdout=subprocess.DEVNULL,
@@ -181,7 +181,7 @@ def test_sigkill_mid_sweep_then_rerun_gives_identical_tables(tmp_path, reference
                 rows = _store_rows(out)
             except Exception:
                 continue
-            if sum(r["status"] in DONE for r in rows) < 2:
+            if sum(r["status"] in FINISHED for r in rows) < 2:
                 continue
             # a run in the middle of its training: checkpointed epochs, no result yet
             for r in rows:
@@ -208,7 +208,7 @@ def test_sigkill_mid_sweep_then_rerun_gives_identical_tables(tmp_path, reference
             proc.kill()
             proc.wait()
         _kill_leftovers(workers)
-    done_before = {r["run_id"] for r in _store_rows(out) if r["status"] in DONE}
+    done_before = {r["run_id"] for r in _store_rows(out) if r["status"] in FINISHED}
     assert victim not in done_before and len(done_before) >= 2
 
     st = _cli("status", out).stdout

@@ -15,7 +15,8 @@ import platform
 import time
 from pathlib import Path
 
-from .grid import OK_STATUSES, Grid, StudyConfig
+from ..status import FINISHED, RunStatus
+from .grid import Grid, StudyConfig
 from .store import Store
 from .tables import UNIT_NAMES, _f, _name, collect, write_tables
 
@@ -25,7 +26,7 @@ UNIT_COLORS = {"tanh": "#d62728", "gru": "#1f77b4", "lstm": "#2ca02c"}
 # ------------------------------------------------------------------------------------ figures
 def _curves(cell) -> list[list[dict]]:
     return [s["row"]["history"] for s in cell["seeds"]
-            if s["row"] is not None and s["status"] in (*OK_STATUSES, "diverged") and s["row"].get("history")]
+            if s["row"] is not None and s["status"] in FINISHED and s["row"].get("history")]
 
 
 def _aggregate(histories, key: str, xkey: str):
@@ -263,16 +264,16 @@ def status_text(out_dir: str | Path) -> str:
         counts = {}
         for r in runs:
             st = r["status"]
-            if st == "running" and not store.live_owner(r):
-                st = "interrupted"
+            if st == RunStatus.RUNNING and not store.live_owner(r):
+                st = "interrupted"   # shown only: its owner is gone, the next reproduce resumes it
             counts[st] = counts.get(st, 0) + 1
         lines.append("  ".join(f"{k}: {v}" for k, v in sorted(counts.items())) or "no runs yet")
         for r in runs:
-            if r["status"] == "running":
+            if r["status"] == RunStatus.RUNNING:
                 live = store.live_owner(r)
                 lines.append(f"  {'running    ' if live else 'interrupted'} {r['run_id']}  "
                              f"(owner {r['owner']}{'' if live else ', gone: resumes on the next reproduce'})")
-            elif r["status"] in ("failed", "diverged"):
+            elif r["status"] in (RunStatus.FAILED, RunStatus.DIVERGED):
                 lines.append(f"  {r['status']:11s} {r['run_id']}  {r['error'] or ''}")
         return "\n".join(lines)
     finally:

@@ -18,7 +18,8 @@ import json
 import math
 from pathlib import Path
 
-from .grid import OK_STATUSES, Grid, StudyConfig
+from ..status import RunStatus
+from .grid import ENDED, OK_STATUSES, Grid, StudyConfig
 from .stats import holm, mean_ci, paired_t
 from .store import Store
 
@@ -35,6 +36,8 @@ PAPER_NAMES = {"nottingham": "Nottingham", "jsb": "JSB Chorales", "musedata": "M
                "fsdd-a": "FSDD A (paper: Ubisoft A)", "fsdd-b": "FSDD B (paper: Ubisoft B)"}
 UNIT_NAMES = {"tanh": "tanh", "gru": "GRU", "lstm": "LSTM"}
 ALPHA = 0.05
+# The status shown for a run the study needs but the store has no row of (not a RunStatus: nothing ran).
+MISSING = "missing"
 
 
 def _key(dataset: str) -> str:
@@ -43,8 +46,10 @@ def _key(dataset: str) -> str:
     return {"fsdda": "fsdd-a", "fsddb": "fsdd-b"}.get(n, dataset)
 
 
-def _is_speech(dataset: str) -> bool:
-    return _key(dataset).startswith("fsdd")
+def _run_kind(row: dict | None) -> str | None:
+    """"music" or "speech" as the run recorded it (result.json's `kind`, kept in its store row's summary);
+    None for a run with no result yet."""
+    return ((row or {}).get("summary") or {}).get("kind")
 
 
 def _name(dataset: str) -> str:
@@ -85,7 +90,7 @@ def collect(out_dir: str | Path) -> dict:
         for spec in grid.search_specs(dataset, unit):
             r = rows.get(spec.run_id)
             search.append({"run_id": spec.run_id, "lr": spec.lr, "seed": spec.seed,
-                           "status": r["status"] if r else "missing",
+                           "status": r["status"] if r else MISSING,
                            "valid_nll": r["valid_nll"] if r else None, "test_nll": r["test_nll"] if r else None,
                            "train_nll": r["train_nll"] if r else None})
         # full: every candidate finished, the lowest validation NLL; halving: the survivor of the rungs
@@ -95,11 +100,16 @@ def collect(out_dir: str | Path) -> dict:
             for spec in grid.seed_specs(dataset, unit, chosen["lr"]):
                 r = rows.get(spec.run_id)
                 seeds.append({"run_id": spec.run_id, "seed": spec.seed, "lr": spec.lr,
-                              "status": r["status"] if r else "missing", "row": r})
+                              "status": r["status"] if r else MISSING, "row": r})
         cells.append({"dataset": dataset, "unit": unit, "search": search, "search_complete": complete,
                       "selected_lr": chosen["lr"] if chosen else None, "seeds": seeds})
+    # each dataset's kind as its runs recorded it (a dataset none of whose runs has a result has none yet)
+    kinds = {}
+    for r in rows.values():
+        if _run_kind(r):
+            kinds.setdefault(r["dataset"], _run_kind(r))
     return {"study": study, "grid": grid, "cells": cells, "rows": rows, "notes": notes, "sweep": sweep,
-            "executor": executor, "out": out}
+            "executor": executor, "out": out, "kinds": kinds}
 
 
 def _ok_seed_rows(cell) -> list[dict]:
@@ -113,10 +123,11 @@ def table2_rows(data: dict) -> list[dict]:
         ok = _ok_seed_rows(c)
         tr, va, te = (mean_ci([r[k] for r in ok]) for k in ("train_nll", "valid_nll", "test_nll"))
         paper = PAPER_TABLE2.get(_key(c["dataset"]), {}).get(c["unit"])
-        comparable = paper is not None and not _is_speech(c["dataset"])
-        n_div = sum(s["status"] == "diverged" for s in c["seeds"])
-        n_fail = sum(s["status"] == "failed" for s in c["seeds"])
-        n_missing = sum(s["status"] not in (*OK_STATUSES, "diverged", "failed") for s in c["seeds"])
+        # the speech sets here are open stand-ins for the paper's private ones: only music compares
+        comparable = paper is not None and data["kinds"].get(c["dataset"]) == "music"
+        n_div = sum(s["status"] == RunStatus.DIVERGED for s in c["seeds"])
+        n_fail = sum(s["status"] == RunStatus.FAILED for s in c["seeds"])
+        n_missing = sum(s["status"] not in ENDED for s in c["seeds"])
         hidden = ok[0]["summary"].get("hidden_size") if ok and ok[0].get("summary") else None
         rows.append({
             "dataset": c["dataset"], "unit": c["unit"], "hidden_size": hidden, "lr": c["selected_lr"],
@@ -202,9 +213,8 @@ def table1_rows(data: dict) -> list[dict]:
     for c in data["cells"]:
         for s in c["seeds"] or []:
             r = s["row"]
-            if r and r.get("summary") and r["summary"].get("hidden_size"):
-                kind = "speech" if _is_speech(c["dataset"]) else "music"
-                used.setdefault((kind, c["unit"]), set()).add(
+            if r and r.get("summary") and r["summary"].get("hidden_size") and _run_kind(r):
+                used.setdefault((_run_kind(r), c["unit"]), set()).add(
                     (r["summary"]["hidden_size"], r["summary"].get("input_size"),
                      r["summary"].get("recurrent_parameters")))
     rows = []
@@ -299,7 +309,7 @@ def table2_markdown(data, t2, sig, base) -> str:
           f"datasets with the Holm–Bonferroni step-down method (family-wise error {ALPHA}).\n",
           "- Δ: ours minus the paper's" + (" (music only: the speech sets here are open FSDD stand-ins for the "
           "paper's private Ubisoft sets, so their numbers are not comparable).\n"
-          if any(_is_speech(d) for d in data["grid"].datasets) else ".\n"),
+          if any(data["kinds"].get(d) == "speech" for d in data["grid"].datasets) else ".\n"),
           "- Reference rows: fitted on the train split, scored on the same splits as the networks: "
           "per-note marginal frequencies (Bernoulli, add-one smoothing; no context) and 'repeat the previous "
           "frame' (p(on) = 1 − ε if the note was on in the previous frame, else ε'; ε, ε' fitted on train).\n"]
