@@ -216,6 +216,7 @@ def test_written_tables_hold_the_hand_known_numbers(fabricated, monkeypatch):
         raise RuntimeError("no data in this test")
     monkeypatch.setattr("gatedrnn.study.baselines.dataset_baselines", no_data)
     files = build_report(out, figures=False, log=lambda m: None)
+    assert "ablation.md" not in files and not (out / "ablation.csv").exists()   # no variants in this study
     exp = _expected_tests()
     with open(files["table2_tests.csv"]) as f:
         rows = {r["dataset"]: r for r in csv.DictReader(f)}

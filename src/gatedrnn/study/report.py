@@ -4,6 +4,8 @@ tables they show are computed and written by study/tables.py.
     table*.md, table*.csv, lr_search.csv    study/tables.py
     curves_epochs.{png,svg}    train/valid NLL against epochs, one row per dataset, mean curve + seed band
     curves_seconds.{png,svg}   the same against cumulative training seconds
+    ablation_forest.{png,svg}  a study with ablation variants: each variant's test NLL minus its full unit's
+                               (paired by seed) ± 95 % CI, one panel per dataset
     report.html                all of the above in one self-contained page
 """
 from __future__ import annotations
@@ -18,9 +20,20 @@ from pathlib import Path
 from ..status import FINISHED, RunStatus
 from .grid import Grid, StudyConfig
 from .store import Store
-from .tables import UNIT_NAMES, _f, _name, collect, write_tables
+from .tables import _f, _name, collect, unit_name, write_tables
 
 UNIT_COLORS = {"tanh": "#d62728", "gru": "#1f77b4", "lstm": "#2ca02c"}
+# the rest of matplotlib's tab10 cycle, for units beyond the paper's three (ablation variants)
+OTHER_COLORS = ("#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf")
+
+
+def _unit_color(unit: str, units: list[str]) -> str:
+    """The paper's units keep their colours; any other unit takes the next colour of OTHER_COLORS in the
+    study's order of units."""
+    if unit in UNIT_COLORS:
+        return UNIT_COLORS[unit]
+    others = [u for u in units if u not in UNIT_COLORS]
+    return OTHER_COLORS[others.index(unit) % len(OTHER_COLORS)] if unit in others else OTHER_COLORS[4]
 
 
 # ------------------------------------------------------------------------------------ figures
@@ -82,8 +95,8 @@ def make_figures(data: dict, out: Path) -> dict[str, Path]:
                     if len(x) == 0:
                         continue
                     drawn.append((x, m, lo, hi))
-                    col = UNIT_COLORS[c["unit"]]
-                    ax.plot(x, m, color=col, label=f"{UNIT_NAMES[c['unit']]} (n={len(hist)})")
+                    col = _unit_color(c["unit"], data["study"].units)
+                    ax.plot(x, m, color=col, label=f"{unit_name(c['unit'])} (n={len(hist)})")
                     ax.fill_between(x, lo, hi, color=col, alpha=0.2, linewidth=0)
                 yr = _y_range(drawn)
                 if yr is not None:
@@ -103,6 +116,45 @@ def make_figures(data: dict, out: Path) -> dict[str, Path]:
             fig.savefig(p, dpi=110, metadata={"Date": None} if ext == "svg" else None)
             files[f"{name}.{ext}"] = p
         plt.close(fig)
+    return files
+
+
+def ablation_figure(rows: list[dict], datasets: list[str], out: Path) -> dict[str, Path]:
+    """The forest plot of tables.ablation_rows: per dataset (a panel) and variant (a row), the mean paired
+    difference to the full unit ± its 95 % CI; filled markers are significant after Holm."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    variants = list(dict.fromkeys(r["unit"] for r in rows if r["role"] == "variant"))
+    fig, axes = plt.subplots(1, len(datasets), figsize=(1.5 + 4.2 * len(datasets), 1.8 + 0.42 * len(variants)),
+                             squeeze=False, sharey=True)
+    for ax, dataset in zip(axes[0], datasets):
+        for r in rows:
+            if r["dataset"] != dataset or r["role"] != "variant":
+                continue
+            y = variants.index(r["unit"])
+            if r["diff_mean"] is None:
+                ax.text(0, y, " no pairs", va="center", fontsize=7, color="#777")
+                continue
+            col = UNIT_COLORS.get(r["family"], OTHER_COLORS[4])
+            ci = r["diff_ci"] if r["diff_ci"] is not None and math.isfinite(r["diff_ci"]) else None
+            ax.errorbar(r["diff_mean"], y, xerr=ci, fmt="o", color=col, capsize=3,
+                        markerfacecolor=col if r["significant"] else "white")
+        ax.axvline(0.0, color="#444", linewidth=0.8)
+        ax.set_title(_name(dataset), fontsize=10)
+        ax.set_xlabel("Δ test NLL: variant − full unit (nats/step)")
+        ax.grid(True, axis="x", alpha=0.3)
+    axes[0][0].set_yticks(range(len(variants)), variants)
+    axes[0][0].set_ylim(len(variants) - 0.5, -0.5)   # the study's order, top to bottom
+    fig.suptitle("Ablation: each variant against its full unit, paired by seed\nmean difference ± 95 % CI; "
+                 "filled: significant after Holm (α = 0.05); > 0: the variant is worse", fontsize=10)
+    fig.tight_layout()
+    files = {}
+    for ext in ("png", "svg"):
+        p = out / f"ablation_forest.{ext}"
+        fig.savefig(p, dpi=110, metadata={"Date": None} if ext == "svg" else None)
+        files[f"ablation_forest.{ext}"] = p
+    plt.close(fig)
     return files
 
 
@@ -157,7 +209,8 @@ def _svg_inline(path: Path) -> str:
     return s[i:] if i >= 0 else s
 
 
-def write_html(data, out: Path, t1_md: str, t2_md: str, figs: dict, lr_rows: list[dict]) -> Path:
+def write_html(data, out: Path, t1_md: str, t2_md: str, figs: dict, lr_rows: list[dict],
+               ablation_md: str | None = None) -> Path:
     from ..utils import environment
     study = data["study"]
     env_runs = next((r["environment"] for r in data["rows"].values() if r.get("environment")), None)
@@ -169,6 +222,13 @@ def write_html(data, out: Path, t1_md: str, t2_md: str, figs: dict, lr_rows: lis
                         ("curves_seconds.svg", "Learning curves against training seconds")):
         if name in figs:
             parts.append(f"<h2>{title}</h2><div class='fig'>{_svg_inline(figs[name])}</div>")
+    if ablation_md:
+        parts.append(_md_to_html_tables(ablation_md))
+        links = [f"<a href='{n}'>{n}</a>" for n in ("ablation.md", "ablation.csv", "ablation_forest.png",
+                                                    "ablation_forest.svg") if n.endswith(("md", "csv")) or n in figs]
+        parts.append(f"<p>Files: {', '.join(links)}</p>")
+        if "ablation_forest.svg" in figs:
+            parts.append(f"<div class='fig'>{_svg_inline(figs['ablation_forest.svg'])}</div>")
     parts.append(_md_to_html_tables(t1_md))
     # protocol
     proto = study.model_dump()
@@ -197,7 +257,7 @@ def write_html(data, out: Path, t1_md: str, t2_md: str, figs: dict, lr_rows: lis
     # lr search
     parts.append("<h2>Learning-rate search (validation NLL)</h2>")
     parts.append(_html_table(["dataset", "unit", "lr", "status", "valid NLL", "selected", "run"],
-                             [[r["dataset"], UNIT_NAMES[r["unit"]], f"{r['lr']:.3g}", r["status"], _f(r["valid_nll"]),
+                             [[r["dataset"], unit_name(r["unit"]), f"{r['lr']:.3g}", r["status"], _f(r["valid_nll"]),
                                "✔" if r["selected"] else "",
                                f"<a href='runs/{html.escape(r['run_id'])}/'>{html.escape(r['run_id'])}</a>"]
                               for r in lr_rows]))
@@ -205,7 +265,7 @@ def write_html(data, out: Path, t1_md: str, t2_md: str, figs: dict, lr_rows: lis
     parts.append("<h2>Every run</h2>")
     body = []
     for rid, r in sorted(data["rows"].items()):
-        body.append([f"<a href='runs/{html.escape(rid)}/'>{html.escape(rid)}</a>", r["dataset"], UNIT_NAMES[r["unit"]],
+        body.append([f"<a href='runs/{html.escape(rid)}/'>{html.escape(rid)}</a>", r["dataset"], unit_name(r["unit"]),
                      f"{r['lr']:.3g}", r["seed"], html.escape(r["status"]), _f(r["train_nll"]), _f(r["valid_nll"]),
                      _f(r["test_nll"]), r["epochs"] if r["epochs"] is not None else "–",
                      _f(r["train_seconds"], 1), html.escape(r["error"] or "")])
@@ -238,12 +298,14 @@ def build_report(out_dir: str | Path, *, figures: bool = True, log=print) -> dic
     if figures:
         try:
             figs = make_figures(data, out)
+            if written["ablation_rows"]:
+                figs.update(ablation_figure(written["ablation_rows"], data["grid"].datasets, out))
         except ImportError as e:   # never lose the tables to a missing plotting library
             log(f"figures skipped ({e}); every table and report.html are written — pip install matplotlib "
                 f"and run `gatedrnn report {out}` for the figures")
     files.update(figs)
     files["report.html"] = write_html(data, out, written["table1_md"], written["table2_md"], figs,
-                                      written["lr_rows"])
+                                      written["lr_rows"], written["ablation_md"])
     log(f"wrote {', '.join(sorted(files))} in {out}")
     return files
 

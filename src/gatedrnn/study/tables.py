@@ -6,6 +6,8 @@ cell ran and selected, the statistics over seeds, and the tables as rows, Markdo
                                difference; reference rows (trivial models on the same splits)
     table2_tests.csv           best unit per dataset vs the runner-up: paired t-test by seed, Holm–Bonferroni
     lr_search.csv              every learning-rate candidate's validation NLL; the selected one marked
+    ablation.md / ablation.csv only for a study with ablation variants (gatedrnn.nn): each variant's test NLL
+                               beside its full unit's, the difference paired by seed, Holm-corrected tests
 
 Deterministic: the same store gives byte-identical files (no timings, no dates). The figures and the HTML
 page that show these tables are study/report.py.
@@ -18,6 +20,7 @@ import json
 import math
 from pathlib import Path
 
+from ..nn import unit_family
 from ..status import RunStatus
 from .grid import ENDED, OK_STATUSES, Grid, StudyConfig
 from .stats import holm, mean_ci, paired_t
@@ -34,7 +37,7 @@ PAPER_TABLE2 = {
 }
 PAPER_NAMES = {"nottingham": "Nottingham", "jsb": "JSB Chorales", "musedata": "MuseData", "piano": "Piano-midi",
                "fsdd-a": "FSDD A (paper: Ubisoft A)", "fsdd-b": "FSDD B (paper: Ubisoft B)"}
-UNIT_NAMES = {"tanh": "tanh", "gru": "GRU", "lstm": "LSTM"}
+UNIT_NAMES = {"tanh": "tanh", "gru": "GRU", "lstm": "LSTM"}   # the paper's spelling; variants go by their own name
 ALPHA = 0.05
 # The status shown for a run the study needs but the store has no row of (not a RunStatus: nothing ran).
 MISSING = "missing"
@@ -54,6 +57,10 @@ def _run_kind(row: dict | None) -> str | None:
 
 def _name(dataset: str) -> str:
     return PAPER_NAMES.get(_key(dataset), dataset)
+
+
+def unit_name(unit: str) -> str:
+    return UNIT_NAMES.get(unit, unit)
 
 
 def _f(x, digits=3) -> str:
@@ -116,6 +123,11 @@ def _ok_seed_rows(cell) -> list[dict]:
     return [s["row"] for s in cell["seeds"] if s["row"] is not None and s["status"] in OK_STATUSES]
 
 
+def _test_nll_by_seed(cell) -> dict[int, float]:
+    """{seed: test NLL} of the cell's seed runs that finished with a model (what tests pair by seed)."""
+    return {r["seed"]: r["test_nll"] for r in _ok_seed_rows(cell)}
+
+
 # ------------------------------------------------------------------------------------- tables
 def table2_rows(data: dict) -> list[dict]:
     rows = []
@@ -149,9 +161,9 @@ def significance_rows(data: dict) -> list[dict]:
         per_unit = {}
         for c in data["cells"]:
             if c["dataset"] == dataset:
-                ok = _ok_seed_rows(c)
-                if ok:
-                    per_unit[c["unit"]] = {r["seed"]: r["test_nll"] for r in ok}
+                by_seed = _test_nll_by_seed(c)
+                if by_seed:
+                    per_unit[c["unit"]] = by_seed
         ranked = sorted(per_unit, key=lambda u: (sum(per_unit[u].values()) / len(per_unit[u]), u))
         complete = len(ranked) == len(data["study"].units)
         row = {"dataset": dataset, "best": ranked[0] if complete else None,
@@ -274,7 +286,7 @@ def table2_markdown(data, t2, sig, base) -> str:
             "train NLL (ours)", "train (paper)", "Δ train", "test NLL (ours)", "test (paper)", "Δ test"]
     body = []
     for r in t2:
-        body.append([_name(r["dataset"]), UNIT_NAMES[r["unit"]],
+        body.append([_name(r["dataset"]), unit_name(r["unit"]),
                      "–" if r["lr"] is None else f"{r['lr']:.3g}",
                      f"{r['seeds_ok']} / {r['seeds_diverged']} / {r['seeds_failed']}"
                      + (f" ({r['seeds_missing']} not run yet)" if r["seeds_missing"] else ""),
@@ -293,8 +305,8 @@ def table2_markdown(data, t2, sig, base) -> str:
           "\n## Best unit per dataset\n",
           _md_table(["dataset", "best (lowest mean test NLL)", "runner-up", "pairs (seeds)",
                      "mean test-NLL gap", "paired t", "p", "p (Holm)", f"significant at {ALPHA}", "note"],
-                    [[_name(s["dataset"]), UNIT_NAMES.get(s["best"], "–"),
-                      UNIT_NAMES.get(s["runner_up"], "–"), s["pairs"], _f(s["mean_diff"]), _f(s["t"], 2),
+                    [[_name(s["dataset"]), unit_name(s["best"]) if s["best"] else "–",
+                      unit_name(s["runner_up"]) if s["runner_up"] else "–", s["pairs"], _f(s["mean_diff"]), _f(s["t"], 2),
                       _p(s["p"]), _p(s["p_holm"]), "yes" if s["significant"] else "no", s["note"]] for s in sig]),
           "\n## Notes\n",
           "- NLL: nats per time step (music: per frame, summed over the 88 note outputs), averaged over all "
@@ -314,7 +326,7 @@ def table2_markdown(data, t2, sig, base) -> str:
           "per-note marginal frequencies (Bernoulli, add-one smoothing; no context) and 'repeat the previous "
           "frame' (p(on) = 1 − ε if the note was on in the previous frame, else ε'; ε, ε' fitted on train).\n"]
     lrs = data["grid"].lrs
-    edge = [f"{_name(r['dataset'])}/{UNIT_NAMES[r['unit']]}" for r in t2
+    edge = [f"{_name(r['dataset'])}/{unit_name(r['unit'])}" for r in t2
             if r["lr"] is not None and len(lrs) > 1 and r["lr"] in (lrs[0], lrs[-1])]
     if edge:
         md.append(f"- The selected learning rate is the smallest or largest candidate for: {', '.join(edge)} — "
@@ -351,7 +363,7 @@ def table1_markdown(t1) -> str:
     head = ["task", "unit", "units (paper)", "parameters (paper, k)", "units (Table 1 convention)",
             "parameters (Table 1 convention)", "agrees", "units in our runs", "input size in our runs",
             "recurrent parameters in our runs"]
-    body = [[r["task"], UNIT_NAMES[r["unit"]], r["units_paper"], f"{r['params_paper_k']:.1f}",
+    body = [[r["task"], unit_name(r["unit"]), r["units_paper"], f"{r['params_paper_k']:.1f}",
              r["units_table1_convention"], f"{r['params_table1_convention']:,}", "yes" if r["agrees"] else "NO",
              r["runs_units"], r["runs_input_size"], r["runs_recurrent_params"]] for r in t1]
     return ("# Table 1: parameter-matched sizes\n\n" + _md_table(head, body) +
@@ -360,10 +372,105 @@ def table1_markdown(t1) -> str:
             "input size (88 piano keys for music), hence slightly different counts.\n")
 
 
+# ------------------------------------------------------------------------------------ ablation
+def ablation_variants(study: StudyConfig) -> list[str]:
+    """The study's units that modify a paper unit (gatedrnn.nn: lstm-*, gru-*, mgu), in its order."""
+    return [u for u in study.units if unit_family(u) != u]
+
+
+def ablation_rows(data: dict, t2: list[dict] | None = None) -> list[dict]:
+    """Per dataset and family with a variant in the study: the full unit, then each variant — test NLL
+    mean ± 95 % CI over seeds, seeds ok/diverged/failed, and for a variant the difference to the full unit
+    paired by seed (variant − full: > 0, the variant is worse), the 95 % CI of that mean difference, the
+    paired t-test, and its p Holm-corrected across every (variant, dataset) pair tested. [] without variants."""
+    study = data["study"]
+    variants = ablation_variants(study)
+    if not variants:
+        return []
+    by_cell = {(r["dataset"], r["unit"]): r for r in (t2 if t2 is not None else table2_rows(data))}
+    cells = {(c["dataset"], c["unit"]): c for c in data["cells"]}
+    families = list(dict.fromkeys(unit_family(u) for u in variants))
+    out = []
+    for dataset in data["grid"].datasets:
+        for family in families:
+            has_full = family in study.units
+            full = _test_nll_by_seed(cells[(dataset, family)]) if has_full else {}
+            for unit in ([family] if has_full else []) + [u for u in variants if unit_family(u) == family]:
+                t = by_cell[(dataset, unit)]
+                row = {"dataset": dataset, "unit": unit, "family": family,
+                       "role": "full" if unit == family else "variant", "lr": t["lr"],
+                       "seeds_ok": t["seeds_ok"], "seeds_diverged": t["seeds_diverged"],
+                       "seeds_failed": t["seeds_failed"], "seeds_missing": t["seeds_missing"],
+                       "test_mean": t["test_mean"], "test_ci": t["test_ci"], "pairs": 0, "diff_mean": None,
+                       "diff_ci": None, "t": None, "p": None, "p_holm": None, "significant": None, "note": ""}
+                if unit != family:
+                    mine = _test_nll_by_seed(cells[(dataset, unit)])
+                    common = sorted(set(mine) & set(full))
+                    a, b = [mine[s] for s in common], [full[s] for s in common]
+                    tt, p, n = paired_t(a, b)
+                    diff = mean_ci([x - y for x, y in zip(a, b)])
+                    row.update(pairs=n, diff_mean=diff.mean if n else None,
+                               diff_ci=diff.half_width if n >= 2 else None,
+                               t=None if math.isnan(tt) else tt, p=None if math.isnan(p) else p)
+                    if not has_full:
+                        row["note"] = f"the full unit ({family}) is not in the study: nothing to compare"
+                    elif n < 2:
+                        row["note"] = f"{n} seed(s) finished for both: no test"
+                out.append(row)
+    tested = [r for r in out if r["role"] == "variant"]
+    adj, rej = holm([r["p"] if r["p"] is not None else math.nan for r in tested], ALPHA)
+    for r, a, j in zip(tested, adj, rej):
+        r["p_holm"] = None if math.isnan(a) else a
+        r["significant"] = bool(j)
+    return out
+
+
+def _delta(mean, ci) -> str:
+    if mean is None:
+        return "–"
+    return f"{mean:+.3f}" if ci is None or math.isnan(ci) else f"{mean:+.3f} ± {ci:.3f}"
+
+
+def ablation_markdown(data: dict, rows: list[dict]) -> str:
+    study = data["study"]
+    m = sum(r["p"] is not None for r in rows)
+    head = ["dataset", "unit", "lr (selected on valid)", "seeds ok / diverged / failed", "test NLL",
+            "Δ test NLL vs full unit", "pairs (seeds)", "paired t", "p", "p (Holm)", f"significant at {ALPHA}",
+            "note"]
+    body = []
+    for r in rows:
+        full = r["role"] == "full"
+        body.append([_name(r["dataset"]), f"{unit_name(r['unit'])} (full)" if full else r["unit"],
+                     "–" if r["lr"] is None else f"{r['lr']:.3g}",
+                     f"{r['seeds_ok']} / {r['seeds_diverged']} / {r['seeds_failed']}"
+                     + (f" ({r['seeds_missing']} not run yet)" if r["seeds_missing"] else ""),
+                     _ci(r["test_mean"], r["test_ci"]),
+                     *([""] * 6 if full else
+                       [_delta(r["diff_mean"], r["diff_ci"]), r["pairs"], _f(r["t"], 2), _p(r["p"]),
+                        _p(r["p_holm"]), "–" if r["p_holm"] is None else "yes" if r["significant"] else "no"]),
+                     r["note"]])
+    return "".join([
+        "# Ablation: what each component is worth (test NLL, nats per step)\n\n",
+        f"Budget `{study.budget}`: every unit, variant or not, gets the same {len(data['grid'].lrs)} "
+        f"learning-rate candidate(s) (selected on validation NLL) and the same {study.seeds} seeds. Variants: "
+        "docs/VARIANTS.md (lstm-* modify the paper's LSTM, gru-* and mgu its GRU).\n\n",
+        _md_table(head, body),
+        "\n## Notes\n",
+        "- Test NLL: mean ± half-width of the 95 % Student-t confidence interval over the seeds that finished; "
+        "diverged or failed seeds are counted, not averaged.\n",
+        "- Δ: variant minus its full unit, seed by seed (pairs: the seeds both finished), mean ± half-width of "
+        "the 95 % confidence interval of the paired differences. Δ > 0: the variant is worse, so the component "
+        "it removes or changes helps.\n",
+        "- Two-sided paired t-test on the differences; p-values Holm–Bonferroni-corrected over all "
+        f"{m} (variant, dataset) pairs tested (family-wise error {ALPHA}).\n",
+        "- Forest plot: ablation_forest.png / ablation_forest.svg (Δ ± its 95 % CI per variant and dataset).\n"])
+
+
 # ------------------------------------------------------------------------------------ writers
 def write_tables(data: dict, out: Path) -> dict:
     """Write table1/table2 (Markdown, CSV), table2_tests.csv and lr_search.csv into `out`; returns
-    {"files": {name: path}, "table1_md", "table2_md", "lr_rows"} for the page that shows them."""
+    {"files": {name: path}, "table1_md", "table2_md", "lr_rows", "ablation_rows", "ablation_md"} for the page
+    that shows them. A study with ablation variants also gets ablation.md and ablation.csv."""
     t2, sig, base = table2_rows(data), significance_rows(data), baseline_rows(data)
     t1 = table1_rows(data)
     lr_rows = lr_search_rows(data)
@@ -378,4 +485,11 @@ def write_tables(data: dict, out: Path) -> dict:
                        ("lr_search.csv", lr_rows)):
         _write_csv(out / name, rows)
         files[name] = out / name
-    return {"files": files, "table1_md": t1_md, "table2_md": t2_md, "lr_rows": lr_rows}
+    abl = ablation_rows(data, t2)
+    abl_md = ablation_markdown(data, abl) if abl else None
+    if abl:
+        (out / "ablation.md").write_text(abl_md)
+        _write_csv(out / "ablation.csv", abl)
+        files.update({"ablation.md": out / "ablation.md", "ablation.csv": out / "ablation.csv"})
+    return {"files": files, "table1_md": t1_md, "table2_md": t2_md, "lr_rows": lr_rows, "ablation_rows": abl,
+            "ablation_md": abl_md}
