@@ -49,12 +49,6 @@ def _key(dataset: str) -> str:
     return {"fsdda": "fsdd-a", "fsddb": "fsdd-b"}.get(n, dataset)
 
 
-def _run_kind(row: dict | None) -> str | None:
-    """"music" or "speech" as the run recorded it (result.json's `kind`, kept in its store row's summary);
-    None for a run with no result yet."""
-    return ((row or {}).get("summary") or {}).get("kind")
-
-
 def _name(dataset: str) -> str:
     return PAPER_NAMES.get(_key(dataset), dataset)
 
@@ -74,6 +68,12 @@ def _p(x) -> str:
 
 
 # ------------------------------------------------------------------------------------ collect
+def _run_kind(row: dict | None) -> str | None:
+    """"music" or "speech" as the run recorded it (result.json's `kind`, kept in its store row's summary);
+    None for a run with no result yet."""
+    return ((row or {}).get("summary") or {}).get("kind")
+
+
 def collect(out_dir: str | Path) -> dict:
     """Everything the outputs show, read from the store (deterministic: no timings in the tables)."""
     out = Path(out_dir)
