@@ -20,7 +20,7 @@ from pathlib import Path
 from ..status import FINISHED, RunStatus
 from .grid import Grid, StudyConfig
 from .store import Store
-from .tables import _f, _name, collect, unit_name, write_tables
+from .tables import ALPHA, _f, _name, collect, unit_name, write_tables
 
 UNIT_COLORS = {"tanh": "#d62728", "gru": "#1f77b4", "lstm": "#2ca02c"}
 # the rest of matplotlib's tab10 cycle, for units beyond the paper's three (ablation variants)
@@ -72,6 +72,19 @@ def _y_range(curves) -> tuple[float, float] | None:
     return bottom - pad, top + pad
 
 
+def _save(fig, out: Path, name: str) -> dict[str, Path]:
+    """`name`.png and `name`.svg (no date in the SVG, so a rebuild changes it only where the data does)."""
+    import matplotlib.pyplot as plt
+    fig.tight_layout()
+    files = {}
+    for ext in ("png", "svg"):
+        p = out / f"{name}.{ext}"
+        fig.savefig(p, dpi=110, metadata={"Date": None} if ext == "svg" else None)
+        files[f"{name}.{ext}"] = p
+    plt.close(fig)
+    return files
+
+
 def make_figures(data: dict, out: Path) -> dict[str, Path]:
     import matplotlib
     matplotlib.use("Agg")
@@ -110,12 +123,7 @@ def make_figures(data: dict, out: Path) -> dict[str, Path]:
         fig.suptitle(f"Learning curves against {xlabel}\nmean over seeds; band = min..max over seeds; "
                      "y-range from 5 % into training (epoch 0 lies above it)",
                      fontsize=11)
-        fig.tight_layout()
-        for ext in ("png", "svg"):
-            p = out / f"{name}.{ext}"
-            fig.savefig(p, dpi=110, metadata={"Date": None} if ext == "svg" else None)
-            files[f"{name}.{ext}"] = p
-        plt.close(fig)
+        files.update(_save(fig, out, name))
     return files
 
 
@@ -147,15 +155,8 @@ def ablation_figure(rows: list[dict], datasets: list[str], out: Path) -> dict[st
     axes[0][0].set_yticks(range(len(variants)), variants)
     axes[0][0].set_ylim(len(variants) - 0.5, -0.5)   # the study's order, top to bottom
     fig.suptitle("Ablation: each variant against its full unit, paired by seed\nmean difference ± 95 % CI; "
-                 "filled: significant after Holm (α = 0.05); > 0: the variant is worse", fontsize=10)
-    fig.tight_layout()
-    files = {}
-    for ext in ("png", "svg"):
-        p = out / f"ablation_forest.{ext}"
-        fig.savefig(p, dpi=110, metadata={"Date": None} if ext == "svg" else None)
-        files[f"ablation_forest.{ext}"] = p
-    plt.close(fig)
-    return files
+                 f"filled: significant after Holm (α = {ALPHA}); > 0: the variant is worse", fontsize=10)
+    return _save(fig, out, "ablation_forest")
 
 
 # --------------------------------------------------------------------------------------- html
