@@ -306,8 +306,9 @@ def table2_markdown(data, t2, sig, base) -> str:
           _md_table(["dataset", "best (lowest mean test NLL)", "runner-up", "pairs (seeds)",
                      "mean test-NLL gap", "paired t", "p", "p (Holm)", f"significant at {ALPHA}", "note"],
                     [[_name(s["dataset"]), unit_name(s["best"]) if s["best"] else "–",
-                      unit_name(s["runner_up"]) if s["runner_up"] else "–", s["pairs"], _f(s["mean_diff"]), _f(s["t"], 2),
-                      _p(s["p"]), _p(s["p_holm"]), "yes" if s["significant"] else "no", s["note"]] for s in sig]),
+                      unit_name(s["runner_up"]) if s["runner_up"] else "–", s["pairs"], _f(s["mean_diff"]),
+                      _f(s["t"], 2), _p(s["p"]), _p(s["p_holm"]), "yes" if s["significant"] else "no",
+                      s["note"]] for s in sig]),
           "\n## Notes\n",
           "- NLL: nats per time step (music: per frame, summed over the 88 note outputs), averaged over all "
           "steps of a split; the model reported is each run's best-validation model (early stopping).\n",
