@@ -9,8 +9,7 @@ import torch
 from scipy.special import log_softmax, logsumexp, softplus
 from scipy.stats import norm
 
-from gatedrnn.heads import make_head
-from gatedrnn.mdn import MixtureHead
+from gatedrnn.heads import MixtureHead, make_head
 
 
 def _reference_nll(raw: np.ndarray, y: np.ndarray, K: int, D: int, min_scale: float) -> np.ndarray:

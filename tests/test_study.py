@@ -247,7 +247,7 @@ class FakeExecutor:
 
 
 def test_driver_selects_on_validation_records_divergence_and_never_repeats(tmp_path):
-    from gatedrnn.study.report import collect
+    from gatedrnn.study.tables import collect
     from gatedrnn.study.runner import run_study
     study = G.StudyConfig(datasets=["jsb"], units=["gru", "lstm"], lr_candidates=6, seeds=3,
                           lr_low=-12, lr_high=-6, lr_base="2", train={"epochs": 3})

@@ -132,6 +132,7 @@ def test_smoke_budget_end_to_end_and_report_from_store(tmp_path):
     assert cpu < 120, f"smoke budget used {cpu:.0f} CPU seconds ({elapsed:.0f} s wall-clock)"
     for name in OUTPUTS:
         assert (out / name).is_file() and (out / name).stat().st_size > 0, name
+    assert not (out / "ablation.md").exists()      # the paper's units only: no ablation
     page = (out / "report.html").read_text()
     assert page.count("<svg") >= 2 and "src=\"http" not in page and "<script src" not in page
     assert "href='runs/" in page and "Holm" in page and "Machine and versions" in page
@@ -164,7 +165,7 @@ def test_smoke_budget_end_to_end_and_report_from_store(tmp_path):
 
 
 def test_sigkill_mid_sweep_then_rerun_gives_identical_tables(tmp_path, reference):
-    from gatedrnn.study.store import DONE
+    from gatedrnn.status import FINISHED
     out = tmp_path / "killed"
     proc = subprocess.Popen([sys.executable, "-m", "gatedrnn.cli", "reproduce", "--out", str(out), "--no-progress",
                              "--jobs", "1", *SMALL], env=_env(), stdout=subprocess.DEVNULL,
@@ -181,7 +182,7 @@ def test_sigkill_mid_sweep_then_rerun_gives_identical_tables(tmp_path, reference
                 rows = _store_rows(out)
             except Exception:
                 continue
-            if sum(r["status"] in DONE for r in rows) < 2:
+            if sum(r["status"] in FINISHED for r in rows) < 2:
                 continue
             # a run in the middle of its training: checkpointed epochs, no result yet
             for r in rows:
@@ -208,7 +209,7 @@ def test_sigkill_mid_sweep_then_rerun_gives_identical_tables(tmp_path, reference
             proc.kill()
             proc.wait()
         _kill_leftovers(workers)
-    done_before = {r["run_id"] for r in _store_rows(out) if r["status"] in DONE}
+    done_before = {r["run_id"] for r in _store_rows(out) if r["status"] in FINISHED}
     assert victim not in done_before and len(done_before) >= 2
 
     st = _cli("status", out).stdout
@@ -347,3 +348,26 @@ def test_failed_run_is_recorded_then_retried_by_the_next_invocation(tmp_path):
     row, = _store_rows(out)
     assert row["status"] in ("completed", "early_stopped") and row["attempts"] == 2 and row["error"] is None
     assert (run / "result.json").is_file()
+
+
+def test_ablation_smoke_study_writes_ablation_tables_and_forest_plot(tmp_path):
+    """`reproduce --units lstm,lstm-nig` (a variant beside its full unit) writes ablation.md/.csv, the forest
+    plot and the report section; a study of the paper's units writes none of them (the smoke test above)."""
+    out = tmp_path / "ablation"
+    _cli("reproduce", "--out", out, "--no-progress", "--jobs", "0", "--datasets", "jsb", "--units", "lstm,lstm-nig",
+         "--lr-candidates", "1", "--seeds", "2", "--epochs", "2", "--patience", "2", "--limit-sequences", "8",
+         "--crop-length", "32", "--batch-size", "4")
+    for name in ("ablation.md", "ablation.csv", "ablation_forest.png", "ablation_forest.svg", *OUTPUTS):
+        assert (out / name).is_file() and (out / name).stat().st_size > 0, name
+    import csv
+    with open(out / "ablation.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["dataset"], r["unit"], r["role"]) for r in rows] == [("jsb", "lstm", "full"),
+                                                                     ("jsb", "lstm-nig", "variant")]
+    assert {r["unit"] for r in _store_rows(out)} == {"lstm", "lstm-nig"}
+    v = rows[1]
+    assert int(v["pairs"]) == 2 and v["p"] and v["p_holm"] == v["p"]        # one test: Holm leaves it as it is
+    md = (out / "ablation.md").read_text()
+    assert "| JSB Chorales | LSTM (full) |" in md and "| JSB Chorales | lstm-nig |" in md
+    page = (out / "report.html").read_text()
+    assert "href='ablation_forest.svg'" in page and "Ablation: what each component is worth" in page

@@ -214,11 +214,11 @@ def test_halted_runs_are_continued_by_a_full_study_bit_identically(halving_dir, 
 
 
 def test_tables_show_the_halving_selection(halving_dir):
-    from gatedrnn.study.report import collect
+    from gatedrnn.study.tables import collect
     with Store(halving_dir, create=False) as st:
         sel = st.get_meta("halving")["jsb/gru"]["selected_lr"]
     cell = collect(halving_dir)["cells"][0]
     if cell["selected_lr"] is None:
-        pytest.skip("report.collect does not use grid.search_outcome yet: Table 2 of a halving study stays empty")
+        pytest.skip("tables.collect does not use grid.search_outcome yet: Table 2 of a halving study stays empty")
     assert cell["selected_lr"] == sel and [s["status"] for s in cell["seeds"]] == ["completed"] * 2
     assert f"{sel:.4g}" in (halving_dir / "table2.md").read_text()

@@ -1,4 +1,4 @@
-"""The study's summary and significance tables (study/report.py + stats.py) from a FABRICATED results
+"""The study's summary and significance tables (study/tables.py + stats.py) from a FABRICATED results
 store with hand-known answers: the selected learning rate's seed runs only, diverged/failed seeds counted
 but left out of every mean, mean ± Student-t CI, best vs runner-up per dataset paired by seed, and
 Holm–Bonferroni across datasets. Expectations are computed here with scipy (ttest_rel, t.interval) and
@@ -13,7 +13,8 @@ import pytest
 from scipy import stats as sst
 
 from gatedrnn.study import grid as G
-from gatedrnn.study.report import build_report, collect, significance_rows, table2_rows
+from gatedrnn.study.report import build_report
+from gatedrnn.study.tables import collect, significance_rows, table2_rows
 from gatedrnn.study.store import Store, new_owner
 
 DATASETS = ["jsb", "nottingham", "musedata", "piano"]
@@ -45,7 +46,7 @@ def _summary(run_id, status, test=None, seed=0):
     if status == FAIL:
         s.update(error="RuntimeError: fabricated failure", history=[])
     else:
-        s.update(train_nll=test - 0.5, valid_nll=test - 0.25, test_nll=test)
+        s.update(train_nll=test - 0.5, valid_nll=test - 0.25, test_nll=test, kind="music")  # as runs record it
     return s
 
 
@@ -215,6 +216,7 @@ def test_written_tables_hold_the_hand_known_numbers(fabricated, monkeypatch):
         raise RuntimeError("no data in this test")
     monkeypatch.setattr("gatedrnn.study.baselines.dataset_baselines", no_data)
     files = build_report(out, figures=False, log=lambda m: None)
+    assert "ablation.md" not in files and not (out / "ablation.csv").exists()   # no variants in this study
     exp = _expected_tests()
     with open(files["table2_tests.csv"]) as f:
         rows = {r["dataset"]: r for r in csv.DictReader(f)}
@@ -248,3 +250,18 @@ def test_written_tables_hold_the_hand_known_numbers(fabricated, monkeypatch):
     assert "| 4 |" in jsb_line and jsb_line.rstrip().endswith("| yes |  |")
     nott_line = next(line for line in md.splitlines() if line.startswith("| Nottingham | LSTM | GRU |"))
     assert "| 2 |" in nott_line and "| no |" in nott_line
+
+
+def test_dataset_kind_is_read_from_the_runs_not_the_name(fabricated):
+    """Δ to the paper only for music, and 'music' is what the runs recorded (result.json's kind), never a
+    guess from the dataset's name."""
+    out, _ = fabricated
+    data = collect(out)
+    assert data["kinds"] == {d: "music" for d in DATASETS}
+    rows = {(r["dataset"], r["unit"]): r for r in table2_rows(data)}
+    ok = [v for _, v in _ok(TEST_NLL["jsb"]["gru"])]
+    assert rows[("jsb", "gru")]["diff_test"] == pytest.approx(np.mean(ok) - 8.54, abs=1e-12)
+    data["kinds"]["jsb"] = "speech"          # as if JSB's runs had recorded speech
+    rows = {(r["dataset"], r["unit"]): r for r in table2_rows(data)}
+    assert rows[("jsb", "gru")]["diff_test"] is None and rows[("jsb", "gru")]["paper_test"] == 8.54
+    assert rows[("nottingham", "gru")]["diff_test"] is not None

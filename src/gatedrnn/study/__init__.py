@@ -6,7 +6,8 @@
     runner    the resumable sweep driver
     stats     confidence intervals, paired t-tests, Holm–Bonferroni
     baselines trivial reference models on the same splits
-    report    tables, figures, report.html, status — from the store alone
+    tables    the numbers: selections, statistics over seeds, Table 1/2, tests, lr search (Markdown, CSV)
+    report    figures, report.html, status — from the store alone
 
 Python API:  run_study(budget_config("smoke"), "results/smoke");  build_report("results/smoke")
 """

@@ -23,6 +23,8 @@ import time
 import traceback
 from pathlib import Path
 
+from ..status import RunStatus
+
 
 # ----------------------------------------------------------------------------------- the task
 def _limit_threads(n: int) -> None:
@@ -105,10 +107,10 @@ def run_one(task: dict) -> dict:
                 res = train(cfg, run_dir, progress=False, resume=True, log=log,
                             stop_after=None if stop_after is None else int(stop_after))
                 log(f"end: {res['status']}" + (f" at epoch {res.get('epoch')} (halving rung {stop_after})"
-                                               if res["status"] == "paused" else ""))
+                                               if res["status"] == RunStatus.PAUSED else ""))
         history = read_history(run_dir)
-        if res["status"] == "paused":
-            return {**base, "status": "halted", "epochs": res["epoch"], "best_epoch": res["best_epoch"],
+        if res["status"] == RunStatus.PAUSED:
+            return {**base, "status": RunStatus.HALTED, "epochs": res["epoch"], "best_epoch": res["best_epoch"],
                     "valid_nll": res["best_valid"], "stop_after": stop_after,
                     "train_seconds": history[-1].get("seconds") if history else None,
                     "dataset": cfg.dataset, "unit": cfg.unit, "history": history,
@@ -124,7 +126,7 @@ def run_one(task: dict) -> dict:
     except BaseException as e:  # noqa: BLE001 — a failed run is recorded, never fatal to the sweep
         if isinstance(e, KeyboardInterrupt):
             raise
-        return {**base, "status": "failed", "error": f"{type(e).__name__}: {e}",
+        return {**base, "status": RunStatus.FAILED, "error": f"{type(e).__name__}: {e}",
                 "traceback": traceback.format_exc(), "wall_seconds": time.time() - t0}
 
 

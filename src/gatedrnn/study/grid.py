@@ -31,6 +31,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ..nn import unit_family, unit_names
+from ..status import FINISHED, RunStatus
 from ..train import TrainConfig
 
 UNITS = ("tanh", "gru", "lstm")   # the paper's; every name of gatedrnn.nn.unit_names() is accepted
@@ -334,7 +335,10 @@ class Grid:
 
 
 # ------------------------------------------------------------------------------------ selection
-OK_STATUSES = ("completed", "early_stopped")
+# A run that ended with a usable model (a diverged run is finished but not averaged; a failed one has no model).
+OK_STATUSES = (RunStatus.COMPLETED, RunStatus.EARLY_STOPPED)
+# A run that will not train again (finished, or failed: retried only by a later invocation).
+ENDED = (*FINISHED, RunStatus.FAILED)
 
 
 def select_lr(search_results: list[dict]) -> dict | None:
@@ -351,8 +355,6 @@ def select_lr(search_results: list[dict]) -> dict | None:
 
 
 # ---------------------------------------------------------------------------- successive halving
-from .store import HALTED  # noqa: E402  a run paused at a rung (a full study continues it)
-
 
 def rung_score(history: list[dict], rung: int) -> float:
     """A candidate's score at a rung: the best validation NLL over epochs 0..rung of its history (what
@@ -373,9 +375,10 @@ def reached(row: dict | None, stop_after: int | None) -> bool:
     end). Finished runs (completed, early-stopped, diverged, failed) cover every need."""
     if row is None:
         return False
-    if row.get("status") in (*OK_STATUSES, "diverged", "failed"):
+    if row.get("status") in ENDED:
         return True
-    return stop_after is not None and row.get("status") == HALTED and int(row.get("epochs") or 0) >= stop_after
+    return (stop_after is not None and row.get("status") == RunStatus.HALTED
+            and int(row.get("epochs") or 0) >= stop_after)
 
 
 def halving_decide(rows: list[dict | None], lrs: list[float], rungs: list[int], eta: int = 2) -> dict:
@@ -437,5 +440,5 @@ def search_outcome(study: StudyConfig, rows: list[dict | None], lrs: list[float]
     if study.search == "halving":
         d = halving_decide(rows, lrs, rungs, study.halving_eta)
         return d["done"], d["selected"]
-    complete = all(r is not None and r.get("status") in (*OK_STATUSES, "diverged", "failed") for r in rows)
+    complete = all(r is not None and r.get("status") in ENDED for r in rows)
     return complete, (select_lr([{**r, "lr": lr} for r, lr in zip(rows, lrs)]) if complete else None)

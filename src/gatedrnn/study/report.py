@@ -1,362 +1,45 @@
-"""Tables, figures and the HTML page of a study, rebuilt from the results store alone (no training).
+"""Figures and the HTML page of a study, rebuilt from the results store alone (no training); the
+tables they show are computed and written by study/tables.py.
 
-    table1.md / table1.csv     parameter-matched sizes: the paper's, Table 1's convention, and the runs'
-    table2.md / table2.csv     train/test NLL, mean ± 95 % CI over seeds, beside the paper's and the
-                               difference; reference rows (trivial models on the same splits)
-    table2_tests.csv           best unit per dataset vs the runner-up: paired t-test by seed, Holm–Bonferroni
-    lr_search.csv              every learning-rate candidate's validation NLL; the selected one marked
+    table*.md, table*.csv, lr_search.csv    study/tables.py
     curves_epochs.{png,svg}    train/valid NLL against epochs, one row per dataset, mean curve + seed band
     curves_seconds.{png,svg}   the same against cumulative training seconds
+    ablation_forest.{png,svg}  a study with ablation variants: each variant's test NLL minus its full unit's
+                               (paired by seed) ± 95 % CI, one panel per dataset
     report.html                all of the above in one self-contained page
 """
 from __future__ import annotations
 
-import csv
 import html
-import io
 import json
 import math
 import platform
 import time
 from pathlib import Path
 
-from .grid import OK_STATUSES, Grid, StudyConfig
-from .stats import holm, mean_ci, paired_t
+from ..status import FINISHED, RunStatus
+from .grid import Grid, StudyConfig
 from .store import Store
+from .tables import ALPHA, _f, _name, collect, unit_name, write_tables
 
-# Table 2 of the paper: (train, test) average NLL. Speech: Ubisoft A/B, whose stand-ins here are FSDD sets.
-PAPER_TABLE2 = {
-    "nottingham": {"tanh": (3.22, 3.13), "gru": (2.79, 3.23), "lstm": (3.08, 3.20)},
-    "jsb": {"tanh": (8.82, 9.10), "gru": (6.94, 8.54), "lstm": (8.15, 8.67)},
-    "musedata": {"tanh": (5.64, 6.23), "gru": (5.06, 5.99), "lstm": (5.18, 6.23)},
-    "piano": {"tanh": (5.64, 9.03), "gru": (4.93, 8.82), "lstm": (6.49, 9.03)},
-    "fsdd-a": {"tanh": (6.29, 6.44), "gru": (2.31, 3.59), "lstm": (1.44, 2.70)},
-    "fsdd-b": {"tanh": (7.61, 7.62), "gru": (0.38, 0.88), "lstm": (0.80, 1.26)},
-}
-PAPER_NAMES = {"nottingham": "Nottingham", "jsb": "JSB Chorales", "musedata": "MuseData", "piano": "Piano-midi",
-               "fsdd-a": "FSDD A (paper: Ubisoft A)", "fsdd-b": "FSDD B (paper: Ubisoft B)"}
-UNIT_NAMES = {"tanh": "tanh", "gru": "GRU", "lstm": "LSTM"}
 UNIT_COLORS = {"tanh": "#d62728", "gru": "#1f77b4", "lstm": "#2ca02c"}
-ALPHA = 0.05
+# the rest of matplotlib's tab10 cycle, for units beyond the paper's three (ablation variants)
+OTHER_COLORS = ("#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf")
 
 
-def _key(dataset: str) -> str:
-    """Registry name → our table key ('fsdd_a', 'FSDD-A' → 'fsdd-a')."""
-    n = "".join(ch for ch in dataset.lower() if ch.isalnum())
-    return {"fsdda": "fsdd-a", "fsddb": "fsdd-b"}.get(n, dataset)
-
-
-def _is_speech(dataset: str) -> bool:
-    return _key(dataset).startswith("fsdd")
-
-
-def _name(dataset: str) -> str:
-    return PAPER_NAMES.get(_key(dataset), dataset)
-
-
-def _f(x, digits=3) -> str:
-    return "–" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}f}"
-
-
-def _p(x) -> str:
-    if x is None or (isinstance(x, float) and math.isnan(x)):
-        return "–"
-    return f"{x:.3g}" if x >= 1e-3 else f"{x:.1e}"
-
-
-# ------------------------------------------------------------------------------------ collect
-def collect(out_dir: str | Path) -> dict:
-    """Everything the outputs show, read from the store (deterministic: no timings in the tables)."""
-    out = Path(out_dir)
-    store = Store(out, create=False)
-    try:
-        meta_study = store.get_meta("study")
-        if meta_study is None:
-            raise ValueError(f"{store.path} holds no study (was `gatedrnn reproduce` run on it?)")
-        study = StudyConfig(**meta_study)
-        grid = Grid(study, datasets=store.get_meta("datasets"))
-        notes = list(store.get_meta("notes", []))
-        rows = {r["run_id"]: r for r in store.all()}
-        sweep = store.get_meta("last_sweep")
-        executor = store.get_meta("executor")
-    finally:
-        store.close()
-
-    cells = []
-    for dataset, unit in grid.cells():
-        search = []
-        for spec in grid.search_specs(dataset, unit):
-            r = rows.get(spec.run_id)
-            search.append({"run_id": spec.run_id, "lr": spec.lr, "seed": spec.seed,
-                           "status": r["status"] if r else "missing",
-                           "valid_nll": r["valid_nll"] if r else None, "test_nll": r["test_nll"] if r else None,
-                           "train_nll": r["train_nll"] if r else None})
-        # full: every candidate finished, the lowest validation NLL; halving: the survivor of the rungs
-        complete, chosen = grid.search_outcome(dataset, unit, rows)
-        seeds = []
-        if chosen is not None:
-            for spec in grid.seed_specs(dataset, unit, chosen["lr"]):
-                r = rows.get(spec.run_id)
-                seeds.append({"run_id": spec.run_id, "seed": spec.seed, "lr": spec.lr,
-                              "status": r["status"] if r else "missing", "row": r})
-        cells.append({"dataset": dataset, "unit": unit, "search": search, "search_complete": complete,
-                      "selected_lr": chosen["lr"] if chosen else None, "seeds": seeds})
-    return {"study": study, "grid": grid, "cells": cells, "rows": rows, "notes": notes, "sweep": sweep,
-            "executor": executor, "out": out}
-
-
-def _ok_seed_rows(cell) -> list[dict]:
-    return [s["row"] for s in cell["seeds"] if s["row"] is not None and s["status"] in OK_STATUSES]
-
-
-# ------------------------------------------------------------------------------------- tables
-def table2_rows(data: dict) -> list[dict]:
-    rows = []
-    for c in data["cells"]:
-        ok = _ok_seed_rows(c)
-        tr, va, te = (mean_ci([r[k] for r in ok]) for k in ("train_nll", "valid_nll", "test_nll"))
-        paper = PAPER_TABLE2.get(_key(c["dataset"]), {}).get(c["unit"])
-        comparable = paper is not None and not _is_speech(c["dataset"])
-        n_div = sum(s["status"] == "diverged" for s in c["seeds"])
-        n_fail = sum(s["status"] == "failed" for s in c["seeds"])
-        n_missing = sum(s["status"] not in (*OK_STATUSES, "diverged", "failed") for s in c["seeds"])
-        hidden = ok[0]["summary"].get("hidden_size") if ok and ok[0].get("summary") else None
-        rows.append({
-            "dataset": c["dataset"], "unit": c["unit"], "hidden_size": hidden, "lr": c["selected_lr"],
-            "seeds_ok": tr.n, "seeds_diverged": n_div, "seeds_failed": n_fail, "seeds_missing": n_missing,
-            "train_mean": tr.mean, "train_ci": tr.half_width, "valid_mean": va.mean, "valid_ci": va.half_width,
-            "test_mean": te.mean, "test_ci": te.half_width,
-            "paper_train": paper[0] if paper else None, "paper_test": paper[1] if paper else None,
-            "diff_train": (tr.mean - paper[0]) if comparable and tr.n else None,
-            "diff_test": (te.mean - paper[1]) if comparable and te.n else None,
-        })
-    return rows
-
-
-def significance_rows(data: dict) -> list[dict]:
-    """Per dataset: the unit with the lowest mean test NLL vs the runner-up, paired by seed;
-    Holm–Bonferroni over the datasets that could be tested."""
-    out = []
-    for dataset in data["grid"].datasets:
-        per_unit = {}
-        for c in data["cells"]:
-            if c["dataset"] == dataset:
-                ok = _ok_seed_rows(c)
-                if ok:
-                    per_unit[c["unit"]] = {r["seed"]: r["test_nll"] for r in ok}
-        ranked = sorted(per_unit, key=lambda u: (sum(per_unit[u].values()) / len(per_unit[u]), u))
-        complete = len(ranked) == len(data["study"].units)
-        row = {"dataset": dataset, "best": ranked[0] if complete else None,
-               "runner_up": ranked[1] if complete and len(ranked) > 1 else None, "pairs": 0, "mean_diff": None,
-               "t": None, "p": None,
-               "note": "" if complete else (f"incomplete: results for {', '.join(ranked)} only" if ranked
-                                             else "incomplete: no results yet")}
-        if complete and len(ranked) > 1:
-            common = sorted(set(per_unit[ranked[0]]) & set(per_unit[ranked[1]]))
-            a = [per_unit[ranked[1]][s] for s in common]
-            b = [per_unit[ranked[0]][s] for s in common]
-            t, p, n = paired_t(a, b)
-            row.update(pairs=n, mean_diff=(sum(a) - sum(b)) / n if n else None,
-                       t=None if math.isnan(t) else t, p=None if math.isnan(p) else p)
-        out.append(row)
-    adj, rej = holm([r["p"] if r["p"] is not None else math.nan for r in out], ALPHA)
-    for r, a, j in zip(out, adj, rej):
-        r["p_holm"] = None if math.isnan(a) else a
-        r["significant"] = bool(j)
-    return out
-
-
-def _recorded_data_dir(out: Path, dataset: str) -> str | None:
-    """Where this study's runs read `dataset` (their model.json), for a shell without GATEDRNN_DATA_DIR."""
-    from ..data import resolve_data_dir
-    if resolve_data_dir(None) is not None:
-        return None
-    for spec in sorted((Path(out) / "runs").glob("*/model.json")):
-        try:
-            m = json.loads(spec.read_text())
-        except (OSError, json.JSONDecodeError):
-            continue
-        if m.get("dataset") == dataset and m.get("data_dir_resolved") and Path(m["data_dir_resolved"]).is_dir():
-            return m["data_dir_resolved"]
-    return None
-
-
-def baseline_rows(data: dict) -> list[dict]:
-    from .baselines import BASELINE_NAMES, dataset_baselines
-    rows = []
-    for dataset in data["grid"].datasets:
-        try:
-            b = dataset_baselines(data["study"].train_fields(dataset), dataset,
-                                  data["study"].data_dir or _recorded_data_dir(data["out"], dataset))
-        except Exception as e:  # data not readable here: say so, keep the report
-            rows.append({"dataset": dataset, "model": "(reference rows unavailable)", "error": str(e)})
-            continue
-        for name, vals in b.items():
-            if name.startswith("_"):
-                continue
-            rows.append({"dataset": dataset, "model": name, "description": BASELINE_NAMES[name],
-                         "train": vals.get("train"), "valid": vals.get("valid"), "test": vals.get("test")})
-    return rows
-
-
-def table1_rows(data: dict) -> list[dict]:
-    from ..nn.counting import table1_rows as paper_rows
-    used = {}
-    for c in data["cells"]:
-        for s in c["seeds"] or []:
-            r = s["row"]
-            if r and r.get("summary") and r["summary"].get("hidden_size"):
-                kind = "speech" if _is_speech(c["dataset"]) else "music"
-                used.setdefault((kind, c["unit"]), set()).add(
-                    (r["summary"]["hidden_size"], r["summary"].get("input_size"),
-                     r["summary"].get("recurrent_parameters")))
-    rows = []
-    for p in paper_rows():
-        u = sorted(used.get((p["task"], p["unit"]), set()), key=str)
-        rows.append({"task": p["task"], "unit": p["unit"], "units_paper": p["units_paper"],
-                     "params_paper_k": p["paper_k"], "units_table1_convention": p["units"],
-                     "params_table1_convention": p["parameters"], "agrees": p["agrees"],
-                     "runs_units": "; ".join(str(h) for h, _, _ in u) or "–",
-                     "runs_input_size": "; ".join(str(i) for _, i, _ in u) or "–",
-                     "runs_recurrent_params": "; ".join(f"{n:,}" for _, _, n in u if n) or "–"})
-    return rows
-
-
-def lr_search_rows(data: dict) -> list[dict]:
-    return [{"dataset": c["dataset"], "unit": c["unit"], "lr": s["lr"], "seed": s["seed"], "status": s["status"],
-             "valid_nll": s["valid_nll"], "selected": c["selected_lr"] == s["lr"], "run_id": s["run_id"]}
-            for c in data["cells"] for s in c["search"]]
-
-
-def _write_csv(path: Path, rows: list[dict]) -> None:
-    if not rows:
-        path.write_text("")
-        return
-    keys = list(rows[0])
-    for r in rows[1:]:
-        keys += [k for k in r if k not in keys]
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=keys, lineterminator="\n")
-    w.writeheader()
-    for r in rows:
-        w.writerow({k: (repr(v) if isinstance(v, float) else v) for k, v in r.items()})
-    path.write_text(buf.getvalue())
-
-
-def _md_table(header: list[str], body: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(str(x) for x in row) + " |" for row in body]
-    return "\n".join(lines) + "\n"
-
-
-def _ci(mean, ci) -> str:
-    if mean is None or (isinstance(mean, float) and math.isnan(mean)):
-        return "–"
-    if ci is None or (isinstance(ci, float) and math.isnan(ci)):
-        return f"{mean:.3f}"
-    return f"{mean:.3f} ± {ci:.3f}"
-
-
-def _diff(x) -> str:
-    return "–" if x is None else f"{x:+.2f}"
-
-
-def table2_markdown(data, t2, sig, base) -> str:
-    study = data["study"]
-    head = ["dataset", "unit", "lr (selected on valid)", "seeds ok / diverged / failed",
-            "train NLL (ours)", "train (paper)", "Δ train", "test NLL (ours)", "test (paper)", "Δ test"]
-    body = []
-    for r in t2:
-        body.append([_name(r["dataset"]), UNIT_NAMES[r["unit"]],
-                     "–" if r["lr"] is None else f"{r['lr']:.3g}",
-                     f"{r['seeds_ok']} / {r['seeds_diverged']} / {r['seeds_failed']}"
-                     + (f" ({r['seeds_missing']} not run yet)" if r["seeds_missing"] else ""),
-                     _ci(r["train_mean"], r["train_ci"]), _f(r["paper_train"], 2), _diff(r["diff_train"]),
-                     _ci(r["test_mean"], r["test_ci"]), _f(r["paper_test"], 2), _diff(r["diff_test"])])
-    for b in base:
-        if "error" in b:
-            body.append([_name(b["dataset"]), b["model"], "", "", "", "", "", "", "", ""])
-            continue
-        body.append([_name(b["dataset"]), f"*reference: {b['description']}*", "", "",
-                     _f(b["train"]), "", "", _f(b["test"]), "", ""])
-    md = ["# Table 2: average negative log-likelihood (nats per step), train / test\n",
-          f"Budget `{study.budget}`: {len(data['grid'].lrs)} learning-rate candidates, "
-          f"{study.seeds} seeds; mean ± half-width of the 95 % Student-t confidence interval over seeds.\n",
-          _md_table(head, body),
-          "\n## Best unit per dataset\n",
-          _md_table(["dataset", "best (lowest mean test NLL)", "runner-up", "pairs (seeds)",
-                     "mean test-NLL gap", "paired t", "p", "p (Holm)", f"significant at {ALPHA}", "note"],
-                    [[_name(s["dataset"]), UNIT_NAMES.get(s["best"], "–"),
-                      UNIT_NAMES.get(s["runner_up"], "–"), s["pairs"], _f(s["mean_diff"]), _f(s["t"], 2),
-                      _p(s["p"]), _p(s["p_holm"]), "yes" if s["significant"] else "no", s["note"]] for s in sig]),
-          "\n## Notes\n",
-          "- NLL: nats per time step (music: per frame, summed over the 88 note outputs), averaged over all "
-          "steps of a split; the model reported is each run's best-validation model (early stopping).\n",
-          "- Learning rate: per (dataset, unit), the candidate with the lowest validation NLL of its seed-"
-          f"{study.search_seed} run (test NLL is never used for a choice); that configuration is re-run with "
-          f"seeds {study.seed_list()}. Diverged or failed runs are counted, not averaged.\n",
-          "- ±: half-width of the two-sided 95 % confidence interval of the mean, t_{0.975, n−1} · s / √n "
-          "(Student t, s the sample standard deviation over seeds); no interval with fewer than 2 seeds.\n",
-          "- Best unit: lowest mean test NLL. Its difference to the runner-up is tested with a two-sided "
-          "paired t-test across seeds (pairs = same seed), and the p-values are corrected for the number of "
-          f"datasets with the Holm–Bonferroni step-down method (family-wise error {ALPHA}).\n",
-          "- Δ: ours minus the paper's" + (" (music only: the speech sets here are open FSDD stand-ins for the "
-          "paper's private Ubisoft sets, so their numbers are not comparable).\n"
-          if any(_is_speech(d) for d in data["grid"].datasets) else ".\n"),
-          "- Reference rows: fitted on the train split, scored on the same splits as the networks: "
-          "per-note marginal frequencies (Bernoulli, add-one smoothing; no context) and 'repeat the previous "
-          "frame' (p(on) = 1 − ε if the note was on in the previous frame, else ε'; ε, ε' fitted on train).\n"]
-    lrs = data["grid"].lrs
-    edge = [f"{_name(r['dataset'])}/{UNIT_NAMES[r['unit']]}" for r in t2
-            if r["lr"] is not None and len(lrs) > 1 and r["lr"] in (lrs[0], lrs[-1])]
-    if edge:
-        md.append(f"- The selected learning rate is the smallest or largest candidate for: {', '.join(edge)} — "
-                  "the optimum may lie outside the candidates (widen --lr-range or add candidates).\n")
-    for dataset in data["grid"].datasets:
-        f = study.train_fields(dataset)
-        if f.get("limit_sequences") or f.get("crop_length"):
-            md.append(f"- Data slices for {_name(dataset)}: limit_sequences={f.get('limit_sequences')}, "
-                      f"crop_length={f.get('crop_length')} (its numbers are NOT comparable to the paper's).\n")
-    per = _per_dataset_here(data)
-    if per:
-        md.append(f"- Per-dataset training fields: `{json.dumps(per, sort_keys=True)}`.\n")
-    for n in data["notes"]:
-        md.append(f"- {n}\n")
-    return "".join(md)
-
-
-def _per_dataset_here(data) -> dict:
-    """The study's per-dataset fields for the datasets it actually has (a JSB-only study shows no speech)."""
-    from ..data import DataError, canonical_name
-    here = set(data["grid"].datasets)
-    out = {}
-    for name, fields in data["study"].per_dataset.items():
-        try:
-            key = canonical_name(name)
-        except DataError:
-            key = name
-        if key in here:
-            out[name] = fields
-    return out
-
-
-def table1_markdown(t1) -> str:
-    head = ["task", "unit", "units (paper)", "parameters (paper, k)", "units (Table 1 convention)",
-            "parameters (Table 1 convention)", "agrees", "units in our runs", "input size in our runs",
-            "recurrent parameters in our runs"]
-    body = [[r["task"], UNIT_NAMES[r["unit"]], r["units_paper"], f"{r['params_paper_k']:.1f}",
-             r["units_table1_convention"], f"{r['params_table1_convention']:,}", "yes" if r["agrees"] else "NO",
-             r["runs_units"], r["runs_input_size"], r["runs_recurrent_params"]] for r in t1]
-    return ("# Table 1: parameter-matched sizes\n\n" + _md_table(head, body) +
-            "\nTable 1 convention: recurrent layer only, one bias per gate, diagonal LSTM peepholes; input size "
-            "100 (music, nominal) and 20 (speech). Our runs use the same hidden sizes with the data's real "
-            "input size (88 piano keys for music), hence slightly different counts.\n")
+def _unit_color(unit: str, units: list[str]) -> str:
+    """The paper's units keep their colours; any other unit takes the next colour of OTHER_COLORS in the
+    study's order of units."""
+    if unit in UNIT_COLORS:
+        return UNIT_COLORS[unit]
+    others = [u for u in units if u not in UNIT_COLORS]
+    return OTHER_COLORS[others.index(unit) % len(OTHER_COLORS)] if unit in others else OTHER_COLORS[4]
 
 
 # ------------------------------------------------------------------------------------ figures
 def _curves(cell) -> list[list[dict]]:
     return [s["row"]["history"] for s in cell["seeds"]
-            if s["row"] is not None and s["status"] in (*OK_STATUSES, "diverged") and s["row"].get("history")]
+            if s["row"] is not None and s["status"] in FINISHED and s["row"].get("history")]
 
 
 def _aggregate(histories, key: str, xkey: str):
@@ -389,6 +72,19 @@ def _y_range(curves) -> tuple[float, float] | None:
     return bottom - pad, top + pad
 
 
+def _save(fig, out: Path, name: str) -> dict[str, Path]:
+    """`name`.png and `name`.svg (no date in the SVG, so a rebuild changes it only where the data does)."""
+    import matplotlib.pyplot as plt
+    fig.tight_layout()
+    files = {}
+    for ext in ("png", "svg"):
+        p = out / f"{name}.{ext}"
+        fig.savefig(p, dpi=110, metadata={"Date": None} if ext == "svg" else None)
+        files[f"{name}.{ext}"] = p
+    plt.close(fig)
+    return files
+
+
 def make_figures(data: dict, out: Path) -> dict[str, Path]:
     import matplotlib
     matplotlib.use("Agg")
@@ -412,8 +108,8 @@ def make_figures(data: dict, out: Path) -> dict[str, Path]:
                     if len(x) == 0:
                         continue
                     drawn.append((x, m, lo, hi))
-                    col = UNIT_COLORS[c["unit"]]
-                    ax.plot(x, m, color=col, label=f"{UNIT_NAMES[c['unit']]} (n={len(hist)})")
+                    col = _unit_color(c["unit"], data["study"].units)
+                    ax.plot(x, m, color=col, label=f"{unit_name(c['unit'])} (n={len(hist)})")
                     ax.fill_between(x, lo, hi, color=col, alpha=0.2, linewidth=0)
                 yr = _y_range(drawn)
                 if yr is not None:
@@ -427,13 +123,40 @@ def make_figures(data: dict, out: Path) -> dict[str, Path]:
         fig.suptitle(f"Learning curves against {xlabel}\nmean over seeds; band = min..max over seeds; "
                      "y-range from 5 % into training (epoch 0 lies above it)",
                      fontsize=11)
-        fig.tight_layout()
-        for ext in ("png", "svg"):
-            p = out / f"{name}.{ext}"
-            fig.savefig(p, dpi=110, metadata={"Date": None} if ext == "svg" else None)
-            files[f"{name}.{ext}"] = p
-        plt.close(fig)
+        files.update(_save(fig, out, name))
     return files
+
+
+def ablation_figure(rows: list[dict], datasets: list[str], out: Path) -> dict[str, Path]:
+    """The forest plot of tables.ablation_rows: per dataset (a panel) and variant (a row), the mean paired
+    difference to the full unit ± its 95 % CI; filled markers are significant after Holm."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    variants = list(dict.fromkeys(r["unit"] for r in rows if r["role"] == "variant"))
+    fig, axes = plt.subplots(1, len(datasets), figsize=(1.5 + 4.2 * len(datasets), 1.8 + 0.42 * len(variants)),
+                             squeeze=False, sharey=True)
+    for ax, dataset in zip(axes[0], datasets):
+        for r in rows:
+            if r["dataset"] != dataset or r["role"] != "variant":
+                continue
+            y = variants.index(r["unit"])
+            if r["diff_mean"] is None:
+                ax.text(0, y, " no pairs", va="center", fontsize=7, color="#777")
+                continue
+            col = UNIT_COLORS.get(r["family"], OTHER_COLORS[4])
+            ci = r["diff_ci"] if r["diff_ci"] is not None and math.isfinite(r["diff_ci"]) else None
+            ax.errorbar(r["diff_mean"], y, xerr=ci, fmt="o", color=col, capsize=3,
+                        markerfacecolor=col if r["significant"] else "white")
+        ax.axvline(0.0, color="#444", linewidth=0.8)
+        ax.set_title(_name(dataset), fontsize=10)
+        ax.set_xlabel("Δ test NLL: variant − full unit (nats/step)")
+        ax.grid(True, axis="x", alpha=0.3)
+    axes[0][0].set_yticks(range(len(variants)), variants)
+    axes[0][0].set_ylim(len(variants) - 0.5, -0.5)   # the study's order, top to bottom
+    fig.suptitle("Ablation: each variant against its full unit, paired by seed\nmean difference ± 95 % CI; "
+                 f"filled: significant after Holm (α = {ALPHA}); > 0: the variant is worse", fontsize=10)
+    return _save(fig, out, "ablation_forest")
 
 
 # --------------------------------------------------------------------------------------- html
@@ -487,7 +210,8 @@ def _svg_inline(path: Path) -> str:
     return s[i:] if i >= 0 else s
 
 
-def write_html(data, out: Path, t1_md: str, t2_md: str, figs: dict, lr_rows: list[dict]) -> Path:
+def write_html(data, out: Path, t1_md: str, t2_md: str, figs: dict, lr_rows: list[dict],
+               ablation_md: str | None = None) -> Path:
     from ..utils import environment
     study = data["study"]
     env_runs = next((r["environment"] for r in data["rows"].values() if r.get("environment")), None)
@@ -499,6 +223,13 @@ def write_html(data, out: Path, t1_md: str, t2_md: str, figs: dict, lr_rows: lis
                         ("curves_seconds.svg", "Learning curves against training seconds")):
         if name in figs:
             parts.append(f"<h2>{title}</h2><div class='fig'>{_svg_inline(figs[name])}</div>")
+    if ablation_md:
+        parts.append(_md_to_html_tables(ablation_md))
+        links = [f"<a href='{n}'>{n}</a>" for n in ("ablation.md", "ablation.csv", "ablation_forest.png",
+                                                    "ablation_forest.svg") if n.endswith(("md", "csv")) or n in figs]
+        parts.append(f"<p>Files: {', '.join(links)}</p>")
+        if "ablation_forest.svg" in figs:
+            parts.append(f"<div class='fig'>{_svg_inline(figs['ablation_forest.svg'])}</div>")
     parts.append(_md_to_html_tables(t1_md))
     # protocol
     proto = study.model_dump()
@@ -527,7 +258,7 @@ def write_html(data, out: Path, t1_md: str, t2_md: str, figs: dict, lr_rows: lis
     # lr search
     parts.append("<h2>Learning-rate search (validation NLL)</h2>")
     parts.append(_html_table(["dataset", "unit", "lr", "status", "valid NLL", "selected", "run"],
-                             [[r["dataset"], UNIT_NAMES[r["unit"]], f"{r['lr']:.3g}", r["status"], _f(r["valid_nll"]),
+                             [[r["dataset"], unit_name(r["unit"]), f"{r['lr']:.3g}", r["status"], _f(r["valid_nll"]),
                                "✔" if r["selected"] else "",
                                f"<a href='runs/{html.escape(r['run_id'])}/'>{html.escape(r['run_id'])}</a>"]
                               for r in lr_rows]))
@@ -535,7 +266,7 @@ def write_html(data, out: Path, t1_md: str, t2_md: str, figs: dict, lr_rows: lis
     parts.append("<h2>Every run</h2>")
     body = []
     for rid, r in sorted(data["rows"].items()):
-        body.append([f"<a href='runs/{html.escape(rid)}/'>{html.escape(rid)}</a>", r["dataset"], UNIT_NAMES[r["unit"]],
+        body.append([f"<a href='runs/{html.escape(rid)}/'>{html.escape(rid)}</a>", r["dataset"], unit_name(r["unit"]),
                      f"{r['lr']:.3g}", r["seed"], html.escape(r["status"]), _f(r["train_nll"]), _f(r["valid_nll"]),
                      _f(r["test_nll"]), r["epochs"] if r["epochs"] is not None else "–",
                      _f(r["train_seconds"], 1), html.escape(r["error"] or "")])
@@ -562,29 +293,20 @@ def build_report(out_dir: str | Path, *, figures: bool = True, log=print) -> dic
     """(Re)build every output of a results directory from its store; returns {name: path}."""
     out = Path(out_dir)
     data = collect(out)
-    t2, sig, base = table2_rows(data), significance_rows(data), baseline_rows(data)
-    t1 = table1_rows(data)
-    lr_rows = lr_search_rows(data)
-    files = {}
-    t2_md, t1_md = table2_markdown(data, t2, sig, base), table1_markdown(t1)
-    for name, text in (("table2.md", t2_md), ("table1.md", t1_md)):
-        (out / name).write_text(text)
-        files[name] = out / name
-    base_csv = [{"dataset": b["dataset"], "unit": f"reference:{b['model']}", "train_mean": b.get("train"),
-                 "valid_mean": b.get("valid"), "test_mean": b.get("test")} for b in base]
-    for name, rows in (("table2.csv", t2 + base_csv), ("table2_tests.csv", sig), ("table1.csv", t1),
-                       ("lr_search.csv", lr_rows)):
-        _write_csv(out / name, rows)
-        files[name] = out / name
+    written = write_tables(data, out)
+    files = dict(written["files"])
     figs = {}
     if figures:
         try:
             figs = make_figures(data, out)
+            if written["ablation_rows"]:
+                figs.update(ablation_figure(written["ablation_rows"], data["grid"].datasets, out))
         except ImportError as e:   # never lose the tables to a missing plotting library
             log(f"figures skipped ({e}); every table and report.html are written — pip install matplotlib "
                 f"and run `gatedrnn report {out}` for the figures")
     files.update(figs)
-    files["report.html"] = write_html(data, out, t1_md, t2_md, figs, lr_rows)
+    files["report.html"] = write_html(data, out, written["table1_md"], written["table2_md"], figs,
+                                      written["lr_rows"], written["ablation_md"])
     log(f"wrote {', '.join(sorted(files))} in {out}")
     return files
 
@@ -605,16 +327,16 @@ def status_text(out_dir: str | Path) -> str:
         counts = {}
         for r in runs:
             st = r["status"]
-            if st == "running" and not store.live_owner(r):
-                st = "interrupted"
+            if st == RunStatus.RUNNING and not store.live_owner(r):
+                st = "interrupted"   # shown only: its owner is gone, the next reproduce resumes it
             counts[st] = counts.get(st, 0) + 1
         lines.append("  ".join(f"{k}: {v}" for k, v in sorted(counts.items())) or "no runs yet")
         for r in runs:
-            if r["status"] == "running":
+            if r["status"] == RunStatus.RUNNING:
                 live = store.live_owner(r)
                 lines.append(f"  {'running    ' if live else 'interrupted'} {r['run_id']}  "
                              f"(owner {r['owner']}{'' if live else ', gone: resumes on the next reproduce'})")
-            elif r["status"] in ("failed", "diverged"):
+            elif r["status"] in (RunStatus.FAILED, RunStatus.DIVERGED):
                 lines.append(f"  {r['status']:11s} {r['run_id']}  {r['error'] or ''}")
         return "\n".join(lines)
     finally:

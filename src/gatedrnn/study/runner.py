@@ -17,6 +17,7 @@ import time
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
+from ..status import RunStatus
 from .grid import Grid, RunSpec, StudyConfig, halving_decide, reached, select_lr
 from .store import Store, new_owner
 
@@ -110,7 +111,7 @@ def run_study(study: StudyConfig, out_dir: str | Path, executor=None, *, jobs: i
 
     def record(spec: RunSpec, row_or_summary: dict) -> None:
         results[spec.run_id] = {**row_or_summary, "lr": spec.lr, "seed": spec.seed}
-        if row_or_summary.get("status") == "failed":
+        if row_or_summary.get("status") == RunStatus.FAILED:
             failed_ids.add(spec.run_id)
         if bar is not None:
             bar.n = len(results)
@@ -152,10 +153,10 @@ def run_study(study: StudyConfig, out_dir: str | Path, executor=None, *, jobs: i
                         continue
                     row = store.get(spec.run_id)
                     # finished (or, for a halving rung, trained at least that far): use it as it is
-                    if row is not None and row["status"] != "failed" and reached(row, stop_after):
+                    if row is not None and row["status"] != RunStatus.FAILED and reached(row, stop_after):
                         record(spec, row)
                         continue
-                    if row is not None and row["status"] == "failed" and spec.run_id in tried:
+                    if row is not None and row["status"] == RunStatus.FAILED and spec.run_id in tried:
                         record(spec, row)
                         continue
                     got = store.claim(spec.to_dict(), owner)
@@ -185,19 +186,19 @@ def run_study(study: StudyConfig, out_dir: str | Path, executor=None, *, jobs: i
                     summary = fut.result()
                 except BrokenProcessPool as e:
                     broken = True
-                    summary = {"run_id": spec.run_id, "status": "failed", "error": f"worker process died: {e}"}
+                    summary = {"run_id": spec.run_id, "status": RunStatus.FAILED, "error": f"worker process died: {e}"}
                 except Exception as e:  # a dask worker lost, a pickling error, ...
-                    summary = {"run_id": spec.run_id, "status": "failed", "error": f"{type(e).__name__}: {e}"}
+                    summary = {"run_id": spec.run_id, "status": RunStatus.FAILED, "error": f"{type(e).__name__}: {e}"}
                 store.finish(summary)
                 ran_here += 1
-                if summary["status"] == "failed":
+                if summary["status"] == RunStatus.FAILED:
                     log(f"run {spec.run_id} failed: {summary.get('error')}")
-                elif summary["status"] == "diverged":
+                elif summary["status"] == RunStatus.DIVERGED:
                     log(f"run {spec.run_id} diverged (recorded; its best model before divergence is kept)")
                 record(spec, store.get(spec.run_id))
             if broken and own_executor:
                 for fut, spec in list(inflight.items()):
-                    store.finish({"run_id": spec.run_id, "status": "failed", "error": "worker pool broke"})
+                    store.finish({"run_id": spec.run_id, "status": RunStatus.FAILED, "error": "worker pool broke"})
                     record(spec, store.get(spec.run_id))
                 inflight.clear()
                 executor.shutdown(cancel=True)

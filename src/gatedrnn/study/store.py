@@ -25,13 +25,15 @@ import time
 import uuid
 from pathlib import Path
 
-DONE = ("completed", "early_stopped", "diverged")   # never run again
-# halted: paused at a successive-halving rung (checkpointed, no result.json; `epochs` = the epoch it
-# stopped at). A halving study counts it as trained up to that rung; a full study continues it.
-HALTED = "halted"
-STATUSES = ("pending", "running", *DONE, HALTED, "failed")   # failed: recorded; retried by a later invocation
+from ..status import FINISHED, RunStatus
 
-SCHEMA = """
+# What a row's status can be: every RunStatus but `paused`, which is train()'s answer only (the store
+# records a run paused at a successive-halving rung as `halted`: checkpointed, no result.json, `epochs` =
+# the epoch it stopped at; a halving study counts it as trained up to that rung, a full study continues
+# it). FINISHED runs are never run again; `failed` ones are retried by a later invocation.
+STATUSES = tuple(s for s in RunStatus if s is not RunStatus.PAUSED)
+
+SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS runs (
     run_id      TEXT PRIMARY KEY,
     dataset     TEXT NOT NULL,
@@ -39,7 +41,7 @@ CREATE TABLE IF NOT EXISTS runs (
     lr          REAL NOT NULL,
     seed        INTEGER NOT NULL,
     config      TEXT NOT NULL,
-    status      TEXT NOT NULL DEFAULT 'pending',
+    status      TEXT NOT NULL DEFAULT '{RunStatus.PENDING}',
     owner       TEXT,
     owner_host  TEXT,
     owner_pid   INTEGER,
@@ -181,36 +183,37 @@ class Store:
             if row is None:
                 self.db.execute(
                     "INSERT INTO runs(run_id, dataset, unit, lr, seed, config, status, owner, owner_host, "
-                    "owner_pid, heartbeat, attempts, started_at) VALUES (?,?,?,?,?,?,'running',?,?,?,?,1,?)",
+                    "owner_pid, heartbeat, attempts, started_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,1,?)",
                     (spec["run_id"], spec["dataset"], spec["unit"], spec["lr"], spec["seed"],
-                     json.dumps(spec["config"], sort_keys=True), owner, host, pid, now, now))
+                     json.dumps(spec["config"], sort_keys=True), RunStatus.RUNNING, owner, host, pid, now, now))
                 return "claimed"
-            if row["status"] in DONE:
+            if row["status"] in FINISHED:
                 return "done"
-            if row["status"] == "running" and row["owner"] != owner and self._owner_alive(row):
+            if row["status"] == RunStatus.RUNNING and row["owner"] != owner and self._owner_alive(row):
                 return "busy"
-            if row["status"] == "failed" and not retry_failed:
+            if row["status"] == RunStatus.FAILED and not retry_failed:
                 return "failed"
-            self.db.execute("UPDATE runs SET status='running', owner=?, owner_host=?, owner_pid=?, heartbeat=?, "
+            self.db.execute("UPDATE runs SET status=?, owner=?, owner_host=?, owner_pid=?, heartbeat=?, "
                             "attempts=attempts+1, started_at=?, error=NULL WHERE run_id=?",
-                            (owner, host, pid, now, now, spec["run_id"]))
+                            (RunStatus.RUNNING, owner, host, pid, now, now, spec["run_id"]))
             return "claimed"
 
     def heartbeat(self, owner: str) -> None:
         with self._tx():
-            self.db.execute("UPDATE runs SET heartbeat=? WHERE owner=? AND status='running'", (time.time(), owner))
+            self.db.execute("UPDATE runs SET heartbeat=? WHERE owner=? AND status=?",
+                            (time.time(), owner, RunStatus.RUNNING))
 
     def release(self, owner: str) -> int:
         """Give back every run this owner still holds (status back to 'pending')."""
         with self._tx():
-            cur = self.db.execute("UPDATE runs SET status='pending', owner=NULL, heartbeat=NULL "
-                                  "WHERE owner=? AND status='running'", (owner,))
+            cur = self.db.execute("UPDATE runs SET status=?, owner=NULL, heartbeat=NULL WHERE owner=? AND status=?",
+                                  (RunStatus.PENDING, owner, RunStatus.RUNNING))
             return cur.rowcount
 
     def finish(self, summary: dict) -> None:
         """Record a run's outcome (from executor.run_one): final, failed, or halted at a rung."""
         status = summary["status"]
-        if status not in (*DONE, HALTED, "failed"):
+        if status not in (*FINISHED, RunStatus.HALTED, RunStatus.FAILED):
             raise ValueError(f"not a final status: {status!r}")
         with self._tx():
             self.db.execute(
@@ -236,7 +239,7 @@ class Store:
         return {r["status"]: r["n"] for r in self.db.execute("SELECT status, COUNT(*) AS n FROM runs GROUP BY status")}
 
     def live_owner(self, run: dict) -> bool:
-        return run["status"] == "running" and self._owner_alive(run)
+        return run["status"] == RunStatus.RUNNING and self._owner_alive(run)
 
     @staticmethod
     def _row(row) -> dict:
@@ -253,6 +256,6 @@ class Store:
         for r in self.all():
             if r["status"] not in STATUSES:
                 problems.append(f"{r['run_id']}: unknown status {r['status']!r}")
-            if r["status"] in DONE and r["valid_nll"] is None:
+            if r["status"] in FINISHED and r["valid_nll"] is None:
                 problems.append(f"{r['run_id']}: status {r['status']} without metrics")
         return problems
