@@ -164,7 +164,7 @@ def cmd_status(args) -> int:
 
 
 def cmd_analyze(args) -> int:
-    from ..analyze import analyze_runs, table2_runs
+    from ..analysis import analyze_runs, table2_runs
     runs = []
     for path in args.paths:
         if (path / "table2.csv").exists():

@@ -1,4 +1,4 @@
-"""gatedrnn.analyze against answers known without it: a linear recurrence whose Jacobian powers are known,
+"""gatedrnn.analysis against answers known without it: a linear recurrence whose Jacobian powers are known,
 finite differences, the full-sequence NLL and a hand-computed no-context NLL."""
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from gatedrnn import analyze as A
+from gatedrnn import analysis as A
 from gatedrnn.model import SequenceModel
 from gatedrnn.train import evaluate
 
