@@ -454,7 +454,9 @@ def test_bench_command_is_registered_and_reports():
                       for u, h in (("lstm", 36), ("gru", 46), ("tanh", 100))]
     md = bench.markdown(res)
     for u, h in (("lstm", 36), ("gru", 46), ("tanh", 100)):
-        assert f"| {u} | {h} | 10 | 1.0 (1.0) | 9 (8) | 0.9 | **0.90** (0.80) |" in md
+        assert f"| {u} | {h} | 10 | 1.0 (1.0) | 9 (8) | 0.9 | **0.90** (0.80) | — |" in md
+    res["stacked"][0].update(cpu_ratio_per_model_vs_one=0.95, cpu_ratio_per_model_vs_one_min=0.85)
+    assert "| lstm | 36 | 10 | 1.0 (1.0) | 9 (8) | 0.9 | **0.90** (0.80) | **0.95** (0.85) |" in bench.markdown(res)
 
 
 @pytest.mark.skipif(not __import__("sys").platform.startswith("linux"), reason="reads /proc/self/maps")
@@ -753,3 +755,26 @@ def test_one_loop_a_stack_of_one_is_the_unit(variant, fused):
     s3(x[None].expand(3, -1, -1, -1), lengths=lengths)
     del t.reference
     assert calls == [(3, 7, 4, 5)]          # (K, T, B, I): one call of the unit's loop for all K models
+
+
+@pytest.mark.parametrize("variant", VARIANTS, ids=IDS)
+def test_broadcast_and_strided_output_gradients(variant):
+    """The output gradient reaches the kernel with any T, B strides: broadcast (out.sum(): stride 0
+    everywhere; a per-feature weight: stride 0 in T and B; a per-step weight: stride 0 in H, which is
+    materialised along H only) and transposed (batch-first) — the same gradients as the reference."""
+    name, kw = variant
+    u = make(name, kw, 4, 6, torch.float64)
+    x = torch.randn(5, 7, 4, dtype=torch.float64)
+    lengths = torch.tensor([7, 2, 5, 0, 6])
+    w_h = torch.randn(6, dtype=torch.float64)
+    w_bt = torch.randn(5, 7, dtype=torch.float64)
+    for loss in (lambda o: o.sum(), lambda o: (o * w_h).sum(), lambda o: (o.mean(-1) * w_bt).sum()):
+        grads = []
+        for fused in (None, False):
+            u.fused = fused
+            u.zero_grad(set_to_none=True)
+            out, _ = u(x, lengths=lengths)
+            loss(out).backward()
+            grads.append([p.grad.clone() for p in u.parameters()])
+        for a, b in zip(*grads):
+            torch.testing.assert_close(a, b, atol=1e-12, rtol=1e-10)

@@ -34,6 +34,7 @@ TANH, GRU, LSTM = 0, 1, 2
 # most SPARSE_DENSITY of x is nonzero; SPARSE = True/False forces it on/off (tests), None decides.
 SPARSE_DENSITY = 0.25
 SPARSE: bool | None = None
+HUGE_BYTES = 4 << 20   # buffers at least this large are given transparent huge pages (advise_huge)
 
 
 def use_sparse(x: Tensor) -> bool:
@@ -70,7 +71,8 @@ class _Bwd(ctypes.Structure):   # = BwdArgs in fused.cpp
     _fields_ = [("T", _i64), ("B", _i64), ("H", _i64), ("I", _i64),
                 ("unit", _i32), ("reset_after", _i32), ("peep", _i32), ("nthreads", _i32),
                 ("x", _p), ("sT", _i64), ("sB", _i64), ("W", _p), ("U", _p), ("v", _p), ("mask", _p),
-                ("Hs", _p), ("Cs", _p), ("act", _p), ("aux", _p), ("gout", _p), ("ghT", _p), ("gcT", _p),
+                ("Hs", _p), ("Cs", _p), ("act", _p), ("aux", _p), ("gout", _p), ("gsT", _i64), ("gsB", _i64),
+                ("ghT", _p), ("gcT", _p),
                 ("dx", _p), ("dh0", _p), ("dc0", _p), ("dW", _p), ("dU", _p), ("db", _p), ("dv", _p),
                 ("dG", _p), ("dGx", _p), ("flags", _i64),
                 ("Wp", _p), ("ldi", _i64), ("Up", _p), ("ldh", _i64), ("dWp", _p), ("dUp", _p), ("dbp", _p),
@@ -89,6 +91,23 @@ def _ptrs(t: Tensor | None, K: int) -> list:
 
 def _c(t: Tensor | None) -> Tensor | None:
     return None if t is None else t.contiguous()
+
+
+def unit_inner(g: Tensor | None) -> Tensor | None:
+    """A (K, T, B, H) gradient with unit stride in H — the kernels take any K, T and B strides, so a
+    transposed (batch-first) gradient is used as it is, and a broadcast one (e.g. of `out.sum()`: stride
+    0 everywhere) is materialised only along the dimensions that vary, not as K·T·B·H values."""
+    if g is None or g.stride(3) == 1 or g.shape[3] == 1:
+        return g
+    idx = tuple(slice(0, 1) if g.stride(d) == 0 else slice(None) for d in range(3))
+    return g[idx].contiguous().expand(g.shape)
+
+
+def advise_huge(lib, t: Tensor | None) -> None:
+    """Transparent huge pages for a fresh buffer the kernels are about to fill (see advise_huge in
+    fused.cpp: with K models stacked, 4 KiB page faults were most of the K path's extra cost)."""
+    if t is not None and t.numel() * t.element_size() >= HUGE_BYTES:
+        lib.gr_advise_huge(t.data_ptr(), t.numel() * t.element_size())
 
 
 def num_threads() -> int:
@@ -136,6 +155,8 @@ def run_forward(unit: int, reset_after: bool, peep: bool, x: Tensor, h0: Tensor,
         Cs = new(K, T + 1, B, H) if is_lstm else None
         act = new(K, T, B, GH) if unit != TANH else None
         aux = new(K, T, B, H) if unit != TANH else None
+    for t in (out, Hs, Cs, act, aux):
+        advise_huge(lib, t)
     args = (_Fwd * K)()
     P = [_ptrs(t, K) for t in (x, W, U, b, v, mask_u8, h0, c0, Hs, Cs, act, aux, out, hT, cT)]
     nth, sT, sB = num_threads(), x.stride(1), x.stride(2)
@@ -178,7 +199,10 @@ def run_backward(unit: int, reset_after: bool, peep: bool, x: Tensor, W: Tensor,
     dc0 = x.new_empty(K, B, H) if unit == LSTM else None
     dv = x.new_empty(K, 3, H) if (unit == LSTM and peep) else None
     v = v.contiguous() if (v is not None and peep) else None
-    gout, ghT, gcT = _c(gout), _c(ghT), _c(gcT)
+    gout, ghT, gcT = unit_inner(gout), _c(ghT), _c(gcT)
+    gsT, gsB = (gout.stride(1), gout.stride(2)) if gout is not None else (0, 0)
+    for t in (dx, dG, dGx):
+        advise_huge(lib, t)
     args = (_Bwd * K)()
     P = [_ptrs(t, K) for t in (x, W, U, v, mask_u8, Hs, Cs, act, aux, gout, ghT, gcT, dx, dh0, dc0, dW, dU, db,
                                dv, dG, dGx)]
@@ -187,7 +211,7 @@ def run_backward(unit: int, reset_after: bool, peep: bool, x: Tensor, W: Tensor,
         (px, pW, pU, pv, pm, pHs, pCs, pact, paux, pgo, pgh, pgc, pdx, pdh0, pdc0, pdW, pdU, pdb, pdv, pdG,
          pdGx) = (p[k] for p in P)
         args[k] = _Bwd(T, B, H, I, unit, int(reset_after), int(peep), nth, px, sT, sB, pW, pU, pv, pm,
-                       pHs, pCs, pact, paux, pgo, pgh, pgc, pdx, pdh0, pdc0, pdW, pdU, pdb, pdv, pdG, pdGx,
+                       pHs, pCs, pact, paux, pgo, gsT, gsB, pgh, pgc, pdx, pdh0, pdc0, pdW, pdU, pdb, pdv, pdG, pdGx,
                        int(sparse))
     lib.gr_backward(args, K, int(x.dtype == torch.float64))
     if defer:

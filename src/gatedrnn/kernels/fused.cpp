@@ -42,6 +42,9 @@
 #if defined(__AVX2__)
 #include <immintrin.h>
 #endif
+#if defined(__linux__)
+#include <sys/mman.h>
+#endif
 
 namespace {
 
@@ -136,6 +139,25 @@ static inline __attribute__((always_inline)) float flog(float x) {
 }
 
 static inline int64_t padn(int64_t n) { return (n + NB - 1) / NB * NB; }
+
+// The state sequence, activations and outputs of a pass are fresh multi-MB buffers (torch allocates
+// them per call; glibc maps large ones anew each time), so every 4 KiB page of them costs a fault on
+// first touch. With K models stacked they are K times larger and never recycled (one model's ~5 MB
+// buffers come back from glibc's heap): measured, the faults made a K=10 tanh-100 forward+backward
+// ~1.4x one model's CPU time per model. Asking for transparent huge pages on the 2 MiB-aligned interior
+// of a whole (K, ...) buffer before its first write cuts the faults ~500-fold (a no-op where THP is off
+// or the pages exist already). Called from Python (gr_advise_huge) on each buffer the kernels fill.
+static void advise_huge(void* p, int64_t bytes) {
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+    constexpr uintptr_t HP = uintptr_t(1) << 21;
+    if (!p || bytes < int64_t(2 * HP)) return;
+    const uintptr_t lo = (reinterpret_cast<uintptr_t>(p) + HP - 1) & ~(HP - 1);
+    const uintptr_t hi = (reinterpret_cast<uintptr_t>(p) + uintptr_t(bytes)) & ~(HP - 1);
+    if (hi > lo) madvise(reinterpret_cast<void*>(lo), hi - lo, MADV_HUGEPAGE);
+#else
+    (void)p; (void)bytes;
+#endif
+}
 
 // ---------------------------------------------------------------- small GEMM
 // C[M x Np] = (Cin ? Cin : 0) + A[M x K] * B[K x Np]; Np a multiple of NB, B padded with zeros.
@@ -243,7 +265,8 @@ struct BwdArgs {
     const void* Cs;
     const void* act;
     const void* aux;
-    const void* gout;   // (T,B,H) or null
+    const void* gout;   // (T,B,H) or null: gout[t, b, :] at gout + t*gsT + b*gsB (unit inner stride; a
+    int64_t gsT, gsB;   //   broadcast gradient, e.g. of out.sum(), has stride 0 and is never materialised)
     const void* ghT;    // (B,H) or null
     const void* gcT;    // (B,H) or null
     void* dx;           // like x (strides sT, sB) or null
@@ -273,10 +296,12 @@ struct BwdArgs {
 // deschedules (a busy machine) leaves its remaining chunks to the others. Chunk p writes partial
 // sums into slot p.
 static int64_t g_chunks_per_thread = 2;
+static int64_t g_chunk_rows = 0;   // one thread: rows per chunk (0 = the whole batch is one chunk)
 
 static int64_t num_chunks(int64_t B, int64_t nthreads) {
     const int64_t blocks = (B + MR - 1) / MR;
-    return std::max<int64_t>(1, std::min<int64_t>(blocks, nthreads <= 1 ? 1 : g_chunks_per_thread * nthreads));
+    const int64_t one = g_chunk_rows > 0 ? (B + g_chunk_rows - 1) / g_chunk_rows : 1;
+    return std::max<int64_t>(1, std::min<int64_t>(blocks, nthreads <= 1 ? one : g_chunks_per_thread * nthreads));
 }
 
 // K independent problems (models) x chunks each = the work items of one parallel region.
@@ -721,7 +746,7 @@ static void backward_rows(const BwdArgs& a, int64_t p, int64_t r0, int64_t r1) {
                 std::memcpy(dd, dhr, H * sizeof(T));
                 continue;
             }
-            const T* go = gout ? gout + tb * H : zero.data();
+            const T* go = gout ? gout + t * a.gsT + b * a.gsB : zero.data();
             const T* hp = Hs + tb * H;
             if (a.unit == TANH) {
                 b_tanh<T>(H, dhr, go, Hs + (tb + B) * H, di, dd);
@@ -1116,12 +1141,16 @@ static void bernoulli_all(const BernArgs& a0) {
 
 extern "C" {
 
-int gr_abi_version() { return 5; }
+int gr_abi_version() { return 6; }
 
 // number of row chunks per model (= partial-sum slots per model) the loops use
 int64_t gr_num_parts(int64_t B, int64_t nthreads) { return num_chunks(B, nthreads); }
 
 void gr_set_chunks_per_thread(int64_t c) { g_chunks_per_thread = std::max<int64_t>(1, c); }
+void gr_set_chunk_rows(int64_t r) { g_chunk_rows = std::max<int64_t>(0, r); }
+
+// transparent huge pages for a fresh buffer of `bytes` at p (see advise_huge)
+void gr_advise_huge(void* p, int64_t bytes) { advise_huge(p, bytes); }
 
 // a: K argument blocks (one per model, same shapes), all run in one parallel region
 int gr_forward(const FwdArgs* a, int64_t K, int is_double) {
