@@ -778,3 +778,29 @@ def test_broadcast_and_strided_output_gradients(variant):
             grads.append([p.grad.clone() for p in u.parameters()])
         for a, b in zip(*grads):
             torch.testing.assert_close(a, b, atol=1e-12, rtol=1e-10)
+
+
+def test_recycled_activation_buffers(monkeypatch):
+    """The activations kept for backward live in recycled memory (autograd.BufferPool): reused once
+    nothing refers to them, never while a retained graph may still run its backward."""
+    from gatedrnn.kernels import autograd
+    monkeypatch.setattr(autograd, "HUGE_BYTES", 0)          # pool every buffer, however small
+    monkeypatch.setattr(autograd, "pool", autograd.BufferPool())
+    u = make("lstm", {}, 4, 6, torch.float64)
+    x = torch.randn(5, 7, 4, dtype=torch.float64)
+    lengths = torch.tensor([7, 2, 5, 0, 6])
+    out, _ = u(x, lengths=lengths)
+    loss = out.square().sum()
+    loss.backward(retain_graph=True)
+    first = [p.grad.clone() for p in u.parameters()]
+    n = len(autograd.pool._arrays)
+    assert n == 5                                             # out, Hs, Cs, act, aux
+    u(2 * x, lengths=lengths)[0].sum().backward()             # another pass meanwhile: fresh buffers
+    assert len(autograd.pool._arrays) == 2 * n
+    u.zero_grad()
+    loss.backward()                                           # the retained graph: its own buffers, intact
+    for a, b in zip(first, u.parameters()):
+        assert torch.equal(a, b.grad)
+    del out, loss
+    u(x, lengths=lengths)[0].sum().backward()                 # everything free again: nothing new
+    assert len(autograd.pool._arrays) == 2 * n

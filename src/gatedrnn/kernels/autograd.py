@@ -15,7 +15,10 @@ A single unit is K = 1 (see `gatedrnn.kernels.recurrence`).
 from __future__ import annotations
 
 import ctypes
+import sys
+import threading
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -128,6 +131,50 @@ def mask_bytes(mask: Tensor | None) -> Tensor | None:
     return mask.contiguous() if mask.dtype in (torch.bool, torch.uint8) else (mask != 0).contiguous()
 
 
+class BufferPool:
+    """Recycled memory for a training forward's output and the activations it keeps for its backward
+    (out, Hs, Cs, act, aux).
+
+    A fresh multi-MB buffer costs a page fault and the kernel's zeroing per page on first touch; one
+    model's buffers come back from glibc's heap, but K stacked models' are K times larger than glibc
+    ever recycles (32 MiB), so each call paid for all of them anew. The pool hands out tensors that
+    share memory with numpy arrays it keeps; an array is free again when nothing but the pool refers to
+    it — no tensor, view or saved activation of any live autograd graph (the tensor holds a reference to
+    its array), so a graph kept for a second backward (retain_graph) keeps its buffers. At most
+    `MAX_ARRAYS` arrays are kept; beyond that buffers are ordinary torch allocations."""
+
+    MAX_ARRAYS = 16
+
+    def __init__(self):
+        self._arrays: list[np.ndarray] = []
+        self._lock = threading.Lock()
+
+    def empty(self, shape: tuple[int, ...], dtype: torch.dtype) -> Tensor:
+        npd = np.float64 if dtype == torch.float64 else np.float32
+        n = int(np.prod(shape))
+        if n * np.dtype(npd).itemsize < HUGE_BYTES or dtype not in (torch.float32, torch.float64):
+            return torch.empty(shape, dtype=dtype)
+        with self._lock:
+            for a in self._arrays:
+                # references: the list, the loop variable, getrefcount's argument: no user left
+                if a.dtype == npd and a.size == n and sys.getrefcount(a) == 3:
+                    return torch.from_numpy(a).view(shape)
+            if len(self._arrays) >= self.MAX_ARRAYS:
+                return torch.empty(shape, dtype=dtype)
+            a = np.empty(n, dtype=npd)
+            self._arrays.append(a)
+        t = torch.from_numpy(a).view(shape)
+        advise_huge(loader.load(), t)
+        return t
+
+    def clear(self) -> None:
+        with self._lock:
+            self._arrays.clear()
+
+
+pool = BufferPool()
+
+
 def run_forward(unit: int, reset_after: bool, peep: bool, x: Tensor, h0: Tensor, c0: Tensor | None,
                 W: Tensor, U: Tensor, b: Tensor, v: Tensor | None, mask_u8: Tensor | None, *,
                 inference: bool = False, sparse: bool | None = None):
@@ -146,15 +193,16 @@ def run_forward(unit: int, reset_after: bool, peep: bool, x: Tensor, h0: Tensor,
     if x_u8 and not inference:
         raise ValueError("uint8 inputs are for inference only")
     new = lambda *shape: W.new_empty(shape)
-    out = new(K, T, B, H)
+    keep = lambda *shape: pool.empty(shape, W.dtype)   # training: recycled memory (BufferPool)
+    out = new(K, T, B, H) if inference else keep(K, T, B, H)
     hT = new(K, B, H)
     cT = new(K, B, H) if is_lstm else None
     Hs = Cs = act = aux = None
     if not inference:
-        Hs = new(K, T + 1, B, H)
-        Cs = new(K, T + 1, B, H) if is_lstm else None
-        act = new(K, T, B, GH) if unit != TANH else None
-        aux = new(K, T, B, H) if unit != TANH else None
+        Hs = keep(K, T + 1, B, H)
+        Cs = keep(K, T + 1, B, H) if is_lstm else None
+        act = keep(K, T, B, GH) if unit != TANH else None
+        aux = keep(K, T, B, H) if unit != TANH else None
     for t in (out, Hs, Cs, act, aux):
         advise_huge(lib, t)
     args = (_Fwd * K)()

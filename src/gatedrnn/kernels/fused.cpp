@@ -610,6 +610,10 @@ static void forward_rows(const FwdArgs& a, int64_t r0, int64_t r1) {
             std::memcpy(hn + i * H, hp + i * H, H * sizeof(T));
             if (is_lstm) std::memcpy(cn + i * H, cp + i * H, H * sizeof(T));
             std::memset(ot + i * H, 0, H * sizeof(T));
+            if (!infer && at) {   // defined activations (recycled buffers; the deferred backward reads every row)
+                std::memset(at + i * GH, 0, GH * sizeof(T));
+                std::memset(ut + i * H, 0, H * sizeof(T));
+            }
         };
         for (int64_t i = 0; i < lo; ++i) carry(i);   // (all rows when none is active: lo = hi = n)
         for (int64_t i = hi; i < n; ++i) carry(i);
