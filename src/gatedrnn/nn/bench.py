@@ -145,7 +145,8 @@ def bench_config(unit: str, B: int, T: int, I: int, H: int, readout: bool, repea
 # ------------------------------------------------------------------------------------------ stacked
 def bench_stacked(K: int, unit: str, B: int, T: int, I: int, H: int, repeats: int) -> dict:
     """One fused model against K stacked ones (forward+backward, loss = sum of the outputs), interleaved:
-    per repeat, K calls of the one model, then one call of the stack — equal work per round."""
+    per repeat, K calls of the one model timed as one sample, then one call of the stack — equal work and
+    equally many samples per candidate (so the fastest repeats compare fairly too)."""
     from gatedrnn.nn import StackedUnit, make_unit
     torch.manual_seed(0)
     units = [make_unit(unit, I, H) for _ in range(K)]
@@ -154,10 +155,11 @@ def bench_stacked(K: int, unit: str, B: int, T: int, I: int, H: int, repeats: in
     one = units[0]
 
     def run_one():
-        for p in one.parameters():
-            p.grad = None
-        out, _ = one(xs[0])
-        out.sum().backward()
+        for _ in range(K):
+            for p in one.parameters():
+                p.grad = None
+            out, _ = one(xs[0])
+            out.sum().backward()
 
     def run_stacked():
         for p in stacked.parameters():
@@ -165,16 +167,17 @@ def bench_stacked(K: int, unit: str, B: int, T: int, I: int, H: int, repeats: in
         out, _ = stacked(xs)
         out.sum().backward()
 
-    r = time_round_robin({"one fused model": run_one, f"K={K} stacked": run_stacked},
-                         {"one fused model": repeats * K, f"K={K} stacked": repeats})
-    per_model = r[f"K={K} stacked"]["median_ms"] / K
-    per_model_min = r[f"K={K} stacked"]["min_ms"] / K
+    r = time_round_robin({f"{K} x one fused model": run_one, f"K={K} stacked": run_stacked},
+                         {f"{K} x one fused model": repeats, f"K={K} stacked": repeats})
+    one = {k: v / K if k != "n" else v for k, v in r.pop(f"{K} x one fused model").items()}
+    r["one fused model"] = one        # per call (a sample is K calls)
+    k_ = r[f"K={K} stacked"]
     return {"unit": unit, "K": K, "batch": B, "steps": T, "inputs": I, "hidden": H, "times": r,
-            "stacked_per_model_ms": per_model,
-            "ratio_per_model_vs_one": per_model / r["one fused model"]["median_ms"],
-            "ratio_per_model_vs_one_min": per_model_min / r["one fused model"]["min_ms"],
-            "cpu_ratio_per_model_vs_one": r[f"K={K} stacked"]["cpu_median_ms"] / K / r["one fused model"]["cpu_median_ms"],
-            "cpu_ratio_per_model_vs_one_min": r[f"K={K} stacked"]["cpu_min_ms"] / K / r["one fused model"]["cpu_min_ms"]}
+            "stacked_per_model_ms": k_["median_ms"] / K,
+            "ratio_per_model_vs_one": k_["median_ms"] / K / one["median_ms"],
+            "ratio_per_model_vs_one_min": k_["min_ms"] / K / one["min_ms"],
+            "cpu_ratio_per_model_vs_one": k_["cpu_median_ms"] / K / one["cpu_median_ms"],
+            "cpu_ratio_per_model_vs_one_min": k_["cpu_min_ms"] / K / one["cpu_min_ms"]}
 
 
 # ------------------------------------------------------------------------------------------ main
@@ -224,7 +227,7 @@ def run(suites=("music", "speech"), repeats: int = 15, ref_repeats: int = 3, thr
         cfg = SUITES["music"]
         for unit in units:
             s = bench_stacked(stacked_K, unit, cfg["batch"], cfg["steps"], cfg["inputs"], cfg["hidden"][unit],
-                              max(3, repeats // 2))
+                              max(3, repeats * 2 // 3))
             stacked.append(s)
             log(f"  stacked {unit:4s} K={stacked_K}: {s['stacked_per_model_ms']:.1f} ms per model, "
                 f"{s['ratio_per_model_vs_one']:.2f}x one model (fastest repeats {s['ratio_per_model_vs_one_min']:.2f}x; "
