@@ -22,6 +22,9 @@ peephole LSTM (lstm.py: Chung et al. 2014 eqs. 2-4, Graves 2013):
     lstm-fb1   the full unit with the forget-gate bias initialised to 1 (Gers et al. 2000, Jozefowicz
                et al. 2015) instead of the released code's 0
 
+Fused kernels: lstm-np and lstm-fb1 declare the LSTM kernel (their equations are the LSTM's without /
+with peepholes); the others run base.py's reference loop (docs/VARIANTS.md).
+
 Storage (base.py's layout): `weight_ih`/`weight_hh`/`bias` hold one block per entry of `gates` (in that
 order), `peephole` one row per entry of `peepholes`; lstm-fgr adds `weight_gate` (3n, 3n) = [R_{gk}] with
 row blocks g and column blocks k both in the order (i, f, o). Parameter counts: nn/counting.py.
@@ -148,9 +151,11 @@ class LSTMNoOutputActivation(LSTMVariant):
 
 
 class LSTMNoPeepholes(LSTMVariant):
-    """lstm-np: no v_i, v_f, v_o. Paper symbols: W_i, U_i, b_i, W_f, U_f, b_f, W_c, U_c, b_c, W_o, U_o, b_o."""
+    """lstm-np: no v_i, v_f, v_o. Paper symbols: W_i, U_i, b_i, W_f, U_f, b_f, W_c, U_c, b_c, W_o, U_o, b_o.
+    Fused: the LSTM kernel without peepholes computes cell() below."""
     name = "lstm-np"
     peepholes = ()
+    kernel = "lstm"   # kernel_flags (LSTM's): peepholes=False
 
     def cell(self, wx_t: Tensor, state, p: dict[str, Tensor]):
         h, c = state
@@ -252,10 +257,11 @@ class LSTMFullGateRecurrence(LSTMVariant):
 
 
 class LSTMForgetBias1(LSTMVariant):
-    """lstm-fb1: the paper's LSTM with b_f initialised to 1 (its equations unchanged; it still runs the
-    reference loop, see variant.py). Paper symbols: those of the LSTM."""
+    """lstm-fb1: the paper's LSTM with b_f initialised to 1 (its equations unchanged, so the LSTM kernel
+    with peepholes runs it). Paper symbols: those of the LSTM."""
     name = "lstm-fb1"
     default_forget_bias = 1.0
+    kernel = "lstm"   # kernel_flags (LSTM's): peepholes=True
     cell = LSTM.cell
 
 
