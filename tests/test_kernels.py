@@ -584,7 +584,7 @@ def test_byte_inputs_for_inference(variant):
         for s, t in zip(a, b):
             assert (s is None and t is None) or torch.equal(s, t)
     with pytest.raises(ValueError):
-        autograd.run_forward(*kernels._code(kind, flags), *args(x8)[2:9], None)
+        autograd.run_forward(*kernels._code(kind, flags)[:3], *args(x8)[2:9], None)
 
 
 def test_stacked_inference_equals_training_forward():

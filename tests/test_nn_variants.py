@@ -2,7 +2,7 @@
 independent float64 numpy re-derivation of its equations (written here from the docs, sharing no code
 with gatedrnn.nn), gradcheck, parameter counts by hand, size matching at the music budget, paper_weights
 names, the registry, the guarantee that no variant runs its parent's fused kernel unless its own class
-declares one, and fused == reference for the variants that do (lstm-np, lstm-fb1, gru-ra)."""
+declares one, and fused == reference for the variants that do (FUSED below)."""
 import zlib
 
 import numpy as np
@@ -21,7 +21,14 @@ LSTM_VARIANTS = ["lstm-nig", "lstm-nfg", "lstm-nog", "lstm-niaf", "lstm-noaf", "
 GRU_VARIANTS = ["gru-nrg", "gru-nug", "gru-ra", "mgu"]
 VARIANTS = LSTM_VARIANTS + GRU_VARIANTS
 FUSED = {"lstm-np": ("lstm", {"peepholes": False}), "lstm-fb1": ("lstm", {"peepholes": True}),
-         "gru-ra": ("gru", {"reset_after": True})}     # variant -> the kernel its class declares
+         "lstm-nig": ("lstm", {"peepholes": True, "no_input_gate": True}),
+         "lstm-nfg": ("lstm", {"peepholes": True, "no_forget_gate": True}),
+         "lstm-nog": ("lstm", {"peepholes": True, "no_output_gate": True}),
+         "lstm-niaf": ("lstm", {"peepholes": True, "no_input_activation": True}),
+         "lstm-noaf": ("lstm", {"peepholes": True, "no_output_activation": True}),
+         "lstm-cifg": ("lstm", {"peepholes": True, "coupled_input_forget": True}),
+         "gru-ra": ("gru", {"reset_after": True}),
+         "gru-nrg": ("gru", {"reset_after": False, "no_reset_gate": True})}   # variant -> its declared kernel
 
 
 def sig(a):
@@ -383,3 +390,62 @@ def test_fused_variant_equals_reference_property(name, B, T, I, H, padded, dtype
     atol = 2e-5 if dtype == torch.float32 else 1e-11
     for a, b in zip(_run(u, x, lengths, None, state), _run(u, x, lengths, False, state)):
         torch.testing.assert_close(a, b, atol=atol, rtol=1e-4)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("name", list(FUSED))
+def test_fused_variant_equals_reference(name, dtype):
+    """Every fused variant, both dtypes, a padded batch (the property test above samples among them)."""
+    if not kernels.available():
+        pytest.skip("fused kernels unavailable: " + str(kernels.build_error()))
+    g = torch.Generator().manual_seed(zlib.crc32(name.encode()))
+    B, T, I, H = 7, 9, 5, 11
+    u = make_unit(name, I, H).to(dtype)
+    randomise(u, g)
+    x = torch.randn(B, T, I, generator=g, dtype=dtype)
+    lengths = torch.tensor([9, 4, 0, 9, 1, 6, 8])
+    h0 = torch.randn(B, H, generator=g, dtype=dtype)
+    state = (h0, torch.randn(B, H, generator=g, dtype=dtype)) if unit_family(name) == "lstm" else h0
+    atol = 2e-5 if dtype == torch.float32 else 1e-11
+    for a, b in zip(_run(u, x, lengths, None, state), _run(u, x, lengths, False, state)):
+        torch.testing.assert_close(a, b, atol=atol, rtol=1e-4)
+
+
+@pytest.mark.parametrize("name", list(FUSED))
+def test_fused_variant_gradcheck(name):
+    if not kernels.available():
+        pytest.skip("fused kernels unavailable: " + str(kernels.build_error()))
+    u = make_unit(name, 2, 3).double()
+    randomise(u, torch.Generator().manual_seed(2))
+    assert u.kernel_spec() == FUSED[name]
+    names = [k for k, _ in u.named_parameters()]
+    x = torch.randn(3, 4, 2, dtype=torch.float64, requires_grad=True)
+    lengths = torch.tensor([4, 2, 3])
+
+    def f(x, *params):
+        out, state = torch.func.functional_call(u, dict(zip(names, params)), (x,), {"lengths": lengths})
+        return (out,) + (state if isinstance(state, tuple) else (state,))
+
+    params = [p.detach().clone().requires_grad_(True) for p in u.parameters()]
+    assert torch.autograd.gradcheck(f, (x, *params), atol=1e-7, rtol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["lstm-nig", "lstm-cifg", "lstm-noaf", "gru-ra", "gru-nrg"])
+def test_fused_variant_stacked_equals_single_units(name):
+    """K fused variant models as one (gatedrnn.nn.StackedUnit) == the single units, outputs and gradients."""
+    from gatedrnn.nn import StackedUnit
+    torch.manual_seed(0)
+    units = [make_unit(name, 4, 6).double() for _ in range(3)]
+    for k, u in enumerate(units):
+        randomise(u, torch.Generator().manual_seed(k))
+    s = StackedUnit.from_units(units)
+    x = torch.randn(3, 5, 7, 4, dtype=torch.float64)
+    lengths = torch.randint(0, 8, (3, 5))
+    out, _ = s(x, lengths=lengths)
+    out.square().sum().backward()
+    for k, u in enumerate(units):
+        o, _ = u(x[k], lengths=lengths[k])
+        o.square().sum().backward()
+        torch.testing.assert_close(out[k].detach(), o.detach(), atol=1e-12, rtol=1e-10)
+        for p, q in zip(s.parameters(), u.parameters()):
+            torch.testing.assert_close(p.grad[k], q.grad, atol=1e-12, rtol=1e-10)

@@ -66,7 +66,7 @@ class _Fwd(ctypes.Structure):   # = FwdArgs in fused.cpp
                 ("unit", _i32), ("reset_after", _i32), ("peep", _i32), ("nthreads", _i32),
                 ("x", _p), ("sT", _i64), ("sB", _i64), ("W", _p), ("U", _p), ("b", _p), ("v", _p), ("mask", _p),
                 ("h0", _p), ("c0", _p), ("Hs", _p), ("Cs", _p), ("act", _p), ("aux", _p),
-                ("out", _p), ("hT", _p), ("cT", _p), ("flags", _i64),
+                ("out", _p), ("hT", _p), ("cT", _p), ("flags", _i64), ("lvar", _i64),
                 ("WT", _p), ("bx", _p), ("ldx", _i64), ("UT", _p), ("ldu", _i64), ("off2", _i64)]
 
 
@@ -77,7 +77,7 @@ class _Bwd(ctypes.Structure):   # = BwdArgs in fused.cpp
                 ("Hs", _p), ("Cs", _p), ("act", _p), ("aux", _p), ("gout", _p), ("gsT", _i64), ("gsB", _i64),
                 ("ghT", _p), ("gcT", _p),
                 ("dx", _p), ("dh0", _p), ("dc0", _p), ("dW", _p), ("dU", _p), ("db", _p), ("dv", _p),
-                ("dG", _p), ("dGx", _p), ("flags", _i64),
+                ("dG", _p), ("dGx", _p), ("flags", _i64), ("lvar", _i64),
                 ("Wp", _p), ("ldi", _i64), ("Up", _p), ("ldh", _i64), ("dWp", _p), ("dUp", _p), ("dbp", _p),
                 ("dWTp", _p), ("dvr", _p)]
 
@@ -177,9 +177,10 @@ pool = BufferPool()
 
 def run_forward(unit: int, reset_after: bool, peep: bool, x: Tensor, h0: Tensor, c0: Tensor | None,
                 W: Tensor, U: Tensor, b: Tensor, v: Tensor | None, mask_u8: Tensor | None, *,
-                inference: bool = False, sparse: bool | None = None):
+                inference: bool = False, sparse: bool | None = None, lvar: int = 0):
     """Training mode: returns out, hT, cT, Hs, Cs, act, aux (what backward needs). inference=True: keeps
-    nothing for backward (returns out, hT, cT). cT is None but for the LSTM."""
+    nothing for backward (returns out, hT, cT). cT is None but for the LSTM. lvar: the LSTM ablation bits
+    (LV_* in fused.cpp; 0 = the paper's LSTM)."""
     lib = loader.load()
     K, T, B, I = x.shape
     GH, H = U.shape[1:]
@@ -211,7 +212,7 @@ def run_forward(unit: int, reset_after: bool, peep: bool, x: Tensor, h0: Tensor,
     for k in range(K):
         px, pW, pU, pb, pv, pm, ph0, pc0, pHs, pCs, pact, paux, pout, phT, pcT = (p[k] for p in P)
         args[k] = _Fwd(T, B, H, I, unit, int(reset_after), int(peep), nth, px, sT, sB, pW, pU, pb, pv, pm,
-                       ph0, pc0, pHs, pCs, pact, paux, pout, phT, pcT, int(sparse) | (2 * int(x_u8)))
+                       ph0, pc0, pHs, pCs, pact, paux, pout, phT, pcT, int(sparse) | (2 * int(x_u8)), lvar)
     lib.gr_forward(args, K, int(W.dtype == torch.float64))
     if inference:
         return out, hT, cT
@@ -221,7 +222,7 @@ def run_forward(unit: int, reset_after: bool, peep: bool, x: Tensor, h0: Tensor,
 def run_backward(unit: int, reset_after: bool, peep: bool, x: Tensor, W: Tensor, U: Tensor, v: Tensor | None,
                  mask_u8: Tensor | None, Hs: Tensor, Cs: Tensor | None, act: Tensor | None,
                  aux: Tensor | None, gout: Tensor | None, ghT: Tensor | None, gcT: Tensor | None,
-                 need_dx: bool, sparse: bool = False):
+                 need_dx: bool, sparse: bool = False, lvar: int = 0):
     """Returns dx (or None), dW, dU, db, dh0, dc0 (LSTM), dv (LSTM with peepholes); all with the K dim.
     sparse: accumulate dW over the nonzeros of x (as the forward's sparse input projection)."""
     lib = loader.load()
@@ -245,7 +246,7 @@ def run_backward(unit: int, reset_after: bool, peep: bool, x: Tensor, W: Tensor,
         dW, dU, db = x.new_empty(K, GH, I), x.new_empty(K, GH, H), x.new_empty(K, GH)
     dh0 = x.new_empty(K, B, H)
     dc0 = x.new_empty(K, B, H) if unit == LSTM else None
-    dv = x.new_empty(K, 3, H) if (unit == LSTM and peep) else None
+    dv = torch.empty_like(v) if (unit == LSTM and peep) else None      # (K, P, H)
     v = v.contiguous() if (v is not None and peep) else None
     gout, ghT, gcT = unit_inner(gout), _c(ghT), _c(gcT)
     gsT, gsB = (gout.stride(1), gout.stride(2)) if gout is not None else (0, 0)
@@ -260,7 +261,7 @@ def run_backward(unit: int, reset_after: bool, peep: bool, x: Tensor, W: Tensor,
          pdGx) = (p[k] for p in P)
         args[k] = _Bwd(T, B, H, I, unit, int(reset_after), int(peep), nth, px, sT, sB, pW, pU, pv, pm,
                        pHs, pCs, pact, paux, pgo, gsT, gsB, pgh, pgc, pdx, pdh0, pdc0, pdW, pdU, pdb, pdv, pdG, pdGx,
-                       int(sparse))
+                       int(sparse), lvar)
     lib.gr_backward(args, K, int(x.dtype == torch.float64))
     if defer:
         TB = T * B
@@ -269,7 +270,7 @@ def run_backward(unit: int, reset_after: bool, peep: bool, x: Tensor, W: Tensor,
         X = x.reshape(K, TB, I)
         Hp = Hs[:, :T].reshape(K, TB, H)
         dW = torch.bmm(dgx.mT, X)
-        if unit == GRU and not reset_after:   # the candidate block multiplies r ⊙ h_{t-1}
+        if unit == GRU and not reset_after and not lvar:   # the candidate block multiplies r ⊙ h_{t-1}
             dU = torch.cat([torch.bmm(d[..., :2 * H].mT, Hp), torch.bmm(d[..., 2 * H:].mT, aux.view(K, TB, H))], 1)
         else:
             dU = torch.bmm(d.mT, Hp)
@@ -281,31 +282,31 @@ def run_backward(unit: int, reset_after: bool, peep: bool, x: Tensor, W: Tensor,
 
 class FusedRecurrence(torch.autograd.Function):
     """inputs (leading model dim K): x (K,T,B,I), h0 (K,B,H), c0 (K,B,H) or None, W (K,G·H,I), U (K,G·H,H),
-    b (K,G·H), v (K,3,H) or None, mask (K,T,B) bool or None.
+    b (K,G·H), v (K,P,H) or None, mask (K,T,B) bool or None, lvar (LSTM ablation bits).
     outputs: out (K,T,B,H), hT (K,B,H), cT (K,B,H) (LSTM only; else a 0-size dummy)."""
 
     @staticmethod
     def forward(ctx, unit: int, reset_after: bool, peep: bool, x: Tensor, h0: Tensor, c0, W: Tensor,
-                U: Tensor, b: Tensor, v, mask):
+                U: Tensor, b: Tensor, v, mask, lvar: int = 0):
         ctx.set_materialize_grads(False)
         xs = row_strided(x)
         mask_u8 = mask_bytes(mask)
         sparse = use_sparse(xs)
         out, hT, cT, Hs, Cs, act, aux = run_forward(unit, reset_after, peep, xs, h0, c0, W, U, b, v, mask_u8,
-                                                    sparse=sparse)
-        ctx.meta = (unit, reset_after, peep, sparse)
+                                                    sparse=sparse, lvar=lvar)
+        ctx.meta = (unit, reset_after, peep, sparse, lvar)
         ctx.save_for_backward(xs, W, U, v, mask_u8, Hs, Cs, act, aux)
         return out, hT, (cT if cT is not None else x.new_zeros(0))
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, gout, ghT, gcT):
-        unit, reset_after, peep, sparse = ctx.meta
+        unit, reset_after, peep, sparse, lvar = ctx.meta
         xs, W, U, v, mask_u8, Hs, Cs, act, aux = ctx.saved_tensors
         need = ctx.needs_input_grad  # (unit, reset_after, peep, x, h0, c0, W, U, b, v, mask)
         dx, dW, dU, db, dh0, dc0, dv = run_backward(
             unit, reset_after, peep, xs, W, U, v, mask_u8, Hs, Cs, act, aux, gout, ghT,
-            gcT if unit == LSTM else None, need_dx=need[3], sparse=sparse)
+            gcT if unit == LSTM else None, need_dx=need[3], sparse=sparse, lvar=lvar)
         return (None, None, None, dx, dh0 if need[4] else None, dc0 if need[5] else None,
                 dW if need[6] else None, dU if need[7] else None, db if need[8] else None,
-                dv if need[9] else None, None)
+                dv if need[9] else None, None, None)

@@ -15,8 +15,8 @@
              h_t = (1 − f_t) ⊙ h_{t-1} + f_t ⊙ h̃_t
 
 Storage: base.py's layout, one block per entry of `gates` ("" = the candidate). gru-ra runs the GRU
-kernel (reset_after=True); gru-nrg, gru-nug and mgu run base.py's reference loop (no kernel declared,
-see variant.py). Parameter counts: nn/counting.py.
+kernel (reset_after=True), gru-nrg the GRU kernel with r_t = 1 (flag no_reset_gate); gru-nug and mgu run
+base.py's reference loop (no kernel declared, see variant.py). Parameter counts: nn/counting.py.
 """
 from __future__ import annotations
 
@@ -40,6 +40,10 @@ class GRUNoResetGate(GRUVariant):
     """gru-nrg: no reset gate. Paper symbols: W_z, U_z, b_z, W, U, b."""
     name = "gru-nrg"
     gates = ("z", "")
+    kernel = "gru"   # fused: the GRU kernel with r_t = 1
+
+    def kernel_flags(self) -> dict[str, bool]:
+        return {"reset_after": False, "no_reset_gate": True}
 
     def cell(self, wx_t: Tensor, h: Tensor, p: dict[str, Tensor]) -> Tensor:
         Wx_z, Wx = self.blocks(wx_t)                        # W_z x_t + b_z, W x_t + b, for all t at once
