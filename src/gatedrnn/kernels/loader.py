@@ -9,7 +9,7 @@ cache shared between different machines can never hand one a binary it cannot ru
 Concurrent builds are safe: each process compiles to a private temporary file and renames it into
 place atomically.
 
-`load()` returns the ctypes library or raises `KernelBuildError`; `gatedrnn.kernels.lookup` turns
+`load()` returns the ctypes library or raises `KernelBuildError`; `gatedrnn.kernels.available` turns
 that into one warning and the reference loop.
 """
 from __future__ import annotations
