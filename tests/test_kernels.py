@@ -454,7 +454,9 @@ def test_bench_command_is_registered_and_reports():
                       for u, h in (("lstm", 36), ("gru", 46), ("tanh", 100))]
     md = bench.markdown(res)
     for u, h in (("lstm", 36), ("gru", 46), ("tanh", 100)):
-        assert f"| {u} | {h} | 10 | 1.0 (1.0) | 9 (8) | 0.9 | **0.90** (0.80) |" in md
+        assert f"| {u} | {h} | 10 | 1.0 (1.0) | 9 (8) | 0.9 | **0.90** (0.80) | — |" in md
+    res["stacked"][0].update(cpu_ratio_per_model_vs_one=0.95, cpu_ratio_per_model_vs_one_min=0.85)
+    assert "| lstm | 36 | 10 | 1.0 (1.0) | 9 (8) | 0.9 | **0.90** (0.80) | **0.95** (0.85) |" in bench.markdown(res)
 
 
 @pytest.mark.skipif(not __import__("sys").platform.startswith("linux"), reason="reads /proc/self/maps")
@@ -582,7 +584,7 @@ def test_byte_inputs_for_inference(variant):
         for s, t in zip(a, b):
             assert (s is None and t is None) or torch.equal(s, t)
     with pytest.raises(ValueError):
-        autograd.run_forward(*kernels._code(kind, flags), *args(x8)[2:9], None)
+        autograd.run_forward(*kernels._code(kind, flags)[:3], *args(x8)[2:9], None)
 
 
 def test_stacked_inference_equals_training_forward():
@@ -753,3 +755,52 @@ def test_one_loop_a_stack_of_one_is_the_unit(variant, fused):
     s3(x[None].expand(3, -1, -1, -1), lengths=lengths)
     del t.reference
     assert calls == [(3, 7, 4, 5)]          # (K, T, B, I): one call of the unit's loop for all K models
+
+
+@pytest.mark.parametrize("variant", VARIANTS, ids=IDS)
+def test_broadcast_and_strided_output_gradients(variant):
+    """The output gradient reaches the kernel with any T, B strides: broadcast (out.sum(): stride 0
+    everywhere; a per-feature weight: stride 0 in T and B; a per-step weight: stride 0 in H, which is
+    materialised along H only) and transposed (batch-first) — the same gradients as the reference."""
+    name, kw = variant
+    u = make(name, kw, 4, 6, torch.float64)
+    x = torch.randn(5, 7, 4, dtype=torch.float64)
+    lengths = torch.tensor([7, 2, 5, 0, 6])
+    w_h = torch.randn(6, dtype=torch.float64)
+    w_bt = torch.randn(5, 7, dtype=torch.float64)
+    for loss in (lambda o: o.sum(), lambda o: (o * w_h).sum(), lambda o: (o.mean(-1) * w_bt).sum()):
+        grads = []
+        for fused in (None, False):
+            u.fused = fused
+            u.zero_grad(set_to_none=True)
+            out, _ = u(x, lengths=lengths)
+            loss(out).backward()
+            grads.append([p.grad.clone() for p in u.parameters()])
+        for a, b in zip(*grads):
+            torch.testing.assert_close(a, b, atol=1e-12, rtol=1e-10)
+
+
+def test_recycled_activation_buffers(monkeypatch):
+    """The activations kept for backward live in recycled memory (autograd.BufferPool): reused once
+    nothing refers to them, never while a retained graph may still run its backward."""
+    from gatedrnn.kernels import autograd
+    monkeypatch.setattr(autograd, "HUGE_BYTES", 0)          # pool every buffer, however small
+    monkeypatch.setattr(autograd, "pool", autograd.BufferPool())
+    u = make("lstm", {}, 4, 6, torch.float64)
+    x = torch.randn(5, 7, 4, dtype=torch.float64)
+    lengths = torch.tensor([7, 2, 5, 0, 6])
+    out, _ = u(x, lengths=lengths)
+    loss = out.square().sum()
+    loss.backward(retain_graph=True)
+    first = [p.grad.clone() for p in u.parameters()]
+    n = len(autograd.pool._arrays)
+    assert n == 5                                             # out, Hs, Cs, act, aux
+    u(2 * x, lengths=lengths)[0].sum().backward()             # another pass meanwhile: fresh buffers
+    assert len(autograd.pool._arrays) == 2 * n
+    u.zero_grad()
+    loss.backward()                                           # the retained graph: its own buffers, intact
+    for a, b in zip(first, u.parameters()):
+        assert torch.equal(a, b.grad)
+    del out, loss
+    u(x, lengths=lengths)[0].sum().backward()                 # everything free again: nothing new
+    assert len(autograd.pool._arrays) == 2 * n

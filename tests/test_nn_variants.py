@@ -1,7 +1,8 @@
 """The ablation variants (gatedrnn.nn.lstm_variants, gru_variants; docs/VARIANTS.md): each against an
 independent float64 numpy re-derivation of its equations (written here from the docs, sharing no code
 with gatedrnn.nn), gradcheck, parameter counts by hand, size matching at the music budget, paper_weights
-names, the registry, and the guarantee that no variant runs its parent's fused kernel."""
+names, the registry, the guarantee that no variant runs its parent's fused kernel unless its own class
+declares one, and fused == reference for the variants that do (FUSED below)."""
 import zlib
 
 import numpy as np
@@ -19,6 +20,15 @@ LSTM_VARIANTS = ["lstm-nig", "lstm-nfg", "lstm-nog", "lstm-niaf", "lstm-noaf", "
                  "lstm-fgr", "lstm-fb1"]
 GRU_VARIANTS = ["gru-nrg", "gru-nug", "gru-ra", "mgu"]
 VARIANTS = LSTM_VARIANTS + GRU_VARIANTS
+FUSED = {"lstm-np": ("lstm", {"peepholes": False}), "lstm-fb1": ("lstm", {"peepholes": True}),
+         "lstm-nig": ("lstm", {"peepholes": True, "no_input_gate": True}),
+         "lstm-nfg": ("lstm", {"peepholes": True, "no_forget_gate": True}),
+         "lstm-nog": ("lstm", {"peepholes": True, "no_output_gate": True}),
+         "lstm-niaf": ("lstm", {"peepholes": True, "no_input_activation": True}),
+         "lstm-noaf": ("lstm", {"peepholes": True, "no_output_activation": True}),
+         "lstm-cifg": ("lstm", {"peepholes": True, "coupled_input_forget": True}),
+         "gru-ra": ("gru", {"reset_after": True}),
+         "gru-nrg": ("gru", {"reset_after": False, "no_reset_gate": True})}   # variant -> its declared kernel
 
 
 def sig(a):
@@ -89,11 +99,13 @@ def randomise(unit, gen, scale=0.6):
         w.copy_(scale * torch.randn(w.shape, generator=gen, dtype=w.dtype))
 
 
+@pytest.mark.parametrize("fused", [None, False], ids=["default", "reference"])
 @pytest.mark.parametrize("name", VARIANTS)
-def test_variant_matches_float64_rederivation(name):
+def test_variant_matches_float64_rederivation(name, fused):
+    """fused=None: the fused kernel where the variant declares one (FUSED), else the reference loop."""
     gen = torch.Generator().manual_seed(zlib.crc32(name.encode()))
     I, n, lengths = 3, 4, [6, 2, 4, 1]
-    u = make_unit(name, I, n).double()          # fused=None: the kernel would run if it were picked
+    u = make_unit(name, I, n, fused=fused).double()
     randomise(u, gen)
     P = {k: v.numpy().copy() for k, v in u.paper_weights().items()}
     X = torch.randn(len(lengths), max(lengths), I, generator=gen, dtype=torch.float64)
@@ -301,7 +313,7 @@ def no_fused(monkeypatch):
     return calls
 
 
-@pytest.mark.parametrize("name", VARIANTS)
+@pytest.mark.parametrize("name", [v for v in VARIANTS if v not in FUSED])
 def test_a_variant_never_runs_its_parents_fused_kernel(name, no_fused):
     u = make_unit(name, 3, 4)                                       # fused=None: a kernel would be used
     assert u.kernel_spec() is None
@@ -321,3 +333,119 @@ def test_the_spy_catches_the_paper_units(no_fused):
         with pytest.raises(AssertionError, match="fused kernel ran"):
             make_unit(name, 3, 4)(torch.randn(2, 5, 3))
     assert len(no_fused) == len(PAPER_UNITS)
+
+
+# ------------------------------------------------------------------ the fused variants
+def _run(u, x, lengths, fused, state):
+    """forward + backward of a fixed random loss on the outputs and the final state; returns the outputs,
+    the final state and every gradient (x, initial state, parameters)."""
+    u.fused = fused
+    u.zero_grad(set_to_none=True)
+    x = x.detach().clone().requires_grad_(True)
+    state = tuple(s.detach().clone().requires_grad_(True) for s in state) if isinstance(state, tuple) \
+        else state.detach().clone().requires_grad_(True)
+    out, st_ = u(x, state, lengths=lengths)
+    sts = st_ if isinstance(st_, tuple) else (st_,)
+    g = torch.Generator().manual_seed(5)
+    loss = (out * torch.randn(out.shape, generator=g, dtype=out.dtype)).sum()
+    for s_ in sts:
+        loss = loss + (s_ * torch.randn(s_.shape, generator=g, dtype=s_.dtype)).sum()
+    loss.backward()
+    grads = [x.grad] + [s_.grad for s_ in (state if isinstance(state, tuple) else (state,))] + \
+        [p.grad for p in u.parameters()]
+    return [out.detach(), *[s_.detach() for s_ in sts], *grads]
+
+
+@pytest.mark.parametrize("name", list(FUSED))
+def test_fused_variant_declares_and_runs_its_kernel(name, monkeypatch):
+    if not kernels.available():
+        pytest.skip("fused kernels unavailable: " + str(kernels.build_error()))
+    u = make_unit(name, 3, 4)
+    assert u.kernel_spec() == FUSED[name]
+    ran, real = [], kernels.recurrence
+    monkeypatch.setattr(kernels, "recurrence", lambda *a: ran.append(1) or real(*a))
+    u(torch.randn(2, 5, 3), lengths=torch.tensor([5, 3]))[0].sum().backward()
+    assert ran == [1]
+
+
+from hypothesis import HealthCheck, given, settings, strategies as st  # noqa: E402
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(name=st.sampled_from(list(FUSED)), B=st.integers(1, 9), T=st.integers(1, 8), I=st.integers(1, 9),
+       H=st.integers(1, 21), padded=st.booleans(), dtype=st.sampled_from([torch.float32, torch.float64]),
+       seed=st.integers(0, 2**16))
+def test_fused_variant_equals_reference_property(name, B, T, I, H, padded, dtype, seed):
+    """fused == reference for every fused variant: outputs, final state and every gradient (x, initial
+    state, each parameter), float32 and float64, random lengths (masked steps)."""
+    if not kernels.available():
+        pytest.skip("fused kernels unavailable: " + str(kernels.build_error()))
+    g = torch.Generator().manual_seed(seed)
+    u = make_unit(name, I, H).to(dtype)
+    randomise(u, g)
+    x = torch.randn(B, T, I, generator=g, dtype=dtype)
+    lengths = torch.randint(0, T + 1, (B,), generator=g) if padded else None
+    h0 = torch.randn(B, H, generator=g, dtype=dtype)
+    state = (h0, torch.randn(B, H, generator=g, dtype=dtype)) if unit_family(name) == "lstm" else h0
+    atol = 2e-5 if dtype == torch.float32 else 1e-11
+    for a, b in zip(_run(u, x, lengths, None, state), _run(u, x, lengths, False, state)):
+        torch.testing.assert_close(a, b, atol=atol, rtol=1e-4)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("name", list(FUSED))
+def test_fused_variant_equals_reference(name, dtype):
+    """Every fused variant, both dtypes, a padded batch (the property test above samples among them)."""
+    if not kernels.available():
+        pytest.skip("fused kernels unavailable: " + str(kernels.build_error()))
+    g = torch.Generator().manual_seed(zlib.crc32(name.encode()))
+    B, T, I, H = 7, 9, 5, 11
+    u = make_unit(name, I, H).to(dtype)
+    randomise(u, g)
+    x = torch.randn(B, T, I, generator=g, dtype=dtype)
+    lengths = torch.tensor([9, 4, 0, 9, 1, 6, 8])
+    h0 = torch.randn(B, H, generator=g, dtype=dtype)
+    state = (h0, torch.randn(B, H, generator=g, dtype=dtype)) if unit_family(name) == "lstm" else h0
+    atol = 2e-5 if dtype == torch.float32 else 1e-11
+    for a, b in zip(_run(u, x, lengths, None, state), _run(u, x, lengths, False, state)):
+        torch.testing.assert_close(a, b, atol=atol, rtol=1e-4)
+
+
+@pytest.mark.parametrize("name", list(FUSED))
+def test_fused_variant_gradcheck(name):
+    if not kernels.available():
+        pytest.skip("fused kernels unavailable: " + str(kernels.build_error()))
+    u = make_unit(name, 2, 3).double()
+    randomise(u, torch.Generator().manual_seed(2))
+    assert u.kernel_spec() == FUSED[name]
+    names = [k for k, _ in u.named_parameters()]
+    x = torch.randn(3, 4, 2, dtype=torch.float64, requires_grad=True)
+    lengths = torch.tensor([4, 2, 3])
+
+    def f(x, *params):
+        out, state = torch.func.functional_call(u, dict(zip(names, params)), (x,), {"lengths": lengths})
+        return (out,) + (state if isinstance(state, tuple) else (state,))
+
+    params = [p.detach().clone().requires_grad_(True) for p in u.parameters()]
+    assert torch.autograd.gradcheck(f, (x, *params), atol=1e-7, rtol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["lstm-nig", "lstm-cifg", "lstm-noaf", "gru-ra", "gru-nrg"])
+def test_fused_variant_stacked_equals_single_units(name):
+    """K fused variant models as one (gatedrnn.nn.StackedUnit) == the single units, outputs and gradients."""
+    from gatedrnn.nn import StackedUnit
+    torch.manual_seed(0)
+    units = [make_unit(name, 4, 6).double() for _ in range(3)]
+    for k, u in enumerate(units):
+        randomise(u, torch.Generator().manual_seed(k))
+    s = StackedUnit.from_units(units)
+    x = torch.randn(3, 5, 7, 4, dtype=torch.float64)
+    lengths = torch.randint(0, 8, (3, 5))
+    out, _ = s(x, lengths=lengths)
+    out.square().sum().backward()
+    for k, u in enumerate(units):
+        o, _ = u(x[k], lengths=lengths[k])
+        o.square().sum().backward()
+        torch.testing.assert_close(out[k].detach(), o.detach(), atol=1e-12, rtol=1e-10)
+        for p, q in zip(s.parameters(), u.parameters()):
+            torch.testing.assert_close(p.grad[k], q.grad, atol=1e-12, rtol=1e-10)

@@ -34,8 +34,17 @@ from .autograd import GRU, LSTM, TANH, FusedRecurrence, mask_bytes, row_strided
 __all__ = ["KINDS", "FLAGS", "recurrence", "inference", "available", "build_error", "reset", "needs_grad"]
 
 KINDS = {"tanh": TANH, "gru": GRU, "lstm": LSTM}
-# the flags each kind understands (all default False)
-FLAGS: dict[str, tuple[str, ...]] = {"tanh": (), "gru": ("reset_after",), "lstm": ("peepholes",)}
+# the flags each kind understands (all default False). The ablations (nn/*_variants.py) are flags of a
+# kernel's elementwise pass. LSTM: a removed gate is the constant 1 (its block absent from W, U, b and
+# its row from the peepholes, the rest keeping the order i, f, c, o), coupled: i = 1 − f (no i block),
+# no input / output activation: c̃ resp. h = o ⊙ c without the tanh.
+# The GRU without reset gate (r = 1): blocks (z, candidate), h̃ = tanh(W x + U h_{t−1} + b).
+VARIANT_BITS = {"lstm": {"no_input_gate": 1, "no_forget_gate": 2, "no_output_gate": 4, "no_input_activation": 8,
+                         "no_output_activation": 16, "coupled_input_forget": 32},   # = LVar in fused.cpp
+                "gru": {"no_reset_gate": 1},                                          # = GVar
+                "tanh": {}}
+FLAGS: dict[str, tuple[str, ...]] = {"tanh": (), "gru": ("reset_after", *VARIANT_BITS["gru"]),
+                                     "lstm": ("peepholes", *VARIANT_BITS["lstm"])}
 
 _state_lock = threading.Lock()
 _status: bool | None = None      # None: not tried yet; True: loaded; False: failed (warned)
@@ -82,14 +91,16 @@ def needs_grad(tensors) -> bool:
     return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
 
 
-def _code(kind: str, flags: Mapping[str, bool]) -> tuple[int, bool, bool]:
-    """(unit code, reset_after, peepholes) for the C ABI; unknown kinds or flags are a programming error."""
+def _code(kind: str, flags: Mapping[str, bool]) -> tuple[int, bool, bool, int]:
+    """(unit code, reset_after, peepholes, LSTM ablation bits) for the C ABI; unknown kinds or flags are a
+    programming error."""
     if kind not in KINDS:
         raise ValueError(f"unknown kernel kind {kind!r}; expected one of {sorted(KINDS)}")
     extra = set(flags) - set(FLAGS[kind])
     if extra:
         raise ValueError(f"kernel {kind!r} has no flag(s) {sorted(extra)}; it understands {list(FLAGS[kind])}")
-    return KINDS[kind], bool(flags.get("reset_after", False)), bool(flags.get("peepholes", False))
+    lvar = sum(bit for name, bit in VARIANT_BITS[kind].items() if flags.get(name, False))
+    return KINDS[kind], bool(flags.get("reset_after", False)), bool(flags.get("peepholes", False)), lvar
 
 
 _DTYPES = (torch.float32, torch.float64)
@@ -99,7 +110,7 @@ def recurrence(kind: str, flags: Mapping[str, bool], x: Tensor, h0: Tensor, c0: 
                U: Tensor, b: Tensor, v: Tensor | None, mask: Tensor | None):
     """The fused loop over time for K models (shapes in the module doc), or None where it does not apply.
     Returns (out (K, T, B, H), hT (K, B, H), cT (K, B, H) or None)."""
-    code, reset_after, peep = _code(kind, flags)
+    code, reset_after, peep, lvar = _code(kind, flags)
     is_lstm = code == LSTM
     v = v if peep else None
     tensors = (x, h0, c0, W, U, b, v)
@@ -109,7 +120,7 @@ def recurrence(kind: str, flags: Mapping[str, bool], x: Tensor, h0: Tensor, c0: 
             or not all(t is None or (t.is_cpu and t.dtype == dt) for t in tensors)
             or (mask is not None and not mask.is_cpu) or not available()):
         return None
-    args = (code, reset_after, peep, x, h0, c0, W, U, b, v, mask)
+    args = (code, reset_after, peep, x, h0, c0, W, U, b, v, mask, lvar)
     if not needs_grad(tensors):   # evaluation: forward only, nothing kept for a backward
         return _inference(*args)
     out, hT, cT = FusedRecurrence.apply(*args)
@@ -121,12 +132,12 @@ def inference(kind: str, flags: Mapping[str, bool], x: Tensor, h0: Tensor, c0: T
     """Forward only, no autograd: what `recurrence` returns (same arithmetic, so the same values) without
     the activations backward would need. x may also be uint8 (compact evaluation batches; the kernel
     converts exactly). Returns out (K,T,B,H), hT (K,B,H), cT (K,B,H) or None."""
-    code, reset_after, peep = _code(kind, flags)
-    return _inference(code, reset_after, peep, x, h0, c0, W, U, b, v if peep else None, mask)
+    code, reset_after, peep, lvar = _code(kind, flags)
+    return _inference(code, reset_after, peep, x, h0, c0, W, U, b, v if peep else None, mask, lvar)
 
 
-def _inference(code, reset_after, peep, x, h0, c0, W, U, b, v, mask):
+def _inference(code, reset_after, peep, x, h0, c0, W, U, b, v, mask, lvar):
     with torch.no_grad():
         return autograd.run_forward(code, reset_after, peep, row_strided(x), h0, c0, W.detach(), U.detach(),
                                     b.detach(), v.detach() if v is not None else None, mask_bytes(mask),
-                                    inference=True)
+                                    inference=True, lvar=lvar)

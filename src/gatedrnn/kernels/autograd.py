@@ -15,7 +15,10 @@ A single unit is K = 1 (see `gatedrnn.kernels.recurrence`).
 from __future__ import annotations
 
 import ctypes
+import sys
+import threading
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -34,6 +37,7 @@ TANH, GRU, LSTM = 0, 1, 2
 # most SPARSE_DENSITY of x is nonzero; SPARSE = True/False forces it on/off (tests), None decides.
 SPARSE_DENSITY = 0.25
 SPARSE: bool | None = None
+HUGE_BYTES = 4 << 20   # buffers at least this large are given transparent huge pages (advise_huge)
 
 
 def use_sparse(x: Tensor) -> bool:
@@ -62,7 +66,7 @@ class _Fwd(ctypes.Structure):   # = FwdArgs in fused.cpp
                 ("unit", _i32), ("reset_after", _i32), ("peep", _i32), ("nthreads", _i32),
                 ("x", _p), ("sT", _i64), ("sB", _i64), ("W", _p), ("U", _p), ("b", _p), ("v", _p), ("mask", _p),
                 ("h0", _p), ("c0", _p), ("Hs", _p), ("Cs", _p), ("act", _p), ("aux", _p),
-                ("out", _p), ("hT", _p), ("cT", _p), ("flags", _i64),
+                ("out", _p), ("hT", _p), ("cT", _p), ("flags", _i64), ("lvar", _i64),
                 ("WT", _p), ("bx", _p), ("ldx", _i64), ("UT", _p), ("ldu", _i64), ("off2", _i64)]
 
 
@@ -70,9 +74,10 @@ class _Bwd(ctypes.Structure):   # = BwdArgs in fused.cpp
     _fields_ = [("T", _i64), ("B", _i64), ("H", _i64), ("I", _i64),
                 ("unit", _i32), ("reset_after", _i32), ("peep", _i32), ("nthreads", _i32),
                 ("x", _p), ("sT", _i64), ("sB", _i64), ("W", _p), ("U", _p), ("v", _p), ("mask", _p),
-                ("Hs", _p), ("Cs", _p), ("act", _p), ("aux", _p), ("gout", _p), ("ghT", _p), ("gcT", _p),
+                ("Hs", _p), ("Cs", _p), ("act", _p), ("aux", _p), ("gout", _p), ("gsT", _i64), ("gsB", _i64),
+                ("ghT", _p), ("gcT", _p),
                 ("dx", _p), ("dh0", _p), ("dc0", _p), ("dW", _p), ("dU", _p), ("db", _p), ("dv", _p),
-                ("dG", _p), ("dGx", _p), ("flags", _i64),
+                ("dG", _p), ("dGx", _p), ("flags", _i64), ("lvar", _i64),
                 ("Wp", _p), ("ldi", _i64), ("Up", _p), ("ldh", _i64), ("dWp", _p), ("dUp", _p), ("dbp", _p),
                 ("dWTp", _p), ("dvr", _p)]
 
@@ -89,6 +94,23 @@ def _ptrs(t: Tensor | None, K: int) -> list:
 
 def _c(t: Tensor | None) -> Tensor | None:
     return None if t is None else t.contiguous()
+
+
+def unit_inner(g: Tensor | None) -> Tensor | None:
+    """A (K, T, B, H) gradient with unit stride in H — the kernels take any K, T and B strides, so a
+    transposed (batch-first) gradient is used as it is, and a broadcast one (e.g. of `out.sum()`: stride
+    0 everywhere) is materialised only along the dimensions that vary, not as K·T·B·H values."""
+    if g is None or g.stride(3) == 1 or g.shape[3] == 1:
+        return g
+    idx = tuple(slice(0, 1) if g.stride(d) == 0 else slice(None) for d in range(3))
+    return g[idx].contiguous().expand(g.shape)
+
+
+def advise_huge(lib, t: Tensor | None) -> None:
+    """Transparent huge pages for a fresh buffer the kernels are about to fill (see advise_huge in
+    fused.cpp: with K models stacked, 4 KiB page faults were most of the K path's extra cost)."""
+    if t is not None and t.numel() * t.element_size() >= HUGE_BYTES:
+        lib.gr_advise_huge(t.data_ptr(), t.numel() * t.element_size())
 
 
 def num_threads() -> int:
@@ -109,11 +131,56 @@ def mask_bytes(mask: Tensor | None) -> Tensor | None:
     return mask.contiguous() if mask.dtype in (torch.bool, torch.uint8) else (mask != 0).contiguous()
 
 
+class BufferPool:
+    """Recycled memory for a training forward's output and the activations it keeps for its backward
+    (out, Hs, Cs, act, aux).
+
+    A fresh multi-MB buffer costs a page fault and the kernel's zeroing per page on first touch; one
+    model's buffers come back from glibc's heap, but K stacked models' are K times larger than glibc
+    ever recycles (32 MiB), so each call paid for all of them anew. The pool hands out tensors that
+    share memory with numpy arrays it keeps; an array is free again when nothing but the pool refers to
+    it — no tensor, view or saved activation of any live autograd graph (the tensor holds a reference to
+    its array), so a graph kept for a second backward (retain_graph) keeps its buffers. At most
+    `MAX_ARRAYS` arrays are kept; beyond that buffers are ordinary torch allocations."""
+
+    MAX_ARRAYS = 16
+
+    def __init__(self):
+        self._arrays: list[np.ndarray] = []
+        self._lock = threading.Lock()
+
+    def empty(self, shape: tuple[int, ...], dtype: torch.dtype) -> Tensor:
+        npd = np.float64 if dtype == torch.float64 else np.float32
+        n = int(np.prod(shape))
+        if n * np.dtype(npd).itemsize < HUGE_BYTES or dtype not in (torch.float32, torch.float64):
+            return torch.empty(shape, dtype=dtype)
+        with self._lock:
+            for a in self._arrays:
+                # references: the list, the loop variable, getrefcount's argument: no user left
+                if a.dtype == npd and a.size == n and sys.getrefcount(a) == 3:
+                    return torch.from_numpy(a).view(shape)
+            if len(self._arrays) >= self.MAX_ARRAYS:
+                return torch.empty(shape, dtype=dtype)
+            a = np.empty(n, dtype=npd)
+            self._arrays.append(a)
+        t = torch.from_numpy(a).view(shape)
+        advise_huge(loader.load(), t)
+        return t
+
+    def clear(self) -> None:
+        with self._lock:
+            self._arrays.clear()
+
+
+pool = BufferPool()
+
+
 def run_forward(unit: int, reset_after: bool, peep: bool, x: Tensor, h0: Tensor, c0: Tensor | None,
                 W: Tensor, U: Tensor, b: Tensor, v: Tensor | None, mask_u8: Tensor | None, *,
-                inference: bool = False, sparse: bool | None = None):
+                inference: bool = False, sparse: bool | None = None, lvar: int = 0):
     """Training mode: returns out, hT, cT, Hs, Cs, act, aux (what backward needs). inference=True: keeps
-    nothing for backward (returns out, hT, cT). cT is None but for the LSTM."""
+    nothing for backward (returns out, hT, cT). cT is None but for the LSTM. lvar: the LSTM ablation bits
+    (LV_* in fused.cpp; 0 = the paper's LSTM)."""
     lib = loader.load()
     K, T, B, I = x.shape
     GH, H = U.shape[1:]
@@ -127,22 +194,25 @@ def run_forward(unit: int, reset_after: bool, peep: bool, x: Tensor, h0: Tensor,
     if x_u8 and not inference:
         raise ValueError("uint8 inputs are for inference only")
     new = lambda *shape: W.new_empty(shape)
-    out = new(K, T, B, H)
+    keep = lambda *shape: pool.empty(shape, W.dtype)   # training: recycled memory (BufferPool)
+    out = new(K, T, B, H) if inference else keep(K, T, B, H)
     hT = new(K, B, H)
     cT = new(K, B, H) if is_lstm else None
     Hs = Cs = act = aux = None
     if not inference:
-        Hs = new(K, T + 1, B, H)
-        Cs = new(K, T + 1, B, H) if is_lstm else None
-        act = new(K, T, B, GH) if unit != TANH else None
-        aux = new(K, T, B, H) if unit != TANH else None
+        Hs = keep(K, T + 1, B, H)
+        Cs = keep(K, T + 1, B, H) if is_lstm else None
+        act = keep(K, T, B, GH) if unit != TANH else None
+        aux = keep(K, T, B, H) if unit != TANH else None
+    for t in (out, Hs, Cs, act, aux):
+        advise_huge(lib, t)
     args = (_Fwd * K)()
     P = [_ptrs(t, K) for t in (x, W, U, b, v, mask_u8, h0, c0, Hs, Cs, act, aux, out, hT, cT)]
     nth, sT, sB = num_threads(), x.stride(1), x.stride(2)
     for k in range(K):
         px, pW, pU, pb, pv, pm, ph0, pc0, pHs, pCs, pact, paux, pout, phT, pcT = (p[k] for p in P)
         args[k] = _Fwd(T, B, H, I, unit, int(reset_after), int(peep), nth, px, sT, sB, pW, pU, pb, pv, pm,
-                       ph0, pc0, pHs, pCs, pact, paux, pout, phT, pcT, int(sparse) | (2 * int(x_u8)))
+                       ph0, pc0, pHs, pCs, pact, paux, pout, phT, pcT, int(sparse) | (2 * int(x_u8)), lvar)
     lib.gr_forward(args, K, int(W.dtype == torch.float64))
     if inference:
         return out, hT, cT
@@ -152,7 +222,7 @@ def run_forward(unit: int, reset_after: bool, peep: bool, x: Tensor, h0: Tensor,
 def run_backward(unit: int, reset_after: bool, peep: bool, x: Tensor, W: Tensor, U: Tensor, v: Tensor | None,
                  mask_u8: Tensor | None, Hs: Tensor, Cs: Tensor | None, act: Tensor | None,
                  aux: Tensor | None, gout: Tensor | None, ghT: Tensor | None, gcT: Tensor | None,
-                 need_dx: bool, sparse: bool = False):
+                 need_dx: bool, sparse: bool = False, lvar: int = 0):
     """Returns dx (or None), dW, dU, db, dh0, dc0 (LSTM), dv (LSTM with peepholes); all with the K dim.
     sparse: accumulate dW over the nonzeros of x (as the forward's sparse input projection)."""
     lib = loader.load()
@@ -176,9 +246,12 @@ def run_backward(unit: int, reset_after: bool, peep: bool, x: Tensor, W: Tensor,
         dW, dU, db = x.new_empty(K, GH, I), x.new_empty(K, GH, H), x.new_empty(K, GH)
     dh0 = x.new_empty(K, B, H)
     dc0 = x.new_empty(K, B, H) if unit == LSTM else None
-    dv = x.new_empty(K, 3, H) if (unit == LSTM and peep) else None
+    dv = torch.empty_like(v) if (unit == LSTM and peep) else None      # (K, P, H)
     v = v.contiguous() if (v is not None and peep) else None
-    gout, ghT, gcT = _c(gout), _c(ghT), _c(gcT)
+    gout, ghT, gcT = unit_inner(gout), _c(ghT), _c(gcT)
+    gsT, gsB = (gout.stride(1), gout.stride(2)) if gout is not None else (0, 0)
+    for t in (dx, dG, dGx):
+        advise_huge(lib, t)
     args = (_Bwd * K)()
     P = [_ptrs(t, K) for t in (x, W, U, v, mask_u8, Hs, Cs, act, aux, gout, ghT, gcT, dx, dh0, dc0, dW, dU, db,
                                dv, dG, dGx)]
@@ -187,8 +260,8 @@ def run_backward(unit: int, reset_after: bool, peep: bool, x: Tensor, W: Tensor,
         (px, pW, pU, pv, pm, pHs, pCs, pact, paux, pgo, pgh, pgc, pdx, pdh0, pdc0, pdW, pdU, pdb, pdv, pdG,
          pdGx) = (p[k] for p in P)
         args[k] = _Bwd(T, B, H, I, unit, int(reset_after), int(peep), nth, px, sT, sB, pW, pU, pv, pm,
-                       pHs, pCs, pact, paux, pgo, pgh, pgc, pdx, pdh0, pdc0, pdW, pdU, pdb, pdv, pdG, pdGx,
-                       int(sparse))
+                       pHs, pCs, pact, paux, pgo, gsT, gsB, pgh, pgc, pdx, pdh0, pdc0, pdW, pdU, pdb, pdv, pdG, pdGx,
+                       int(sparse), lvar)
     lib.gr_backward(args, K, int(x.dtype == torch.float64))
     if defer:
         TB = T * B
@@ -197,7 +270,7 @@ def run_backward(unit: int, reset_after: bool, peep: bool, x: Tensor, W: Tensor,
         X = x.reshape(K, TB, I)
         Hp = Hs[:, :T].reshape(K, TB, H)
         dW = torch.bmm(dgx.mT, X)
-        if unit == GRU and not reset_after:   # the candidate block multiplies r ⊙ h_{t-1}
+        if unit == GRU and not reset_after and not lvar:   # the candidate block multiplies r ⊙ h_{t-1}
             dU = torch.cat([torch.bmm(d[..., :2 * H].mT, Hp), torch.bmm(d[..., 2 * H:].mT, aux.view(K, TB, H))], 1)
         else:
             dU = torch.bmm(d.mT, Hp)
@@ -209,31 +282,31 @@ def run_backward(unit: int, reset_after: bool, peep: bool, x: Tensor, W: Tensor,
 
 class FusedRecurrence(torch.autograd.Function):
     """inputs (leading model dim K): x (K,T,B,I), h0 (K,B,H), c0 (K,B,H) or None, W (K,G·H,I), U (K,G·H,H),
-    b (K,G·H), v (K,3,H) or None, mask (K,T,B) bool or None.
+    b (K,G·H), v (K,P,H) or None, mask (K,T,B) bool or None, lvar (LSTM ablation bits).
     outputs: out (K,T,B,H), hT (K,B,H), cT (K,B,H) (LSTM only; else a 0-size dummy)."""
 
     @staticmethod
     def forward(ctx, unit: int, reset_after: bool, peep: bool, x: Tensor, h0: Tensor, c0, W: Tensor,
-                U: Tensor, b: Tensor, v, mask):
+                U: Tensor, b: Tensor, v, mask, lvar: int = 0):
         ctx.set_materialize_grads(False)
         xs = row_strided(x)
         mask_u8 = mask_bytes(mask)
         sparse = use_sparse(xs)
         out, hT, cT, Hs, Cs, act, aux = run_forward(unit, reset_after, peep, xs, h0, c0, W, U, b, v, mask_u8,
-                                                    sparse=sparse)
-        ctx.meta = (unit, reset_after, peep, sparse)
+                                                    sparse=sparse, lvar=lvar)
+        ctx.meta = (unit, reset_after, peep, sparse, lvar)
         ctx.save_for_backward(xs, W, U, v, mask_u8, Hs, Cs, act, aux)
         return out, hT, (cT if cT is not None else x.new_zeros(0))
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, gout, ghT, gcT):
-        unit, reset_after, peep, sparse = ctx.meta
+        unit, reset_after, peep, sparse, lvar = ctx.meta
         xs, W, U, v, mask_u8, Hs, Cs, act, aux = ctx.saved_tensors
         need = ctx.needs_input_grad  # (unit, reset_after, peep, x, h0, c0, W, U, b, v, mask)
         dx, dW, dU, db, dh0, dc0, dv = run_backward(
             unit, reset_after, peep, xs, W, U, v, mask_u8, Hs, Cs, act, aux, gout, ghT,
-            gcT if unit == LSTM else None, need_dx=need[3], sparse=sparse)
+            gcT if unit == LSTM else None, need_dx=need[3], sparse=sparse, lvar=lvar)
         return (None, None, None, dx, dh0 if need[4] else None, dc0 if need[5] else None,
                 dW if need[6] else None, dU if need[7] else None, db if need[8] else None,
-                dv if need[9] else None, None)
+                dv if need[9] else None, None, None)

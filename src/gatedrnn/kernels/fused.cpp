@@ -1,4 +1,5 @@
-// Fused recurrent loops for the paper's three units (tanh-RNN, GRU, peephole LSTM).
+// Fused recurrent loops for the paper's three units (tanh-RNN, GRU, peephole LSTM) and the LSTM ablations
+// that change only the elementwise pass (LVar below).
 //
 // Plain C++ with a C ABI, loaded through ctypes (see loader.py): no torch headers, so it
 // compiles in about two seconds. Everything of a forward or backward pass runs in here, in one
@@ -30,7 +31,7 @@
 //   aux  (T, B, H)     LSTM tanh(c_t); GRU(reset_after) U_c h_{t-1}; GRU(paper) r_t ⊙ h_{t-1}
 //   dWp  (P, G*H, ldi), dUp (P, G*H, ldh), dbp (P, G*H): per-chunk partial sums (zeroed by caller)
 //   dG, dGx (T, B, G*H) deferred mode: the gate gradients of every step (U-side, W-side)
-//   dv   (B, 3*H)      per-row peephole gradient sums (zeroed by caller; the caller sums over B)
+//   dv   (B, P*H)      per-row peephole gradient sums (P rows: 3, or fewer for an LSTM ablation)
 #include <cstdint>
 #include <cstring>
 #include <cmath>
@@ -41,6 +42,9 @@
 #include <type_traits>
 #if defined(__AVX2__)
 #include <immintrin.h>
+#endif
+#if defined(__linux__)
+#include <sys/mman.h>
 #endif
 
 namespace {
@@ -137,6 +141,25 @@ static inline __attribute__((always_inline)) float flog(float x) {
 
 static inline int64_t padn(int64_t n) { return (n + NB - 1) / NB * NB; }
 
+// The state sequence, activations and outputs of a pass are fresh multi-MB buffers (torch allocates
+// them per call; glibc maps large ones anew each time), so every 4 KiB page of them costs a fault on
+// first touch. With K models stacked they are K times larger and never recycled (one model's ~5 MB
+// buffers come back from glibc's heap): measured, the faults made a K=10 tanh-100 forward+backward
+// ~1.4x one model's CPU time per model. Asking for transparent huge pages on the 2 MiB-aligned interior
+// of a whole (K, ...) buffer before its first write cuts the faults ~500-fold (a no-op where THP is off
+// or the pages exist already). Called from Python (gr_advise_huge) on each buffer the kernels fill.
+static void advise_huge(void* p, int64_t bytes) {
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+    constexpr uintptr_t HP = uintptr_t(1) << 21;
+    if (!p || bytes < int64_t(2 * HP)) return;
+    const uintptr_t lo = (reinterpret_cast<uintptr_t>(p) + HP - 1) & ~(HP - 1);
+    const uintptr_t hi = (reinterpret_cast<uintptr_t>(p) + uintptr_t(bytes)) & ~(HP - 1);
+    if (hi > lo) madvise(reinterpret_cast<void*>(lo), hi - lo, MADV_HUGEPAGE);
+#else
+    (void)p; (void)bytes;
+#endif
+}
+
 // ---------------------------------------------------------------- small GEMM
 // C[M x Np] = (Cin ? Cin : 0) + A[M x K] * B[K x Np]; Np a multiple of NB, B padded with zeros.
 // A is addressed as A[m * ars + k * aks] (so Aᵀ works too); Cin may equal C (in-place accumulation)
@@ -198,6 +221,42 @@ static void gemm(int64_t M, int64_t Np, int64_t K, const T* A, int64_t ars, int6
 // ---------------------------------------------------------------- arguments
 enum Unit : int32_t { TANH = 0, GRU = 1, LSTM = 2 };
 
+// LSTM ablations (Greff et al. 2015; nn/lstm_variants.py) as changes of the elementwise pass: a removed
+// gate is the constant 1 (no weights, no block), the coupled input gate is 1 − f, an un-activated
+// candidate / output is the identity. The present gates keep the order (i, f, c, o) in the weight
+// blocks and (i, f, o) in the peephole rows.
+enum LVar : int64_t { LV_NO_I = 1, LV_NO_F = 2, LV_NO_O = 4, LV_NO_IACT = 8, LV_NO_OACT = 16, LV_CIFG = 32 };
+struct LLayout {
+    int64_t oi, of, oc, oo;   // element offsets of the gate blocks (-1: absent)
+    int64_t pi, pf, po;       // element offsets of the peephole rows (-1: none)
+    int G, P;                 // blocks, peephole rows
+    bool iact, oact, cifg;
+};
+static LLayout lstm_layout(int64_t H, int64_t lvar, bool peep) {
+    LLayout L{};
+    const bool has_i = !(lvar & (LV_NO_I | LV_CIFG)), has_f = !(lvar & LV_NO_F), has_o = !(lvar & LV_NO_O);
+    int g = 0, p = 0;
+    L.oi = has_i ? H * g++ : -1;
+    L.of = has_f ? H * g++ : -1;
+    L.oc = H * g++;
+    L.oo = has_o ? H * g++ : -1;
+    L.pi = peep && has_i ? H * p++ : -1;
+    L.pf = peep && has_f ? H * p++ : -1;
+    L.po = peep && has_o ? H * p++ : -1;
+    L.G = g;
+    L.P = p;
+    L.iact = !(lvar & LV_NO_IACT);
+    L.oact = !(lvar & LV_NO_OACT);
+    L.cifg = (lvar & LV_CIFG) != 0;
+    return L;
+}
+// GRU ablation: no reset gate (r_t = 1): blocks (z, candidate), h̃ = tanh(W x + U h_{t-1} + b) — one GEMM
+// over both blocks, as the reset_after form
+enum GVar : int64_t { GV_NO_R = 1 };
+static inline int gates(int32_t unit, int64_t lvar, int64_t H) {
+    return unit == LSTM ? lstm_layout(H, lvar, false).G : (unit == GRU ? ((lvar & GV_NO_R) ? 2 : 3) : 1);
+}
+
 // One argument block per model. The caller passes the weights as they are (row-major, contiguous);
 // the zero-padded / transposed copies the micro-kernel wants are made here (fields marked
 // "internal"), once per call and model, as are the per-chunk partial sums and their reduction.
@@ -222,6 +281,7 @@ struct FwdArgs {
     void* cT;           // (B, H), LSTM
     int64_t flags;      // bit 0: sparse input projection (x mostly zeros); bit 1: x is uint8 (strides in
                         // elements as always)
+    int64_t lvar;       // ablation bits (LV_* for the LSTM, GV_* for the GRU, below); 0 = the paper's unit
     // internal
     const void* WT;
     const void* bx;
@@ -243,7 +303,8 @@ struct BwdArgs {
     const void* Cs;
     const void* act;
     const void* aux;
-    const void* gout;   // (T,B,H) or null
+    const void* gout;   // (T,B,H) or null: gout[t, b, :] at gout + t*gsT + b*gsB (unit inner stride; a
+    int64_t gsT, gsB;   //   broadcast gradient, e.g. of out.sum(), has stride 0 and is never materialised)
     const void* ghT;    // (B,H) or null
     const void* gcT;    // (B,H) or null
     void* dx;           // like x (strides sT, sB) or null
@@ -256,6 +317,7 @@ struct BwdArgs {
     void* dG;           // (T,B,G*H) or null: if set, store the gate gradients there and leave dW, dU, db,
     void* dGx;          // dx to the caller; dGx (GRU reset_after): the W-side ones
     int64_t flags;      // bit 0: sparse input — dW accumulated transposed, over x's nonzeros
+    int64_t lvar;       // ablation bits (LV_*, GV_* below)
     // internal
     const void* Wp;     // W, U with zero-padded columns (ldi = pad(I), ldh = pad(H))
     int64_t ldi;
@@ -265,7 +327,7 @@ struct BwdArgs {
     void* dUp;
     void* dbp;
     void* dWTp;         // (P, I, G*H) per-chunk partial sums of dW^T (sparse input)
-    void* dvr;          // (B, 3*H) per-row peephole gradient sums
+    void* dvr;          // (B, P*H) per-row peephole gradient sums
 };
 
 // The batch rows are cut into chunks (multiples of MR rows, about two per thread); each chunk runs
@@ -273,10 +335,12 @@ struct BwdArgs {
 // deschedules (a busy machine) leaves its remaining chunks to the others. Chunk p writes partial
 // sums into slot p.
 static int64_t g_chunks_per_thread = 2;
+static int64_t g_chunk_rows = 0;   // one thread: rows per chunk (0 = the whole batch is one chunk)
 
 static int64_t num_chunks(int64_t B, int64_t nthreads) {
     const int64_t blocks = (B + MR - 1) / MR;
-    return std::max<int64_t>(1, std::min<int64_t>(blocks, nthreads <= 1 ? 1 : g_chunks_per_thread * nthreads));
+    const int64_t one = g_chunk_rows > 0 ? (B + g_chunk_rows - 1) / g_chunk_rows : 1;
+    return std::max<int64_t>(1, std::min<int64_t>(blocks, nthreads <= 1 ? one : g_chunks_per_thread * nthreads));
 }
 
 // K independent problems (models) x chunks each = the work items of one parallel region.
@@ -355,6 +419,17 @@ static void f_gru_after(int64_t H, const T* R x, const T* R g, const T* R h, T* 
     }
 }
 
+// forward, GRU without reset gate: g = U h_prev (both blocks)
+template <typename T>
+static void f_gru_nrg(int64_t H, const T* R x, const T* R g, const T* R h, T* R ac, T* R ho) {
+    for (int64_t j = 0; j < H; ++j) {
+        T z = sigm(x[j] + g[j]);
+        T c = tanh_(x[H + j] + g[H + j]);
+        ac[j] = z; ac[H + j] = c;
+        ho[j] = (T(1) - z) * h[j] + z * c;
+    }
+}
+
 // forward, GRU paper form, stage 1: z, r and r ⊙ h_prev
 template <typename T>
 static void f_gru_1(int64_t H, const T* R x, const T* R g, const T* R h, T* R ac, T* R rh) {
@@ -410,6 +485,59 @@ static void b_lstm(int64_t H, const T* R dh, const T* R go, const T* R ac, const
     }
 }
 
+// forward / backward of an LSTM ablation (lvar != 0), gates at the offsets of L; constants for the
+// removed gates. Kept apart from f_lstm / b_lstm so the paper's LSTM keeps its specialised loops.
+template <typename T>
+static void f_lstm_var(int64_t H, const LLayout& L, const T* R x, const T* R g, const T* R v, const T* R c,
+                       T* R cn, T* R ac, T* R tc, T* R ho) {
+    for (int64_t j = 0; j < H; ++j) {
+        T fg = T(1), ig = T(1), og = T(1);
+        if (L.of >= 0) fg = sigm(x[L.of + j] + g[L.of + j] + (L.pf >= 0 ? v[L.pf + j] * c[j] : T(0)));
+        if (L.oi >= 0) ig = sigm(x[L.oi + j] + g[L.oi + j] + (L.pi >= 0 ? v[L.pi + j] * c[j] : T(0)));
+        else if (L.cifg) ig = T(1) - fg;
+        const T pc = x[L.oc + j] + g[L.oc + j];
+        const T cg = L.iact ? tanh_(pc) : pc;
+        const T cc = fg * c[j] + ig * cg;
+        if (L.oo >= 0) og = sigm(x[L.oo + j] + g[L.oo + j] + (L.po >= 0 ? v[L.po + j] * cc : T(0)));
+        const T tt = L.oact ? tanh_(cc) : cc;
+        if (L.oi >= 0) ac[L.oi + j] = ig;
+        if (L.of >= 0) ac[L.of + j] = fg;
+        ac[L.oc + j] = cg;
+        if (L.oo >= 0) ac[L.oo + j] = og;
+        tc[j] = tt; cn[j] = cc; ho[j] = og * tt;
+    }
+}
+
+template <typename T>
+static void b_lstm_var(int64_t H, const LLayout& L, const T* R dh, const T* R go, const T* R ac, const T* R tc,
+                       const T* R cp, const T* R cn, const T* R v, T* R dc, T* R dv, T* R d, T* R dd) {
+    for (int64_t j = 0; j < H; ++j) {
+        const T g = dh[j] + go[j];
+        const T fg = L.of >= 0 ? ac[L.of + j] : T(1);
+        const T ig = L.oi >= 0 ? ac[L.oi + j] : (L.cifg ? T(1) - fg : T(1));
+        const T og = L.oo >= 0 ? ac[L.oo + j] : T(1);
+        const T cg = ac[L.oc + j], tt = tc[j];
+        const T dgo = L.oo >= 0 ? g * tt * og * (T(1) - og) : T(0);
+        T dct = dc[j] + g * og * (L.oact ? T(1) - tt * tt : T(1));
+        if (L.po >= 0) dct += dgo * v[L.po + j];
+        const T di = dct * cg;                                   // dL/di_t
+        const T dgi = L.oi >= 0 ? di * ig * (T(1) - ig) : T(0);
+        const T df = dct * cp[j] - (L.cifg ? di : T(0));         // i = 1 − f: dL/df gains −dL/di
+        const T dgf = L.of >= 0 ? df * fg * (T(1) - fg) : T(0);
+        const T dgc = dct * ig * (L.iact ? T(1) - cg * cg : T(1));
+        T dcp = dct * fg;
+        if (L.pi >= 0) { dcp += dgi * v[L.pi + j]; dv[L.pi + j] += dgi * cp[j]; }
+        if (L.pf >= 0) { dcp += dgf * v[L.pf + j]; dv[L.pf + j] += dgf * cp[j]; }
+        if (L.po >= 0) dv[L.po + j] += dgo * cn[j];
+        dc[j] = dcp;
+        if (L.oi >= 0) d[L.oi + j] = dgi;
+        if (L.of >= 0) d[L.of + j] = dgf;
+        d[L.oc + j] = dgc;
+        if (L.oo >= 0) d[L.oo + j] = dgo;
+        dd[j] = T(0);
+    }
+}
+
 template <typename T>
 static void b_gru_after(int64_t H, const T* R dh, const T* R go, const T* R ac, const T* R uc, const T* R hp,
                         T* R d, T* R dgx, T* R dd) {
@@ -421,6 +549,17 @@ static void b_gru_after(int64_t H, const T* R dh, const T* R go, const T* R ac, 
         T dr = dac * uc[j] * r * (T(1) - r);
         d[j] = dz; d[H + j] = dr; d[2 * H + j] = dac * r;        // w.r.t. the U h_{t-1} terms
         dgx[j] = dz; dgx[H + j] = dr; dgx[2 * H + j] = dac;      // w.r.t. the W x_t + b terms
+        dd[j] = g * (T(1) - z);
+    }
+}
+
+template <typename T>
+static void b_gru_nrg(int64_t H, const T* R dh, const T* R go, const T* R ac, const T* R hp, T* R d, T* R dd) {
+    for (int64_t j = 0; j < H; ++j) {
+        T g = dh[j] + go[j];
+        T z = ac[j], c = ac[H + j];
+        d[j] = g * (c - hp[j]) * z * (T(1) - z);
+        d[H + j] = g * z * (T(1) - c * c);
         dd[j] = g * (T(1) - z);
     }
 }
@@ -534,8 +673,9 @@ static inline void prefetch_rows(const P* p, int64_t n, int64_t stride, int64_t 
 template <typename T>
 static void forward_rows(const FwdArgs& a, int64_t r0, int64_t r1) {
     const int64_t Tn = a.T, B = a.B, H = a.H, I = a.I, n = r1 - r0;
-    const int G = a.unit == LSTM ? 4 : (a.unit == GRU ? 3 : 1);
+    const int G = gates(a.unit, a.lvar, a.H);
     const int64_t GH = G * H, ldu = a.ldu, ldx = a.ldx;
+    const LLayout LL = lstm_layout(H, a.lvar, a.peep != 0);
     const bool infer = a.Hs == nullptr;
     const bool sparse = (a.flags & 1) != 0;
     const bool xu8 = (a.flags & 2) != 0;   // x holds bytes (uint8), not T
@@ -561,7 +701,7 @@ static void forward_rows(const FwdArgs& a, int64_t r0, int64_t r1) {
     std::memcpy(infer ? hb.data() : Hs + r0 * H, static_cast<const T*>(a.h0) + r0 * H, n * H * sizeof(T));
     if (is_lstm)
         std::memcpy(infer ? cb.data() : Cs + r0 * H, static_cast<const T*>(a.c0) + r0 * H, n * H * sizeof(T));
-    const bool gru_paper = a.unit == GRU && !a.reset_after;
+    const bool gru_paper = a.unit == GRU && !a.reset_after && !(a.lvar & GV_NO_R);
     const int64_t N1 = gru_paper ? padn(2 * H) : padn(GH);
 
     const int64_t xbytes = I * (xu8 ? 1 : int64_t(sizeof(T)));
@@ -585,6 +725,10 @@ static void forward_rows(const FwdArgs& a, int64_t r0, int64_t r1) {
             std::memcpy(hn + i * H, hp + i * H, H * sizeof(T));
             if (is_lstm) std::memcpy(cn + i * H, cp + i * H, H * sizeof(T));
             std::memset(ot + i * H, 0, H * sizeof(T));
+            if (!infer && at) {   // defined activations (recycled buffers; the deferred backward reads every row)
+                std::memset(at + i * GH, 0, GH * sizeof(T));
+                std::memset(ut + i * H, 0, H * sizeof(T));
+            }
         };
         for (int64_t i = 0; i < lo; ++i) carry(i);   // (all rows when none is active: lo = hi = n)
         for (int64_t i = hi; i < n; ++i) carry(i);
@@ -616,9 +760,12 @@ static void forward_rows(const FwdArgs& a, int64_t r0, int64_t r1) {
             } else if (is_lstm) {
                 const T* c = cp + i * H;
                 T* cc = cn + i * H;
-                if (a.peep) f_lstm<T, true>(H, xr, gg, v, c, cc, at + i * GH, ut + i * H, ho);
+                if (a.lvar) f_lstm_var<T>(H, LL, xr, gg, v, c, cc, at + i * GH, ut + i * H, ho);
+                else if (a.peep) f_lstm<T, true>(H, xr, gg, v, c, cc, at + i * GH, ut + i * H, ho);
                 else f_lstm<T, false>(H, xr, gg, v, c, cc, at + i * GH, ut + i * H, ho);
                 if (!m) std::memcpy(cc, c, H * sizeof(T));
+            } else if (a.lvar & GV_NO_R) {
+                f_gru_nrg<T>(H, xr, gg, h, at + i * GH, ho);
             } else if (a.reset_after) {
                 f_gru_after<T>(H, xr, gg, h, at + i * GH, ut + i * H, ho);
             } else {
@@ -652,8 +799,10 @@ static void forward_rows(const FwdArgs& a, int64_t r0, int64_t r1) {
 template <typename T>
 static void backward_rows(const BwdArgs& a, int64_t p, int64_t r0, int64_t r1) {
     const int64_t Tn = a.T, B = a.B, H = a.H, I = a.I, n = r1 - r0, ldh = a.ldh, ldi = a.ldi;
-    const int G = a.unit == LSTM ? 4 : (a.unit == GRU ? 3 : 1);
+    const int G = gates(a.unit, a.lvar, a.H);
     const int64_t GH = G * H;
+    const LLayout LL = lstm_layout(H, a.lvar, a.peep != 0);
+    const int64_t PH = LL.P * H;   // a row of per-row peephole sums
     const T* x = static_cast<const T*>(a.x);
     const T* Wp = static_cast<const T*>(a.Wp);
     const T* Up = static_cast<const T*>(a.Up);
@@ -665,7 +814,7 @@ static void backward_rows(const BwdArgs& a, int64_t p, int64_t r0, int64_t r1) {
     const T* gout = static_cast<const T*>(a.gout);
     const T* ghT = static_cast<const T*>(a.ghT);
     const T* gcT = static_cast<const T*>(a.gcT);
-    const bool gru_paper = a.unit == GRU && !a.reset_after;
+    const bool gru_paper = a.unit == GRU && !a.reset_after && !(a.lvar & GV_NO_R);
     const bool sep_x = a.unit == GRU && a.reset_after;   // W-side gradient differs from the U-side one
     const bool defer = a.dG != nullptr;   // weight gradients after the loop (by the caller), from dG / dGx
     const bool inl = !defer;
@@ -721,17 +870,22 @@ static void backward_rows(const BwdArgs& a, int64_t p, int64_t r0, int64_t r1) {
                 std::memcpy(dd, dhr, H * sizeof(T));
                 continue;
             }
-            const T* go = gout ? gout + tb * H : zero.data();
+            const T* go = gout ? gout + t * a.gsT + b * a.gsB : zero.data();
             const T* hp = Hs + tb * H;
             if (a.unit == TANH) {
                 b_tanh<T>(H, dhr, go, Hs + (tb + B) * H, di, dd);
             } else if (a.unit == LSTM) {
-                if (a.peep)
+                if (a.lvar)
+                    b_lstm_var<T>(H, LL, dhr, go, act + tb * GH, aux + tb * H, Cs + tb * H, Cs + (tb + B) * H, v,
+                                  dc + i * H, dv ? dv + b * PH : nullptr, di, dd);
+                else if (a.peep)
                     b_lstm<T, true>(H, dhr, go, act + tb * GH, aux + tb * H, Cs + tb * H, Cs + (tb + B) * H, v,
-                                    dc + i * H, dv + b * 3 * H, di, dd);
+                                    dc + i * H, dv + b * PH, di, dd);
                 else
                     b_lstm<T, false>(H, dhr, go, act + tb * GH, aux + tb * H, Cs + tb * H, Cs + (tb + B) * H, v,
                                      dc + i * H, nullptr, di, dd);
+            } else if (a.lvar & GV_NO_R) {
+                b_gru_nrg<T>(H, dhr, go, act + tb * GH, hp, di, dd);
             } else if (a.reset_after) {
                 b_gru_after<T>(H, dhr, go, act + tb * GH, aux + tb * H, hp, di, dgx + i * GH, dd);
             } else {
@@ -951,7 +1105,6 @@ static void bern_rows(const BernArgs& a, int64_t p, int64_t q0, int64_t q1) {
 }
 
 // ---------------------------------------------------------------- drivers (operands, reduction)
-static inline int gates(int32_t unit) { return unit == LSTM ? 4 : (unit == GRU ? 3 : 1); }
 
 // dst (rows x ld) = src (rows x cols, row-major) with zero-padded columns
 template <typename T>
@@ -974,14 +1127,14 @@ struct FwdOps { std::vector<T> WT, bx, UT; };
 // [U_z;U_r]^T in [0, 2H), U_c^T from off2, for its separate U_c (r ⊙ h) GEMM)
 template <typename T>
 static void prep_forward(FwdArgs& a, FwdOps<T>& o) {
-    const int64_t H = a.H, I = a.I, GH = gates(a.unit) * H;
+    const int64_t H = a.H, I = a.I, GH = gates(a.unit, a.lvar, H) * H;
     const T* W = static_cast<const T*>(a.W);
     const T* U = static_cast<const T*>(a.U);
     a.ldx = padn(GH);
     o.WT.assign(I * a.ldx, T(0));
     put_transposed<T>(o.WT.data(), a.ldx, 0, W, GH, I);
     pad_cols<T>(o.bx, static_cast<const T*>(a.b), 1, GH, a.ldx);
-    if (a.unit == GRU && !a.reset_after) {
+    if (a.unit == GRU && !a.reset_after && !(a.lvar & GV_NO_R)) {
         const int64_t n1 = padn(2 * H);
         a.ldu = n1 + padn(H);
         a.off2 = n1;
@@ -1014,7 +1167,7 @@ template <typename T>
 static void backward_all(const BwdArgs* a0, int64_t K) {
     std::vector<BwdArgs> a(a0, a0 + K);
     std::vector<BwdOps<T>> ops(K);
-    const int64_t B = a[0].B, H = a[0].H, I = a[0].I, GH = gates(a[0].unit) * H;
+    const int64_t B = a[0].B, H = a[0].H, I = a[0].I, GH = gates(a[0].unit, a[0].lvar, H) * H;
     const int64_t P = num_chunks(B, a[0].nthreads), ldi = padn(I), ldh = padn(H);
     for (int64_t k = 0; k < K; ++k) {
         BwdArgs& x = a[k];
@@ -1032,7 +1185,7 @@ static void backward_all(const BwdArgs* a0, int64_t K) {
             x.dWp = o.dWp.data(); x.dWTp = o.dWTp.data(); x.dUp = o.dUp.data(); x.dbp = o.dbp.data();
         }
         if (x.dv) {
-            o.dvr.assign(B * 3 * H, T(0));
+            o.dvr.assign(B * lstm_layout(H, x.lvar, true).P * H, T(0));
             x.dvr = o.dvr.data();
         }
     }
@@ -1064,9 +1217,10 @@ static void backward_all(const BwdArgs* a0, int64_t K) {
         }
         if (x.dv) {
             T* dv = static_cast<T*>(x.dv);
-            for (int64_t j = 0; j < 3 * H; ++j) {
+            const int64_t PH = lstm_layout(H, x.lvar, true).P * H;
+            for (int64_t j = 0; j < PH; ++j) {
                 T s = o.dvr[j];
-                for (int64_t b = 1; b < B; ++b) s += o.dvr[b * 3 * H + j];
+                for (int64_t b = 1; b < B; ++b) s += o.dvr[b * PH + j];
                 dv[j] = s;
             }
         }
@@ -1116,12 +1270,16 @@ static void bernoulli_all(const BernArgs& a0) {
 
 extern "C" {
 
-int gr_abi_version() { return 5; }
+int gr_abi_version() { return 7; }
 
 // number of row chunks per model (= partial-sum slots per model) the loops use
 int64_t gr_num_parts(int64_t B, int64_t nthreads) { return num_chunks(B, nthreads); }
 
 void gr_set_chunks_per_thread(int64_t c) { g_chunks_per_thread = std::max<int64_t>(1, c); }
+void gr_set_chunk_rows(int64_t r) { g_chunk_rows = std::max<int64_t>(0, r); }
+
+// transparent huge pages for a fresh buffer of `bytes` at p (see advise_huge)
+void gr_advise_huge(void* p, int64_t bytes) { advise_huge(p, bytes); }
 
 // a: K argument blocks (one per model, same shapes), all run in one parallel region
 int gr_forward(const FwdArgs* a, int64_t K, int is_double) {

@@ -9,7 +9,7 @@ cache shared between different machines can never hand one a binary it cannot ru
 Concurrent builds are safe: each process compiles to a private temporary file and renames it into
 place atomically.
 
-`load()` returns the ctypes library or raises `KernelBuildError`; `gatedrnn.kernels.lookup` turns
+`load()` returns the ctypes library or raises `KernelBuildError`; `gatedrnn.kernels.available` turns
 that into one warning and the reference loop.
 """
 from __future__ import annotations
@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 SOURCE = Path(__file__).with_name("fused.cpp")
-ABI_VERSION = 5
+ABI_VERSION = 7
 # -fno-trapping-math lets GCC if-convert the float selects of the activations (clamps, the two tanh
 # branches), i.e. vectorise the elementwise loops (GCC 12 leaves them scalar without it); it changes no
 # result, only what the compiler may assume about floating-point exceptions, which nothing here reads.
@@ -144,6 +144,10 @@ def _bind(lib: ctypes.CDLL) -> ctypes.CDLL:
     lib.gr_num_parts.argtypes = [ctypes.c_int64, ctypes.c_int64]
     lib.gr_set_chunks_per_thread.restype = None
     lib.gr_set_chunks_per_thread.argtypes = [ctypes.c_int64]
+    lib.gr_set_chunk_rows.restype = None
+    lib.gr_set_chunk_rows.argtypes = [ctypes.c_int64]
+    lib.gr_advise_huge.restype = None
+    lib.gr_advise_huge.argtypes = [ctypes.c_void_p, ctypes.c_int64]
     return lib
 
 

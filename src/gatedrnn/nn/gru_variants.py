@@ -14,8 +14,9 @@
              h̃_t = tanh(W x_t + U (f_t ⊙ h_{t-1}) + b)
              h_t = (1 − f_t) ⊙ h_{t-1} + f_t ⊙ h̃_t
 
-Storage: base.py's layout, one block per entry of `gates` ("" = the candidate). All run the reference
-loop (base.py's `recurrence`; no fused kernel, see variant.py). Parameter counts: nn/counting.py.
+Storage: base.py's layout, one block per entry of `gates` ("" = the candidate). gru-ra runs the GRU
+kernel (reset_after=True), gru-nrg the GRU kernel with r_t = 1 (flag no_reset_gate); gru-nug and mgu run
+base.py's reference loop (no kernel declared, see variant.py). Parameter counts: nn/counting.py.
 """
 from __future__ import annotations
 
@@ -39,6 +40,10 @@ class GRUNoResetGate(GRUVariant):
     """gru-nrg: no reset gate. Paper symbols: W_z, U_z, b_z, W, U, b."""
     name = "gru-nrg"
     gates = ("z", "")
+    kernel = "gru"   # fused: the GRU kernel with r_t = 1
+
+    def kernel_flags(self) -> dict[str, bool]:
+        return {"reset_after": False, "no_reset_gate": True}
 
     def cell(self, wx_t: Tensor, h: Tensor, p: dict[str, Tensor]) -> Tensor:
         Wx_z, Wx = self.blocks(wx_t)                        # W_z x_t + b_z, W x_t + b, for all t at once
@@ -61,9 +66,10 @@ class GRUNoUpdateGate(GRUVariant):
 
 class GRUResetAfter(Variant, GRU):
     """gru-ra: the GRU with reset_after=True, h̃_t = tanh(W x_t + r_t ⊙ (U h_{t-1}) + b); its cell() is
-    gru.py's. Runs the reference loop (no kernel declared, see variant.py). Paper symbols: those of the GRU."""
+    gru.py's, and so is its kernel (reset_after=True). Paper symbols: those of the GRU."""
     name = "gru-ra"
     family = "gru"
+    kernel = "gru"   # kernel_flags (GRU's): reset_after=True
 
     def __init__(self, input_size: int, hidden_size: int, batch_first: bool = True, *,
                  reset_after: bool = True, **kw):

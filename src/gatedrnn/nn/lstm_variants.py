@@ -22,6 +22,10 @@ peephole LSTM (lstm.py: Chung et al. 2014 eqs. 2-4, Graves 2013):
     lstm-fb1   the full unit with the forget-gate bias initialised to 1 (Gers et al. 2000, Jozefowicz
                et al. 2015) instead of the released code's 0
 
+Fused kernels: every variant but lstm-fgr declares the LSTM kernel with its flags (lstm-np and lstm-fb1:
+the LSTM's equations without / with peepholes; the others: the change of the elementwise pass,
+`kernel_variant`); lstm-fgr runs base.py's reference loop (docs/VARIANTS.md).
+
 Storage (base.py's layout): `weight_ih`/`weight_hh`/`bias` hold one block per entry of `gates` (in that
 order), `peephole` one row per entry of `peepholes`; lstm-fgr adds `weight_gate` (3n, 3n) = [R_{gk}] with
 row blocks g and column blocks k both in the order (i, f, o). Parameter counts: nn/counting.py.
@@ -48,6 +52,7 @@ class LSTMVariant(Variant, LSTM):
     gates: tuple[str, ...] = ("i", "f", "c", "o")
     peepholes: tuple[str, ...] = ("i", "f", "o")
     default_forget_bias = 0.0
+    kernel_variant: dict[str, bool] = {}   # the LSTM kernel's ablation flags (gatedrnn.kernels.FLAGS)
 
     def __init__(self, input_size: int, hidden_size: int, batch_first: bool = True, *,
                  forget_bias: float | None = None, **kw):
@@ -55,6 +60,9 @@ class LSTMVariant(Variant, LSTM):
         if self.forget_bias and "f" not in self.gates:
             raise ValueError(f"{self.name} has no forget gate, so forget_bias must be 0, got {forget_bias!r}")
         RecurrentUnit.__init__(self, input_size, hidden_size, batch_first, **kw)
+
+    def kernel_flags(self) -> dict[str, bool]:
+        return {**LSTM.kernel_flags(self), **self.kernel_variant}
 
     def reset_parameters(self) -> None:
         RecurrentUnit.reset_parameters(self)        # as the paper's units: U(-0.1, 0.1), orthogonal, 0
@@ -67,6 +75,7 @@ class LSTMVariant(Variant, LSTM):
 class LSTMNoInputGate(LSTMVariant):
     """lstm-nig: i_t = 1. Paper symbols: W_f, U_f, v_f, b_f, W_c, U_c, b_c, W_o, U_o, v_o, b_o."""
     name = "lstm-nig"
+    kernel, kernel_variant = "lstm", {"no_input_gate": True}   # fused (kernels.FLAGS)
     gates = ("f", "c", "o")
     peepholes = ("f", "o")
 
@@ -84,6 +93,7 @@ class LSTMNoInputGate(LSTMVariant):
 class LSTMNoForgetGate(LSTMVariant):
     """lstm-nfg: f_t = 1. Paper symbols: W_i, U_i, v_i, b_i, W_c, U_c, b_c, W_o, U_o, v_o, b_o."""
     name = "lstm-nfg"
+    kernel, kernel_variant = "lstm", {"no_forget_gate": True}   # fused (kernels.FLAGS)
     gates = ("i", "c", "o")
     peepholes = ("i", "o")
 
@@ -101,6 +111,7 @@ class LSTMNoForgetGate(LSTMVariant):
 class LSTMNoOutputGate(LSTMVariant):
     """lstm-nog: o_t = 1. Paper symbols: W_i, U_i, v_i, b_i, W_f, U_f, v_f, b_f, W_c, U_c, b_c."""
     name = "lstm-nog"
+    kernel, kernel_variant = "lstm", {"no_output_gate": True}   # fused (kernels.FLAGS)
     gates = ("i", "f", "c")
     peepholes = ("i", "f")
 
@@ -118,6 +129,7 @@ class LSTMNoOutputGate(LSTMVariant):
 class LSTMNoInputActivation(LSTMVariant):
     """lstm-niaf: c̃_t is linear. Paper symbols: those of the LSTM."""
     name = "lstm-niaf"
+    kernel, kernel_variant = "lstm", {"no_input_activation": True}   # fused (kernels.FLAGS)
 
     def cell(self, wx_t: Tensor, state, p: dict[str, Tensor]):
         h, c = state
@@ -134,6 +146,7 @@ class LSTMNoInputActivation(LSTMVariant):
 class LSTMNoOutputActivation(LSTMVariant):
     """lstm-noaf: h_t = o_t ⊙ c_t. Paper symbols: those of the LSTM."""
     name = "lstm-noaf"
+    kernel, kernel_variant = "lstm", {"no_output_activation": True}   # fused (kernels.FLAGS)
 
     def cell(self, wx_t: Tensor, state, p: dict[str, Tensor]):
         h, c = state
@@ -148,9 +161,11 @@ class LSTMNoOutputActivation(LSTMVariant):
 
 
 class LSTMNoPeepholes(LSTMVariant):
-    """lstm-np: no v_i, v_f, v_o. Paper symbols: W_i, U_i, b_i, W_f, U_f, b_f, W_c, U_c, b_c, W_o, U_o, b_o."""
+    """lstm-np: no v_i, v_f, v_o. Paper symbols: W_i, U_i, b_i, W_f, U_f, b_f, W_c, U_c, b_c, W_o, U_o, b_o.
+    Fused: the LSTM kernel without peepholes computes cell() below."""
     name = "lstm-np"
     peepholes = ()
+    kernel = "lstm"   # kernel_flags (LSTM's): peepholes=False
 
     def cell(self, wx_t: Tensor, state, p: dict[str, Tensor]):
         h, c = state
@@ -167,6 +182,7 @@ class LSTMNoPeepholes(LSTMVariant):
 class LSTMCoupledGates(LSTMVariant):
     """lstm-cifg: i_t = 1 − f_t. Paper symbols: W_f, U_f, v_f, b_f, W_c, U_c, b_c, W_o, U_o, v_o, b_o."""
     name = "lstm-cifg"
+    kernel, kernel_variant = "lstm", {"coupled_input_forget": True}   # fused (kernels.FLAGS)
     gates = ("f", "c", "o")
     peepholes = ("f", "o")
 
@@ -252,10 +268,11 @@ class LSTMFullGateRecurrence(LSTMVariant):
 
 
 class LSTMForgetBias1(LSTMVariant):
-    """lstm-fb1: the paper's LSTM with b_f initialised to 1 (its equations unchanged; it still runs the
-    reference loop, see variant.py). Paper symbols: those of the LSTM."""
+    """lstm-fb1: the paper's LSTM with b_f initialised to 1 (its equations unchanged, so the LSTM kernel
+    with peepholes runs it). Paper symbols: those of the LSTM."""
     name = "lstm-fb1"
     default_forget_bias = 1.0
+    kernel = "lstm"   # kernel_flags (LSTM's): peepholes=True
     cell = LSTM.cell
 
 
