@@ -804,3 +804,19 @@ def test_recycled_activation_buffers(monkeypatch):
     del out, loss
     u(x, lengths=lengths)[0].sum().backward()                 # everything free again: nothing new
     assert len(autograd.pool._arrays) == 2 * n
+
+
+@pytest.mark.parametrize("variant", VARIANTS, ids=IDS)
+def test_no_unwritten_memory_reaches_a_result(variant, wgrad_mode, monkeypatch):
+    """Every buffer the kernels should fill starts as NaN (autograd.POISON): a value they leave unwritten
+    — e.g. the activations of a padded step that the deferred weight gradients multiply by a zero gate
+    gradient (0·NaN = NaN) — shows up as a mismatch. Found as an intermittent NaN in dU (deferred GRU)."""
+    from gatedrnn.kernels import autograd
+    monkeypatch.setattr(autograd, "POISON", float("nan"))
+    monkeypatch.setattr(autograd.pool, "_arrays", [])
+    name, kw = variant
+    B, T, I, H = 13, 8, 5, 7
+    u = make(name, kw, I, H, torch.float64)
+    x = torch.randn(B, T, I, dtype=torch.float64)
+    lengths = torch.tensor([T, 3, 0, 8, 1, 5, 2, 8, 4, 6, 7, 1, 3])   # rows padded at every step but the first
+    assert_same(run(u, x, lengths), run(u, x, lengths, fused=False), 1e-12)
