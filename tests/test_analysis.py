@@ -2,6 +2,8 @@
 finite differences, the full-sequence NLL and a hand-computed no-context NLL."""
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -112,3 +114,91 @@ def test_time_scale_and_retention():
     np.testing.assert_allclose(A.retention("lstm", {"i": z, "f": z, "o": z}), [0.2, 0.5])
     np.testing.assert_allclose(A.retention("mgu", {"f": z}), [0.8, 0.5])
     assert A.retention("tanh", {}) is None
+
+
+@pytest.mark.parametrize("unit,gates", [("gru", "zr"), ("lstm", "ifo"), ("lstm-cifg", "fio"), ("lstm-nig", "fo"),
+                                        ("gru-nrg", "z"), ("mgu", "f")])
+def test_traced_gates_are_the_equations_gates(unit, gates):
+    # the traced activations against the gates re-derived in float64 from the paper's symbols and the
+    # states of an untraced (fused where it applies) run: h_{t−1} (and c for the LSTM) step by step
+    torch.manual_seed(3)
+    I, H, B, T = 4, 5, 3, 6
+    from gatedrnn.nn import make_unit
+    u = make_unit(unit, I, H).double()
+    with torch.no_grad():
+        u.bias.uniform_(-0.5, 0.5)
+        if u.peephole is not None:
+            u.peephole.uniform_(-0.5, 0.5)
+    x = torch.randn(B, T, I, dtype=torch.float64)
+    with torch.no_grad():
+        with u.trace() as steps:
+            out, _ = u(x)
+        ref_out, _ = u(x)
+    assert len(steps) == T and all(set(s) == set(gates) for s in steps)
+    torch.testing.assert_close(out, ref_out, rtol=0, atol=1e-12)   # tracing changes nothing
+    p = {k: v.numpy() for k, v in u.paper_weights().items()}
+    sig = lambda a: 1 / (1 + np.exp(-a))
+    h = np.zeros((B, H))
+    c = np.zeros((B, H))
+    for t in range(T):
+        xt = x[:, t].numpy()
+        if unit.startswith("lstm"):
+            pre = lambda g, cc: xt @ p[f"W_{g}"].T + h @ p[f"U_{g}"].T + p[f"b_{g}"] + \
+                (cc * p[f"v_{g}"] if f"v_{g}" in p else 0)
+            f = sig(pre("f", c))
+            i = 1 - f if unit == "lstm-cifg" else (sig(pre("i", c)) if "i" in gates else 1.0)
+            c = f * c + i * np.tanh(xt @ p["W_c"].T + h @ p["U_c"].T + p["b_c"])
+            o = sig(pre("o", c))
+            want = {"i": i, "f": f, "o": o}
+            h = o * np.tanh(c)
+        else:
+            g0 = "f" if unit == "mgu" else "z"
+            a = sig(xt @ p[f"W_{g0}"].T + h @ p[f"U_{g0}"].T + p[f"b_{g0}"])
+            want = {g0: a}
+            r = 1.0
+            if "r" in gates:
+                r = want["r"] = sig(xt @ p["W_r"].T + h @ p["U_r"].T + p["b_r"])
+            if unit == "mgu":
+                r = a
+            hh = np.tanh(xt @ p["W"].T + (r * h) @ p["U"].T + p["b"])
+            h = (1 - a) * h + a * hh
+        for g in gates:
+            np.testing.assert_allclose(steps[t][g][0].numpy(), want[g] * np.ones((B, H)), rtol=0, atol=1e-12)
+        np.testing.assert_allclose(out[:, t].numpy(), h, rtol=0, atol=1e-12)
+
+
+def test_analyze_command_writes_every_output(tmp_path):
+    """`gatedrnn analyze RUN... --out DIR` on two tiny trained runs: every CSV and figure, all units side by
+    side; a folder that is neither a results nor a run directory is one line, exit 2."""
+    import csv
+    import os
+    import subprocess
+    import sys
+    from _paths import data_dir
+    env = dict(os.environ, GATEDRNN_DATA_DIR=str(data_dir()), OMP_NUM_THREADS="1")
+    runs = []
+    for unit in ("gru", "lstm"):
+        run = tmp_path / unit
+        p = subprocess.run([sys.executable, "-m", "gatedrnn", "train", "--dataset", "jsb", "--unit", unit,
+                            "--epochs", "1", "--limit-sequences", "6", "--crop-length", "40", "--out", str(run),
+                            "--no-progress"], capture_output=True, text=True, env=env, timeout=300)
+        assert p.returncode == 0, p.stderr[-2000:]
+        runs.append(str(run))
+    out = tmp_path / "analysis"
+    p = subprocess.run([sys.executable, "-m", "gatedrnn", "analyze", *runs, "--out", str(out), "--max-distance", "8"],
+                       capture_output=True, text=True, env=env, timeout=300)
+    assert p.returncode == 0, p.stderr[-2000:]
+    for name in ("gradient_flow", "context", "time_scales"):
+        for ext in ("csv", "png", "svg"):
+            assert (out / f"{name}.{ext}").stat().st_size > 0, (name, ext)
+    rows = list(csv.DictReader(open(out / "gates.csv")))
+    assert {(r["unit"], r["gate"]) for r in rows} == {("gru", "z"), ("gru", "r"), ("lstm", "i"), ("lstm", "f"),
+                                                       ("lstm", "o")}
+    flow = list(csv.DictReader(open(out / "gradient_flow.csv")))
+    assert {int(r["k"]) for r in flow} == set(range(9)) and {r["unit"] for r in flow} == {"gru", "lstm"}
+    ctx = [r for r in csv.DictReader(open(out / "context.csv")) if r["unit"] == "gru"]
+    full = json.loads((tmp_path / "gru" / "result.json").read_text())["test_nll"]
+    assert float(ctx[-1]["nll"]) == pytest.approx(full, rel=1e-5)   # no reset = the run's test NLL
+    bad = subprocess.run([sys.executable, "-m", "gatedrnn", "analyze", str(tmp_path)], capture_output=True,
+                         text=True, env=env, timeout=120)
+    assert bad.returncode == 2 and "neither a results directory" in bad.stderr and "Traceback" not in bad.stderr

@@ -102,7 +102,7 @@ def gate_activations(model: SequenceModel, pairs, batch_size: int = 64) -> dict[
         mask = b.mask.numpy().astype(bool)                   # (B, T)
         for t, gates in enumerate(steps):
             for name, a in gates.items():
-                acc.setdefault(name, []).append(a.numpy()[mask[:, t]])
+                acc.setdefault(name, []).append(a[0].numpy()[mask[:, t]])   # K = 1
     return {k: np.concatenate(v) for k, v in acc.items()}
 
 

@@ -14,6 +14,7 @@ unit declares one, else `RecurrentUnit.reference`, the unit's `cell()` step by s
 """
 from __future__ import annotations
 
+import contextlib
 import math
 
 import torch
@@ -116,6 +117,26 @@ class RecurrentUnit(nn.Module):
     @staticmethod
     def state_h(state) -> Tensor:
         return state
+
+    # --------------------------------------------------------------- tracing
+    _trace: list | None = None
+
+    @contextlib.contextmanager
+    def trace(self):
+        """Record the gate activations of every step (gatedrnn.analysis): `with unit.trace() as steps:
+        unit(x)` gives steps[t] = {gate: (K, B, H)} (K = 1: the loop's model dimension), reported by the
+        cells themselves (`observe`). Runs the reference loop while tracing: the kernels keep no gates."""
+        steps, fused = [], self.fused
+        self._trace, self.fused = steps, False
+        try:
+            yield steps
+        finally:
+            self._trace, self.fused = None, fused
+
+    def observe(self, **gates: Tensor) -> None:
+        """Called by cell() with its gates; records them while tracing, else does nothing."""
+        if self._trace is not None:
+            self._trace.append({k: v.detach() for k, v in gates.items()})
 
     # ---------------------------------------------------------------- kernel
     def kernel_flags(self) -> dict[str, bool]:

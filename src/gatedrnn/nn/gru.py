@@ -46,4 +46,5 @@ class GRU(RecurrentUnit):
             h_tilde = torch.tanh(Wx + r * (h @ p["U"].mT))  # Cho et al.: tanh(W x_t + r_t ⊙ (U h_{t-1}) + b)
         else:
             h_tilde = torch.tanh(Wx + (r * h) @ p["U"].mT)  # h̃_t = tanh(W x_t + U (r_t ⊙ h_{t-1}) + b)
+        self.observe(z=z, r=r)
         return (1 - z) * h + z * h_tilde                     # h_t = (1 − z_t) ⊙ h_{t-1} + z_t ⊙ h̃_t

@@ -49,6 +49,7 @@ class GRUNoResetGate(GRUVariant):
         Wx_z, Wx = self.blocks(wx_t)                        # W_z x_t + b_z, W x_t + b, for all t at once
         z = σ(Wx_z + h @ p["U_z"].mT)                       # z_t = σ(W_z x_t + U_z h_{t-1} + b_z)
         h_tilde = tanh(Wx + h @ p["U"].mT)                  # h̃_t = tanh(W x_t + U h_{t-1} + b)   (r_t = 1)
+        self.observe(z=z)
         return (1 - z) * h + z * h_tilde                    # h_t = (1 − z_t) ⊙ h_{t-1} + z_t ⊙ h̃_t
 
 
@@ -61,6 +62,7 @@ class GRUNoUpdateGate(GRUVariant):
         Wx_r, Wx = self.blocks(wx_t)
         r = σ(Wx_r + h @ p["U_r"].mT)                       # r_t = σ(W_r x_t + U_r h_{t-1} + b_r)
         h_tilde = tanh(Wx + (r * h) @ p["U"].mT)            # h̃_t = tanh(W x_t + U (r_t ⊙ h_{t-1}) + b)
+        self.observe(r=r)
         return h_tilde                                      # h_t = h̃_t                          (z_t = 1)
 
 
@@ -87,6 +89,7 @@ class MGU(GRUVariant):
         Wx_f, Wx = self.blocks(wx_t)
         f = σ(Wx_f + h @ p["U_f"].mT)                       # f_t = σ(W_f x_t + U_f h_{t-1} + b_f)
         h_tilde = tanh(Wx + (f * h) @ p["U"].mT)            # h̃_t = tanh(W x_t + U (f_t ⊙ h_{t-1}) + b)
+        self.observe(f=f)
         return (1 - f) * h + f * h_tilde                    # h_t = (1 − f_t) ⊙ h_{t-1} + f_t ⊙ h̃_t
 
 

@@ -70,4 +70,5 @@ class LSTM(RecurrentUnit):
         c = f * c + i * c_tilde                                                      # c_t
         o = torch.sigmoid(Wx_o + h @ p["U_o"].mT + (p["v_o"] * c if peep else 0))  # o_t peeks at c_t
         h = o * torch.tanh(c)                                                        # h_t
+        self.observe(i=i, f=f, o=o)
         return (h, c)

@@ -87,6 +87,7 @@ class LSTMNoInputGate(LSTMVariant):
         c = f * c + c_tilde                                          # c_t = f_t ⊙ c_{t-1} + c̃_t      (i_t = 1)
         o = σ(Wx_o + h @ p["U_o"].mT + p["v_o"] * c)                 # o_t = σ(W_o x_t + U_o h_{t-1} + v_o ⊙ c_t + b_o)
         h = o * tanh(c)                                              # h_t = o_t ⊙ tanh(c_t)
+        self.observe(f=f, o=o)
         return (h, c)
 
 
@@ -105,6 +106,7 @@ class LSTMNoForgetGate(LSTMVariant):
         c = c + i * c_tilde                                          # c_t = c_{t-1} + i_t ⊙ c̃_t      (f_t = 1)
         o = σ(Wx_o + h @ p["U_o"].mT + p["v_o"] * c)                 # o_t = σ(W_o x_t + U_o h_{t-1} + v_o ⊙ c_t + b_o)
         h = o * tanh(c)                                              # h_t = o_t ⊙ tanh(c_t)
+        self.observe(i=i, o=o)
         return (h, c)
 
 
@@ -123,6 +125,7 @@ class LSTMNoOutputGate(LSTMVariant):
         c_tilde = tanh(Wx_c + h @ p["U_c"].mT)                       # c̃_t = tanh(W_c x_t + U_c h_{t-1} + b_c)
         c = f * c + i * c_tilde                                      # c_t = f_t ⊙ c_{t-1} + i_t ⊙ c̃_t
         h = tanh(c)                                                  # h_t = tanh(c_t)               (o_t = 1)
+        self.observe(i=i, f=f)
         return (h, c)
 
 
@@ -140,6 +143,7 @@ class LSTMNoInputActivation(LSTMVariant):
         c = f * c + i * c_tilde                                      # c_t = f_t ⊙ c_{t-1} + i_t ⊙ c̃_t
         o = σ(Wx_o + h @ p["U_o"].mT + p["v_o"] * c)                 # o_t = σ(W_o x_t + U_o h_{t-1} + v_o ⊙ c_t + b_o)
         h = o * tanh(c)                                              # h_t = o_t ⊙ tanh(c_t)
+        self.observe(i=i, f=f, o=o)
         return (h, c)
 
 
@@ -157,6 +161,7 @@ class LSTMNoOutputActivation(LSTMVariant):
         c = f * c + i * c_tilde                                      # c_t = f_t ⊙ c_{t-1} + i_t ⊙ c̃_t
         o = σ(Wx_o + h @ p["U_o"].mT + p["v_o"] * c)                 # o_t = σ(W_o x_t + U_o h_{t-1} + v_o ⊙ c_t + b_o)
         h = o * c                                                    # h_t = o_t ⊙ c_t               (no tanh)
+        self.observe(i=i, f=f, o=o)
         return (h, c)
 
 
@@ -176,6 +181,7 @@ class LSTMNoPeepholes(LSTMVariant):
         c = f * c + i * c_tilde                                      # c_t = f_t ⊙ c_{t-1} + i_t ⊙ c̃_t
         o = σ(Wx_o + h @ p["U_o"].mT)                                # o_t = σ(W_o x_t + U_o h_{t-1} + b_o)
         h = o * tanh(c)                                              # h_t = o_t ⊙ tanh(c_t)
+        self.observe(i=i, f=f, o=o)
         return (h, c)
 
 
@@ -195,6 +201,7 @@ class LSTMCoupledGates(LSTMVariant):
         c = f * c + i * c_tilde                                      # c_t = f_t ⊙ c_{t-1} + i_t ⊙ c̃_t
         o = σ(Wx_o + h @ p["U_o"].mT + p["v_o"] * c)                 # o_t = σ(W_o x_t + U_o h_{t-1} + v_o ⊙ c_t + b_o)
         h = o * tanh(c)                                              # h_t = o_t ⊙ tanh(c_t)
+        self.observe(f=f, i=i, o=o)
         return (h, c)
 
 
@@ -264,6 +271,7 @@ class LSTMFullGateRecurrence(LSTMVariant):
         c = f * c + i * c_tilde                                      # c_t = f_t ⊙ c_{t-1} + i_t ⊙ c̃_t
         o = σ(Wx_o + h @ p["U_o"].mT + p["v_o"] * c + i_ @ p["R_oi"].mT + f_ @ p["R_of"].mT + o_ @ p["R_oo"].mT)  # o_t
         h = o * tanh(c)                                              # h_t = o_t ⊙ tanh(c_t)
+        self.observe(i=i, f=f, o=o)
         return (h, c, i, f, o)
 
 
