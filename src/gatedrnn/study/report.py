@@ -210,6 +210,25 @@ def _svg_inline(path: Path) -> str:
     return s[i:] if i >= 0 else s
 
 
+ANALYSIS = (("gradient_flow", "Gradient flow: ‖∂ℓ_t/∂h_{t−k}‖ against the distance k"),
+            ("context", "Context: test NLL with the state reset every k steps"),
+            ("time_scales", "Effective time scales of the hidden units (from the mean forget / update gate)"))
+
+
+def _analysis_section(out: Path) -> str:
+    """The section of `gatedrnn analyze RESULTS_DIR` (written into RESULTS_DIR/analysis), when it has run."""
+    a = out / "analysis"
+    figs = [(name, title) for name, title in ANALYSIS if (a / f"{name}.svg").exists()]
+    if not figs:
+        return ""
+    parts = ["<h2>Analysis (gatedrnn analyze)</h2>",
+             "<p>On the test split, for the runs listed in the CSV files (columns run, seed): " +
+             ", ".join(f"<a href='analysis/{p.name}'>{p.name}</a>" for p in sorted(a.glob("*.csv"))) + "</p>"]
+    for name, title in figs:
+        parts.append(f"<h3>{html.escape(title)}</h3><div class='fig'>{_svg_inline(a / f'{name}.svg')}</div>")
+    return "".join(parts)
+
+
 def write_html(data, out: Path, t1_md: str, t2_md: str, figs: dict, lr_rows: list[dict],
                ablation_md: str | None = None) -> Path:
     from ..utils import environment
@@ -230,6 +249,7 @@ def write_html(data, out: Path, t1_md: str, t2_md: str, figs: dict, lr_rows: lis
         parts.append(f"<p>Files: {', '.join(links)}</p>")
         if "ablation_forest.svg" in figs:
             parts.append(f"<div class='fig'>{_svg_inline(figs['ablation_forest.svg'])}</div>")
+    parts.append(_analysis_section(out))
     parts.append(_md_to_html_tables(t1_md))
     # protocol
     proto = study.model_dump()
