@@ -166,3 +166,48 @@ def test_report_without_matplotlib_writes_everything_else(tmp_path, monkeypatch)
     assert any("figures skipped" in m and "pip install matplotlib" in m for m in said), said
     table2 = (tmp_path / "table2.md").read_text()
     assert "Budget `smoke`" in table2 and "fsdd" not in table2.lower()   # only what applies to a JSB study
+
+
+def test_no_import_cycle_in_the_package():
+    """Every import in src/gatedrnn (module level or inside a function) points down the pipeline: the import
+    graph has no cycle (`from . import x` depends on submodule x, not on the package, when x is one)."""
+    import ast
+    root = REPO / "src" / "gatedrnn"
+    mods = {}
+    for p in root.rglob("*.py"):
+        parts = p.relative_to(root.parent).with_suffix("").parts
+        mods[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = p
+    graph = {m: set() for m in mods}
+    for m, p in mods.items():
+        pkg = p.name == "__init__.py"
+        for n in ast.walk(ast.parse(p.read_text())):
+            if isinstance(n, ast.ImportFrom):
+                base = m if pkg else m.rsplit(".", 1)[0]
+                if n.level:
+                    base = ".".join(base.split(".")[: len(base.split(".")) - n.level + 1])
+                    t = f"{base}.{n.module}" if n.module else base
+                else:
+                    t = n.module
+                subs = [f"{t}.{a.name}" for a in n.names if f"{t}.{a.name}" in mods]
+                targets = subs + ([t] if len(subs) < len(n.names) else [])
+            elif isinstance(n, ast.Import):
+                targets = [a.name for a in n.names]
+            else:
+                continue
+            graph[m] |= {t for t in targets if t in mods and t != m}
+    # depth-first search for a back edge
+    state, path = {}, []
+
+    def visit(v):
+        state[v] = 1
+        path.append(v)
+        for w in sorted(graph[v]):
+            if state.get(w) == 1:
+                raise AssertionError("import cycle: " + " -> ".join(path[path.index(w):] + [w]))
+            if w not in state:
+                visit(w)
+        state[v] = 2
+        path.pop()
+    for v in sorted(graph):
+        if v not in state:
+            visit(v)

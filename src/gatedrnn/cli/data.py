@@ -16,7 +16,7 @@ from ..data.music import MUSIC_SETS, dataset_stats, format_stats_table
 from ..data.sources import KNOWN_FILES, ChecksumError, DataNotFoundError, find_or_fetch, verify
 from ..data.speech import find_fsdd, format_speech_stats, fsdd_verify_row, speech_stats
 from ..train import TrainConfig
-from . import TRAIN_RENAME, add_config_flags
+from .options import TRAIN_RENAME, add_config_flags
 
 __all__ = ["add_data_commands"]
 

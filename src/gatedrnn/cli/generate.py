@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..generate import generate_from_run
-from . import nonneg_int, number, positive_int
+from .options import nonneg_int, number, positive_int
 
 
 def add_sample_command(sub) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 from ..data import load_dataset
 from ..study.grid import ABLATIONS, BUDGETS, LOG_BASES, TRAIN_FIELDS, Grid, budget_config
 from ..train import TrainConfig
-from . import TRAIN_RENAME, add_config_flags, config_from_args, csv, finite_float, nonneg_int, number, positive_int
+from .options import TRAIN_RENAME, add_config_flags, config_from_args, csv, finite_float, nonneg_int, number, positive_int
 
 
 def _epochs_csv(s: str) -> list[int]:

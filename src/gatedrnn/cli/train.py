@@ -8,7 +8,7 @@ from pathlib import Path
 from ..nn.counting import table1_rows
 from ..train import TrainConfig, evaluate, load_run, prepare_data, train
 from ..utils import resolve_device
-from . import TRAIN_RENAME, add_config_flags, config_from_args
+from .options import TRAIN_RENAME, add_config_flags, config_from_args
 
 
 # ----------------------------------------------------------------------------- train
