@@ -59,10 +59,12 @@ MUTATIONS = [
       '        c = f * c + i * c_tilde                                                      # c_t\n'
       '        o = torch.sigmoid(Wx_o + h @ p["U_o"].mT + (p["v_o"] * c if peep else 0))  # o_t peeks at c_t\n'
       '        h = o * torch.tanh(c)                                                        # h_t\n'
+      '        self.observe(i=i, f=f, o=o)\n'
       '        return (h, c)',
       '        c_new = f * c + i * c_tilde\n'
       '        o = torch.sigmoid(Wx_o + h @ p["U_o"].mT + (p["v_o"] * c if peep else 0))\n'
       '        h = o * torch.tanh(c_new)\n'
+      '        self.observe(i=i, f=f, o=o)\n'
       '        return (h, c_new)',
       ["tests/test_nn_units.py"], "LSTM: output gate peeks at c_{t−1} instead of c_t"),
     M("gru-update-gate-swapped", "src/gatedrnn/nn/gru.py",
@@ -129,9 +131,23 @@ MUTATIONS = [
       'v.sqrt().clamp_min_(group["floor"])', 'v.sqrt().add_(group["floor"])',
       ["tests/test_train.py"], "RMSPropMomentum: √v + floor instead of max(√v, floor)",
       select=["-m", "not slow"]),
-    M("divergence-exit-0", "src/gatedrnn/cli.py",
+    M("divergence-exit-0", "src/gatedrnn/cli/train.py",
       'return 0 if res["status"] != "diverged" else 3', "return 0",
       ["tests/test_train.py"], "`gatedrnn train` exits 0 on a diverged run", select=["-m", "not slow"]),
+    # ------------------------------------------------------------------ kernels and analysis
+    M("kernel-padded-activations-unwritten", "src/gatedrnn/kernels/fused.cpp",
+      "            if (!infer && at) {   // defined activations (recycled buffers; the deferred backward reads every row)\n"
+      "                std::memset(at + i * GH, 0, GH * sizeof(T));\n"
+      "                std::memset(ut + i * H, 0, H * sizeof(T));\n"
+      "            }\n", "",
+      ["tests/test_kernels.py"], "fused forward: the activations of padded rows left unwritten (0·NaN in the "
+      "deferred weight gradients)", select=["-k", "no_unwritten"]),
+    M("gradient-flow-batch-norm", "src/gatedrnn/analysis.py",
+      "g[:, k] = grad.norm(dim=1).numpy()", "g[:, k] = grad.norm().numpy()",
+      ["tests/test_analysis.py"], "gradient flow: one norm over the whole batch instead of one per window"),
+    M("gate-trace-wrong-gate", "src/gatedrnn/nn/gru.py",
+      "self.observe(z=z, r=r)", "self.observe(z=r, r=z)",
+      ["tests/test_analysis.py"], "gate trace: the GRU reports r as z"),
     # ------------------------------------------------------------------ failure paths of the sweep
     M("run-one-raises", "src/gatedrnn/study/executor.py",
       "        if isinstance(e, KeyboardInterrupt):\n            raise\n",
