@@ -42,15 +42,8 @@ OUT_FEATURES = 88
 
 # ------------------------------------------------------------------------------------------ machine
 def machine_info() -> dict:
-    model = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    model = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
+    from ..utils import environment     # the cpu model as every run records it
+    model = environment()["cpu"] or platform.machine()
     try:
         load = os.getloadavg()
     except OSError:
