@@ -265,3 +265,29 @@ def test_dataset_kind_is_read_from_the_runs_not_the_name(fabricated):
     rows = {(r["dataset"], r["unit"]): r for r in table2_rows(data)}
     assert rows[("jsb", "gru")]["diff_test"] is None and rows[("jsb", "gru")]["paper_test"] == 8.54
     assert rows[("nottingham", "gru")]["diff_test"] is not None
+
+
+def test_a_search_whose_every_candidate_diverged_says_so(tmp_path):
+    """No selected rate because every candidate diverged (the released-optimiser tanh on Nottingham): the
+    table says so instead of '0 / 0 / 0' with a blank rate; an unfinished search stays 'incomplete'."""
+    from gatedrnn.study.tables import table2_markdown
+    study = G.StudyConfig(datasets=["jsb"], units=["tanh", "gru"], lr_candidates=2, seeds=2, train={"epochs": 3})
+    grid = G.Grid(study, datasets=["jsb"])
+    owner = new_owner()
+    with Store(tmp_path) as st:
+        st.set_meta("study", study.model_dump())
+        st.set_meta("datasets", ["jsb"])
+        st.set_meta("notes", [])
+        st.set_meta("lr_candidates", grid.lrs)
+        for spec in grid.search_specs("jsb", "tanh"):
+            assert st.claim(spec.to_dict(), owner) == "claimed"
+            st.finish(_summary(spec.run_id, DIV, DECOY_TEST))
+        spec = grid.search_specs("jsb", "gru")[0]            # gru: one of two candidates done
+        assert st.claim(spec.to_dict(), owner) == "claimed"
+        st.finish(_summary(spec.run_id, "completed", 8.0))
+    data = collect(tmp_path)
+    rows = {r["unit"]: r for r in table2_rows(data)}
+    assert rows["tanh"]["lr"] is None and rows["tanh"]["search"] == "no candidate trained: 2 diverged, 0 failed"
+    assert rows["gru"]["search"] == "incomplete"
+    md = table2_markdown(data, list(rows.values()), [], [])
+    assert "– (no candidate trained: 2 diverged, 0 failed)" in md

@@ -141,8 +141,17 @@ def table2_rows(data: dict) -> list[dict]:
         n_fail = sum(s["status"] == RunStatus.FAILED for s in c["seeds"])
         n_missing = sum(s["status"] not in ENDED for s in c["seeds"])
         hidden = ok[0]["summary"].get("hidden_size") if ok and ok[0].get("summary") else None
+        # a finished search with nothing selected: every candidate diverged or failed (said, not left blank)
+        if c["selected_lr"] is not None:
+            search = "selected"
+        elif not c["search_complete"]:
+            search = "incomplete"
+        else:
+            n_sd = sum(x["status"] == RunStatus.DIVERGED for x in c["search"])
+            n_sf = sum(x["status"] == RunStatus.FAILED for x in c["search"])
+            search = f"no candidate trained: {n_sd} diverged, {n_sf} failed"
         rows.append({
-            "dataset": c["dataset"], "unit": c["unit"], "hidden_size": hidden, "lr": c["selected_lr"],
+            "dataset": c["dataset"], "unit": c["unit"], "hidden_size": hidden, "lr": c["selected_lr"], "search": search,
             "seeds_ok": tr.n, "seeds_diverged": n_div, "seeds_failed": n_fail, "seeds_missing": n_missing,
             "train_mean": tr.mean, "train_ci": tr.half_width, "valid_mean": va.mean, "valid_ci": va.half_width,
             "test_mean": te.mean, "test_ci": te.half_width,
@@ -287,7 +296,8 @@ def table2_markdown(data, t2, sig, base) -> str:
     body = []
     for r in t2:
         body.append([_name(r["dataset"]), unit_name(r["unit"]),
-                     "–" if r["lr"] is None else f"{r['lr']:.3g}",
+                     (f"– ({r['search']})" if r["search"].startswith("no candidate") else "–")
+                     if r["lr"] is None else f"{r['lr']:.3g}",
                      f"{r['seeds_ok']} / {r['seeds_diverged']} / {r['seeds_failed']}"
                      + (f" ({r['seeds_missing']} not run yet)" if r["seeds_missing"] else ""),
                      _ci(r["train_mean"], r["train_ci"]), _f(r["paper_train"], 2), _diff(r["diff_train"]),
