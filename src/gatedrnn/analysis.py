@@ -20,6 +20,7 @@ Three measures, on the test split, every unit side by side (CSV + PNG + SVG):
 """
 from __future__ import annotations
 
+import copy
 import csv
 import json
 import math
@@ -45,7 +46,7 @@ def gradient_flow(model: SequenceModel, pairs: Sequence[tuple[np.ndarray, np.nda
     (sequence, start s) whose sequence has at least s + max_distance steps; h_s is the state after the
     first s inputs and ℓ_{s+k} the NLL scored from the state k steps later. float64 throughout. Rows are
     independent sequences, so one backward of the batch's summed ℓ gives every row's own gradient."""
-    model = model.double().eval()
+    model = copy.deepcopy(model).double().eval()   # float64 on a copy: the caller's model is left as it is
     rnn, head = model.rnn, model.head
     rows = []
     K = max_distance
@@ -168,7 +169,6 @@ def analyze_runs(run_dirs: Sequence[Path], out: Path, *, max_distance: int = MAX
             q = np.quantile(g, [0.25, 0.5, 0.75], axis=0)
             flow_rows += [{**tag, "k": k, "q25": q[0, k], "median": q[1, k], "q75": q[2, k], "windows": len(g)}
                           for k in range(g.shape[1])]
-        model = model.float()
         ctx_rows += [{**tag, "k": k, "nll": v} for k, v in context_curve(model, test)]
         acts = gate_activations(model, test)
         for name, a in acts.items():
