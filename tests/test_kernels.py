@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from gatedrnn import kernels
 from gatedrnn.kernels import loader
-from gatedrnn.nn import make_unit, recurrence
+from gatedrnn.nn import make_unit, recurrence, unit_names
 
 VARIANTS = [
     ("tanh", {}),
@@ -806,7 +806,17 @@ def test_recycled_activation_buffers(monkeypatch):
     assert len(autograd.pool._arrays) == 2 * n
 
 
-@pytest.mark.parametrize("variant", VARIANTS, ids=IDS)
+# every component ablation that declares a fused kernel (nn/*_variants.py), by name
+FUSED_ABLATIONS = [(n, {}) for n in unit_names() if n not in ("tanh", "gru", "lstm")
+                   and make_unit(n, 1, 1).kernel_spec() is not None]
+
+
+def test_the_fused_ablations_are_found():
+    """Control for the list above (an empty list would make the tests below pass vacuously)."""
+    assert {"gru-nrg", "gru-nug", "mgu", "lstm-cifg"} <= {n for n, _ in FUSED_ABLATIONS}
+
+
+@pytest.mark.parametrize("variant", VARIANTS + FUSED_ABLATIONS, ids=IDS + [n for n, _ in FUSED_ABLATIONS])
 def test_no_unwritten_memory_reaches_a_result(variant, wgrad_mode, monkeypatch):
     """Every buffer the kernels should fill starts as NaN (autograd.POISON): a value they leave unwritten
     — e.g. the activations of a padded step that the deferred weight gradients multiply by a zero gate

@@ -28,7 +28,9 @@ FUSED = {"lstm-np": ("lstm", {"peepholes": False}), "lstm-fb1": ("lstm", {"peeph
          "lstm-noaf": ("lstm", {"peepholes": True, "no_output_activation": True}),
          "lstm-cifg": ("lstm", {"peepholes": True, "coupled_input_forget": True}),
          "gru-ra": ("gru", {"reset_after": True}),
-         "gru-nrg": ("gru", {"reset_after": False, "no_reset_gate": True})}   # variant -> its declared kernel
+         "gru-nrg": ("gru", {"reset_after": False, "no_reset_gate": True}),
+         "gru-nug": ("gru", {"reset_after": False, "no_update_gate": True}),
+         "mgu": ("gru", {"reset_after": False, "minimal": True})}   # variant -> its declared kernel
 
 
 def sig(a):

@@ -38,10 +38,12 @@ KINDS = {"tanh": TANH, "gru": GRU, "lstm": LSTM}
 # kernel's elementwise pass. LSTM: a removed gate is the constant 1 (its block absent from W, U, b and
 # its row from the peepholes, the rest keeping the order i, f, c, o), coupled: i = 1 − f (no i block),
 # no input / output activation: c̃ resp. h = o ⊙ c without the tanh.
-# The GRU without reset gate (r = 1): blocks (z, candidate), h̃ = tanh(W x + U h_{t−1} + b).
+# GRU: without reset gate (r = 1): blocks (z, candidate), h̃ = tanh(W x + U h_{t−1} + b); without update
+# gate (z = 1): blocks (r, candidate), h = h̃; minimal: blocks (f, candidate), f both the reset and the
+# update gate (h̃ = tanh(W x + U (f ⊙ h_{t−1}) + b), h = (1 − f) ⊙ h_{t−1} + f ⊙ h̃).
 VARIANT_BITS = {"lstm": {"no_input_gate": 1, "no_forget_gate": 2, "no_output_gate": 4, "no_input_activation": 8,
                          "no_output_activation": 16, "coupled_input_forget": 32},   # = LVar in fused.cpp
-                "gru": {"no_reset_gate": 1},                                          # = GVar
+                "gru": {"no_reset_gate": 1, "no_update_gate": 2, "minimal": 4},      # = GVar
                 "tanh": {}}
 FLAGS: dict[str, tuple[str, ...]] = {"tanh": (), "gru": ("reset_after", *VARIANT_BITS["gru"]),
                                      "lstm": ("peepholes", *VARIANT_BITS["lstm"])}

@@ -285,8 +285,9 @@ def run_backward(unit: int, reset_after: bool, peep: bool, x: Tensor, W: Tensor,
         X = x.reshape(K, TB, I)
         Hp = Hs[:, :T].reshape(K, TB, H)
         dW = torch.bmm(dgx.mT, X)
-        if unit == GRU and not reset_after and not lvar:   # the candidate block multiplies r ⊙ h_{t-1}
-            dU = torch.cat([torch.bmm(d[..., :2 * H].mT, Hp), torch.bmm(d[..., 2 * H:].mT, aux.view(K, TB, H))], 1)
+        if unit == GRU and not reset_after and not lvar & 1:   # the candidate block multiplies r ⊙ h_{t-1}
+            NG = GH - H   # the gate rows before the candidate (2H; one gate block: H)
+            dU = torch.cat([torch.bmm(d[..., :NG].mT, Hp), torch.bmm(d[..., NG:].mT, aux.view(K, TB, H))], 1)
         else:
             dU = torch.bmm(d.mT, Hp)
         db = dgx.sum(1)

@@ -250,12 +250,21 @@ static LLayout lstm_layout(int64_t H, int64_t lvar, bool peep) {
     L.cifg = (lvar & LV_CIFG) != 0;
     return L;
 }
-// GRU ablation: no reset gate (r_t = 1): blocks (z, candidate), h̃ = tanh(W x + U h_{t-1} + b) — one GEMM
-// over both blocks, as the reset_after form
-enum GVar : int64_t { GV_NO_R = 1 };
+// GRU ablations (nn/gru_variants.py). No reset gate (r_t = 1): blocks (z, candidate), h̃ = tanh(W x +
+// U h_{t-1} + b) — one GEMM over both blocks, as the reset_after form. The paper form's two stages
+// (gates, then U (s ⊙ h_{t-1}) for the candidate) with ONE gate block s before the candidate: no update
+// gate (s = r, h_t = h̃_t), or the minimal gated unit (s = f as both reset and update gate).
+enum GVar : int64_t { GV_NO_R = 1, GV_NO_Z = 2, GV_MIN = 4 };
 static inline int gates(int32_t unit, int64_t lvar, int64_t H) {
-    return unit == LSTM ? lstm_layout(H, lvar, false).G : (unit == GRU ? ((lvar & GV_NO_R) ? 2 : 3) : 1);
+    if (unit == LSTM) return lstm_layout(H, lvar, false).G;
+    if (unit != GRU) return 1;
+    return (lvar & (GV_NO_R | GV_NO_Z | GV_MIN)) ? 2 : 3;
 }
+// the paper GRU's two-stage form (reset before the product), and its gate blocks before the candidate
+static inline bool gru_two_stage(int32_t unit, int32_t reset_after, int64_t lvar) {
+    return unit == GRU && !reset_after && !(lvar & GV_NO_R);
+}
+static inline int64_t gru_gate_blocks(int64_t lvar) { return (lvar & (GV_NO_Z | GV_MIN)) ? 1 : 2; }
 
 // One argument block per model. The caller passes the weights as they are (row-major, contiguous);
 // the zero-padded / transposed copies the micro-kernel wants are made here (fields marked
@@ -451,6 +460,26 @@ static void f_gru_2(int64_t H, const T* R x, const T* R g2, const T* R h, T* R a
     }
 }
 
+// forward, one gate block s (no update gate: s = r; minimal: s = f), stage 1: s and s ⊙ h_prev
+template <typename T>
+static void f_gru1_1(int64_t H, const T* R x, const T* R g, const T* R h, T* R ac, T* R sh) {
+    for (int64_t j = 0; j < H; ++j) {
+        T s = sigm(x[j] + g[j]);
+        ac[j] = s; sh[j] = s * h[j];
+    }
+}
+
+// stage 2: candidate (block 1) from g2 = U_c (s ⊙ h_prev); new state h̃ (NOZ) or (1 − s) h + s h̃
+template <typename T, bool NOZ>
+static void f_gru1_2(int64_t H, const T* R x, const T* R g2, const T* R h, T* R ac, T* R ho) {
+    for (int64_t j = 0; j < H; ++j) {
+        T c = tanh_(x[H + j] + g2[j]);
+        ac[H + j] = c;
+        if (NOZ) ho[j] = c;
+        else { T s = ac[j]; ho[j] = (T(1) - s) * h[j] + s * c; }
+    }
+}
+
 // backward rows: dh = carried dL/dh_t (state), go = dL/dout_t; write d (gate grads) and dd (the part
 // of dL/dh_{t-1} that does not go through U)
 template <typename T>
@@ -586,6 +615,36 @@ static void b_gru_2(int64_t H, const T* R q, const T* R ac, const T* R hp, T* R 
     }
 }
 
+// one gate block s, stage 1: the candidate's gradient, and the update role of s (minimal unit; no
+// update gate: none, h_t = h̃_t). d[s] is completed by stage 2 (its reset role), so it is set here.
+template <typename T, bool NOZ>
+static void b_gru1_1(int64_t H, const T* R dh, const T* R go, const T* R ac, const T* R hp, T* R d, T* R dd) {
+    for (int64_t j = 0; j < H; ++j) {
+        T g = dh[j] + go[j];
+        T c = ac[H + j];
+        if (NOZ) {
+            d[j] = T(0);
+            d[H + j] = g * (T(1) - c * c);
+            dd[j] = T(0);
+        } else {
+            T s = ac[j];
+            d[j] = g * (c - hp[j]) * s * (T(1) - s);
+            d[H + j] = g * s * (T(1) - c * c);
+            dd[j] = g * (T(1) - s);
+        }
+    }
+}
+
+// stage 2: q = d(s ⊙ h_prev) = U_c^T d_cand: the reset role of s, and the path through s ⊙ h_prev
+template <typename T>
+static void b_gru1_2(int64_t H, const T* R q, const T* R ac, const T* R hp, T* R d, T* R dd) {
+    for (int64_t j = 0; j < H; ++j) {
+        T s = ac[j];
+        d[j] += q[j] * hp[j] * s * (T(1) - s);
+        dd[j] += q[j] * s;
+    }
+}
+
 template <typename T>
 static void copy_or_zero(int64_t H, bool m, const T* R src, T* R o) {
     if (m) { for (int64_t j = 0; j < H; ++j) o[j] = src[j]; }
@@ -701,8 +760,10 @@ static void forward_rows(const FwdArgs& a, int64_t r0, int64_t r1) {
     std::memcpy(infer ? hb.data() : Hs + r0 * H, static_cast<const T*>(a.h0) + r0 * H, n * H * sizeof(T));
     if (is_lstm)
         std::memcpy(infer ? cb.data() : Cs + r0 * H, static_cast<const T*>(a.c0) + r0 * H, n * H * sizeof(T));
-    const bool gru_paper = a.unit == GRU && !a.reset_after && !(a.lvar & GV_NO_R);
-    const int64_t N1 = gru_paper ? padn(2 * H) : padn(GH);
+    const bool gru_paper = gru_two_stage(a.unit, a.reset_after, a.lvar);
+    const int64_t NG = gru_gate_blocks(a.lvar) * H;   // two-stage GRU: the gate rows before the candidate
+    const bool one_gate = gru_paper && NG == H, no_z = (a.lvar & GV_NO_Z) != 0;
+    const int64_t N1 = gru_paper ? padn(NG) : padn(GH);
 
     const int64_t xbytes = I * (xu8 ? 1 : int64_t(sizeof(T)));
     for (int64_t t = 0; t < Tn; ++t) {
@@ -769,7 +830,8 @@ static void forward_rows(const FwdArgs& a, int64_t r0, int64_t r1) {
             } else if (a.reset_after) {
                 f_gru_after<T>(H, xr, gg, h, at + i * GH, ut + i * H, ho);
             } else {
-                f_gru_1<T>(H, xr, gg, h, at + i * GH, ut + i * H);
+                if (one_gate) f_gru1_1<T>(H, xr, gg, h, at + i * GH, ut + i * H);
+                else f_gru_1<T>(H, xr, gg, h, at + i * GH, ut + i * H);
                 continue;  // state and output in stage 2
             }
             if (!m) std::memcpy(ho, h, H * sizeof(T));
@@ -777,12 +839,14 @@ static void forward_rows(const FwdArgs& a, int64_t r0, int64_t r1) {
         }
         if (gru_paper) {
             gemm<T>(m_, padn(H), H, ut + lo * H, H, 1, UT + a.off2, ldu, g + lo * ldu + a.off2, ldu, nullptr, 0);
-            // U_c (r ⊙ h)
+            // U_c (r ⊙ h)  (one gate block: U_c (s ⊙ h))
             for (int64_t i = lo; i < hi; ++i) {
                 const bool m = mt ? mt[i] != 0 : true;
                 const T* h = hp + i * H;
                 T* ho = hn + i * H;
-                f_gru_2<T>(H, gx + i * ldx, g + i * ldu + a.off2, h, at + i * GH, ho);
+                if (!one_gate) f_gru_2<T>(H, gx + i * ldx, g + i * ldu + a.off2, h, at + i * GH, ho);
+                else if (no_z) f_gru1_2<T, true>(H, gx + i * ldx, g + i * ldu + a.off2, h, at + i * GH, ho);
+                else f_gru1_2<T, false>(H, gx + i * ldx, g + i * ldu + a.off2, h, at + i * GH, ho);
                 if (!m) std::memcpy(ho, h, H * sizeof(T));
                 copy_or_zero<T>(H, m, ho, ot + i * H);
             }
@@ -814,7 +878,9 @@ static void backward_rows(const BwdArgs& a, int64_t p, int64_t r0, int64_t r1) {
     const T* gout = static_cast<const T*>(a.gout);
     const T* ghT = static_cast<const T*>(a.ghT);
     const T* gcT = static_cast<const T*>(a.gcT);
-    const bool gru_paper = a.unit == GRU && !a.reset_after && !(a.lvar & GV_NO_R);
+    const bool gru_paper = gru_two_stage(a.unit, a.reset_after, a.lvar);
+    const int64_t NG = gru_gate_blocks(a.lvar) * H;   // two-stage GRU: gate rows before the candidate at NG
+    const bool one_gate = gru_paper && NG == H, no_z = (a.lvar & GV_NO_Z) != 0;
     const bool sep_x = a.unit == GRU && a.reset_after;   // W-side gradient differs from the U-side one
     const bool defer = a.dG != nullptr;   // weight gradients after the loop (by the caller), from dG / dGx
     const bool inl = !defer;
@@ -888,23 +954,28 @@ static void backward_rows(const BwdArgs& a, int64_t p, int64_t r0, int64_t r1) {
                 b_gru_nrg<T>(H, dhr, go, act + tb * GH, hp, di, dd);
             } else if (a.reset_after) {
                 b_gru_after<T>(H, dhr, go, act + tb * GH, aux + tb * H, hp, di, dgx + i * GH, dd);
-            } else {
+            } else if (!one_gate) {
                 b_gru_1<T>(H, dhr, go, act + tb * GH, hp, di, dd);
+            } else if (no_z) {
+                b_gru1_1<T, true>(H, dhr, go, act + tb * GH, hp, di, dd);
+            } else {
+                b_gru1_1<T, false>(H, dhr, go, act + tb * GH, hp, di, dd);
             }
         }
         T* dl = d + lo * GH;          // the active rows' gate gradients
         T* dgl = dgx + lo * GH;
         if (gru_paper) {
             // d(r ⊙ h_{t-1}) = d_cand U_c, then the reset gate's gradient and the direct path
-            gemm<T>(m_, ldh, H, dl + 2 * H, GH, 1, Up + 2 * H * ldh, ldh, drh + lo * ldh, ldh, nullptr, 0);
+            gemm<T>(m_, ldh, H, dl + NG, GH, 1, Up + NG * ldh, ldh, drh + lo * ldh, ldh, nullptr, 0);
             for (int64_t i = lo; i < hi; ++i) {
                 const int64_t tb = t * B + r0 + i;
                 if (mt && !mt[i]) continue;
-                b_gru_2<T>(H, drh + i * ldh, act + tb * GH, Hs + tb * H, d + i * GH, dhd + i * ldh);
+                if (one_gate) b_gru1_2<T>(H, drh + i * ldh, act + tb * GH, Hs + tb * H, d + i * GH, dhd + i * ldh);
+                else b_gru_2<T>(H, drh + i * ldh, act + tb * GH, Hs + tb * H, d + i * GH, dhd + i * ldh);
             }
         }
-        // dh_{t-1} = direct part + d U   (the paper GRU: only the z, r blocks; U_c went through r ⊙ h)
-        gemm<T>(m_, ldh, gru_paper ? 2 * H : GH, dl, GH, 1, Up, ldh, dh + lo * ldh, ldh, dhd + lo * ldh, ldh);
+        // dh_{t-1} = direct part + d U   (the paper GRU: only the gate blocks; U_c went through r ⊙ h)
+        gemm<T>(m_, ldh, gru_paper ? NG : GH, dl, GH, 1, Up, ldh, dh + lo * ldh, ldh, dhd + lo * ldh, ldh);
         if (defer) continue;
         // weight gradients of this step (rank-m updates of the per-chunk partial sums)
         for (int64_t i = lo; i < hi; ++i) {
@@ -923,10 +994,10 @@ static void backward_rows(const BwdArgs& a, int64_t p, int64_t r0, int64_t r1) {
             gemm<T>(GH, ldi, m_, dgl, 1, GH, xp + lo * ldi, ldi, dW, ldi, dW, ldi);   // dW += dgxᵀ x_t
         }
         if (gru_paper) {
-            gemm<T>(2 * H, ldh, m_, dl, 1, GH, hpad + lo * ldh, ldh, dU, ldh, dU, ldh);   // [dU_z;dU_r] += dᵀ h
+            gemm<T>(NG, ldh, m_, dl, 1, GH, hpad + lo * ldh, ldh, dU, ldh, dU, ldh);   // [dU_z;dU_r] += dᵀ h
             for (int64_t i = lo; i < hi; ++i)
                 std::memcpy(hpad + i * ldh, aux + (t * B + r0 + i) * H, H * sizeof(T));
-            gemm<T>(H, ldh, m_, dl + 2 * H, 1, GH, hpad + lo * ldh, ldh, dU + 2 * H * ldh, ldh, dU + 2 * H * ldh,
+            gemm<T>(H, ldh, m_, dl + NG, 1, GH, hpad + lo * ldh, ldh, dU + NG * ldh, ldh, dU + NG * ldh,
                     ldh);   // dU_c += d_candᵀ (r ⊙ h)
         } else {
             gemm<T>(GH, ldh, m_, dl, 1, GH, hpad + lo * ldh, ldh, dU, ldh, dU, ldh);   // dU += dᵀ h_{t-1}
@@ -1134,13 +1205,13 @@ static void prep_forward(FwdArgs& a, FwdOps<T>& o) {
     o.WT.assign(I * a.ldx, T(0));
     put_transposed<T>(o.WT.data(), a.ldx, 0, W, GH, I);
     pad_cols<T>(o.bx, static_cast<const T*>(a.b), 1, GH, a.ldx);
-    if (a.unit == GRU && !a.reset_after && !(a.lvar & GV_NO_R)) {
-        const int64_t n1 = padn(2 * H);
+    if (gru_two_stage(a.unit, a.reset_after, a.lvar)) {
+        const int64_t NG = gru_gate_blocks(a.lvar) * H, n1 = padn(NG);
         a.ldu = n1 + padn(H);
         a.off2 = n1;
         o.UT.assign(H * a.ldu, T(0));
-        put_transposed<T>(o.UT.data(), a.ldu, 0, U, 2 * H, H);
-        put_transposed<T>(o.UT.data(), a.ldu, n1, U + 2 * H * H, H, H);
+        put_transposed<T>(o.UT.data(), a.ldu, 0, U, NG, H);
+        put_transposed<T>(o.UT.data(), a.ldu, n1, U + NG * H, H, H);
     } else {
         a.ldu = padn(GH);
         a.off2 = 0;
@@ -1270,7 +1341,7 @@ static void bernoulli_all(const BernArgs& a0) {
 
 extern "C" {
 
-int gr_abi_version() { return 7; }
+int gr_abi_version() { return 8; }
 
 // number of row chunks per model (= partial-sum slots per model) the loops use
 int64_t gr_num_parts(int64_t B, int64_t nthreads) { return num_chunks(B, nthreads); }

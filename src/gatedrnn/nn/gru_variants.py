@@ -15,8 +15,9 @@
              h_t = (1 − f_t) ⊙ h_{t-1} + f_t ⊙ h̃_t
 
 Storage: base.py's layout, one block per entry of `gates` ("" = the candidate). gru-ra runs the GRU
-kernel (reset_after=True), gru-nrg the GRU kernel with r_t = 1 (flag no_reset_gate); gru-nug and mgu run
-base.py's reference loop (no kernel declared, see variant.py). Parameter counts: nn/counting.py.
+kernel (reset_after=True), gru-nrg the GRU kernel with r_t = 1 (flag no_reset_gate), gru-nug and mgu the
+paper GRU kernel's two stages with one gate block (flags no_update_gate, minimal). Parameter counts:
+nn/counting.py.
 """
 from __future__ import annotations
 
@@ -57,6 +58,10 @@ class GRUNoUpdateGate(GRUVariant):
     """gru-nug: no update gate. Paper symbols: W_r, U_r, b_r, W, U, b."""
     name = "gru-nug"
     gates = ("r", "")
+    kernel = "gru"   # fused: the paper GRU's two stages with z_t = 1
+
+    def kernel_flags(self) -> dict[str, bool]:
+        return {"reset_after": False, "no_update_gate": True}
 
     def cell(self, wx_t: Tensor, h: Tensor, p: dict[str, Tensor]) -> Tensor:
         Wx_r, Wx = self.blocks(wx_t)
@@ -84,6 +89,10 @@ class MGU(GRUVariant):
     """mgu: the minimal gated unit (Zhou et al. 2016). Symbols: W_f, U_f, b_f, W, U, b."""
     name = "mgu"
     gates = ("f", "")
+    kernel = "gru"   # fused: the paper GRU's two stages with r_t = z_t = f_t
+
+    def kernel_flags(self) -> dict[str, bool]:
+        return {"reset_after": False, "minimal": True}
 
     def cell(self, wx_t: Tensor, h: Tensor, p: dict[str, Tensor]) -> Tensor:
         Wx_f, Wx = self.blocks(wx_t)
