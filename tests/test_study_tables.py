@@ -14,7 +14,7 @@ from scipy import stats as sst
 
 from gatedrnn.study import grid as G
 from gatedrnn.study.report import build_report
-from gatedrnn.study.tables import collect, significance_rows, table2_rows
+from gatedrnn.study.tables import collect, significance_rows, stopping_summary, table2_markdown, table2_rows
 from gatedrnn.study.store import Store, new_owner
 
 DATASETS = ["jsb", "nottingham", "musedata", "piano"]
@@ -291,3 +291,16 @@ def test_a_search_whose_every_candidate_diverged_says_so(tmp_path):
     assert rows["gru"]["search"] == "incomplete"
     md = table2_markdown(data, list(rows.values()), [], [])
     assert "– (no candidate trained: 2 diverged, 0 failed)" in md
+
+
+def test_stopping_summary_counts_each_run_once_by_how_it_ended(fabricated):
+    """By hand from the fixture: 11 non-selected candidates ran to the cap (jsb/tanh's diverged; piano/lstm's
+    only finished candidate counts too); seed runs: seed 0 and 2 hit the cap, 1 and 3 stopped by patience,
+    except nottingham/lstm seed 2 (diverged) and nottingham/gru seed 1 (failed: not finished). Seed 0 is
+    also the selected search run: counted once."""
+    out, _ = fabricated
+    s = stopping_summary(collect(out))
+    assert (s["patience"], s["cap"], s["diverged"], s["finished"]) == (21, 32, 2, 55)
+    assert len(s["cap_cells"]) == 12
+    md = table2_markdown(collect(out), [], [], [])
+    assert "21 of 55 finished runs (38 %) stopped by patience" in md

@@ -289,6 +289,30 @@ def _diff(x) -> str:
     return "–" if x is None else f"{x:+.2f}"
 
 
+def stopping_summary(data: dict) -> dict:
+    """How the study's finished runs (search and seed runs, each once) ended: stopped by patience, ran to
+    the epoch cap, diverged — and the cells where a run reached the cap. A budget whose runs mostly reach
+    the cap is truncated (its selection says little); `quick` is designed for >= 80 % stopped by patience."""
+    seen, n = set(), {"patience": 0, "cap": 0, "diverged": 0}
+    cap_cells = []
+    for c in data["cells"]:
+        for r in c["search"] + c["seeds"]:
+            if r["run_id"] in seen:
+                continue
+            seen.add(r["run_id"])
+            status = r["status"]
+            if status == RunStatus.EARLY_STOPPED:
+                n["patience"] += 1
+            elif status == RunStatus.COMPLETED:
+                n["cap"] += 1
+                cell = f"{_name(c['dataset'])}/{unit_name(c['unit'])}"
+                if cell not in cap_cells:
+                    cap_cells.append(cell)
+            elif status == RunStatus.DIVERGED:
+                n["diverged"] += 1
+    return {**n, "finished": sum(n.values()), "cap_cells": cap_cells}
+
+
 def table2_markdown(data, t2, sig, base) -> str:
     study = data["study"]
     head = ["dataset", "unit", "lr (selected on valid)", "seeds ok / diverged / failed",
@@ -342,6 +366,13 @@ def table2_markdown(data, t2, sig, base) -> str:
     if edge:
         md.append(f"- The selected learning rate is the smallest or largest candidate for: {', '.join(edge)} — "
                   "the optimum may lie outside the candidates (widen --lr-range or add candidates).\n")
+    stop = stopping_summary(data)
+    if stop["finished"]:
+        md.append(f"- Stopping: {stop['patience']} of {stop['finished']} finished runs "
+                  f"({100 * stop['patience'] / stop['finished']:.0f} %) stopped by patience (early stopping), "
+                  f"{stop['cap']} ran to the epoch cap, {stop['diverged']} diverged"
+                  + (f"; the cap was reached in {', '.join(stop['cap_cells'])} — a run still improving there "
+                     "was cut short" if stop["cap_cells"] else "") + ".\n")
     for dataset in data["grid"].datasets:
         f = study.train_fields(dataset)
         if f.get("limit_sequences") or f.get("crop_length"):
