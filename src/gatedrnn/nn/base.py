@@ -244,12 +244,14 @@ def recurrence(unit: RecurrentUnit, xt: Tensor, state, mask: Tensor | None = Non
                fused: bool | None = None):
     """Run `unit`'s equations over time — the one loop of the package — for one model or K at once.
 
-    One model: xt (T, B, I) time-major, state (B, H) (a tuple such as (h, c) for the LSTM family),
+    One model: xt (T, B, I) time-major, state (B, H) (a tuple such as (h, c) for the LSTM family; lstm-fgr:
+    (h, c, i, f, o)),
     mask (T, B) bool (False = padded step: state carried, output 0) or None, W (G·H, I), U (G·H, H),
     b (G·H), v (P, H) or None. K models (`StackedUnit`): the same with a leading K on every tensor.
     W, U, b, v default to the unit's own parameters (one model; a forward pass passes W, U with noise).
-    fused: False forces the reference loop; None takes the unit's fused kernel (`kernel_spec`) where the
-    kernels apply to these tensors (CPU, float32/float64), else `unit.reference`.
+    fused: False forces the reference loop; None takes the unit's fused kernel (`kernel_spec`; the state
+    goes to it and back through `unit.kernel_inputs` / `kernel_state`) where the kernels apply to these
+    tensors (CPU, float32/float64), else `unit.reference`.
     Returns (out (…, T, B, H), final state), model k of a stack computing exactly what the single unit
     with model k's tensors computes."""
     W = unit.weight_ih if W is None else W
