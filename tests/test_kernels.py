@@ -671,7 +671,7 @@ def test_fused_readout_falls_back_where_it_does_not_apply():
     torch.testing.assert_close(m.nll_hidden(h, y, mask), m.nll(m(h), y) * mask)
 
 
-@pytest.mark.parametrize("unit", ["tanh", "gru", "lstm"])
+@pytest.mark.parametrize("unit", ["tanh", "gru", "lstm", "lstm-fgr"])
 def test_model_total_nll_matches_the_reference(unit):
     """What evaluation sums (SequenceModel.total_nll on compact batches, fused forward-only) equals the
     reference model's summed per-step NLL."""
@@ -689,6 +689,8 @@ def test_model_total_nll_matches_the_reference(unit):
     compact, full = collate(pairs, range(5), compact=True), collate(pairs, range(5))
     assert compact.inputs.dtype == torch.uint8
     got = m.total_nll(compact.inputs, compact.targets, compact.mask, compact.lengths)
+    with torch.no_grad():                     # the fused path ran (it returns None where it does not apply)
+        assert m._fused_total_nll(compact.inputs, compact.targets, compact.mask) == got
     m.rnn.fused = m.head.fused = False
     with torch.no_grad():
         ref = float(m.nll(full.inputs, full.targets, full.mask, full.lengths).sum(dtype=torch.float64))
@@ -830,3 +832,28 @@ def test_no_unwritten_memory_reaches_a_result(variant, wgrad_mode, monkeypatch):
     x = torch.randn(B, T, I, dtype=torch.float64)
     lengths = torch.tensor([T, 3, 0, 8, 1, 5, 2, 8, 4, 6, 7, 1, 3])   # rows padded at every step but the first
     assert_same(run(u, x, lengths), run(u, x, lengths, fused=False), 1e-12)
+
+
+def test_gate_recurrence_operands_are_checked():
+    """The LSTM's gate_recurrence flag takes R (and optionally g0) by keyword; a missing or unexpected R,
+    a wrong shape or a flag needing a removed gate is a programming error, never a silent wrong result."""
+    K, T, B, I, H = 1, 3, 2, 4, 5
+    z = lambda *s: torch.zeros(*s)
+    args = (z(K, T, B, I), z(K, B, H), z(K, B, H), z(K, 4 * H, I), z(K, 4 * H, H), z(K, 4 * H), None, None)
+    grec = {"gate_recurrence": True}
+    with pytest.raises(ValueError, match="needs R"):
+        kernels.recurrence("lstm", grec, *args)
+    with pytest.raises(ValueError, match="needs R"):
+        kernels.inference("lstm", grec, *args)
+    with pytest.raises(ValueError, match="gate_recurrence flag only"):
+        kernels.recurrence("lstm", {}, *args, R=z(K, 3 * H, 3 * H))
+    with pytest.raises(ValueError, match="R must have shape"):
+        kernels.recurrence("lstm", grec, *args, R=z(K, 3 * H, H))
+    with pytest.raises(ValueError, match="g0 must have shape"):
+        kernels.recurrence("lstm", grec, *args, R=z(K, 3 * H, 3 * H), g0=z(K, B, H))
+    with pytest.raises(ValueError, match="cannot be combined"):
+        kernels.recurrence("lstm", {**grec, "coupled_input_forget": True}, *args, R=z(K, 3 * H, 3 * H))
+    with pytest.raises(ValueError, match="no flag"):
+        kernels.recurrence("gru", grec, *args)
+    out, hT, cT, gT = kernels.recurrence("lstm", grec, *args, R=z(K, 3 * H, 3 * H))   # zero weights:
+    assert torch.equal(gT, torch.full((K, B, 3 * H), 0.5))                         # every gate σ(0)

@@ -27,6 +27,7 @@ FUSED = {"lstm-np": ("lstm", {"peepholes": False}), "lstm-fb1": ("lstm", {"peeph
          "lstm-niaf": ("lstm", {"peepholes": True, "no_input_activation": True}),
          "lstm-noaf": ("lstm", {"peepholes": True, "no_output_activation": True}),
          "lstm-cifg": ("lstm", {"peepholes": True, "coupled_input_forget": True}),
+         "lstm-fgr": ("lstm", {"peepholes": True, "gate_recurrence": True}),
          "gru-ra": ("gru", {"reset_after": True}),
          "gru-nrg": ("gru", {"reset_after": False, "no_reset_gate": True}),
          "gru-nug": ("gru", {"reset_after": False, "no_update_gate": True}),
@@ -84,15 +85,18 @@ def gru_step(name, P, x, h):
     return ht if name == "gru-nug" else (1 - z) * h + z * ht
 
 
-def ref_sequence(name, P, X, n):
-    """X (T, I) one sequence -> outputs (T, n) and the final (h, c) (c None for the GRU family)."""
+def ref_sequence(name, P, X, n, st=None):
+    """X (T, I) one sequence -> outputs (T, n) and the final state: (h, c, i, f, o) for the LSTM family
+    (i, f, o: lstm-fgr's gate state, zeros for the others), (h, None) for the GRU family. st: the initial
+    state in that form (default zeros)."""
     lstm = name.startswith("lstm")
-    st = tuple(np.zeros(n) for _ in range(5)) if lstm else np.zeros(n)
+    if st is None:
+        st = tuple(np.zeros(n) for _ in range(5)) if lstm else np.zeros(n)
     out = []
     for x in X:
         st = lstm_step(name, P, x, st) if lstm else gru_step(name, P, x, st)
         out.append(st[0] if lstm else st)
-    return np.array(out).reshape(len(X), n), (st[0], st[1]) if lstm else (st, None)
+    return np.array(out).reshape(len(X), n), st if lstm else (st, None)
 
 
 def randomise(unit, gen, scale=0.6):
@@ -114,12 +118,15 @@ def test_variant_matches_float64_rederivation(name, fused):
     out, state = u(X, lengths=torch.tensor(lengths))
     h_fin = state[0] if isinstance(state, tuple) else state
     for b, L in enumerate(lengths):
-        ref, (h, c) = ref_sequence(name, P, X[b, :L].numpy(), n)
+        ref, st_ref = ref_sequence(name, P, X[b, :L].numpy(), n)
         np.testing.assert_allclose(out[b, :L].detach().numpy(), ref, rtol=1e-10, atol=1e-12)
         assert torch.all(out[b, L:] == 0)
-        np.testing.assert_allclose(h_fin[b].detach().numpy(), h, rtol=1e-10, atol=1e-12)
-        if c is not None:
-            np.testing.assert_allclose(state[1][b].detach().numpy(), c, rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(h_fin[b].detach().numpy(), st_ref[0], rtol=1e-10, atol=1e-12)
+        if st_ref[1] is not None:
+            np.testing.assert_allclose(state[1][b].detach().numpy(), st_ref[1], rtol=1e-10, atol=1e-12)
+        if name == "lstm-fgr":                               # the carried gate state i_T, f_T, o_T
+            for k in (2, 3, 4):
+                np.testing.assert_allclose(state[k][b].detach().numpy(), st_ref[k], rtol=1e-10, atol=1e-12)
 
 
 @pytest.mark.parametrize("name", VARIANTS)
@@ -315,9 +322,21 @@ def no_fused(monkeypatch):
     return calls
 
 
-@pytest.mark.parametrize("name", [v for v in VARIANTS if v not in FUSED])
+def _unfused(name):
+    """The variant itself if it declares no kernel, else a subclass that overrides cell() (the same
+    equations, but the override is all the rule sees: a kernel cannot know what a new cell() computes)."""
+    cls = UNITS[name]
+    if name not in FUSED:
+        return make_unit(name, 3, 4)
+    sub = type(cls.__name__ + "Sub", (cls,), {"cell": lambda self, *a: cls.cell(self, *a)})
+    return sub(3, 4)
+
+
+@pytest.mark.parametrize("name", VARIANTS)
 def test_a_variant_never_runs_its_parents_fused_kernel(name, no_fused):
-    u = make_unit(name, 3, 4)                                       # fused=None: a kernel would be used
+    """A variant without its own kernel declaration (the unfused variants; for the fused ones a subclass
+    overriding cell()) runs the reference loop: forward, backward and no_grad."""
+    u = _unfused(name)                                              # fused=None: a kernel would be used
     assert u.kernel_spec() is None
     x = torch.randn(2, 5, 3)
     out, _ = u(x, lengths=torch.tensor([5, 3]))
@@ -365,9 +384,21 @@ def test_fused_variant_declares_and_runs_its_kernel(name, monkeypatch):
     u = make_unit(name, 3, 4)
     assert u.kernel_spec() == FUSED[name]
     ran, real = [], kernels.recurrence
-    monkeypatch.setattr(kernels, "recurrence", lambda *a: ran.append(1) or real(*a))
+    monkeypatch.setattr(kernels, "recurrence", lambda *a, **k: ran.append(1) or real(*a, **k))
     u(torch.randn(2, 5, 3), lengths=torch.tensor([5, 3]))[0].sum().backward()
     assert ran == [1]
+
+
+def initial_state(name, B, H, g, dtype):
+    """A random initial state of the variant's form: h, (h, c), or lstm-fgr's (h, c, i, f, o) with gate
+    values in (0, 1) as a sigmoid gives them."""
+    h0 = torch.randn(B, H, generator=g, dtype=dtype)
+    if unit_family(name) != "lstm":
+        return h0
+    st_ = (h0, torch.randn(B, H, generator=g, dtype=dtype))
+    if name == "lstm-fgr":
+        st_ += tuple(torch.rand(B, H, generator=g, dtype=dtype) for _ in range(3))
+    return st_
 
 
 from hypothesis import HealthCheck, given, settings, strategies as st  # noqa: E402
@@ -387,8 +418,7 @@ def test_fused_variant_equals_reference_property(name, B, T, I, H, padded, dtype
     randomise(u, g)
     x = torch.randn(B, T, I, generator=g, dtype=dtype)
     lengths = torch.randint(0, T + 1, (B,), generator=g) if padded else None
-    h0 = torch.randn(B, H, generator=g, dtype=dtype)
-    state = (h0, torch.randn(B, H, generator=g, dtype=dtype)) if unit_family(name) == "lstm" else h0
+    state = initial_state(name, B, H, g, dtype)
     atol = 2e-5 if dtype == torch.float32 else 1e-11
     for a, b in zip(_run(u, x, lengths, None, state), _run(u, x, lengths, False, state)):
         torch.testing.assert_close(a, b, atol=atol, rtol=1e-4)
@@ -406,8 +436,7 @@ def test_fused_variant_equals_reference(name, dtype):
     randomise(u, g)
     x = torch.randn(B, T, I, generator=g, dtype=dtype)
     lengths = torch.tensor([9, 4, 0, 9, 1, 6, 8])
-    h0 = torch.randn(B, H, generator=g, dtype=dtype)
-    state = (h0, torch.randn(B, H, generator=g, dtype=dtype)) if unit_family(name) == "lstm" else h0
+    state = initial_state(name, B, H, g, dtype)
     atol = 2e-5 if dtype == torch.float32 else 1e-11
     for a, b in zip(_run(u, x, lengths, None, state), _run(u, x, lengths, False, state)):
         torch.testing.assert_close(a, b, atol=atol, rtol=1e-4)
@@ -451,3 +480,152 @@ def test_fused_variant_stacked_equals_single_units(name):
         torch.testing.assert_close(out[k].detach(), o.detach(), atol=1e-12, rtol=1e-10)
         for p, q in zip(s.parameters(), u.parameters()):
             torch.testing.assert_close(p.grad[k], q.grad, atol=1e-12, rtol=1e-10)
+
+
+# ------------------------------------------------------------------ lstm-fgr: the gate state in the kernel
+@pytest.fixture(params=["in-loop", "deferred"])
+def wgrad_mode(request, monkeypatch):
+    """The two ways the kernels' backward forms the weight gradients (kernels.autograd.DEFER_BYTES)."""
+    monkeypatch.setattr(kautograd, "DEFER_BYTES", 0 if request.param == "deferred" else 1 << 40)
+    return request.param
+
+
+def _fgr(I, H, dtype, seed):
+    u = make_unit("lstm-fgr", I, H).to(dtype)
+    randomise(u, torch.Generator().manual_seed(seed))
+    return u
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_lstm_fgr_gate_state_fused_equals_reference(dtype, wgrad_mode):
+    """The carried gate state through the fused kernel: from a nonzero initial (i_0, f_0, o_0), over a
+    padded batch (padded steps carry the gates), with a loss on the final gates only — the final gate
+    state, the gradients w.r.t. the initial gate state (and everything else) equal the reference loop's,
+    the final gates equal the float64 re-derivation, and the gradient really reaches i_0, f_0, o_0."""
+    if not kernels.available():
+        pytest.skip("fused kernels unavailable: " + str(kernels.build_error()))
+    g = torch.Generator().manual_seed(11)
+    B, T, I, H = 6, 7, 4, 5
+    u = _fgr(I, H, dtype, 3)
+    x = torch.randn(B, T, I, generator=g, dtype=dtype)
+    lengths = torch.tensor([7, 3, 0, 7, 1, 5])
+    state = initial_state("lstm-fgr", B, H, g, dtype)
+    w = [torch.randn(B, H, generator=g, dtype=dtype) for _ in range(3)]
+    res = []
+    for fused in (None, False):
+        u.fused = fused
+        u.zero_grad(set_to_none=True)
+        s0 = tuple(s.detach().clone().requires_grad_(True) for s in state)
+        out, sT = u(x, s0, lengths=lengths)
+        sum((a * b).sum() for a, b in zip(sT[2:], w)).backward()
+        res.append([*(s.detach() for s in sT), *(s.grad for s in s0), *(p.grad for p in u.parameters())])
+    atol = 2e-5 if dtype == torch.float32 else 1e-12
+    for a, b in zip(*res):
+        torch.testing.assert_close(a, b, atol=atol, rtol=1e-4)
+    d_gates0 = res[0][7:10]
+    assert all(d[lengths > 0].abs().min() > 0 for d in d_gates0)       # every gate of every row reached
+    assert all(torch.equal(d[lengths == 0], w_[lengths == 0]) for d, w_ in zip(d_gates0, w))   # carried
+    P = {k: v.double().numpy() for k, v in u.paper_weights().items()}
+    for b, L in enumerate(lengths.tolist()):
+        _, st_ref = ref_sequence("lstm-fgr", P, x[b, :L].double().numpy(), H,
+                                 tuple(s[b].double().numpy() for s in state))
+        for k in range(5):
+            np.testing.assert_allclose(res[0][k][b].double().numpy(), st_ref[k], rtol=1e-4 if dtype ==
+                                       torch.float32 else 1e-10, atol=atol)
+    with torch.no_grad():                                                # the forward-only kernel
+        u.fused = None
+        _, s_inf = u(x, state, lengths=lengths)
+    for a, b in zip(s_inf, res[0][:5]):
+        assert torch.equal(a, b)
+
+
+def test_lstm_fgr_gradcheck_with_initial_gate_state(wgrad_mode):
+    """float64 gradcheck through the fused kernel w.r.t. x, all five parts of the initial state and every
+    parameter (R included), outputs and the whole final state, on a padded batch."""
+    if not kernels.available():
+        pytest.skip("fused kernels unavailable: " + str(kernels.build_error()))
+    u = _fgr(2, 3, torch.float64, 4)
+    assert u.kernel_spec() == FUSED["lstm-fgr"]
+    g = torch.Generator().manual_seed(5)
+    names = [k for k, _ in u.named_parameters()]
+    x = torch.randn(3, 4, 2, dtype=torch.float64, generator=g, requires_grad=True)
+    s0 = [s.requires_grad_(True) for s in initial_state("lstm-fgr", 3, 3, g, torch.float64)]
+    lengths = torch.tensor([4, 1, 3])
+
+    def f(x, h, c, i, f_, o, *params):
+        out, st_ = torch.func.functional_call(u, dict(zip(names, params)), (x, (h, c, i, f_, o)),
+                                              {"lengths": lengths})
+        return (out, *st_)
+
+    params = [p.detach().clone().requires_grad_(True) for p in u.parameters()]
+    assert torch.autograd.gradcheck(f, (x, *s0, *params), atol=1e-7, rtol=1e-5)
+
+
+def test_lstm_fgr_stacked_models_equal_single_units(wgrad_mode):
+    """K lstm-fgr models in one kernel call (the loop's leading model dimension, base.recurrence; each
+    model its own W, U, b, v, R, initial state and lengths) == the K single units, outputs, final states
+    and every gradient; and == the stacked reference loop."""
+    from gatedrnn.nn import recurrence
+    if not kernels.available():
+        pytest.skip("fused kernels unavailable: " + str(kernels.build_error()))
+    K, B, T, I, H = 3, 5, 6, 4, 7
+    units = [_fgr(I, H, torch.float64, k) for k in range(K)]
+    g = torch.Generator().manual_seed(9)
+    x = torch.randn(K, T, B, I, generator=g, dtype=torch.float64)
+    lengths = torch.randint(0, T + 1, (K, B), generator=g)
+    mask = torch.arange(T).view(1, T, 1) < lengths.unsqueeze(1)                  # (K, T, B)
+    states = [initial_state("lstm-fgr", B, H, g, torch.float64) for _ in range(K)]
+    w = torch.randn(K, T, B, H, generator=g, dtype=torch.float64)
+
+    def stacked(fused):
+        ps = [torch.stack([getattr(u, n).detach() for u in units]).requires_grad_(True)
+              for n in ("weight_ih", "weight_hh", "bias", "peephole", "weight_gate")]
+        s0 = tuple(torch.stack([s[j] for s in states]).requires_grad_(True) for j in range(5))
+        t = units[0]
+        object.__setattr__(t, "_pass_R", ps[4])            # this pass's R, one per model (as forward sets it)
+        try:
+            out, sT = recurrence(t, x, s0, mask, *ps[:4], fused=fused)
+        finally:
+            object.__setattr__(t, "_pass_R", None)
+        ((out * w).sum() + sum(s.square().sum() for s in sT)).backward()
+        return out.detach(), [s.detach() for s in sT], [s.grad for s in s0], [p.grad for p in ps]
+
+    fus, ref = stacked(None), stacked(False)
+    for a, b in zip([fus[0], *fus[1], *fus[2], *fus[3]], [ref[0], *ref[1], *ref[2], *ref[3]]):
+        torch.testing.assert_close(a, b, atol=1e-12, rtol=1e-10)
+    for k, u in enumerate(units):
+        u.zero_grad(set_to_none=True)
+        s0 = tuple(s.detach().clone().requires_grad_(True) for s in states[k])
+        out, sT = u(x[k].transpose(0, 1), s0, lengths=lengths[k])
+        ((out.transpose(0, 1) * w[k]).sum() + sum(s.square().sum() for s in sT)).backward()
+        torch.testing.assert_close(fus[0][k], out.detach().transpose(0, 1), atol=1e-12, rtol=1e-10)
+        for a, b in zip(fus[1], sT):
+            torch.testing.assert_close(a[k], b.detach(), atol=1e-12, rtol=1e-10)
+        for a, b in zip(fus[2], s0):
+            torch.testing.assert_close(a[k], b.grad, atol=1e-12, rtol=1e-10)
+        for a, p in zip(fus[3], (u.weight_ih, u.weight_hh, u.bias, u.peephole, u.weight_gate)):
+            torch.testing.assert_close(a[k], p.grad, atol=1e-12, rtol=1e-10)
+
+
+def test_lstm_fgr_weight_noise_reaches_the_kernel(monkeypatch):
+    """Training with weight noise: the noisy R of the pass (not the clean parameter) reaches the kernel,
+    and fused == reference for the same draws."""
+    if not kernels.available():
+        pytest.skip("fused kernels unavailable: " + str(kernels.build_error()))
+    u = _fgr(3, 4, torch.float64, 6)
+    u.weight_noise = 0.3
+    u.train()
+    seen, real = [], kernels.recurrence
+    monkeypatch.setattr(kernels, "recurrence", lambda *a, **k: seen.append(k["R"].detach().clone()) or real(*a, **k))
+    x = torch.randn(2, 5, 3, dtype=torch.float64)
+    res = []
+    for fused in (None, False):
+        u.fused = fused
+        u.zero_grad(set_to_none=True)
+        torch.manual_seed(3)
+        out, sT = u(x, lengths=torch.tensor([5, 2]))
+        (out.square().sum() + sT[2].sum()).backward()
+        res.append([out.detach(), *(p.grad for p in u.parameters())])
+    assert len(seen) == 1 and not torch.allclose(seen[0][0], u.weight_gate.detach())
+    for a, b in zip(*res):
+        torch.testing.assert_close(a, b, atol=1e-12, rtol=1e-10)

@@ -47,9 +47,9 @@ class SequenceModel(nn.Module):
     def total_nll(self, x: Tensor, y: Tensor, mask: Tensor, lengths: Tensor | None = None) -> float:
         """Σ of the per-step NLL over the valid steps (accumulated in float64), without a gradient — what
         evaluation needs. x, y may be compact (uint8, see `data.batching.eval_batches`). Where the fused
-        kernels apply (CPU, a paper unit, the Bernoulli head, no weight noise in this pass) this runs the
-        forward-only recurrence on x as it is and the fused read-out: no autograd, no activations kept,
-        no (B, T, O) logits; otherwise `nll` on float tensors."""
+        kernels apply (CPU, a unit that declares a kernel, the Bernoulli head, no weight noise in this pass)
+        this runs the forward-only recurrence on x as it is and the fused read-out: no autograd, no
+        activations kept, no (B, T, O) logits; otherwise `nll` on float tensors."""
         fast = self._fused_total_nll(x, y, mask)
         if fast is not None:
             return fast
@@ -71,13 +71,14 @@ class SequenceModel(nn.Module):
             return None
         kind, flags = spec
         B, T, _ = x.shape
-        h0 = rnn.weight_hh.new_zeros(1, B, rnn.hidden_size)
+        z = rnn.init_state(B, rnn.weight_hh.detach())      # the zero state, on a model dim of 1
+        h0, c0, extra = rnn.kernel_inputs(tuple(s[None] for s in z) if isinstance(z, tuple) else z[None])
         full = bool(mask.all())
         m = None if full else mask.t().unsqueeze(0)        # (1, T, B)
         v = rnn.peephole
-        out, _, _ = kernels.inference(kind, flags, x.transpose(0, 1)[None], h0, h0 if kind == "lstm" else None,
-                                      rnn.weight_ih[None], rnn.weight_hh[None], rnn.bias[None],
-                                      None if v is None else v[None], m)
+        out = kernels.inference(kind, flags, x.transpose(0, 1)[None], h0, c0, rnn.weight_ih[None],
+                                rnn.weight_hh[None], rnn.bias[None], None if v is None else v[None], m,
+                                **extra)[0]
         h = out[0].transpose(0, 1)                          # (B, T, H) view of the time-major output
         V, c = head.linear.weight, head.linear.bias
         if not readout.applies(h, V, c, y, mask) or not (y.dtype == dt or y.dtype == torch.uint8):

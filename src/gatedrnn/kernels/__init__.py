@@ -7,7 +7,19 @@ reset_after, peepholes) — and `gatedrnn.nn.recurrence` hands its tensors here:
     recurrence(kind, flags, x, h0, c0, W, U, b, v, mask) -> (out, hT, cT) or None
 
 with a leading model dimension K on every tensor: x (K, T, B, I), h0/c0 (K, B, H), W (K, G·H, I),
-U (K, G·H, H), b (K, G·H), v (K, P, H) or None, mask (K, T, B) or None. It computes exactly what the
+U (K, G·H, H), b (K, G·H), v (K, P, H) or None, mask (K, T, B) or None. The LSTM's gate recurrence
+(flag `gate_recurrence`, lstm-fgr: i, f, o also receive R [i;f;o]_{t−1}) takes two more tensors, by keyword,
+and returns one more, the final gate state:
+
+    recurrence("lstm", {..., "gate_recurrence": True}, x, h0, c0, W, U, b, v, mask, R=R, g0=g0)
+        -> (out, hT, cT, gT) or None
+
+R (K, 3H, 3H): row blocks the receiving gate, column blocks the source gate, both (i, f, o); g0, gT
+(K, B, 3H) = [i | f | o] of the step before the first / of the last step (g0 None: zeros). A padded step
+carries the gate state like h and c. The kernels stay ignorant of unit classes: the unit turns its state
+into these operands and back (`RecurrentUnit.kernel_inputs` / `kernel_state` in gatedrnn.nn.base).
+
+Either form computes exactly what the
 unit's reference loop computes (outputs, final state, every gradient), or returns None when the kernels
 do not apply to these tensors — non-CPU tensors, dtypes other than float32/float64, mixed dtypes,
 zero-length sequences or an empty batch, no kernel library — and the caller runs the reference loop.
@@ -41,8 +53,12 @@ KINDS = {"tanh": TANH, "gru": GRU, "lstm": LSTM}
 # GRU: without reset gate (r = 1): blocks (z, candidate), h̃ = tanh(W x + U h_{t−1} + b); without update
 # gate (z = 1): blocks (r, candidate), h = h̃; minimal: blocks (f, candidate), f both the reset and the
 # update gate (h̃ = tanh(W x + U (f ⊙ h_{t−1}) + b), h = (1 − f) ⊙ h_{t−1} + f ⊙ h̃).
+# LSTM gate recurrence (not an elementwise change: one more GEMM per step, a gate state carried like c):
+# the pre-activations of i, f, o gain R [i;f;o]_{t−1}; needs all three gates (with peepholes or not, and
+# the activation flags), R and the gate state pass as keyword tensors of `recurrence` (see above).
 VARIANT_BITS = {"lstm": {"no_input_gate": 1, "no_forget_gate": 2, "no_output_gate": 4, "no_input_activation": 8,
-                         "no_output_activation": 16, "coupled_input_forget": 32},   # = LVar in fused.cpp
+                         "no_output_activation": 16, "coupled_input_forget": 32,
+                         "gate_recurrence": 64},                                     # = LVar in fused.cpp
                 "gru": {"no_reset_gate": 1, "no_update_gate": 2, "minimal": 4},      # = GVar
                 "tanh": {}}
 FLAGS: dict[str, tuple[str, ...]] = {"tanh": (), "gru": ("reset_after", *VARIANT_BITS["gru"]),
@@ -102,44 +118,75 @@ def _code(kind: str, flags: Mapping[str, bool]) -> tuple[int, bool, bool, int]:
     if extra:
         raise ValueError(f"kernel {kind!r} has no flag(s) {sorted(extra)}; it understands {list(FLAGS[kind])}")
     lvar = sum(bit for name, bit in VARIANT_BITS[kind].items() if flags.get(name, False))
+    if kind == "lstm" and lvar & autograd.GREC:
+        clash = [n for n in ("no_input_gate", "no_forget_gate", "no_output_gate", "coupled_input_forget")
+                 if flags.get(n, False)]
+        if clash:
+            raise ValueError(f"gate_recurrence needs the gates i, f, o; it cannot be combined with {clash}")
     return KINDS[kind], bool(flags.get("reset_after", False)), bool(flags.get("peepholes", False)), lvar
+
+
+def _gate_operands(kind: str, lvar: int, h0: Tensor, R: Tensor | None, g0: Tensor | None) -> bool:
+    """Checks R, g0 against the flags and shapes; True if the gate recurrence is on. A missing or
+    unexpected R, or a wrong shape, is a programming error: it raises."""
+    grec = kind == "lstm" and bool(lvar & autograd.GREC)
+    if not grec:
+        if R is not None or g0 is not None:
+            raise ValueError("R and g0 are operands of the LSTM's gate_recurrence flag only")
+        return False
+    if R is None:
+        raise ValueError("the flag gate_recurrence needs R (K, 3H, 3H)")
+    K, B, H = h0.shape
+    if tuple(R.shape) != (K, 3 * H, 3 * H):
+        raise ValueError(f"R must have shape {(K, 3 * H, 3 * H)}, got {tuple(R.shape)}")
+    if g0 is not None and tuple(g0.shape) != (K, B, 3 * H):
+        raise ValueError(f"g0 must have shape {(K, B, 3 * H)}, got {tuple(g0.shape)}")
+    return True
 
 
 _DTYPES = (torch.float32, torch.float64)
 
 
 def recurrence(kind: str, flags: Mapping[str, bool], x: Tensor, h0: Tensor, c0: Tensor | None, W: Tensor,
-               U: Tensor, b: Tensor, v: Tensor | None, mask: Tensor | None):
+               U: Tensor, b: Tensor, v: Tensor | None, mask: Tensor | None, *, R: Tensor | None = None,
+               g0: Tensor | None = None):
     """The fused loop over time for K models (shapes in the module doc), or None where it does not apply.
-    Returns (out (K, T, B, H), hT (K, B, H), cT (K, B, H) or None)."""
+    Returns (out (K, T, B, H), hT (K, B, H), cT (K, B, H) or None), and gT (K, B, 3H) after them with the
+    flag gate_recurrence (then R is required, g0 optional)."""
     code, reset_after, peep, lvar = _code(kind, flags)
+    grec = _gate_operands(kind, lvar, h0, R, g0)
     is_lstm = code == LSTM
     v = v if peep else None
-    tensors = (x, h0, c0, W, U, b, v)
+    tensors = (x, h0, c0, W, U, b, v, R, g0)
     K, T, B, _ = x.shape
     dt = x.dtype
     if (T == 0 or B == 0 or dt not in _DTYPES or (is_lstm and c0 is None)
             or not all(t is None or (t.is_cpu and t.dtype == dt) for t in tensors)
             or (mask is not None and not mask.is_cpu) or not available()):
         return None
-    args = (code, reset_after, peep, x, h0, c0, W, U, b, v, mask, lvar)
+    args = (code, reset_after, peep, x, h0, c0, W, U, b, v, mask, lvar, R, g0)
     if not needs_grad(tensors):   # evaluation: forward only, nothing kept for a backward
         return _inference(*args)
-    out, hT, cT = FusedRecurrence.apply(*args)
-    return out, hT, (cT if is_lstm else None)
+    out, hT, cT, gT = FusedRecurrence.apply(*args)
+    res = (out, hT, (cT if is_lstm else None))
+    return res + (gT,) if grec else res
 
 
 def inference(kind: str, flags: Mapping[str, bool], x: Tensor, h0: Tensor, c0: Tensor | None, W: Tensor,
-              U: Tensor, b: Tensor, v: Tensor | None, mask: Tensor | None):
+              U: Tensor, b: Tensor, v: Tensor | None, mask: Tensor | None, *, R: Tensor | None = None,
+              g0: Tensor | None = None):
     """Forward only, no autograd: what `recurrence` returns (same arithmetic, so the same values) without
     the activations backward would need. x may also be uint8 (compact evaluation batches; the kernel
-    converts exactly). Returns out (K,T,B,H), hT (K,B,H), cT (K,B,H) or None."""
+    converts exactly). Returns out (K,T,B,H), hT (K,B,H), cT (K,B,H) or None, and gT (K,B,3H) with the
+    flag gate_recurrence (R required)."""
     code, reset_after, peep, lvar = _code(kind, flags)
-    return _inference(code, reset_after, peep, x, h0, c0, W, U, b, v if peep else None, mask, lvar)
+    _gate_operands(kind, lvar, h0, R, g0)
+    return _inference(code, reset_after, peep, x, h0, c0, W, U, b, v if peep else None, mask, lvar, R, g0)
 
 
-def _inference(code, reset_after, peep, x, h0, c0, W, U, b, v, mask, lvar):
+def _inference(code, reset_after, peep, x, h0, c0, W, U, b, v, mask, lvar, R=None, g0=None):
+    d = lambda t: t.detach() if t is not None else None
     with torch.no_grad():
         return autograd.run_forward(code, reset_after, peep, row_strided(x), h0, c0, W.detach(), U.detach(),
-                                    b.detach(), v.detach() if v is not None else None, mask_bytes(mask),
-                                    inference=True, lvar=lvar)
+                                    b.detach(), d(v), mask_bytes(mask), inference=True, lvar=lvar, R=d(R),
+                                    g0=d(g0))

@@ -9,7 +9,8 @@ Python only allocates the outputs and fills one argument block per model (per-ca
 for small batches: each torch op here costs microseconds).
 
 Tensors carry a leading model dimension K: x (K, T, B, I) (any T and B strides, unit inner stride),
-h0/c0 (K, B, H), W (K, G·H, I), U (K, G·H, H), b (K, G·H), v (K, 3, H), mask (K, T, B).
+h0/c0 (K, B, H), W (K, G·H, I), U (K, G·H, H), b (K, G·H), v (K, 3, H), mask (K, T, B); with the LSTM's
+gate recurrence (lvar & GREC) also R (K, 3H, 3H) and the gate state g0/gT (K, B, 3H) = [i | f | o].
 A single unit is K = 1 (see `gatedrnn.kernels.recurrence`).
 """
 from __future__ import annotations
@@ -31,6 +32,7 @@ NB = 16  # must equal NB in fused.cpp
 # sizes (up to 4·195 x 195 and 400 x 400) on the 2-core machine.
 DEFER_BYTES = 4 * 1024 * 1024
 TANH, GRU, LSTM = 0, 1, 2
+GREC = 64   # the LSTM's gate-recurrence bit (LV_GREC in fused.cpp; kernels.VARIANT_BITS["lstm"]["gate_recurrence"])
 # Sparse input projection: music inputs are piano rolls (~4 of 88 keys on per step), so b + W x_t (forward)
 # and dW += dgxᵀ x_t (backward) run over the nonzero entries of x only, in the same order as the dense
 # micro-kernel, whose skipped terms are exact zeros: the same sums (tests check equality). Used when at
@@ -67,7 +69,8 @@ class _Fwd(ctypes.Structure):   # = FwdArgs in fused.cpp
                 ("x", _p), ("sT", _i64), ("sB", _i64), ("W", _p), ("U", _p), ("b", _p), ("v", _p), ("mask", _p),
                 ("h0", _p), ("c0", _p), ("Hs", _p), ("Cs", _p), ("act", _p), ("aux", _p),
                 ("out", _p), ("hT", _p), ("cT", _p), ("flags", _i64), ("lvar", _i64),
-                ("WT", _p), ("bx", _p), ("ldx", _i64), ("UT", _p), ("ldu", _i64), ("off2", _i64)]
+                ("R", _p), ("g0", _p), ("Gs", _p), ("gT", _p),
+                ("WT", _p), ("bx", _p), ("ldx", _i64), ("UT", _p), ("ldu", _i64), ("off2", _i64), ("RT", _p)]
 
 
 class _Bwd(ctypes.Structure):   # = BwdArgs in fused.cpp
@@ -78,8 +81,9 @@ class _Bwd(ctypes.Structure):   # = BwdArgs in fused.cpp
                 ("ghT", _p), ("gcT", _p),
                 ("dx", _p), ("dh0", _p), ("dc0", _p), ("dW", _p), ("dU", _p), ("db", _p), ("dv", _p),
                 ("dG", _p), ("dGx", _p), ("flags", _i64), ("lvar", _i64),
+                ("R", _p), ("Gs", _p), ("ggT", _p), ("dg0", _p), ("dR", _p),
                 ("Wp", _p), ("ldi", _i64), ("Up", _p), ("ldh", _i64), ("dWp", _p), ("dUp", _p), ("dbp", _p),
-                ("dWTp", _p), ("dvr", _p)]
+                ("dWTp", _p), ("dvr", _p), ("Rp", _p), ("ldg", _i64), ("dRp", _p)]
 
 
 def _ptrs(t: Tensor | None, K: int) -> list:
@@ -190,14 +194,22 @@ pool = BufferPool()
 
 def run_forward(unit: int, reset_after: bool, peep: bool, x: Tensor, h0: Tensor, c0: Tensor | None,
                 W: Tensor, U: Tensor, b: Tensor, v: Tensor | None, mask_u8: Tensor | None, *,
-                inference: bool = False, sparse: bool | None = None, lvar: int = 0):
+                inference: bool = False, sparse: bool | None = None, lvar: int = 0, R: Tensor | None = None,
+                g0: Tensor | None = None):
     """Training mode: returns out, hT, cT, Hs, Cs, act, aux (what backward needs). inference=True: keeps
     nothing for backward (returns out, hT, cT). cT is None but for the LSTM. lvar: the LSTM ablation bits
-    (LV_* in fused.cpp; 0 = the paper's LSTM)."""
+    (LV_* in fused.cpp; 0 = the paper's LSTM). With the gate recurrence (LSTM, lvar & GREC; R (K, 3H, 3H)
+    required, g0 (K, B, 3H) or None = zeros) the final gate state gT follows cT, and in training mode the
+    gate-state sequence Gs (K, T+1, B, 3H) follows aux."""
     lib = loader.load()
     K, T, B, I = x.shape
     GH, H = U.shape[1:]
     is_lstm = unit == LSTM
+    grec = is_lstm and bool(lvar & GREC)
+    if grec and R is None:
+        raise ValueError("the gate recurrence needs R")
+    R = R.contiguous() if grec else None
+    g0 = g0.contiguous() if (grec and g0 is not None) else None
     W, U, b, h0 = W.contiguous(), U.contiguous(), b.contiguous(), h0.contiguous()
     c0 = c0.contiguous() if is_lstm else None
     v = v.contiguous() if (v is not None and peep) else None
@@ -211,38 +223,50 @@ def run_forward(unit: int, reset_after: bool, peep: bool, x: Tensor, h0: Tensor,
     out = new(K, T, B, H) if inference else keep(K, T, B, H)
     hT = new(K, B, H)
     cT = new(K, B, H) if is_lstm else None
-    Hs = Cs = act = aux = None
+    gT = new(K, B, 3 * H) if grec else None
+    Hs = Cs = act = aux = Gs = None
     if not inference:
         Hs = keep(K, T + 1, B, H)
         Cs = keep(K, T + 1, B, H) if is_lstm else None
         act = keep(K, T, B, GH) if unit != TANH else None
         aux = keep(K, T, B, H) if unit != TANH else None
-    for t in (out, Hs, Cs, act, aux):
+        Gs = keep(K, T + 1, B, 3 * H) if grec else None
+    for t in (out, Hs, Cs, act, aux, Gs):
         advise_huge(lib, t)
-    _poisoned(out, hT, cT, Hs, Cs, act, aux)
+    _poisoned(out, hT, cT, Hs, Cs, act, aux, gT, Gs)
     args = (_Fwd * K)()
-    P = [_ptrs(t, K) for t in (x, W, U, b, v, mask_u8, h0, c0, Hs, Cs, act, aux, out, hT, cT)]
+    P = [_ptrs(t, K) for t in (x, W, U, b, v, mask_u8, h0, c0, Hs, Cs, act, aux, out, hT, cT, R, g0, Gs, gT)]
     nth, sT, sB = num_threads(), x.stride(1), x.stride(2)
     for k in range(K):
-        px, pW, pU, pb, pv, pm, ph0, pc0, pHs, pCs, pact, paux, pout, phT, pcT = (p[k] for p in P)
+        px, pW, pU, pb, pv, pm, ph0, pc0, pHs, pCs, pact, paux, pout, phT, pcT, pR, pg0, pGs, pgT = (p[k] for p in P)
         args[k] = _Fwd(T, B, H, I, unit, int(reset_after), int(peep), nth, px, sT, sB, pW, pU, pb, pv, pm,
-                       ph0, pc0, pHs, pCs, pact, paux, pout, phT, pcT, int(sparse) | (2 * int(x_u8)), lvar)
+                       ph0, pc0, pHs, pCs, pact, paux, pout, phT, pcT, int(sparse) | (2 * int(x_u8)), lvar,
+                       pR, pg0, pGs, pgT)
     lib.gr_forward(args, K, int(W.dtype == torch.float64))
     if inference:
-        return out, hT, cT
+        return (out, hT, cT, gT) if grec else (out, hT, cT)
+    if grec:
+        return out, hT, cT, gT, Hs, Cs, act, aux, Gs
     return out, hT, cT, Hs, Cs, act, aux
 
 
 def run_backward(unit: int, reset_after: bool, peep: bool, x: Tensor, W: Tensor, U: Tensor, v: Tensor | None,
                  mask_u8: Tensor | None, Hs: Tensor, Cs: Tensor | None, act: Tensor | None,
                  aux: Tensor | None, gout: Tensor | None, ghT: Tensor | None, gcT: Tensor | None,
-                 need_dx: bool, sparse: bool = False, lvar: int = 0):
+                 need_dx: bool, sparse: bool = False, lvar: int = 0, R: Tensor | None = None,
+                 Gs: Tensor | None = None, ggT: Tensor | None = None):
     """Returns dx (or None), dW, dU, db, dh0, dc0 (LSTM), dv (LSTM with peepholes); all with the K dim.
-    sparse: accumulate dW over the nonzeros of x (as the forward's sparse input projection)."""
+    sparse: accumulate dW over the nonzeros of x (as the forward's sparse input projection).
+    Gate recurrence (LSTM, lvar & GREC): R and the forward's Gs required, ggT = dL/dgT or None; then dg0
+    (K, B, 3H) and dR (K, 3H, 3H) follow dv."""
     lib = loader.load()
     K, T, B, I = x.shape
     GH, H = U.shape[1:]
+    grec = unit == LSTM and bool(lvar & GREC)
     W, U = W.contiguous(), U.contiguous()
+    R = R.contiguous() if grec else None
+    ggT = _c(ggT) if grec else None
+    dg0 = x.new_empty(K, B, 3 * H) if grec else None
     defer = GH * _pad(H) * x.element_size() > DEFER_BYTES
     sep_x = unit == GRU and reset_after
     sparse = sparse and not defer
@@ -264,19 +288,20 @@ def run_backward(unit: int, reset_after: bool, peep: bool, x: Tensor, W: Tensor,
     v = v.contiguous() if (v is not None and peep) else None
     gout, ghT, gcT = unit_inner(gout), _c(ghT), _c(gcT)
     gsT, gsB = (gout.stride(1), gout.stride(2)) if gout is not None else (0, 0)
+    dR = x.new_empty(K, 3 * H, 3 * H) if (grec and not defer) else None
     for t in (dx, dG, dGx):
         advise_huge(lib, t)
-    _poisoned(dx, dG, dGx, dW, dU, db, dh0, dc0, dv)
+    _poisoned(dx, dG, dGx, dW, dU, db, dh0, dc0, dv, dg0, dR)
     args = (_Bwd * K)()
     P = [_ptrs(t, K) for t in (x, W, U, v, mask_u8, Hs, Cs, act, aux, gout, ghT, gcT, dx, dh0, dc0, dW, dU, db,
-                               dv, dG, dGx)]
+                               dv, dG, dGx, R, Gs, ggT, dg0, dR)]
     nth, sT, sB = num_threads(), x.stride(1), x.stride(2)
     for k in range(K):
         (px, pW, pU, pv, pm, pHs, pCs, pact, paux, pgo, pgh, pgc, pdx, pdh0, pdc0, pdW, pdU, pdb, pdv, pdG,
-         pdGx) = (p[k] for p in P)
+         pdGx, pR, pGs, pggT, pdg0, pdR) = (p[k] for p in P)
         args[k] = _Bwd(T, B, H, I, unit, int(reset_after), int(peep), nth, px, sT, sB, pW, pU, pv, pm,
                        pHs, pCs, pact, paux, pgo, gsT, gsB, pgh, pgc, pdx, pdh0, pdc0, pdW, pdU, pdb, pdv, pdG, pdGx,
-                       int(sparse), lvar)
+                       int(sparse), lvar, pR, pGs, pggT, pdg0, pdR)
     lib.gr_backward(args, K, int(x.dtype == torch.float64))
     if defer:
         TB = T * B
@@ -293,36 +318,53 @@ def run_backward(unit: int, reset_after: bool, peep: bool, x: Tensor, W: Tensor,
         db = dgx.sum(1)
         if need_dx:
             dx = torch.bmm(dgx, W).view(K, T, B, I)
+        if grec:   # dR = d_{i,f,o}ᵀ [i;f;o]_{t-1} (the LSTM layout with every gate: blocks i, f, c̃, o)
+            d_ifo = torch.cat([d[..., :2 * H], d[..., 3 * H:]], -1)
+            dR = torch.bmm(d_ifo.mT, Gs[:, :T].reshape(K, TB, 3 * H))
+    if grec:
+        return dx, dW, dU, db, dh0, dc0, dv, dg0, dR
     return dx, dW, dU, db, dh0, dc0, dv
 
 
 class FusedRecurrence(torch.autograd.Function):
     """inputs (leading model dim K): x (K,T,B,I), h0 (K,B,H), c0 (K,B,H) or None, W (K,G·H,I), U (K,G·H,H),
-    b (K,G·H), v (K,P,H) or None, mask (K,T,B) bool or None, lvar (LSTM ablation bits).
-    outputs: out (K,T,B,H), hT (K,B,H), cT (K,B,H) (LSTM only; else a 0-size dummy)."""
+    b (K,G·H), v (K,P,H) or None, mask (K,T,B) bool or None, lvar (LSTM ablation bits), R (K,3H,3H) and
+    g0 (K,B,3H) or None (the LSTM's gate recurrence, lvar & GREC; else None).
+    outputs: out (K,T,B,H), hT (K,B,H), cT (K,B,H) (LSTM only; else a 0-size dummy), gT (K,B,3H) (gate
+    recurrence only; else a 0-size dummy)."""
 
     @staticmethod
     def forward(ctx, unit: int, reset_after: bool, peep: bool, x: Tensor, h0: Tensor, c0, W: Tensor,
-                U: Tensor, b: Tensor, v, mask, lvar: int = 0):
+                U: Tensor, b: Tensor, v, mask, lvar: int = 0, R=None, g0=None):
         ctx.set_materialize_grads(False)
         xs = row_strided(x)
         mask_u8 = mask_bytes(mask)
         sparse = use_sparse(xs)
-        out, hT, cT, Hs, Cs, act, aux = run_forward(unit, reset_after, peep, xs, h0, c0, W, U, b, v, mask_u8,
-                                                    sparse=sparse, lvar=lvar)
+        grec = unit == LSTM and bool(lvar & GREC)
+        res = run_forward(unit, reset_after, peep, xs, h0, c0, W, U, b, v, mask_u8, sparse=sparse, lvar=lvar,
+                          R=R, g0=g0)
+        if grec:
+            out, hT, cT, gT, Hs, Cs, act, aux, Gs = res
+        else:
+            (out, hT, cT, Hs, Cs, act, aux), gT, Gs = res, None, None
         ctx.meta = (unit, reset_after, peep, sparse, lvar)
-        ctx.save_for_backward(xs, W, U, v, mask_u8, Hs, Cs, act, aux)
-        return out, hT, (cT if cT is not None else x.new_zeros(0))
+        ctx.save_for_backward(xs, W, U, v, mask_u8, Hs, Cs, act, aux, R if grec else None, Gs)
+        dummy = lambda t: t if t is not None else x.new_zeros(0)
+        return out, hT, dummy(cT), dummy(gT)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
-    def backward(ctx, gout, ghT, gcT):
+    def backward(ctx, gout, ghT, gcT, ggT):
         unit, reset_after, peep, sparse, lvar = ctx.meta
-        xs, W, U, v, mask_u8, Hs, Cs, act, aux = ctx.saved_tensors
-        need = ctx.needs_input_grad  # (unit, reset_after, peep, x, h0, c0, W, U, b, v, mask)
-        dx, dW, dU, db, dh0, dc0, dv = run_backward(
+        xs, W, U, v, mask_u8, Hs, Cs, act, aux, R, Gs = ctx.saved_tensors
+        need = ctx.needs_input_grad  # (unit, reset_after, peep, x, h0, c0, W, U, b, v, mask, lvar, R, g0)
+        grec = R is not None
+        res = run_backward(
             unit, reset_after, peep, xs, W, U, v, mask_u8, Hs, Cs, act, aux, gout, ghT,
-            gcT if unit == LSTM else None, need_dx=need[3], sparse=sparse, lvar=lvar)
+            gcT if unit == LSTM else None, need_dx=need[3], sparse=sparse, lvar=lvar, R=R, Gs=Gs,
+            ggT=ggT if grec else None)
+        dx, dW, dU, db, dh0, dc0, dv = res[:7]
+        dg0, dR = res[7:] if grec else (None, None)
         return (None, None, None, dx, dh0 if need[4] else None, dc0 if need[5] else None,
                 dW if need[6] else None, dU if need[7] else None, db if need[8] else None,
-                dv if need[9] else None, None, None)
+                dv if need[9] else None, None, None, dR if need[12] else None, dg0 if need[13] else None)

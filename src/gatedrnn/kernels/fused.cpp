@@ -1,5 +1,6 @@
-// Fused recurrent loops for the paper's three units (tanh-RNN, GRU, peephole LSTM) and the LSTM ablations
-// that change only the elementwise pass (LVar below).
+// Fused recurrent loops for the paper's three units (tanh-RNN, GRU, peephole LSTM), the LSTM ablations
+// that change only the elementwise pass (LVar below), and the LSTM with full gate recurrence (LV_GREC:
+// one more GEMM per step on the previous step's gates, a carried gate state and its gradient).
 //
 // Plain C++ with a C ABI, loaded through ctypes (see loader.py): no torch headers, so it
 // compiles in about two seconds. Everything of a forward or backward pass runs in here, in one
@@ -32,6 +33,15 @@
 //   dWp  (P, G*H, ldi), dUp (P, G*H, ldh), dbp (P, G*H): per-chunk partial sums (zeroed by caller)
 //   dG, dGx (T, B, G*H) deferred mode: the gate gradients of every step (U-side, W-side)
 //   dv   (B, P*H)      per-row peephole gradient sums (P rows: 3, or fewer for an LSTM ablation)
+// Gate recurrence (LV_GREC; lstm-fgr): R (3H, 3H) rows = receiving gate (i, f, o), columns = source gate
+// (i, f, o) of the previous step; the gate state is (B, 3H) = [i | f | o] (g0 initial, gT final):
+//   Gs   (T+1, B, 3H)  training: the gate-state sequence, Gs[0] = g0 (zeros if null), Gs[t+1] = step t's
+//                      gates (carried on padded steps)
+//   RT   (3H, ldu)     R^T with its receiving blocks at the columns of i, f, o in g (the c̃ columns zero):
+//                      forward adds Gs[t] RT to U h_{t-1}
+//   Rp   (G*H, ldg)    R with rows at the gate blocks of d (ldg = pad(3H); the c̃ rows zero): backward
+//                      carries dL/dGs[t] = d_{t+1} Rp (plus the direct part on padded steps)
+//   dRp  (P, G*H, ldg) per-chunk partial sums of dR += d_tᵀ Gs[t] (rows of d's layout)
 #include <cstdint>
 #include <cstring>
 #include <cmath>
@@ -225,12 +235,15 @@ enum Unit : int32_t { TANH = 0, GRU = 1, LSTM = 2 };
 // gate is the constant 1 (no weights, no block), the coupled input gate is 1 − f, an un-activated
 // candidate / output is the identity. The present gates keep the order (i, f, c, o) in the weight
 // blocks and (i, f, o) in the peephole rows.
-enum LVar : int64_t { LV_NO_I = 1, LV_NO_F = 2, LV_NO_O = 4, LV_NO_IACT = 8, LV_NO_OACT = 16, LV_CIFG = 32 };
+// Full gate recurrence (LV_GREC, lstm-fgr): the pre-activations of i, f, o gain R [i;f;o]_{t-1}; it needs
+// all three gates (the Python side rejects it with a removed or coupled gate).
+enum LVar : int64_t { LV_NO_I = 1, LV_NO_F = 2, LV_NO_O = 4, LV_NO_IACT = 8, LV_NO_OACT = 16, LV_CIFG = 32,
+                      LV_GREC = 64 };
 struct LLayout {
     int64_t oi, of, oc, oo;   // element offsets of the gate blocks (-1: absent)
     int64_t pi, pf, po;       // element offsets of the peephole rows (-1: none)
     int G, P;                 // blocks, peephole rows
-    bool iact, oact, cifg;
+    bool iact, oact, cifg, grec;
 };
 static LLayout lstm_layout(int64_t H, int64_t lvar, bool peep) {
     LLayout L{};
@@ -248,6 +261,7 @@ static LLayout lstm_layout(int64_t H, int64_t lvar, bool peep) {
     L.iact = !(lvar & LV_NO_IACT);
     L.oact = !(lvar & LV_NO_OACT);
     L.cifg = (lvar & LV_CIFG) != 0;
+    L.grec = (lvar & LV_GREC) != 0 && has_i && has_f && has_o;
     return L;
 }
 // GRU ablations (nn/gru_variants.py). No reset gate (r_t = 1): blocks (z, candidate), h̃ = tanh(W x +
@@ -291,12 +305,17 @@ struct FwdArgs {
     int64_t flags;      // bit 0: sparse input projection (x mostly zeros); bit 1: x is uint8 (strides in
                         // elements as always)
     int64_t lvar;       // ablation bits (LV_* for the LSTM, GV_* for the GRU, below); 0 = the paper's unit
+    const void* R;      // LV_GREC: (3H, 3H) gate recurrence; else null
+    const void* g0;     // LV_GREC: (B, 3H) initial gate state, or null (zeros)
+    void* Gs;           // LV_GREC, training: (T+1, B, 3H) gate-state sequence (null in inference mode)
+    void* gT;           // LV_GREC: (B, 3H) final gate state
     // internal
     const void* WT;
     const void* bx;
     int64_t ldx;
     const void* UT;
     int64_t ldu, off2;
+    const void* RT;     // LV_GREC: (3H, ldu), see the layouts above
 };
 
 struct BwdArgs {
@@ -327,6 +346,11 @@ struct BwdArgs {
     void* dGx;          // dx to the caller; dGx (GRU reset_after): the W-side ones
     int64_t flags;      // bit 0: sparse input — dW accumulated transposed, over x's nonzeros
     int64_t lvar;       // ablation bits (LV_*, GV_* below)
+    const void* R;      // LV_GREC: (3H, 3H), the forward's Gs, the incoming dL/dgT (B, 3H) or null; out:
+    const void* Gs;     //   dg0 (B, 3H), dR (3H, 3H) (unless deferred: then the caller forms dR from dG, Gs)
+    const void* ggT;
+    void* dg0;
+    void* dR;
     // internal
     const void* Wp;     // W, U with zero-padded columns (ldi = pad(I), ldh = pad(H))
     int64_t ldi;
@@ -337,6 +361,9 @@ struct BwdArgs {
     void* dbp;
     void* dWTp;         // (P, I, G*H) per-chunk partial sums of dW^T (sparse input)
     void* dvr;          // (B, P*H) per-row peephole gradient sums
+    const void* Rp;     // LV_GREC: (G*H, ldg), see the layouts above; dRp (P, G*H, ldg) partial sums
+    int64_t ldg;
+    void* dRp;
 };
 
 // The batch rows are cut into chunks (multiples of MR rows, about two per thread); each chunk runs
@@ -537,21 +564,25 @@ static void f_lstm_var(int64_t H, const LLayout& L, const T* R x, const T* R g, 
     }
 }
 
-template <typename T>
+// GREC: dg = the carried dL/d[i;f;o]_t (the gates are also the next step's gate state), added to the
+// gradients of the gate activations before their sigmoid derivatives.
+template <typename T, bool GREC>
 static void b_lstm_var(int64_t H, const LLayout& L, const T* R dh, const T* R go, const T* R ac, const T* R tc,
-                       const T* R cp, const T* R cn, const T* R v, T* R dc, T* R dv, T* R d, T* R dd) {
+                       const T* R cp, const T* R cn, const T* R v, T* R dc, T* R dv, T* R d, T* R dd,
+                       const T* R dg) {
     for (int64_t j = 0; j < H; ++j) {
         const T g = dh[j] + go[j];
         const T fg = L.of >= 0 ? ac[L.of + j] : T(1);
         const T ig = L.oi >= 0 ? ac[L.oi + j] : (L.cifg ? T(1) - fg : T(1));
         const T og = L.oo >= 0 ? ac[L.oo + j] : T(1);
         const T cg = ac[L.oc + j], tt = tc[j];
-        const T dgo = L.oo >= 0 ? g * tt * og * (T(1) - og) : T(0);
+        const T dgo = L.oo >= 0 ? (g * tt + (GREC ? dg[2 * H + j] : T(0))) * og * (T(1) - og) : T(0);
         T dct = dc[j] + g * og * (L.oact ? T(1) - tt * tt : T(1));
         if (L.po >= 0) dct += dgo * v[L.po + j];
-        const T di = dct * cg;                                   // dL/di_t
+        const T di = dct * cg + (GREC ? dg[j] : T(0));           // dL/di_t
         const T dgi = L.oi >= 0 ? di * ig * (T(1) - ig) : T(0);
-        const T df = dct * cp[j] - (L.cifg ? di : T(0));         // i = 1 − f: dL/df gains −dL/di
+        const T df = dct * cp[j] - (L.cifg ? di : T(0))          // i = 1 − f: dL/df gains −dL/di
+                     + (GREC ? dg[H + j] : T(0));
         const T dgf = L.of >= 0 ? df * fg * (T(1) - fg) : T(0);
         const T dgc = dct * ig * (L.iact ? T(1) - cg * cg : T(1));
         T dcp = dct * fg;
@@ -642,6 +673,16 @@ static void b_gru1_2(int64_t H, const T* R q, const T* R ac, const T* R hp, T* R
         T s = ac[j];
         d[j] += q[j] * hp[j] * s * (T(1) - s);
         dd[j] += q[j] * s;
+    }
+}
+
+// the gate state [i | f | o] (3H) of one row from its activations (gate recurrence)
+template <typename T>
+static void put_gates(int64_t H, const LLayout& L, const T* R ac, T* R gs) {
+    for (int64_t j = 0; j < H; ++j) {
+        gs[j] = ac[L.oi + j];
+        gs[H + j] = ac[L.of + j];
+        gs[2 * H + j] = ac[L.oo + j];
     }
 }
 
@@ -760,6 +801,17 @@ static void forward_rows(const FwdArgs& a, int64_t r0, int64_t r1) {
     std::memcpy(infer ? hb.data() : Hs + r0 * H, static_cast<const T*>(a.h0) + r0 * H, n * H * sizeof(T));
     if (is_lstm)
         std::memcpy(infer ? cb.data() : Cs + r0 * H, static_cast<const T*>(a.c0) + r0 * H, n * H * sizeof(T));
+    // gate recurrence: the gate state [i|f|o]_{t-1} of the chunk's rows (Gs in training, else ping-pong)
+    const bool grec = is_lstm && LL.grec;
+    const int64_t H3 = 3 * H;
+    T* Gs = static_cast<T*>(a.Gs);
+    const T* RT = static_cast<const T*>(a.RT);
+    std::vector<T> gsb(grec && infer ? 2 * n * H3 : 0);
+    if (grec) {
+        T* g0d = infer ? gsb.data() : Gs + r0 * H3;
+        if (a.g0) std::memcpy(g0d, static_cast<const T*>(a.g0) + r0 * H3, n * H3 * sizeof(T));
+        else std::memset(g0d, 0, n * H3 * sizeof(T));
+    }
     const bool gru_paper = gru_two_stage(a.unit, a.reset_after, a.lvar);
     const int64_t NG = gru_gate_blocks(a.lvar) * H;   // two-stage GRU: the gate rows before the candidate
     const bool one_gate = gru_paper && NG == H, no_z = (a.lvar & GV_NO_Z) != 0;
@@ -778,6 +830,8 @@ static void forward_rows(const FwdArgs& a, int64_t r0, int64_t r1) {
         T* at = a.unit == TANH ? nullptr : infer ? actb.data() : act + (t * B + r0) * GH;
         T* ut = a.unit == TANH ? nullptr : infer ? auxb.data() : aux + (t * B + r0) * H;
         T* ot = out + (t * B + r0) * H;
+        T* gp = !grec ? nullptr : infer ? gsb.data() + (t & 1) * n * H3 : Gs + (t * B + r0) * H3;        // gates_{t-1}
+        T* gn = !grec ? nullptr : infer ? gsb.data() + ((t + 1) & 1) * n * H3 : Gs + ((t + 1) * B + r0) * H3;
         const uint8_t* mt = a.mask ? a.mask + t * B + r0 : nullptr;
         int64_t lo, hi;
         active_range(mt, n, lo, hi);
@@ -785,6 +839,7 @@ static void forward_rows(const FwdArgs& a, int64_t r0, int64_t r1) {
         auto carry = [&](int64_t i) {
             std::memcpy(hn + i * H, hp + i * H, H * sizeof(T));
             if (is_lstm) std::memcpy(cn + i * H, cp + i * H, H * sizeof(T));
+            if (grec) std::memcpy(gn + i * H3, gp + i * H3, H3 * sizeof(T));
             std::memset(ot + i * H, 0, H * sizeof(T));
             if (!infer && at) {   // defined activations (recycled buffers; the deferred backward reads every row)
                 std::memset(at + i * GH, 0, GH * sizeof(T));
@@ -810,6 +865,8 @@ static void forward_rows(const FwdArgs& a, int64_t r0, int64_t r1) {
             else gemm<T>(m_, ldx, I, xt, a.sB, 1, WT, ldx, gx + lo * ldx, ldx, bx, 0);   // b + W x_t
         }
         gemm<T>(m_, N1, H, hp + lo * H, H, 1, UT, ldu, g + lo * ldu, ldu, nullptr, 0);  // U h_{t-1}
+        if (grec)   // + R [i;f;o]_{t-1} into the i, f, o columns
+            gemm<T>(m_, N1, H3, gp + lo * H3, H3, 1, RT, ldu, g + lo * ldu, ldu, g + lo * ldu, ldu);
         for (int64_t i = lo; i < hi; ++i) {
             const bool m = mt ? mt[i] != 0 : true;
             const T* xr = gx + i * ldx;
@@ -825,6 +882,10 @@ static void forward_rows(const FwdArgs& a, int64_t r0, int64_t r1) {
                 else if (a.peep) f_lstm<T, true>(H, xr, gg, v, c, cc, at + i * GH, ut + i * H, ho);
                 else f_lstm<T, false>(H, xr, gg, v, c, cc, at + i * GH, ut + i * H, ho);
                 if (!m) std::memcpy(cc, c, H * sizeof(T));
+                if (grec) {
+                    if (m) put_gates<T>(H, LL, at + i * GH, gn + i * H3);
+                    else std::memcpy(gn + i * H3, gp + i * H3, H3 * sizeof(T));
+                }
             } else if (a.lvar & GV_NO_R) {
                 f_gru_nrg<T>(H, xr, gg, h, at + i * GH, ho);
             } else if (a.reset_after) {
@@ -857,6 +918,9 @@ static void forward_rows(const FwdArgs& a, int64_t r0, int64_t r1) {
     if (is_lstm)
         std::memcpy(static_cast<T*>(a.cT) + r0 * H, infer ? cb.data() + (Tn & 1) * n * H : Cs + (Tn * B + r0) * H,
                     n * H * sizeof(T));
+    if (grec)
+        std::memcpy(static_cast<T*>(a.gT) + r0 * H3, infer ? gsb.data() + (Tn & 1) * n * H3 : Gs + (Tn * B + r0) * H3,
+                    n * H3 * sizeof(T));
 }
 
 // ---------------------------------------------------------------- backward
@@ -901,6 +965,19 @@ static void backward_rows(const BwdArgs& a, int64_t p, int64_t r0, int64_t r1) {
     if (ghT)
         for (int64_t i = 0; i < n; ++i) std::memcpy(dh + i * ldh, ghT + (r0 + i) * H, H * sizeof(T));
     if (a.unit == LSTM && gcT) std::memcpy(dc, gcT + r0 * H, n * H * sizeof(T));
+    // gate recurrence: dga = the carried dL/d[i;f;o]_t (row stride ldg), dgad its direct part at a padded
+    // step (carried unchanged; 0 on an active step, where the gate state is overwritten), gpad the
+    // previous gates padded to ldg (inline dR)
+    const bool grec = a.unit == LSTM && LL.grec;
+    const int64_t H3 = 3 * H, ldg = grec ? a.ldg : 0;
+    const T* Gs = static_cast<const T*>(a.Gs);
+    const T* Rp = static_cast<const T*>(a.Rp);
+    const T* ggT = static_cast<const T*>(a.ggT);
+    T* dR = grec && inl ? static_cast<T*>(a.dRp) + p * GH * ldg : nullptr;
+    std::vector<T> dgab(n * ldg, T(0)), dgadb(n * ldg, T(0)), gpb(grec && inl ? n * ldg : 0, T(0));
+    T *dga = dgab.data(), *dgad = dgadb.data(), *gpad = gpb.data();
+    if (grec && ggT)
+        for (int64_t i = 0; i < n; ++i) std::memcpy(dga + i * ldg, ggT + (r0 + i) * H3, H3 * sizeof(T));
 
     for (int64_t t = Tn - 1; t >= 0; --t) {
         if (t > 0) prefetch_rows(x + (t - 1) * a.sT + r0 * a.sB, n, a.sB, I * int64_t(sizeof(T)));   // next step's x
@@ -934,6 +1011,7 @@ static void backward_rows(const BwdArgs& a, int64_t p, int64_t r0, int64_t r1) {
                 std::memset(di, 0, GH * sizeof(T));
                 if (sep_x) std::memset(dgx + i * GH, 0, GH * sizeof(T));
                 std::memcpy(dd, dhr, H * sizeof(T));
+                if (grec) std::memcpy(dgad + i * ldg, dga + i * ldg, H3 * sizeof(T));
                 continue;
             }
             const T* go = gout ? gout + t * a.gsT + b * a.gsB : zero.data();
@@ -941,9 +1019,13 @@ static void backward_rows(const BwdArgs& a, int64_t p, int64_t r0, int64_t r1) {
             if (a.unit == TANH) {
                 b_tanh<T>(H, dhr, go, Hs + (tb + B) * H, di, dd);
             } else if (a.unit == LSTM) {
-                if (a.lvar)
-                    b_lstm_var<T>(H, LL, dhr, go, act + tb * GH, aux + tb * H, Cs + tb * H, Cs + (tb + B) * H, v,
-                                  dc + i * H, dv ? dv + b * PH : nullptr, di, dd);
+                if (grec) {
+                    b_lstm_var<T, true>(H, LL, dhr, go, act + tb * GH, aux + tb * H, Cs + tb * H, Cs + (tb + B) * H,
+                                        v, dc + i * H, dv ? dv + b * PH : nullptr, di, dd, dga + i * ldg);
+                    std::memset(dgad + i * ldg, 0, H3 * sizeof(T));
+                } else if (a.lvar)
+                    b_lstm_var<T, false>(H, LL, dhr, go, act + tb * GH, aux + tb * H, Cs + tb * H, Cs + (tb + B) * H,
+                                         v, dc + i * H, dv ? dv + b * PH : nullptr, di, dd, nullptr);
                 else if (a.peep)
                     b_lstm<T, true>(H, dhr, go, act + tb * GH, aux + tb * H, Cs + tb * H, Cs + (tb + B) * H, v,
                                     dc + i * H, dv + b * PH, di, dd);
@@ -976,6 +1058,8 @@ static void backward_rows(const BwdArgs& a, int64_t p, int64_t r0, int64_t r1) {
         }
         // dh_{t-1} = direct part + d U   (the paper GRU: only the gate blocks; U_c went through r ⊙ h)
         gemm<T>(m_, ldh, gru_paper ? NG : GH, dl, GH, 1, Up, ldh, dh + lo * ldh, ldh, dhd + lo * ldh, ldh);
+        // dL/d[i;f;o]_{t-1} = direct part + d Rp  (gate recurrence)
+        if (grec) gemm<T>(m_, ldg, GH, dl, GH, 1, Rp, ldg, dga + lo * ldg, ldg, dgad + lo * ldg, ldg);
         if (defer) continue;
         // weight gradients of this step (rank-m updates of the per-chunk partial sums)
         for (int64_t i = lo; i < hi; ++i) {
@@ -1002,6 +1086,11 @@ static void backward_rows(const BwdArgs& a, int64_t p, int64_t r0, int64_t r1) {
         } else {
             gemm<T>(GH, ldh, m_, dl, 1, GH, hpad + lo * ldh, ldh, dU, ldh, dU, ldh);   // dU += dᵀ h_{t-1}
         }
+        if (grec) {   // dR += dᵀ [i;f;o]_{t-1} (rows of d's layout; the c̃ rows are dropped by the reduction)
+            for (int64_t i = lo; i < hi; ++i)
+                std::memcpy(gpad + i * ldg, Gs + (t * B + r0 + i) * H3, H3 * sizeof(T));
+            gemm<T>(GH, ldg, m_, dl, 1, GH, gpad + lo * ldg, ldg, dR, ldg, dR, ldg);
+        }
         if (dx) {
             gemm<T>(m_, ldi, GH, dgl, GH, 1, Wp, ldi, dxs + lo * ldi, ldi, nullptr, 0);   // dx_t = dgx W
             for (int64_t i = lo; i < hi; ++i)
@@ -1011,6 +1100,10 @@ static void backward_rows(const BwdArgs& a, int64_t p, int64_t r0, int64_t r1) {
     T* dh0 = static_cast<T*>(a.dh0);
     for (int64_t i = 0; i < n; ++i) std::memcpy(dh0 + (r0 + i) * H, dh + i * ldh, H * sizeof(T));
     if (a.unit == LSTM) std::memcpy(static_cast<T*>(a.dc0) + r0 * H, dc, n * H * sizeof(T));
+    if (grec) {
+        T* dg0 = static_cast<T*>(a.dg0);
+        for (int64_t i = 0; i < n; ++i) std::memcpy(dg0 + (r0 + i) * H3, dga + i * ldg, H3 * sizeof(T));
+    }
 }
 
 // ---------------------------------------------------------------- Bernoulli read-out + NLL
@@ -1192,7 +1285,7 @@ static void put_transposed(T* dst, int64_t ld, int64_t off, const T* src, int64_
 }
 
 template <typename T>
-struct FwdOps { std::vector<T> WT, bx, UT; };
+struct FwdOps { std::vector<T> WT, bx, UT, RT; };
 
 // W^T (I, ldx) and the bias (ldx), padded to ldx = pad(G*H); U^T (H, ldu), padded (the paper GRU:
 // [U_z;U_r]^T in [0, 2H), U_c^T from off2, for its separate U_c (r ⊙ h) GEMM)
@@ -1218,6 +1311,14 @@ static void prep_forward(FwdArgs& a, FwdOps<T>& o) {
         o.UT.assign(H * a.ldu, T(0));
         put_transposed<T>(o.UT.data(), a.ldu, 0, U, GH, H);
     }
+    const LLayout L = lstm_layout(H, a.lvar, false);
+    if (a.unit == LSTM && L.grec) {   // R^T with receiving block q (i, f, o) at that gate's columns of g
+        const T* R = static_cast<const T*>(a.R);
+        o.RT.assign(3 * H * a.ldu, T(0));
+        const int64_t off[3] = {L.oi, L.of, L.oo};
+        for (int q = 0; q < 3; ++q) put_transposed<T>(o.RT.data(), a.ldu, off[q], R + q * H * 3 * H, H, 3 * H);
+        a.RT = o.RT.data();
+    }
     a.WT = o.WT.data();
     a.bx = o.bx.data();
     a.UT = o.UT.data();
@@ -1232,7 +1333,7 @@ static void forward_all(const FwdArgs* a0, int64_t K) {
 }
 
 template <typename T>
-struct BwdOps { std::vector<T> Wp, Up, dWp, dUp, dbp, dWTp, dvr; };
+struct BwdOps { std::vector<T> Wp, Up, dWp, dUp, dbp, dWTp, dvr, Rp, dRp; };
 
 template <typename T>
 static void backward_all(const BwdArgs* a0, int64_t K) {
@@ -1258,6 +1359,21 @@ static void backward_all(const BwdArgs* a0, int64_t K) {
         if (x.dv) {
             o.dvr.assign(B * lstm_layout(H, x.lvar, true).P * H, T(0));
             x.dvr = o.dvr.data();
+        }
+        const LLayout L = lstm_layout(H, x.lvar, false);
+        if (x.unit == LSTM && L.grec) {   // R's receiving blocks at the rows of d's gate blocks
+            const int64_t ldg = padn(3 * H), off[3] = {L.oi, L.of, L.oo};
+            const T* R = static_cast<const T*>(x.R);
+            o.Rp.assign(GH * ldg, T(0));
+            for (int q = 0; q < 3; ++q)
+                for (int64_t j = 0; j < H; ++j)
+                    std::memcpy(o.Rp.data() + (off[q] + j) * ldg, R + (q * H + j) * 3 * H, 3 * H * sizeof(T));
+            x.Rp = o.Rp.data();
+            x.ldg = ldg;
+            if (!defer) {
+                o.dRp.assign(P * GH * ldg, T(0));
+                x.dRp = o.dRp.data();
+            }
         }
     }
     run_items(K, B, a[0].nthreads, [&](int64_t k, int64_t p, int64_t r0, int64_t r1) { backward_rows<T>(a[k], p, r0, r1); });
@@ -1285,6 +1401,18 @@ static void backward_all(const BwdArgs* a0, int64_t K) {
                 for (int64_t p = 1; p < P; ++p) s += o.dbp[p * GH + g];
                 db[g] = s;
             }
+        }
+        const LLayout L = lstm_layout(H, x.lvar, false);
+        if (x.dG == nullptr && x.unit == LSTM && L.grec) {   // dR: the gate rows of the partial sums
+            const int64_t ldg = x.ldg, H3 = 3 * H, off[3] = {L.oi, L.of, L.oo};
+            T* dR = static_cast<T*>(x.dR);
+            for (int q = 0; q < 3; ++q)
+                for (int64_t j = 0; j < H; ++j)
+                    for (int64_t c = 0; c < H3; ++c) {
+                        T s = o.dRp[(off[q] + j) * ldg + c];
+                        for (int64_t p = 1; p < P; ++p) s += o.dRp[(p * GH + off[q] + j) * ldg + c];
+                        dR[(q * H + j) * H3 + c] = s;
+                    }
         }
         if (x.dv) {
             T* dv = static_cast<T*>(x.dv);
@@ -1341,7 +1469,7 @@ static void bernoulli_all(const BernArgs& a0) {
 
 extern "C" {
 
-int gr_abi_version() { return 8; }
+int gr_abi_version() { return 9; }
 
 // number of row chunks per model (= partial-sum slots per model) the loops use
 int64_t gr_num_parts(int64_t B, int64_t nthreads) { return num_chunks(B, nthreads); }

@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 SOURCE = Path(__file__).with_name("fused.cpp")
-ABI_VERSION = 8
+ABI_VERSION = 9
 # -fno-trapping-math lets GCC if-convert the float selects of the activations (clamps, the two tanh
 # branches), i.e. vectorise the elementwise loops (GCC 12 leaves them scalar without it); it changes no
 # result, only what the compiler may assume about floating-point exceptions, which nothing here reads.

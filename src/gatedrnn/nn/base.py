@@ -146,10 +146,22 @@ class RecurrentUnit(nn.Module):
     def kernel_spec(self) -> tuple[str, dict[str, bool]] | None:
         """(kind, flags) of the fused kernel computing this unit's equations, or None (reference loop).
         Only the class that declares `kernel` and the subclasses that keep its equations get it: a
-        subclass overriding cell(), reference(), state_h() or init_state() computes something the
-        kernel does not know, so it runs its own reference loop."""
+        subclass overriding cell(), reference(), state_h(), init_state(), kernel_inputs() or
+        kernel_state() computes something the kernel does not know, so it runs its own reference loop."""
         kind = _declared_kernel(type(self))
         return None if kind is None else (kind, self.kernel_flags())
+
+    def kernel_inputs(self, state) -> tuple[Tensor, Tensor | None, dict[str, Tensor]]:
+        """The loop's state (leading model dim K) as operands of `gatedrnn.kernels.recurrence`: (h0, c0 or
+        None, extra keyword tensors). The paper units: h or (h, c), no extras; a unit whose kernel takes
+        more (lstm-fgr: the gate recurrence R and the gate state) overrides this and `kernel_state`."""
+        h0, c0 = state if isinstance(state, tuple) else (state, None)
+        return h0, c0, {}
+
+    def kernel_state(self, final: tuple):
+        """The kernel's final state (hT, cT or None, *extra results) as the loop's state."""
+        hT, cT = final[0], final[1]
+        return hT if cT is None else (hT, cT)
 
     # ----------------------------------------------------------- weight noise
     def noisy_weights(self) -> tuple[Tensor, Tensor]:
@@ -232,12 +244,14 @@ def recurrence(unit: RecurrentUnit, xt: Tensor, state, mask: Tensor | None = Non
                fused: bool | None = None):
     """Run `unit`'s equations over time — the one loop of the package — for one model or K at once.
 
-    One model: xt (T, B, I) time-major, state (B, H) (a tuple such as (h, c) for the LSTM family),
+    One model: xt (T, B, I) time-major, state (B, H) (a tuple such as (h, c) for the LSTM family; lstm-fgr:
+    (h, c, i, f, o)),
     mask (T, B) bool (False = padded step: state carried, output 0) or None, W (G·H, I), U (G·H, H),
     b (G·H), v (P, H) or None. K models (`StackedUnit`): the same with a leading K on every tensor.
     W, U, b, v default to the unit's own parameters (one model; a forward pass passes W, U with noise).
-    fused: False forces the reference loop; None takes the unit's fused kernel (`kernel_spec`) where the
-    kernels apply to these tensors (CPU, float32/float64), else `unit.reference`.
+    fused: False forces the reference loop; None takes the unit's fused kernel (`kernel_spec`; the state
+    goes to it and back through `unit.kernel_inputs` / `kernel_state`) where the kernels apply to these
+    tensors (CPU, float32/float64), else `unit.reference`.
     Returns (out (…, T, B, H), final state), model k of a stack computing exactly what the single unit
     with model k's tensors computes."""
     W = unit.weight_ih if W is None else W
@@ -259,11 +273,10 @@ def recurrence(unit: RecurrentUnit, xt: Tensor, state, mask: Tensor | None = Non
 def _stacked(unit, xt, state, mask, W, U, b, v, fused):
     spec = unit.kernel_spec() if fused is not False else None
     if spec is not None:
-        h0, c0 = state if isinstance(state, tuple) else (state, None)
-        res = kernels.recurrence(*spec, xt, h0, c0, W, U, b, v, mask)
+        h0, c0, extra = unit.kernel_inputs(state)
+        res = kernels.recurrence(*spec, xt, h0, c0, W, U, b, v, mask, **extra)
         if res is not None:
-            out, hT, cT = res
-            return out, ((hT, cT) if isinstance(state, tuple) else hT)
+            return res[0], unit.kernel_state(res[1:])
     return unit.reference(xt, state, mask, W, U, b, v)
 
 
@@ -275,7 +288,8 @@ def _declared_kernel(cls: type) -> str | None:
         owner = next(c for c in cls.__mro__ if "kernel" in c.__dict__)   # RecurrentUnit declares None
         kind = owner.__dict__["kernel"]
         if kind is not None and any(getattr(cls, m) is not getattr(owner, m)
-                                    for m in ("cell", "reference", "state_h", "init_state")):
+                                    for m in ("cell", "reference", "state_h", "init_state", "kernel_inputs",
+                                              "kernel_state")):
             kind = None
         _kernel_of[cls] = kind
     return _kernel_of[cls]

@@ -22,9 +22,10 @@ peephole LSTM (lstm.py: Chung et al. 2014 eqs. 2-4, Graves 2013):
     lstm-fb1   the full unit with the forget-gate bias initialised to 1 (Gers et al. 2000, Jozefowicz
                et al. 2015) instead of the released code's 0
 
-Fused kernels: every variant but lstm-fgr declares the LSTM kernel with its flags (lstm-np and lstm-fb1:
-the LSTM's equations without / with peepholes; the others: the change of the elementwise pass,
-`kernel_variant`); lstm-fgr runs base.py's reference loop (docs/VARIANTS.md).
+Fused kernels: every variant declares the LSTM kernel with its flags (lstm-np and lstm-fb1: the LSTM's
+equations without / with peepholes; the others: the change of the elementwise pass, `kernel_variant`;
+lstm-fgr: the flag `gate_recurrence`, one more GEMM per step on the previous gates, with R and the gate
+state passed through `kernel_inputs` / `kernel_state`; docs/VARIANTS.md).
 
 Storage (base.py's layout): `weight_ih`/`weight_hh`/`bias` hold one block per entry of `gates` (in that
 order), `peephole` one row per entry of `peepholes`; lstm-fgr adds `weight_gate` (3n, 3n) = [R_{gk}] with
@@ -207,11 +208,17 @@ class LSTMCoupledGates(LSTMVariant):
 
 class LSTMFullGateRecurrence(LSTMVariant):
     """lstm-fgr: every gate also sees the previous step's gates. State: (h, c, i, f, o) — the previous
-    gate activations are carried (zeros at t = 0); `state_h` is h. Paper symbols: those of the LSTM plus
-    R_ii, R_if, R_io, R_fi, R_ff, R_fo, R_oi, R_of, R_oo (R_gk: k_{t-1} into gate g), stored as
-    `weight_gate` (3n, 3n), initialised like every recurrent block (orthogonal per n×n block) and given
-    the same weight noise as U."""
+    gate activations are carried (zeros at t = 0; a padded step carries them like h and c); `state_h` is
+    h. Paper symbols: those of the LSTM plus R_ii, R_if, R_io, R_fi, R_ff, R_fo, R_oi, R_of, R_oo (R_gk:
+    k_{t-1} into gate g), stored as `weight_gate` (3n, 3n), initialised like every recurrent block
+    (orthogonal per n×n block) and given the same weight noise as U.
+
+    Fused: the LSTM kernel with the flag `gate_recurrence` (gatedrnn.kernels) computes cell() below: after
+    U h_{t-1} it adds R [i;f;o]_{t-1} to the pre-activations of i, f, o (one more GEMM per step), and
+    backward carries dL/d[i;f;o] to the previous step through Rᵀ. `kernel_inputs` hands the kernel R (this
+    pass's, with its weight noise) and the gate state [i | f | o]; `kernel_state` splits the final one."""
     name = "lstm-fgr"
+    kernel, kernel_variant = "lstm", {"gate_recurrence": True}   # fused (kernels.FLAGS)
     sources = ("i", "f", "o")
 
     def __init__(self, input_size: int, hidden_size: int, batch_first: bool = True, **kw):
@@ -261,6 +268,21 @@ class LSTMFullGateRecurrence(LSTMVariant):
     def init_state(self, batch: int, like: Tensor):
         z = like.new_zeros(batch, self.hidden_size)
         return (z, z.clone(), z.clone(), z.clone(), z.clone())   # h_0, c_0, i_0, f_0, o_0
+
+    def kernel_inputs(self, state):
+        """(h, c, i, f, o) (leading model dim K) -> h0, c0 and the gate recurrence's R (K, 3n, 3n) and
+        g0 = [i | f | o] (K, B, 3n). R is this pass's (`_pass_R`: with weight noise) or the parameter; one
+        (3n, 3n) R serves all K models (as cell() broadcasts it)."""
+        h, c, i, f, o = state
+        R = self._pass_R if self._pass_R is not None else self.weight_gate
+        if R.dim() == 2:
+            R = R.expand(h.shape[0], -1, -1)
+        return h, c, {"R": R, "g0": torch.cat((i, f, o), -1)}
+
+    def kernel_state(self, final):
+        hT, cT, gT = final
+        i, f, o = gT.split(self.hidden_size, -1)
+        return (hT, cT, i, f, o)
 
     def cell(self, wx_t: Tensor, state, p: dict[str, Tensor]):
         h, c, i_, f_, o_ = state                                     # i_, f_, o_ = i_{t-1}, f_{t-1}, o_{t-1}

@@ -7,7 +7,7 @@ and `cell()`; it keeps base.py's storage layout (`weight_ih` (G·H, I), `weight_
 A fused kernel runs only for a class that declares one (`kernel`, `kernel_flags()`; see
 `RecurrentUnit.kernel_spec`). `Variant` declares none, so a variant never inherits its parent's kernel:
 it gets a fused path only by declaring, in its own class, the kernel and flags whose equations are
-exactly its cell() (all but gru-nug, mgu and lstm-fgr do; docs/VARIANTS.md lists them).
+exactly its cell() (every variant does; docs/VARIANTS.md lists them).
 """
 from __future__ import annotations
 
