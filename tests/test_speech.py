@@ -86,6 +86,26 @@ def test_split_disjoint_by_recording(fsdd_a, fsdd_b):
     assert all(len({n.split("_")[1] for n in p["recordings"]}) == 1 for p in fsdd_b.provenance["train"])
 
 
+def test_spread_subset_keeps_every_speaker_and_first_does_not(fsdd_a, fsdd_b):
+    """FSDD's splits are stored speaker by speaker: the first 1,200 fsdd-a training sequences are one
+    speaker's (george; the speech budget's first definition trained on them). `spread` keeps the sequences
+    at floor(i·n/N): every speaker, and the provenance follows the selection."""
+    speakers = lambda prov: {n.split("_")[1] for p in prov for n in p["recordings"]}
+    first, spread = fsdd_a.sliced(1200), fsdd_a.sliced(1200, spread=True)
+    assert speakers(first.provenance["train"]) <= {"george", "jackson"}
+    assert len(speakers(spread.provenance["train"])) == 6
+    n = len(fsdd_a.splits["train"])
+    idx = [i * n // 1200 for i in range(1200)]
+    assert all(spread.splits["train"][k][0] is fsdd_a.splits["train"][i][0] for k, i in enumerate(idx))
+    assert [p["recordings"] for p in spread.provenance["train"]] == \
+        [fsdd_a.provenance["train"][i]["recordings"] for i in idx]
+    # valid/test hold fewer than N sequences: kept whole, in order
+    assert len(spread.splits["valid"]) == len(fsdd_a.splits["valid"]) == 723
+    b = fsdd_b.sliced(320, spread=True)     # the speech budget's fsdd-b slice
+    assert len(b.splits["train"]) == 320 and len(speakers(b.provenance["train"])) == 6
+    assert len(b.splits["valid"]) == 80 and len(b.splits["test"]) == 80
+
+
 def test_normalisation_is_train_statistics(fsdd_a):
     norm = fsdd_a.meta["norm"]
     assert norm["fitted_on"] == "train" and norm["scale"] == 32768

@@ -113,7 +113,8 @@ def test_budgets_and_run_ids():
     with pytest.raises(ValueError):
         G.StudyConfig(train={"lr": 1e-3})  # the lr is the grid's, not a shared field
     q = G.budget_config("speech")
-    assert q.train_fields("fsdd-a")["limit_sequences"] == 1200 and "limit_sequences" not in q.train_fields("jsb")
+    assert "limit_sequences" not in q.train_fields("fsdd-a") and "limit_sequences" not in q.train_fields("jsb")
+    assert q.train_fields("fsdd-b")["limit_sequences"] == 320 and q.train_fields("fsdd-b")["subset"] == "spread"
     assert q.train_fields("fsdd-b")["tbptt"] == 100 and "tbptt" not in q.train_fields("fsdd-a")
     assert G.budget_config("speech", train={"epochs": 3}).train_fields("fsdd-b")["epochs"] == 3  # flag wins
     assert G.budget_config("speech", train={"tbptt": None}).train_fields("fsdd-b").get("tbptt") is None  # --tbptt 0
@@ -130,8 +131,9 @@ def test_budgets_and_run_ids():
 
 def test_run_ids_of_the_command_line_are_those_of_the_finished_studies():
     """The run ids (and study key) `gatedrnn reproduce` works on, through the CLI's own parser: pinned to
-    what they were when results/paper and results/speech were computed, so finished runs keep their ids
-    however the flags and grid.TRAIN_FIELDS are produced."""
+    what they were when results/paper, results/speech and results/ablation were computed, so finished runs
+    keep their ids however the flags and grid.TRAIN_FIELDS are produced (and TrainConfig gains fields:
+    grid.ID_DEFAULTS)."""
     import hashlib
 
     from gatedrnn.cli import build_parser
@@ -139,7 +141,8 @@ def test_run_ids_of_the_command_line_are_those_of_the_finished_studies():
     for args, first, digest, key in [
             (["--budget", "paper", "--datasets", "jsb"], "jsb-tanh-lr0.0002615-s0-749909aadc98", "d23b083895d90e6a",
              "a8b2c8343d62"),
-            (["--budget", "speech"], "fsdd-a-tanh-lr0.001759-s0-265ba5bc7720", "220b19fe62080609", "113c5fe18fb8")]:
+            (["--budget", "speech"], "fsdd-a-tanh-lr0.0008479-s0-6fa14d9325da", "575a4da7624aa357", "b5ff46e99989"),
+            (["--budget", "ablation"], "jsb-lstm-lr0.00272-s0-bf62fe035454", "6ab5f7ffde2c12ed", "2938270ab63a")]:
         study = study_from_args(build_parser().parse_args(["reproduce", *args]))
         g = G.Grid(study)
         ids = [s.run_id for d, u in g.cells()

@@ -106,7 +106,12 @@ class TrainConfig(BaseModel):
     data_format: Literal["auto", "mat", "pickle"] = Field("auto", description="music: the .mat files or the "
                                                           "original pickles")
     width: Literal["88", "paper"] = Field("88", description="music: 88 piano keys, or the paper's width")
-    limit_sequences: int | None = Field(None, gt=0, description="use only the first N sequences of each split")
+    limit_sequences: int | None = Field(None, gt=0, description="use only N sequences of each split (which "
+                                        "ones: --subset)")
+    subset: Literal["first", "spread"] = Field("first", description="with --limit-sequences: the first N "
+                                               "sequences of each split, or N spread evenly over it (a split "
+                                               "stored by speaker or piece then keeps every one: FSDD's first "
+                                               "1,200 fsdd-a training sequences are all one speaker's)")
     crop_length: int | None = Field(None, gt=1, description="crop every sequence to at most N steps")
     device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
 
@@ -195,7 +200,8 @@ def resolve_hidden_size(cfg: TrainConfig, kind: str, input_size: int) -> int:
 def prepare_data(cfg: TrainConfig):
     # load_dataset returns the object it cached for every run of this process: slice a copy
     ds = load_dataset(cfg.dataset, cfg.data_dir, fmt=cfg.data_format, width=cfg.width)
-    return ds.sliced(cfg.limit_sequences, cfg.crop_length) if cfg.limit_sequences or cfg.crop_length else ds
+    return (ds.sliced(cfg.limit_sequences, cfg.crop_length, spread=cfg.subset == "spread")
+            if cfg.limit_sequences or cfg.crop_length else ds)
 
 
 def model_spec(cfg: TrainConfig, ds) -> dict:
@@ -275,7 +281,7 @@ def _finite(x: float) -> bool:
 # What models trained together must share: the data they read and the architecture whose recurrences
 # are stacked. Everything else (lr, seed, weight noise, optimiser, clipping, skipping, tbptt, batch size,
 # patience, epochs, ...) is each model's own.
-SHARED = ("dataset", "data_dir", "data_format", "width", "limit_sequences", "crop_length", "unit", "hidden_size",
+SHARED = ("dataset", "data_dir", "data_format", "width", "limit_sequences", "subset", "crop_length", "unit", "hidden_size",
           "budget", "peepholes", "reset_after", "forget_bias", "device")
 
 

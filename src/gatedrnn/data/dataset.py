@@ -23,12 +23,27 @@ class SequenceDataset:
         """Predicted time steps (frames) of a split."""
         return int(sum(len(y) for _, y in self.splits[split]))
 
-    def sliced(self, limit_sequences: int | None = None, crop_length: int | None = None) -> SequenceDataset:
-        """A copy holding the first `limit_sequences` sequences of every split, each cropped to at most
-        `crop_length` steps (views of the same arrays; None: no limit). This dataset is left as it is."""
+    def sliced(self, limit_sequences: int | None = None, crop_length: int | None = None, *,
+               spread: bool = False) -> SequenceDataset:
+        """A copy holding `limit_sequences` sequences of every split — the first ones, or with `spread` the
+        ones at indices floor(i·n/N), i < N, spread evenly over the split's n (so a split stored speaker by
+        speaker keeps every speaker) — each cropped to at most `crop_length` steps (views of the same
+        arrays; None: no limit). Provenance, where the loader records it, follows the same selection. This
+        dataset is left as it is."""
+        def pick(seq):
+            n = len(seq)
+            if limit_sequences is None or limit_sequences >= n:
+                return list(seq)
+            if not spread:
+                return list(seq[:limit_sequences])
+            return [seq[i * n // limit_sequences] for i in range(limit_sequences)]
+
         out = copy.copy(self)   # keeps attributes loaders add (provenance)
-        out.splits = {s: [(x[:crop_length], y[:crop_length]) for x, y in pairs[:limit_sequences]]
-                      if crop_length else list(pairs[:limit_sequences]) for s, pairs in self.splits.items()}
+        out.splits = {s: [(x[:crop_length], y[:crop_length]) for x, y in pick(pairs)]
+                      if crop_length else pick(pairs) for s, pairs in self.splits.items()}
+        prov = getattr(self, "provenance", None)
+        if isinstance(prov, dict):
+            out.provenance = {s: pick(v) for s, v in prov.items()}
         return out
 
     def __repr__(self) -> str:
