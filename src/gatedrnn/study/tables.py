@@ -376,8 +376,10 @@ def table2_markdown(data, t2, sig, base) -> str:
     for dataset in data["grid"].datasets:
         f = study.train_fields(dataset)
         if f.get("limit_sequences") or f.get("crop_length"):
-            md.append(f"- Data slices for {_name(dataset)}: limit_sequences={f.get('limit_sequences')}, "
-                      f"crop_length={f.get('crop_length')} (its numbers are NOT comparable to the paper's).\n")
+            md.append(f"- Data slices for {_name(dataset)}: limit_sequences={f.get('limit_sequences')} "
+                      f"({f.get('subset', 'first')}: "
+                      + ("spread evenly over each split" if f.get("subset") == "spread" else "the first ones of each split")
+                      + f"), crop_length={f.get('crop_length')} (its numbers are NOT comparable to the paper's).\n")
     per = _per_dataset_here(data)
     if per:
         md.append(f"- Per-dataset training fields: `{json.dumps(per, sort_keys=True)}`.\n")
