@@ -146,6 +146,9 @@ def test_smoke_budget_end_to_end_and_report_from_store(tmp_path):
         assert f"| JSB Chorales | {unit} |" in t2
     assert "reference: per-note marginal" in t2 and "repeat the previous frame" in t2
     assert "8.54" in t2  # the paper's GRU test NLL on JSB, beside ours
+    # the smoke budget's slices are named, with which sequences they keep
+    assert "Data slices for JSB Chorales: limit_sequences=8 (first: the first ones of each split)" in t2
+    assert "finished runs" in t2 and "stopped by patience" in t2
 
     # `report` rebuilds the same tables from the store alone; `status` reads it
     before = _tables(out)
