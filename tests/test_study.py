@@ -141,7 +141,7 @@ def test_run_ids_of_the_command_line_are_those_of_the_finished_studies():
     for args, first, digest, key in [
             (["--budget", "paper", "--datasets", "jsb"], "jsb-tanh-lr0.0002615-s0-749909aadc98", "d23b083895d90e6a",
              "a8b2c8343d62"),
-            (["--budget", "speech"], "fsdd-a-tanh-lr0.0008479-s0-6fa14d9325da", "575a4da7624aa357", "b5ff46e99989"),
+            (["--budget", "speech"], "fsdd-a-tanh-lr0.0002265-s0-25724302973b", "7ef9252eeca3cdbb", "8ae04eeeff7f"),
             (["--budget", "ablation"], "jsb-lstm-lr0.00272-s0-bf62fe035454", "6ab5f7ffde2c12ed", "2938270ab63a")]:
         study = study_from_args(build_parser().parse_args(["reproduce", *args]))
         g = G.Grid(study)
