@@ -20,20 +20,9 @@ import torch
 
 from gatedrnn.nn import make_unit, unit_names
 from gatedrnn.nn.counting import BUDGET, TABLE1_INPUT, match_hidden_size
-from gatedrnn.nn.bench import machine_info, time_round_robin
+from gatedrnn.nn.bench import _step_fn, machine_info, time_round_robin
 
 B, T, I = 64, 200, 88
-
-
-def step(unit, x):
-    params = list(unit.parameters())
-
-    def f():
-        for p in params:
-            p.grad = None
-        out, _ = unit(x)
-        out.sum().backward()
-    return f
 
 
 def main(argv=None) -> int:
@@ -55,10 +44,10 @@ def main(argv=None) -> int:
         meta[name] = {"hidden_size": H, "kernel": u.kernel_spec()[0] if fused else None,
                       "kernel_flags": u.kernel_spec()[1] if fused else None}
         if fused:
-            fns[f"{name}|fused"], reps[f"{name}|fused"] = step(u, x), a.repeats
+            fns[f"{name}|fused"], reps[f"{name}|fused"] = _step_fn(u, None, x, None, False), a.repeats
         ref = make_unit(name, I, H, fused=False)
         ref.load_state_dict(u.state_dict())
-        fns[f"{name}|reference"], reps[f"{name}|reference"] = step(ref, x), a.reference_repeats
+        fns[f"{name}|reference"], reps[f"{name}|reference"] = _step_fn(ref, None, x, None, False), a.reference_repeats
     info = machine_info()
     times = time_round_robin(fns, reps)
     info["loadavg_end"] = list(__import__("os").getloadavg())
