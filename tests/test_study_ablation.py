@@ -15,12 +15,13 @@ import pytest
 
 from gatedrnn.study import grid as G
 from gatedrnn.study.report import build_report
-from gatedrnn.study.store import Store, new_owner
 from gatedrnn.study.tables import ablation_rows, collect
+
+from _fabricate import DIV, FAIL, FabricatedStore
+from _fabricate import summary as _summary
 
 DATASETS = ["jsb", "nottingham"]
 UNITS = ["lstm", "lstm-nig", "lstm-nfg", "lstm-nog", "gru-nrg"]   # no "gru": gru-nrg has nothing to compare
-DIV, FAIL = "diverged", "failed"
 TEST_NLL = {   # seeds 0, 1, 2 of each cell
     "jsb": {"lstm": [8.0, 8.3, 8.1],
             "lstm-nig": [8.1, 8.5, 8.4],        # A: differences 0.1, 0.2, 0.3
@@ -60,38 +61,21 @@ def test_hand_values():
     assert all(P[k] < 0.1 for k in "ABC")
 
 
-def _summary(run_id, status, test=None):
-    s = {"run_id": run_id, "status": status, "epochs": 3, "best_epoch": 2, "train_seconds": 1.0,
-         "hidden_size": 40, "history": [{"epoch": 0, "seconds": 0.0, "train_nll": 10.0, "valid_nll": 10.0}],
-         "data_files": {}, "environment": {}}
-    if status == FAIL:
-        s.update(error="RuntimeError: fabricated failure", history=[])
-    else:
-        s.update(train_nll=test - 0.5, valid_nll=test - 0.25, test_nll=test, kind="music")
-    return s
-
-
 @pytest.fixture(scope="module")
 def fabricated(tmp_path_factory):
     out = tmp_path_factory.mktemp("ablation")
     study = G.StudyConfig(datasets=DATASETS, units=UNITS, lr_candidates=1, seeds=3, train={"epochs": 3})
     grid = G.Grid(study, datasets=DATASETS)
-    owner = new_owner()
-    with Store(out) as st:
-        st.set_meta("study", study.model_dump())
-        st.set_meta("datasets", DATASETS)
-        st.set_meta("notes", [])
-        st.set_meta("lr_candidates", grid.lrs)
+    with FabricatedStore(out, study, grid, DATASETS) as st:
         for d in DATASETS:
             for u in UNITS:
                 for spec, v in zip(grid.seed_specs(d, u, grid.lrs[0]), TEST_NLL[d][u]):
-                    assert st.claim(spec.to_dict(), owner) == "claimed"
                     if v == FAIL:
-                        st.finish(_summary(spec.run_id, FAIL))
+                        st.put(spec, _summary(spec.run_id, FAIL))
                     elif v == DIV:
-                        st.finish(_summary(spec.run_id, DIV, DECOY))
+                        st.put(spec, _summary(spec.run_id, DIV, DECOY))
                     else:
-                        st.finish(_summary(spec.run_id, "completed", v))
+                        st.put(spec, _summary(spec.run_id, "completed", v))
     return out, grid.lrs[0]
 
 
@@ -193,3 +177,31 @@ def test_written_ablation_files_and_forest_plot(fabricated, monkeypatch):
     page = (out / "report.html").read_text()
     assert "Ablation: what each component is worth" in page and "href='ablation.csv'" in page
     assert "href='ablation_forest.png'" in page and page.count("<svg") >= 3
+
+
+def test_a_variant_whose_every_candidate_diverged_is_named_not_blank(tmp_path, monkeypatch):
+    """lstm-noaf on Nottingham: all its search candidates diverged, so it has no seed runs. Its ablation row
+    says so (the note names the search's outcome), it is left out of Holm's m, and the forest plot is drawn."""
+    study = G.StudyConfig(datasets=["jsb"], units=["lstm", "lstm-noaf"], lr_candidates=2, seeds=2,
+                          train={"epochs": 3})
+    grid = G.Grid(study, datasets=["jsb"])
+    with FabricatedStore(tmp_path, study, grid, ["jsb"]) as st:
+        for spec in grid.search_specs("jsb", "lstm-noaf"):
+            st.put(spec, _summary(spec.run_id, DIV, DECOY))
+        for spec in grid.search_specs("jsb", "lstm"):
+            st.put(spec, _summary(spec.run_id, "completed", 8.0 + spec.lr))
+        for spec in grid.seed_specs("jsb", "lstm", grid.lrs[0])[1:]:
+            st.put(spec, _summary(spec.run_id, "completed", 8.1))
+    rows = {r["unit"]: r for r in ablation_rows(collect(tmp_path))}
+    v = rows["lstm-noaf"]
+    assert v["lr"] is None and v["seeds_ok"] == 0 and v["pairs"] == 0 and v["diff_mean"] is None
+    assert v["note"] == "no candidate trained: 2 diverged, 0 failed"
+    assert v["p"] is None and v["p_holm"] is None and v["significant"] is False
+    assert rows["lstm"]["seeds_ok"] == 2 and rows["lstm"]["note"] == ""
+
+    def no_data(*a, **k):
+        raise RuntimeError("no data in this test")
+    monkeypatch.setattr("gatedrnn.study.baselines.dataset_baselines", no_data)
+    files = build_report(tmp_path, log=lambda m: None)
+    assert "ablation_forest.png" in files
+    assert "no candidate trained: 2 diverged, 0 failed" in (tmp_path / "ablation.md").read_text()

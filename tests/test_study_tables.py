@@ -15,11 +15,10 @@ from scipy import stats as sst
 from gatedrnn.study import grid as G
 from gatedrnn.study.report import build_report
 from gatedrnn.study.tables import collect, significance_rows, stopping_summary, table2_markdown, table2_rows
-from gatedrnn.study.store import Store, new_owner
+from _fabricate import DIV, FAIL, FabricatedStore, summary as _summary
 
 DATASETS = ["jsb", "nottingham", "musedata", "piano"]
 UNITS = ["tanh", "gru", "lstm"]
-DIV, FAIL = "diverged", "failed"
 
 # Test NLL of the seed runs (seeds 0..3) of each cell's SELECTED learning rate. DIV/FAIL mark a seed that
 # diverged / failed. Per dataset: best, runner-up and worst unit are all different, so picking the worst
@@ -39,17 +38,6 @@ DECOY_TEST = 0.5      # test NLL of diverged runs and of the non-selected learni
 SELECTED = {("jsb", "tanh"): 0}   # index into grid.lrs; every other cell selects lrs[1]
 
 
-def _summary(run_id, status, test=None, seed=0):
-    s = {"run_id": run_id, "status": status, "epochs": 3, "best_epoch": 2, "train_seconds": 1.0,
-         "hidden_size": 46, "history": [{"epoch": 0, "seconds": 0.0, "train_nll": 10.0, "valid_nll": 10.0}],
-         "data_files": {}, "environment": {}}
-    if status == FAIL:
-        s.update(error="RuntimeError: fabricated failure", history=[])
-    else:
-        s.update(train_nll=test - 0.5, valid_nll=test - 0.25, test_nll=test, kind="music")  # as runs record it
-    return s
-
-
 @pytest.fixture(scope="module")
 def fabricated(tmp_path_factory):
     """A results directory whose store holds the study above, inserted through the Store API."""
@@ -57,17 +45,8 @@ def fabricated(tmp_path_factory):
     study = G.StudyConfig(datasets=DATASETS, units=UNITS, lr_candidates=2, seeds=4, train={"epochs": 3})
     grid = G.Grid(study, datasets=DATASETS)
     lrs = grid.lrs
-    owner = new_owner()
-    with Store(out) as st:
-        st.set_meta("study", study.model_dump())
-        st.set_meta("datasets", DATASETS)
-        st.set_meta("notes", [])
-        st.set_meta("lr_candidates", lrs)
-
-        def put(spec, summary):
-            assert st.claim(spec.to_dict(), owner) == "claimed"
-            st.finish(summary)
-
+    with FabricatedStore(out, study, grid, DATASETS) as st:
+        put = st.put
         for d in DATASETS:
             for u in UNITS:
                 sel = SELECTED.get((d, u), 1)
@@ -85,12 +64,11 @@ def fabricated(tmp_path_factory):
                 assert seeds[0].run_id == search[sel].run_id      # seed 0 IS the search run
                 for spec, v in zip(seeds, TEST_NLL[d][u]):
                     if v == FAIL:
-                        put(spec, _summary(spec.run_id, FAIL, seed=spec.seed))
+                        put(spec, _summary(spec.run_id, FAIL))
                     elif v == DIV:
-                        put(spec, _summary(spec.run_id, DIV, DECOY_TEST, spec.seed))
+                        put(spec, _summary(spec.run_id, DIV, DECOY_TEST))
                     else:
-                        put(spec, _summary(spec.run_id, "early_stopped" if spec.seed % 2 else "completed", v,
-                                           spec.seed))
+                        put(spec, _summary(spec.run_id, "early_stopped" if spec.seed % 2 else "completed", v))
     return out, lrs
 
 
@@ -273,18 +251,11 @@ def test_a_search_whose_every_candidate_diverged_says_so(tmp_path):
     from gatedrnn.study.tables import table2_markdown
     study = G.StudyConfig(datasets=["jsb"], units=["tanh", "gru"], lr_candidates=2, seeds=2, train={"epochs": 3})
     grid = G.Grid(study, datasets=["jsb"])
-    owner = new_owner()
-    with Store(tmp_path) as st:
-        st.set_meta("study", study.model_dump())
-        st.set_meta("datasets", ["jsb"])
-        st.set_meta("notes", [])
-        st.set_meta("lr_candidates", grid.lrs)
+    with FabricatedStore(tmp_path, study, grid, ["jsb"]) as st:
         for spec in grid.search_specs("jsb", "tanh"):
-            assert st.claim(spec.to_dict(), owner) == "claimed"
-            st.finish(_summary(spec.run_id, DIV, DECOY_TEST))
+            st.put(spec, _summary(spec.run_id, DIV, DECOY_TEST))
         spec = grid.search_specs("jsb", "gru")[0]            # gru: one of two candidates done
-        assert st.claim(spec.to_dict(), owner) == "claimed"
-        st.finish(_summary(spec.run_id, "completed", 8.0))
+        st.put(spec, _summary(spec.run_id, "completed", 8.0))
     data = collect(tmp_path)
     rows = {r["unit"]: r for r in table2_rows(data)}
     assert rows["tanh"]["lr"] is None and rows["tanh"]["search"] == "no candidate trained: 2 diverged, 0 failed"

@@ -142,7 +142,8 @@ def ablation_figure(rows: list[dict], datasets: list[str], out: Path) -> dict[st
                 continue
             y = variants.index(r["unit"])
             if r["diff_mean"] is None:
-                ax.text(0, y, " no pairs", va="center", fontsize=7, color="#777")
+                why = f" {r['note']}" if r["lr"] is None and r["note"] else " no pairs"   # e.g. all diverged
+                ax.text(0, y, why, va="center", fontsize=7, color="#777")
                 continue
             col = UNIT_COLORS.get(r["family"], OTHER_COLORS[4])
             ci = r["diff_ci"] if r["diff_ci"] is not None and math.isfinite(r["diff_ci"]) else None

@@ -447,6 +447,8 @@ def ablation_rows(data: dict, t2: list[dict] | None = None) -> list[dict]:
                        "seeds_failed": t["seeds_failed"], "seeds_missing": t["seeds_missing"],
                        "test_mean": t["test_mean"], "test_ci": t["test_ci"], "pairs": 0, "diff_mean": None,
                        "diff_ci": None, "t": None, "p": None, "p_holm": None, "significant": None, "note": ""}
+                if t["search"] != "selected":   # e.g. every candidate diverged: said, not left blank
+                    row["note"] = "learning-rate search incomplete" if t["search"] == "incomplete" else t["search"]
                 if unit != family:
                     mine = _test_nll_by_seed(cells[(dataset, unit)])
                     common = sorted(set(mine) & set(full))
@@ -456,7 +458,9 @@ def ablation_rows(data: dict, t2: list[dict] | None = None) -> list[dict]:
                     row.update(pairs=n, diff_mean=diff.mean if n else None,
                                diff_ci=diff.half_width if n >= 2 else None,
                                t=None if math.isnan(tt) else tt, p=None if math.isnan(p) else p)
-                    if not has_full:
+                    if row["note"]:
+                        pass
+                    elif not has_full:
                         row["note"] = f"the full unit ({family}) is not in the study: nothing to compare"
                     elif n < 2:
                         row["note"] = f"{n} seed(s) finished for both: no test"
