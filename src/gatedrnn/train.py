@@ -573,7 +573,7 @@ def _step(step: list, stacks: dict, device) -> None:
     """One update of every model in `step` ((run, batch) pairs). Full-sequence steps of two or more
     models share one stacked recurrence; the rest run the single-model forward_backward."""
     full = [(r, b) for r, b in step if not r.cfg.tbptt or b.inputs.shape[1] <= r.cfg.tbptt]
-    if len(full) < 2:
+    if len(full) < 2 or not _stacked_unit().stackable(full[0][0].model.rnn):   # lstm-fgr: one by one
         full = []
     for r, b in step:
         if any(r is f for f, _ in full):

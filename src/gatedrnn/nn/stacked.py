@@ -36,6 +36,12 @@ class StackedUnit(nn.Module):
     `forward(x, state=None, lengths=None, noise=None) -> (output, state)`, `from_units(list)`,
     `to_units()`."""
 
+    @staticmethod
+    def stackable(unit: RecurrentUnit) -> bool:
+        """Can K units like this one be stacked? Only if every parameter is a stackable one (lstm-fgr's
+        gate-recurrence matrix R is not: train_many trains such models one by one)."""
+        return {n for n, _ in unit.named_parameters()} <= _STACKABLE
+
     def __init__(self, unit_name: str, K: int, input_size: int, hidden_size: int, batch_first: bool = True, *,
                  weight_noise: float | Sequence[float] = 0.0, fused: bool | None = None,
                  _units: list[RecurrentUnit] | None = None, **unit_kw):
@@ -47,8 +53,8 @@ class StackedUnit(nn.Module):
             _units = [make_unit(unit_name, input_size, hidden_size, batch_first=batch_first, **unit_kw)
                       for _ in range(K)]
         t = _units[0]
-        extra = {n for n, _ in t.named_parameters()} - _STACKABLE
-        if extra:
+        if not StackedUnit.stackable(t):
+            extra = {n for n, _ in t.named_parameters()} - _STACKABLE
             raise ValueError(f"StackedUnit stacks {sorted(_STACKABLE)}; {unit_name!r} also has {sorted(extra)}")
         self.unit_name = unit_name.lower()
         self.K, self.input_size, self.hidden_size, self.batch_first = K, input_size, hidden_size, batch_first
