@@ -102,7 +102,7 @@ def main(argv=None) -> int:
                   f"{r['gflop_train']:.2f} | {r['gflop_eval']:.2f} | {r['floor_s']:.3f} | "
                   f"{r['measured_s']:.3f} | {r['ratio']:.1f}x | {r['paper_epochs']:,} |")
     md += ["", f"Paper study (its {sum(r['paper_epochs'] for r in rows):,} epochs): floor "
-           f"**{tot['floor_h']:.2f} core-hours** at large-GEMM speed; at the measured idle per-epoch cost "
+           f"**{tot['floor_h']:.2f} core-hours** at large-GEMM speed; at the measured per-epoch cost (process CPU time, one thread) "
            f"{tot['measured_h']:.2f} core-hours."]
     out.with_suffix(".md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
