@@ -257,7 +257,8 @@ def _figures(out: Path, flow_rows, ctx_rows, tau_rows) -> dict[str, Path]:
         fig.tight_layout()
         for ext in ("png", "svg"):
             p = out / f"{name}.{ext}"
-            fig.savefig(p, dpi=110)
+            with matplotlib.rc_context({"svg.hashsalt": name}):   # a rebuild changes only what the data does
+                fig.savefig(p, dpi=110, metadata={"Date": None} if ext == "svg" else None)
             files[f"{name}.{ext}"] = p
         plt.close(fig)
     return files

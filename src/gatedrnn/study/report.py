@@ -73,13 +73,16 @@ def _y_range(curves) -> tuple[float, float] | None:
 
 
 def _save(fig, out: Path, name: str) -> dict[str, Path]:
-    """`name`.png and `name`.svg (no date in the SVG, so a rebuild changes it only where the data does)."""
+    """`name`.png and `name`.svg (no date and fixed element ids in the SVG, so a rebuild changes it only
+    where the data does)."""
+    import matplotlib
     import matplotlib.pyplot as plt
     fig.tight_layout()
     files = {}
     for ext in ("png", "svg"):
         p = out / f"{name}.{ext}"
-        fig.savefig(p, dpi=110, metadata={"Date": None} if ext == "svg" else None)
+        with matplotlib.rc_context({"svg.hashsalt": name}):   # clip-path ids from the name, not at random
+            fig.savefig(p, dpi=110, metadata={"Date": None} if ext == "svg" else None)
         files[f"{name}.{ext}"] = p
     plt.close(fig)
     return files
