@@ -236,12 +236,34 @@ def compare_study(halving_dir: Path, full_dir: Path | None = None) -> list[dict]
 
 
 # ------------------------------------------------------------------------------------------ output
+def read_cost(path: Path | None) -> dict | None:
+    """Per-epoch core-seconds per (dataset, unit) from a study_cost.py result (its 'after' code)."""
+    if path is None:
+        return None
+    ex = json.loads(Path(path).read_text())["extrapolation"]
+    return {(v["dataset"], v["unit"]): v["per_epoch_core_s"] for k, v in ex.items()
+            if k.startswith("after/") and v.get("per_epoch_core_s")}
+
+
+def study_core_hours(rows: list[dict], cost: dict | None) -> tuple[float, float] | None:
+    """(full, halving) core-hours of the cells' studies (search + the selected configuration's other seeds)
+    at the measured per-epoch cost of each (dataset, unit); None without a cost or for a cell it lacks."""
+    if not cost or any((r["dataset"], r["unit"]) not in cost for r in rows):
+        return None
+    tot = [0.0, 0.0]
+    for r in rows:
+        c = cost[(r["dataset"], r["unit"])] / 3600
+        for i, k in enumerate(("full", "halving")):
+            tot[i] += (r[k]["search_epochs"] + (r[k]["extra_epochs"] or 0)) * c
+    return tot[0], tot[1]
+
+
 def _f(x, d=3):
     return "–" if x is None else f"{x:.{d}f}"
 
 
 def sensitivity(results_dir: Path, schedules: list[list[int] | None], etas: list[int],
-                datasets: list[str] | None = None) -> list[dict]:
+                datasets: list[str] | None = None, cost: dict | None = None) -> list[dict]:
     """Agreement and cost of other rung schedules on the same histories (one row per schedule and eta)."""
     out = []
     for rungs in schedules:
@@ -259,12 +281,13 @@ def sensitivity(results_dir: Path, schedules: list[list[int] | None], etas: list
                         "resolved": sorted({tuple(r["rungs"]) for r in rows}), "eta": eta, "cells": len(rows),
                         "same_lr": sum(r["same_lr"] for r in rows), "search_epoch_ratio": he / fe,
                         "study_epoch_ratio": tot_h / tot_f, "max_valid_loss": max(dv), "max_test_loss": max(dt),
-                        "mean_test_diff": sum(dt) / len(dt)})
+                        "mean_test_diff": sum(dt) / len(dt), "study_core_hours": study_core_hours(rows, cost)})
     return out
 
 
 def markdown(rows: list[dict], notes: list[str], source: str, comparisons: list[dict] | None = None,
-             sens: list[dict] | None = None, remarks: list[str] | None = None) -> str:
+             sens: list[dict] | None = None, remarks: list[str] | None = None, cost: dict | None = None,
+             cost_file: str | None = None) -> str:
     lines = [f"# Successive halving vs the full learning-rate search ({source})", "",
              "Replayed exactly from the full search's per-epoch validation NLLs (`benchmarks/halving_agreement.py`; "
              "training is deterministic and a halted run is the full run paused, so no retraining is needed). "
@@ -299,6 +322,10 @@ def markdown(rows: list[dict], notes: list[str], source: str, comparisons: list[
         same = sum(r["same_lr"] for r in rows)
         lines += ["", f"Same selected lr in {same} of {len(rows)} cells. Search cost, all cells: {fe} → {he} epochs "
                       f"(× {he / fe:.2f}), {fs / 3600:.2f} → {hs / 3600:.2f} core-hours measured (× {hs / fs:.2f})."]
+        ch = study_core_hours(rows, cost)
+        if ch:
+            lines += ["", f"Study (search + the selected configuration's other seeds) at the per-epoch core-seconds "
+                          f"measured in `{cost_file}`: {ch[0]:.2f} → {ch[1]:.2f} core-hours (× {ch[1] / ch[0]:.2f})."]
     lines += ["", "Halving trace (kept after each rung, scored by the best validation NLL up to the rung):", ""]
     for r in rows:
         steps = "; ".join(f"epoch {t['rung']}: keep {', '.join(f'{x:.4g}' for x in t['kept'])}" for t in r["trace"])
@@ -307,11 +334,16 @@ def markdown(rows: list[dict], notes: list[str], source: str, comparisons: list[
         lines += ["", "Other rung schedules on the same histories (seed-0 numbers; 'study' = search + the selected "
                       "configuration's other seeds):", "",
                   "| rungs | eta | same lr | search epochs ratio | study epochs ratio | worst valid loss (s0) | "
-                  "worst test loss (s0) | mean test diff (s0) |", "|---|---|---|---|---|---|---|---|"]
+                  "worst test loss (s0) | mean test diff (s0) | study core-hours full → halving |",
+                  "|---|---|---|---|---|---|---|---|---|"]
         for t in sens:
+            ch = t.get("study_core_hours")
             lines.append(f"| {t['rungs']} ({'; '.join(','.join(map(str, r)) for r in t['resolved'])}) | {t['eta']} | "
                          f"{t['same_lr']}/{t['cells']} | {t['search_epoch_ratio']:.2f} | {t['study_epoch_ratio']:.2f} | "
-                         f"{t['max_valid_loss']:+.3f} | {t['max_test_loss']:+.3f} | {t['mean_test_diff']:+.3f} |")
+                         f"{t['max_valid_loss']:+.3f} | {t['max_test_loss']:+.3f} | {t['mean_test_diff']:+.3f} | "
+                         f"{f'{ch[0]:.2f} → {ch[1]:.2f}' if ch else '–'} |")
+        if cost_file and any(t.get("study_core_hours") for t in sens):
+            lines += ["", f"Core-hours: each cell's epochs times its per-epoch core-seconds measured in `{cost_file}`."]
     if comparisons:
         lines += ["", "Real halving studies against the replay (decisions = the rungs' kept sets and the selected lr; "
                       "histories: the runs' per-epoch train and valid NLL against the same run ids in the full study):",
@@ -340,23 +372,27 @@ def main(argv=None) -> int:
     ap.add_argument("--sensitivity", help="other rung schedules to replay, ';'-separated (e.g. '25,50,100,200;50,100')")
     ap.add_argument("--eta-list", default="2", help="etas for --sensitivity (comma-separated)")
     ap.add_argument("--note", action="append", default=[], help="a remark for the Notes of the markdown (repeatable)")
+    ap.add_argument("--cost", type=Path, help="a study_cost.py result (.json): convert the studies' epochs to core-hours "
+                    "at its measured per-epoch costs")
     ap.add_argument("--out", type=Path, help="write OUT.md and OUT.json (else print the markdown)")
     a = ap.parse_args(argv)
     rungs = [int(x) for x in a.rungs.split(",")] if a.rungs else None
     datasets = a.datasets.split(",") if a.datasets else None
     rows, notes = replay(a.results_dir, datasets, rungs, a.eta)
+    cost = read_cost(a.cost)
     comparisons = [c for d in a.compare for c in compare_study(d, a.results_dir)] if a.compare else None
     sens = None
     if a.sensitivity:
         schedules = [None, *[[int(x) for x in sch.split(",")] for sch in a.sensitivity.split(";") if sch.strip()]]
-        sens = sensitivity(a.results_dir, schedules, [int(e) for e in a.eta_list.split(",")], datasets)
-    md = markdown(rows, notes, str(a.results_dir), comparisons, sens, a.note)
+        sens = sensitivity(a.results_dir, schedules, [int(e) for e in a.eta_list.split(",")], datasets, cost)
+    md = markdown(rows, notes, str(a.results_dir), comparisons, sens, a.note, cost, str(a.cost) if a.cost else None)
     if a.out:
         a.out.parent.mkdir(parents=True, exist_ok=True)
         a.out.with_suffix(".md").write_text(md)
         a.out.with_suffix(".json").write_text(json.dumps({"source": str(a.results_dir), "cells": rows,
                                                           "notes": notes, "comparisons": comparisons,
-                                                          "sensitivity": sens, "remarks": a.note},
+                                                          "sensitivity": sens, "remarks": a.note,
+                                                          "cost_file": str(a.cost) if a.cost else None},
                                                          indent=2, default=str) + "\n")
         print(f"wrote {a.out.with_suffix('.md')} and .json", file=sys.stderr)
     else:
