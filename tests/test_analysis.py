@@ -50,10 +50,11 @@ def test_gradient_flow_of_a_linear_recurrence_is_the_power_of_its_jacobian():
             assert g[w, k] == pytest.approx(expect, rel=1e-10, abs=1e-14)
 
 
-@pytest.mark.parametrize("unit", ["gru", "lstm"])
+@pytest.mark.parametrize("unit", ["gru", "lstm", "mgu", "lstm-fgr"])
 def test_gradient_flow_equals_finite_differences(unit):
     # ∂ℓ_{s+k}/∂h_s by central differences of the loss of a fresh float64 run from a perturbed h_s
-    # (the LSTM's c_s held fixed, as the measure defines), against the autograd measure
+    # (the rest of the state held fixed, as the measure defines: the LSTM's c_s; lstm-fgr's c, i, f, o),
+    # against the autograd measure
     torch.manual_seed(1)
     rng = np.random.default_rng(1)
     I, H, O, K, s = 4, 6, 5, 7, 3
@@ -64,10 +65,10 @@ def test_gradient_flow_equals_finite_differences(unit):
     y = torch.as_tensor(np.stack([q[1] for q in pairs]), dtype=torch.float64)
     with torch.no_grad():
         _, st = m.rnn(x[:, :s])
-        h0 = st[0] if unit == "lstm" else st
+        h0 = st[0] if isinstance(st, tuple) else st
 
         def loss(h, k):  # ℓ at distance k from state h (per window)
-            start = (h, st[1]) if unit == "lstm" else h
+            start = (h, *st[1:]) if isinstance(st, tuple) else h
             if k == 0:
                 hk = h
             else:
@@ -117,7 +118,7 @@ def test_time_scale_and_retention():
 
 
 @pytest.mark.parametrize("unit,gates", [("gru", "zr"), ("lstm", "ifo"), ("lstm-cifg", "fio"), ("lstm-nig", "fo"),
-                                        ("gru-nrg", "z"), ("mgu", "f")])
+                                        ("gru-nrg", "z"), ("mgu", "f"), ("lstm-fgr", "ifo")])
 def test_traced_gates_are_the_equations_gates(unit, gates):
     # the traced activations against the gates re-derived in float64 from the paper's symbols and the
     # states of an untraced (fused where it applies) run: h_{t−1} (and c for the LSTM) step by step
@@ -140,16 +141,18 @@ def test_traced_gates_are_the_equations_gates(unit, gates):
     sig = lambda a: 1 / (1 + np.exp(-a))
     h = np.zeros((B, H))
     c = np.zeros((B, H))
+    prev = {g: np.zeros((B, H)) for g in "ifo"}      # lstm-fgr: the gates at t−1 (0 at t = 0)
     for t in range(T):
         xt = x[:, t].numpy()
         if unit.startswith("lstm"):
             pre = lambda g, cc: xt @ p[f"W_{g}"].T + h @ p[f"U_{g}"].T + p[f"b_{g}"] + \
-                (cc * p[f"v_{g}"] if f"v_{g}" in p else 0)
+                (cc * p[f"v_{g}"] if f"v_{g}" in p else 0) + \
+                sum(prev[s] @ p[f"R_{g}{s}"].T for s in "ifo" if f"R_{g}{s}" in p)
             f = sig(pre("f", c))
             i = 1 - f if unit == "lstm-cifg" else (sig(pre("i", c)) if "i" in gates else 1.0)
             c = f * c + i * np.tanh(xt @ p["W_c"].T + h @ p["U_c"].T + p["b_c"])
             o = sig(pre("o", c))
-            want = {"i": i, "f": f, "o": o}
+            want = prev = {"i": i, "f": f, "o": o}
             h = o * np.tanh(c)
         else:
             g0 = "f" if unit == "mgu" else "z"

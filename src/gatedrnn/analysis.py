@@ -62,7 +62,8 @@ def gradient_flow(model: SequenceModel, pairs: Sequence[tuple[np.ndarray, np.nda
         with torch.no_grad():                       # h_s: the state after the first s inputs
             _, state = rnn(x[:, :s])
         h_s = (state[0] if isinstance(state, tuple) else state).detach().requires_grad_(True)
-        start = (h_s, state[1].detach()) if isinstance(state, tuple) else h_s
+        # the rest of the state (the LSTM's c; lstm-fgr's c, i, f, o) is held fixed
+        start = (h_s, *(z.detach() for z in state[1:])) if isinstance(state, tuple) else h_s
         out, _ = rnn(x[:, s:], start)               # the K states after inputs s+1 .. s+K
         h_all = torch.cat([h_s.unsqueeze(1), out], dim=1)   # K+1 states; state j scores target s−1+j
         nll = head.nll(head(h_all), y[:, s - 1:])   # (B, K+1): ℓ at distance k = 0..K from h_s
