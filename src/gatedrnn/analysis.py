@@ -196,11 +196,18 @@ def analyze_runs(run_dirs: Sequence[Path], out: Path, *, max_distance: int = MAX
 
 
 # ------------------------------------------------------------------------------------ figures
-COLORS = {"tanh": "tab:red", "gru": "tab:blue", "lstm": "tab:green"}
+UNIT_COLORS = {"tanh": "#d62728", "gru": "#1f77b4", "lstm": "#2ca02c"}
+# the rest of matplotlib's tab10 cycle, for units beyond the paper's three (ablation variants)
+OTHER_COLORS = ("#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf")
 
 
-def _color(unit: str):
-    return COLORS.get(unit)
+def unit_color(unit: str, units: Sequence[str]) -> str:
+    """The paper's units keep their colours; any other unit takes the next colour of OTHER_COLORS in the
+    order of `units` (the study's, or a figure's), so no two units of a figure share one."""
+    if unit in UNIT_COLORS:
+        return UNIT_COLORS[unit]
+    others = [u for u in units if u not in UNIT_COLORS]
+    return OTHER_COLORS[others.index(unit) % len(OTHER_COLORS)] if unit in others else OTHER_COLORS[4]
 
 
 def _by(rows, *keys):
@@ -219,7 +226,9 @@ def _figures(out: Path, flow_rows, ctx_rows, tau_rows) -> dict[str, Path]:
         return {}
     files = {}
     datasets = sorted({r["dataset"] for r in flow_rows + ctx_rows + tau_rows})
-    specs = [("gradient_flow", flow_rows, "distance k (steps)", "‖∂ℓ_t / ∂h_{t−k}‖ (median over windows and seeds)"),
+    units = sorted({r["unit"] for r in flow_rows + ctx_rows + tau_rows})
+    _color = lambda unit: unit_color(unit, units)
+    specs = [("gradient_flow", flow_rows, "distance k (steps)", "‖∂ℓ_t / ∂h_{t−k}‖ (median)"),
              ("context", ctx_rows, "state reset every k steps", "test NLL (nats/step)"),
              ("time_scales", tau_rows, "effective time scale τ (steps, log)", "hidden units (fraction)")]
     for name, rows, xlabel, ylabel in specs:

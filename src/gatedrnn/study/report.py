@@ -17,24 +17,11 @@ import platform
 import time
 from pathlib import Path
 
+from ..analysis import OTHER_COLORS, UNIT_COLORS, unit_color
 from ..status import FINISHED, RunStatus
 from .grid import Grid, StudyConfig
 from .store import Store
 from .tables import ALPHA, _f, _name, collect, unit_name, write_tables
-
-UNIT_COLORS = {"tanh": "#d62728", "gru": "#1f77b4", "lstm": "#2ca02c"}
-# the rest of matplotlib's tab10 cycle, for units beyond the paper's three (ablation variants)
-OTHER_COLORS = ("#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf")
-
-
-def _unit_color(unit: str, units: list[str]) -> str:
-    """The paper's units keep their colours; any other unit takes the next colour of OTHER_COLORS in the
-    study's order of units."""
-    if unit in UNIT_COLORS:
-        return UNIT_COLORS[unit]
-    others = [u for u in units if u not in UNIT_COLORS]
-    return OTHER_COLORS[others.index(unit) % len(OTHER_COLORS)] if unit in others else OTHER_COLORS[4]
-
 
 # ------------------------------------------------------------------------------------ figures
 def _curves(cell) -> list[list[dict]]:
@@ -111,7 +98,7 @@ def make_figures(data: dict, out: Path) -> dict[str, Path]:
                     if len(x) == 0:
                         continue
                     drawn.append((x, m, lo, hi))
-                    col = _unit_color(c["unit"], data["study"].units)
+                    col = unit_color(c["unit"], data["study"].units)
                     ax.plot(x, m, color=col, label=f"{unit_name(c['unit'])} (n={len(hist)})")
                     ax.fill_between(x, lo, hi, color=col, alpha=0.2, linewidth=0)
                 yr = _y_range(drawn)
