@@ -315,6 +315,7 @@ def stopping_summary(data: dict) -> dict:
 
 def table2_markdown(data, t2, sig, base) -> str:
     study = data["study"]
+    kinds = {data["kinds"].get(d) for d in data["grid"].datasets} - {None}
     head = ["dataset", "unit", "lr (selected on valid)", "seeds ok / diverged / failed",
             "train NLL (ours)", "train (paper)", "Δ train", "test NLL (ours)", "test (paper)", "Δ test"]
     body = []
@@ -344,7 +345,10 @@ def table2_markdown(data, t2, sig, base) -> str:
                       _f(s["t"], 2), _p(s["p"]), _p(s["p_holm"]), "yes" if s["significant"] else "no",
                       s["note"]] for s in sig]),
           "\n## Notes\n",
-          "- NLL: nats per time step (music: per frame, summed over the 88 note outputs), averaged over all "
+          "- NLL: nats per time step ("
+          + "; ".join(t for k, t in (("music", "music: per frame, summed over the 88 note outputs"),
+                                     ("speech", "speech: per step, summed over its 10 predicted samples"))
+                      if k in kinds) + "), averaged over all "
           "steps of a split; the model reported is each run's best-validation model (early stopping).\n",
           "- Learning rate: per (dataset, unit), the candidate with the lowest validation NLL of its seed-"
           f"{study.search_seed} run (test NLL is never used for a choice); that configuration is re-run with "
@@ -357,9 +361,13 @@ def table2_markdown(data, t2, sig, base) -> str:
           "- Δ: ours minus the paper's" + (" (music only: the speech sets here are open FSDD stand-ins for the "
           "paper's private Ubisoft sets, so their numbers are not comparable).\n"
           if any(data["kinds"].get(d) == "speech" for d in data["grid"].datasets) else ".\n"),
-          "- Reference rows: fitted on the train split, scored on the same splits as the networks: "
-          "per-note marginal frequencies (Bernoulli, add-one smoothing; no context) and 'repeat the previous "
-          "frame' (p(on) = 1 − ε if the note was on in the previous frame, else ε'; ε, ε' fitted on train).\n"]
+          "- Reference rows: fitted on the train split, scored on the same splits as the networks:"
+          + (" per-note marginal frequencies (Bernoulli, add-one smoothing; no context) and 'repeat the "
+             "previous frame' (p(on) = 1 − ε if the note was on in the previous frame, else ε'; ε, ε' fitted "
+             "on train)" if kinds & {"music"} else "")
+          + (";" if kinds == {"music", "speech"} else "")
+          + (" one Gaussian per predicted sample (the train split's mean and variance of each of the 10 "
+             "samples; no context)" if "speech" in kinds else "") + ".\n"]
     lrs = data["grid"].lrs
     edge = [f"{_name(r['dataset'])}/{unit_name(r['unit'])}" for r in t2
             if r["lr"] is not None and len(lrs) > 1 and r["lr"] in (lrs[0], lrs[-1])]
