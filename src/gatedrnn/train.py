@@ -516,7 +516,9 @@ def _loop(runs: list[_Run], ds, device, progress: bool, log, stop_after: int | N
         bar = tqdm(total=max(r.cfg.epochs for r in runs), initial=min(r.state["epoch"] for r in runs),
                    unit="epoch", dynamic_ncols=True, desc=desc if len(runs) == 1 else f"{len(runs)} × {desc}")
         bar.set_postfix(valid=f"{min(r.state['best_valid'] for r in runs):.3f}")
-    stacks: dict = {}
+    # models trained together share one unit kind (check_compatible); lstm-fgr's R does not stack, so
+    # its models train one by one (stacks None)
+    stacks: dict | None = {} if _stacked_unit().stackable(runs[0].model.rnn) else None
     while True:
         live = [r for r in runs if r.state["status"] == RunStatus.RUNNING and r.state["epoch"] < r.cfg.epochs]
         for r in live:
@@ -569,11 +571,11 @@ def _loop(runs: list[_Run], ds, device, progress: bool, log, stop_after: int | N
         bar.close()
 
 
-def _step(step: list, stacks: dict, device) -> None:
+def _step(step: list, stacks: dict | None, device) -> None:
     """One update of every model in `step` ((run, batch) pairs). Full-sequence steps of two or more
     models share one stacked recurrence; the rest run the single-model forward_backward."""
     full = [(r, b) for r, b in step if not r.cfg.tbptt or b.inputs.shape[1] <= r.cfg.tbptt]
-    if len(full) < 2 or not _stacked_unit().stackable(full[0][0].model.rnn):   # lstm-fgr: one by one
+    if len(full) < 2 or stacks is None:
         full = []
     for r, b in step:
         if any(r is f for f, _ in full):
