@@ -8,11 +8,12 @@ import os
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+# read once, at import: tests that isolate the environment (delenv GATEDRNN_DATA_DIR) still find the data
+_ENV = os.environ.get("GATEDRNN_DATA_DIR")
 
 
 def data_dir() -> Path:
-    env = os.environ.get("GATEDRNN_DATA_DIR")
-    d = Path(env) if env else REPO.parent / "shared" / "data"
+    d = Path(_ENV) if _ENV else REPO.parent / "shared" / "data"
     if not (d / "music").is_dir():
         raise FileNotFoundError(
             f"test data not found at {d} (expected {d}/music/JSB_Chorales.mat, ...); set GATEDRNN_DATA_DIR "
