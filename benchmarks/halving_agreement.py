@@ -33,7 +33,7 @@ import sqlite3
 import sys
 from pathlib import Path
 
-from gatedrnn.study.grid import OK_STATUSES, Grid, StudyConfig, halving_decide, select_lr
+from gatedrnn.study.grid import HALVING_EVAL_TRAIN_EVERY, OK_STATUSES, Grid, StudyConfig, halving_decide, select_lr
 
 
 # ------------------------------------------------------------------------------------------ reading
@@ -226,7 +226,9 @@ def compare_study(halving_dir: Path, full_dir: Path | None = None) -> list[dict]
                     if o is None:
                         continue
                     compared += 1
-                    if (r.get("valid_nll"), r.get("train_nll")) == (o.get("valid_nll"), o.get("train_nll")):
+                    # the training split where both evaluated it (a halving study: every 10th epoch)
+                    both = "train_nll" in r and "train_nll" in o
+                    if r.get("valid_nll") == o.get("valid_nll") and (not both or r["train_nll"] == o["train_nll"]):
                         same += 1
                     else:
                         differ += 1
@@ -237,29 +239,42 @@ def compare_study(halving_dir: Path, full_dir: Path | None = None) -> list[dict]
 
 # ------------------------------------------------------------------------------------------ output
 def read_cost(path: Path | None) -> dict | None:
-    """Per-epoch core-seconds per (dataset, unit) from a study_cost.py result (its 'after' code)."""
+    """Per (dataset, unit) from a study_cost.py result (its 'after' code): (core-seconds per epoch, of which
+    evaluating the training split — None in results that did not time the splits apart)."""
     if path is None:
         return None
     ex = json.loads(Path(path).read_text())["extrapolation"]
-    return {(v["dataset"], v["unit"]): v["per_epoch_core_s"] for k, v in ex.items()
+    return {(v["dataset"], v["unit"]): (v["per_epoch_core_s"], v.get("eval_train_core_s")) for k, v in ex.items()
             if k.startswith("after/") and v.get("per_epoch_core_s")}
 
 
-def study_core_hours(rows: list[dict], cost: dict | None) -> tuple[float, float] | None:
-    """(full, halving) core-hours of the cells' studies (search + the selected configuration's other seeds)
-    at the measured per-epoch cost of each (dataset, unit); None without a cost or for a cell it lacks."""
+def study_core_hours(rows: list[dict], cost: dict | None) -> tuple[float, float, float | None] | None:
+    """(full, halving, halving with the training split evaluated every HALVING_EVAL_TRAIN_EVERY-th epoch)
+    core-hours of the cells' studies (search + the selected configuration's other seeds) at the measured
+    per-epoch cost of each (dataset, unit); the last is None when the cost file does not split evaluation.
+    None without a cost or for a cell it lacks."""
     if not cost or any((r["dataset"], r["unit"]) not in cost for r in rows):
         return None
-    tot = [0.0, 0.0]
+    tot, sparse = [0.0, 0.0], 0.0
+    split = all(cost[(r["dataset"], r["unit"])][1] is not None for r in rows)
     for r in rows:
-        c = cost[(r["dataset"], r["unit"])] / 3600
+        epoch, ev_train = cost[(r["dataset"], r["unit"])]
         for i, k in enumerate(("full", "halving")):
-            tot[i] += (r[k]["search_epochs"] + (r[k]["extra_epochs"] or 0)) * c
-    return tot[0], tot[1]
+            tot[i] += (r[k]["search_epochs"] + (r[k]["extra_epochs"] or 0)) * epoch / 3600
+        if split:
+            sparse += ((r["halving"]["search_epochs"] + (r["halving"]["extra_epochs"] or 0))
+                       * (epoch - ev_train * (1 - 1 / HALVING_EVAL_TRAIN_EVERY)) / 3600)
+    return tot[0], tot[1], sparse if split else None
 
 
 def _f(x, d=3):
     return "–" if x is None else f"{x:.{d}f}"
+
+
+def _hours(ch) -> str:
+    if not ch:
+        return "–"
+    return f"{ch[0]:.2f} → {ch[1]:.2f}" + (f" ({ch[2]:.2f})" if ch[2] is not None else "")
 
 
 def sensitivity(results_dir: Path, schedules: list[list[int] | None], etas: list[int],
@@ -325,7 +340,10 @@ def markdown(rows: list[dict], notes: list[str], source: str, comparisons: list[
         ch = study_core_hours(rows, cost)
         if ch:
             lines += ["", f"Study (search + the selected configuration's other seeds) at the per-epoch core-seconds "
-                          f"measured in `{cost_file}`: {ch[0]:.2f} → {ch[1]:.2f} core-hours (× {ch[1] / ch[0]:.2f})."]
+                          f"measured in `{cost_file}`: {ch[0]:.2f} → {ch[1]:.2f} core-hours (× {ch[1] / ch[0]:.2f})"
+                      + (f"; with the training split evaluated after every {HALVING_EVAL_TRAIN_EVERY}th epoch, as "
+                         f"a halving study does: **{ch[2]:.2f} core-hours** (× {ch[2] / ch[0]:.2f})."
+                         if ch[2] is not None else ".")]
     lines += ["", "Halving trace (kept after each rung, scored by the best validation NLL up to the rung):", ""]
     for r in rows:
         steps = "; ".join(f"epoch {t['rung']}: keep {', '.join(f'{x:.4g}' for x in t['kept'])}" for t in r["trace"])
@@ -341,9 +359,12 @@ def markdown(rows: list[dict], notes: list[str], source: str, comparisons: list[
             lines.append(f"| {t['rungs']} ({'; '.join(','.join(map(str, r)) for r in t['resolved'])}) | {t['eta']} | "
                          f"{t['same_lr']}/{t['cells']} | {t['search_epoch_ratio']:.2f} | {t['study_epoch_ratio']:.2f} | "
                          f"{t['max_valid_loss']:+.3f} | {t['max_test_loss']:+.3f} | {t['mean_test_diff']:+.3f} | "
-                         f"{f'{ch[0]:.2f} → {ch[1]:.2f}' if ch else '–'} |")
+                         f"{_hours(ch)} |")
         if cost_file and any(t.get("study_core_hours") for t in sens):
-            lines += ["", f"Core-hours: each cell's epochs times its per-epoch core-seconds measured in `{cost_file}`."]
+            lines += ["", f"Core-hours: each cell's epochs times its per-epoch core-seconds measured in `{cost_file}`"
+                      + (f"; in brackets, with the training split evaluated after every {HALVING_EVAL_TRAIN_EVERY}th "
+                         "epoch (a halving study's default)." if any((t.get("study_core_hours") or (0, 0, None))[2]
+                                                                      is not None for t in sens) else ".")]
     if comparisons:
         lines += ["", "Real halving studies against the replay (decisions = the rungs' kept sets and the selected lr; "
                       "histories: the runs' per-epoch train and valid NLL against the same run ids in the full study):",

@@ -33,10 +33,12 @@ from __future__ import annotations
 import argparse
 import datetime as _dt
 import json
+import math
 import os
 import platform
 import re
 import resource
+import shlex
 import statistics
 import subprocess
 import sys
@@ -154,13 +156,15 @@ def worker_epoch(dataset: str, unit: str, min_cpu: float, max_epochs: int, eval_
     per = {k: v / epochs for k, v in acc.items()}
     per["other"] = per["epoch_total"] - sum(v for k, v in per.items() if k != "epoch_total")
     rnn.forward, rnn.noisy_weights = orig_fwd, orig_noise
-    ev, ev_wall = [], []
+    ev, ev_wall, ev_train = [], [], []
     for _ in range(eval_calls):
         t, w = cpu(), time.perf_counter()
         T.evaluate(model, tp, cfg.eval_batch_size, "cpu")
+        ev_train.append(cpu() - t)
         T.evaluate(model, vp, cfg.eval_batch_size, "cpu")
         ev.append(cpu() - t)
         ev_wall.append(time.perf_counter() - w)
+    steady = min(range(1, len(ev)), key=ev.__getitem__) if len(ev) > 1 else 0
     model.train()
     with tempfile.TemporaryDirectory() as d:
         d = Path(d)
@@ -177,7 +181,8 @@ def worker_epoch(dataset: str, unit: str, min_cpu: float, max_epochs: int, eval_
             ios.append(cpu() - t)
     return {"dataset": dataset, "unit": unit, "hidden": spec["hidden_size"], "gatedrnn_file": gatedrnn.__file__,
             "epochs_timed": epochs, "train_frames": frames // epochs, "batches": batches // epochs,
-            "per_epoch": per, "eval_first": ev[0], "eval_steady": min(ev[1:]) if len(ev) > 1 else ev[0],
+            "per_epoch": per, "eval_first": ev[0], "eval_steady": ev[steady],
+            "eval_train_steady": ev_train[steady], "eval_valid_steady": ev[steady] - ev_train[steady],
             "eval_calls": ev, "eval_wall": ev_wall, "io": min(ios), "wall_train_per_epoch": wall_train / epochs,
             "maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
@@ -309,6 +314,7 @@ def _stats(xs: list[float]) -> dict:
 
 def summarise(rows: list[dict]) -> dict:
     """Per (code, dataset, unit): median and minimum over the repeats of every column."""
+    from gatedrnn.study.grid import HALVING_EVAL_TRAIN_EVERY
     out = {}
     for r in rows:
         key = f"{r['code']}/{r['dataset']}/{r['unit']}"
@@ -318,6 +324,10 @@ def summarise(rows: list[dict]) -> dict:
         cols["io"] = r["io"]
         cols["epoch"] = cols["training"] + cols["evaluation"] + cols["io"]
         cols["eval_over_training"] = cols["evaluation"] / cols["training"]
+        if "eval_train_steady" in r:   # the two splits apart (results from 2026-12-02 on)
+            cols["eval_train"], cols["eval_valid"] = r["eval_train_steady"], r["eval_valid_steady"]
+            # a halving study's epoch: the training split evaluated after every HALVING_EVAL_TRAIN_EVERY-th
+            cols["epoch_halving"] = cols["epoch"] - cols["eval_train"] * (1 - 1 / HALVING_EVAL_TRAIN_EVERY)
         e = out.setdefault(key, {"code": r["code"], "dataset": r["dataset"], "unit": r["unit"], "hidden": r["hidden"],
                                  "train_frames": r["train_frames"], "batches": r["batches"], "cols": {}})
         for k, v in cols.items():
@@ -377,6 +387,7 @@ def extrapolate(summary: dict, epochs: dict) -> dict:
                 total_epochs = sum(counted) + missing * mean_fill
                 cells[f"{code}/{ds}/{unit}"] = {
                     "code": code, "dataset": ds, "unit": unit, "per_epoch_core_s": cost,
+                    "eval_train_core_s": s["cols"]["eval_train"]["median"] if "eval_train" in s["cols"] else None,
                     "runs_finished": len(done), "runs_running": len(runs) - len(done), "runs_assumed": missing,
                     "assumed_epochs_per_run": mean_fill, "epochs": total_epochs,
                     "core_hours": total_epochs * cost / 3600,
@@ -417,13 +428,18 @@ def layout(args, src: str) -> list[dict]:
     return out
 
 
+def _h(x: float, d: int) -> str:
+    return "–" if math.isnan(x) else f"{x:.{d}f}"
+
+
 def markdown(res: dict) -> str:
     m = res["machine"]
     L = [f"# Study cost ({res['date']})", "",
          f"Machine: {m['cpu']}, {m['logical_cpus']} logical CPUs ({m['isa']}), torch {m['torch']}, Python "
          f"{m['python']}, one torch thread per process, nice {m['nice']}. Load average at start "
          f"{tuple(m['loadavg_start'])}, at end {tuple(res['loadavg_end'])}.",
-         f"Before: {res['before']['label']}; after: {res['after']['label']}. {res['settings']['repeats']} repeats, "
+         (f"Before: {res['before']['label']}; after: {res['after']['label']}. " if res.get("before") else
+          f"Code: {res['after']['label']}. ") + f"{res['settings']['repeats']} repeats, "
          "interleaved; core-seconds (process CPU time) per epoch, median (minimum).", ""]
     S = res["summary"]
     cols = ["recurrence", "read-out+loss", "optimiser", "batching", "training", "evaluation", "io", "epoch"]
@@ -439,10 +455,23 @@ def markdown(res: dict) -> str:
                 c = s["cols"]
                 L.append(f"| {ds} | {unit} | {s['hidden']} | {code} | " + " | ".join(f(c[k]) for k in cols)
                          + f" | {c['eval_over_training']['median']:.2f} |")
-    L += ["", "Speed-up (before / after, medians of the epoch incl. evaluation and I/O; training only; evaluation only):", ""]
-    L.append("| dataset | unit | epoch | training | evaluation |")
-    L.append("|---|---|---|---|---|")
-    for ds in DATASETS:
+    split = [(ds, unit, S[f"after/{ds}/{unit}"]) for ds in DATASETS for unit in UNITS
+             if f"after/{ds}/{unit}" in S and "eval_train" in S[f"after/{ds}/{unit}"]["cols"]]
+    if split:
+        from gatedrnn.study.grid import HALVING_EVAL_TRAIN_EVERY as K
+        L += ["", f"Evaluation by split ({res['after']['label']}): the training split's NLL after every epoch is "
+              f"a learning curve only; a halving study (`--search halving`) evaluates it after every {K}th epoch "
+              "(`--eval-train-every`), the validation split after every epoch. Core-seconds per epoch, median (min):",
+              "", f"| dataset | unit | eval: train split | eval: valid split | epoch (train split every epoch) | "
+              f"epoch (train split every {K}th) | ratio |", "|---|---|---|---|---|---|---|"]
+        for ds, unit, s_ in split:
+            c = s_["cols"]
+            L.append(f"| {ds} | {unit} | {f(c['eval_train'])} | {f(c['eval_valid'])} | {f(c['epoch'])} | "
+                     f"{f(c['epoch_halving'])} | {c['epoch_halving']['median'] / c['epoch']['median']:.2f} |")
+    if res.get("before"):
+        L += ["", "Speed-up (before / after, medians of the epoch incl. evaluation and I/O; training only; "
+              "evaluation only):", "", "| dataset | unit | epoch | training | evaluation |", "|---|---|---|---|---|"]
+    for ds in DATASETS if res.get("before") else ():
         for unit in UNITS:
             b, a = S.get(f"before/{ds}/{unit}"), S.get(f"after/{ds}/{unit}")
             if b and a:
@@ -478,16 +507,17 @@ def markdown(res: dict) -> str:
         for ds in DATASETS:
             for unit in UNITS:
                 b, a = X.get(f"before/{ds}/{unit}"), X.get(f"after/{ds}/{unit}")
-                if not (b and a):
+                if not a:
                     continue
+                b = b or {"core_hours": math.nan, "core_hours_upper": math.nan}   # after only (--before '')
                 tot["before"] += b["core_hours"]
                 tot["after"] += a["core_hours"]
                 tot["before_u"] += b["core_hours_upper"]
                 tot["after_u"] += a["core_hours_upper"]
                 L.append(f"| {ds} | {unit} | {a['runs_finished']}/{a['runs_running']}/{a['runs_assumed']} | "
-                         f"{a['epochs']:.0f} | {b['core_hours']:.2f} | {a['core_hours']:.2f} | "
-                         f"{b['core_hours_upper']:.1f} | {a['core_hours_upper']:.1f} |")
-        L.append(f"| **all** | | | | **{tot['before']:.1f}** | **{tot['after']:.1f}** | {tot['before_u']:.0f} | "
+                         f"{a['epochs']:.0f} | {_h(b['core_hours'], 2)} | {a['core_hours']:.2f} | "
+                         f"{_h(b['core_hours_upper'], 1)} | {a['core_hours_upper']:.1f} |")
+        L.append(f"| **all** | | | | **{_h(tot['before'], 1)}** | **{tot['after']:.1f}** | {_h(tot['before_u'], 0)} | "
                  f"{tot['after_u']:.0f} |")
     L += ["", f"Reproduce: `{res['settings']['command']}`", ""]
     return "\n".join(L)
@@ -515,7 +545,8 @@ def machine() -> dict:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--before", default="/tmp/before/src", help="src/ of the 'before' code (a git worktree)")
+    ap.add_argument("--before", default="/tmp/before/src",
+                    help="src/ of the 'before' code (a git worktree); '' = measure the 'after' code only")
     ap.add_argument("--after", default=str(REPO / "src"), help="src/ of the 'after' code")
     ap.add_argument("--before-label", default="ab66720 (before the micro-kernel tile fix)")
     ap.add_argument("--repeats", type=int, default=3)
@@ -545,20 +576,21 @@ def main(argv=None) -> int:
 
     a.layout_cells = [tuple(c.split("/")) for c in a.layout.split(",") if c]
     a.layout_k = [int(k) for k in a.layout_k.split(",") if k]
-    codes = {"before": a.before, "after": a.after}
+    codes = {"before": a.before, "after": a.after} if a.before else {"after": a.after}
     res = {"date": _dt.datetime.now().isoformat(timespec="seconds"), "machine": machine(),
-           "before": {"src": a.before, "label": a.before_label, "commit": _git("rev-parse", "HEAD", cwd=a.before)},
+           "before": {"src": a.before, "label": a.before_label,
+                      "commit": _git("rev-parse", "HEAD", cwd=a.before) if a.before else None} if a.before else None,
            "after": {"src": a.after, "label": f"{_git('rev-parse', '--short', 'HEAD')} (working tree)",
                      "commit": _git("rev-parse", "HEAD"), "dirty": bool(_git("status", "--porcelain", "--", "src"))},
            "settings": {"repeats": a.repeats, "min_cpu": a.min_cpu, "max_epochs": a.max_epochs, "threads": 1,
                         "eval_calls": 2, "batch_size": 16, "eval_batch_size": 64, "weight_noise": 0.075,
-                        "command": "GATEDRNN_DATA_DIR=... nice -n 5 python " + " ".join(
+                        "command": "GATEDRNN_DATA_DIR=... nice -n 5 python " + shlex.join(
                             [str(Path(__file__).relative_to(REPO))] + (argv if argv is not None else sys.argv[1:]))},
            "rows": [], "loadavg": []}
     cells = [(d, u) for d in a.datasets.split(",") for u in a.units.split(",")]
-    print(f"study cost: {len(cells)} cells x {a.repeats} repeats x before/after; load {os.getloadavg()}", flush=True)
+    print(f"study cost: {len(cells)} cells x {a.repeats} repeats x {'/'.join(codes)}; load {os.getloadavg()}", flush=True)
     for rep in range(a.repeats):
-        order = ("before", "after") if rep % 2 == 0 else ("after", "before")
+        order = tuple(codes) if rep % 2 == 0 else tuple(codes)[::-1]
         for i, (ds, unit) in enumerate(cells):
             for code in (order if i % 2 == 0 else order[::-1]):
                 r = _run(["--worker", "epoch", ds, unit, str(a.min_cpu), str(a.max_epochs), "2"], codes[code])

@@ -97,6 +97,11 @@ def test_rungs_and_unchanged_keys():
     # does not silently change the rungs of a study that has run
     assert "halving_fractions" in h.model_dump() and h.key() != h.model_copy(update={"halving_fractions": [0.5]}).key()
     assert G.budget_config("paper").rungs(500) == []
+    # a halving study records the training split's curve every 10th epoch unless told otherwise; the
+    # full search every epoch; neither changes the key or the run ids (below)
+    assert h.train["eval_train_every"] == G.HALVING_EVAL_TRAIN_EVERY == 10
+    assert G.budget_config("paper", search="halving", train={"eval_train_every": 1}).train["eval_train_every"] == 1
+    assert "eval_train_every" not in G.budget_config("paper").train
     assert G.budget_config("paper", search="halving", halving_rungs=[50, 10, 600]).rungs(500) == [10, 50]
     with pytest.raises(ValueError):
         G.StudyConfig(search="halving", halving_rungs=[0])
@@ -155,6 +160,10 @@ def test_cli_halving_study_shrinks_and_writes_the_outputs(halving_dir):
     assert [len(t["kept"]) for t in meta["trace"]] == [2, 1]
     sel = meta["selected_lr"]
     assert meta["trace"][1]["kept"] == [sel]
+    # the training split evaluated before training only (every 10th epoch; 6 epochs), the validation every epoch
+    for r in search:
+        assert [h["epoch"] for h in r["history"] if "train_nll" in h] == [0]
+        assert [h["epoch"] for h in r["history"] if "valid_nll" in h] == list(range(r["epochs"] + 1))
     by_lr = {r["lr"]: r for r in search}
     for lr in meta["trace"][0]["cut"]:
         assert by_lr[lr]["status"] == "halted" and by_lr[lr]["epochs"] == 2
@@ -174,6 +183,12 @@ def test_cli_halving_study_shrinks_and_writes_the_outputs(halving_dir):
     assert done and chosen["lr"] == sel
     lr_csv = (d / "lr_search.csv").read_text()
     assert lr_csv.count("halted") == 3
+    # the measured cost counts the cut candidates' epochs too (halted: no result.json)
+    spec = importlib.util.spec_from_file_location("study_hours", REPO / "benchmarks" / "study_hours.py")
+    hours = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(hours)
+    (cell,) = hours.study_hours(d)
+    assert (cell["runs"], cell["epochs"], cell["status"].get("halted")) == (5, 2 + 2 + 4 + 6 + 6, 3)
     # the replay used for the agreement measurement makes the recorded decisions from the run directories
     cmp = _agreement().compare_study(d)
     assert len(cmp) == 1 and cmp[0]["own_agrees"] and cmp[0]["replay_own_lr"] == sel

@@ -190,6 +190,30 @@ def test_short_jsb_training_lowers_validation_nll(tmp_path):
     assert res["environment"]["torch"].startswith("2.13")
 
 
+def test_training_split_evaluated_every_nth_epoch_changes_nothing_else(tmp_path):
+    # --eval-train-every 3: the training split's NLL at epochs 0, 3, 6 only — equal to the every-epoch
+    # run's there — and the run itself (weight noise drawn, updates, validation curve, result) unchanged:
+    # evaluation draws no random numbers and touches no weight. It is no part of the run's identity.
+    from gatedrnn.cli import main
+    from gatedrnn.train import same_run
+    args = [*SMALL, "--epochs", "6", "--limit-sequences", "24"]
+    assert main([*args, "--out", str(tmp_path / "a")]) == 0
+    assert main([*args, "--eval-train-every", "3", "--out", str(tmp_path / "b")]) == 0
+    ha, hb = _history(tmp_path / "a"), _history(tmp_path / "b")
+    assert [r["epoch"] for r in ha] == [r["epoch"] for r in hb] == list(range(7))
+    assert [r["epoch"] for r in hb if "train_nll" in r] == [0, 3, 6]
+    assert all(b["train_nll"] == a["train_nll"] for a, b in zip(ha, hb) if "train_nll" in b)
+    for k in ("valid_nll", "train_nll_running", "updates", "lr"):
+        assert [r.get(k) for r in ha] == [r.get(k) for r in hb], k
+    ra, rb = (json.loads((tmp_path / d / "result.json").read_text()) for d in "ab")
+    for k in ("train_nll", "valid_nll", "test_nll", "best_epoch", "updates", "epochs"):
+        assert ra[k] == rb[k], k
+    assert same_run(rb["config"], ra["config"]) and rb["config"]["eval_train_every"] == 3
+    with pytest.raises(SystemExit) as e:
+        main([*args, "--eval-train-every", "0", "--out", str(tmp_path / "c")])
+    assert e.value.code == 2
+
+
 @pytest.mark.slow
 def test_evaluate_and_sample_a_playable_midi(tmp_path, capsys):
     import pretty_midi

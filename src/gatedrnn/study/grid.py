@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ..nn import unit_family, unit_names
 from ..status import FINISHED, RunStatus
@@ -41,8 +41,10 @@ MUSIC = ("jsb", "nottingham", "musedata", "piano")
 ABLATIONS = {family: [n for n in unit_names() if n == family or unit_family(n) == family and n != "tanh"]
              for family in ("lstm", "gru")}
 SPEECH = ("fsdd-a", "fsdd-b")
-# Fields of TrainConfig that do not change what a run computes: left out of the run id.
-NOT_IN_ID = ("data_dir", "device")
+# Fields of TrainConfig that do not change what a run computes (where the data lives, which device runs
+# it, how often the training split's learning curve is recorded): left out of the run id, so a halving
+# study's halted run is the full search's run paused.
+NOT_IN_ID = ("data_dir", "device", "eval_train_every")
 # The TrainConfig fields a study may set for all its runs (flags of `gatedrnn reproduce`): all but the
 # grid's axes, where the data lives (StudyConfig.data_dir) and the architecture, which the study keeps at
 # the paper's (the units at Table 1's matched sizes).
@@ -56,6 +58,10 @@ LOG_BASES = {"e": math.e, "2": 2.0, "10": 10.0}
 # rungs at 10/20/40 % (50, 100, 200) kept the full search's rate in 3 of 6 cells (Nottingham's gated units
 # and tanh overtake late: +0.25 test NLL at worst); 30/60 % kept it in 6 of 6 at 0.55x the search epochs.
 HALVING_FRACTIONS = (0.3, 0.6)
+# A halving study evaluates the training split after every 10th epoch (TrainConfig.eval_train_every; the
+# validation split, which the rungs and early stopping read, after every epoch): a fifth of each epoch's
+# cost, which the search does not use (benchmarks/results/study_cost-*.md). --eval-train-every 1 restores it.
+HALVING_EVAL_TRAIN_EVERY = 10
 # StudyConfig fields of the halving search: part of StudyConfig.key() only for search="halving", so the
 # key of every full-search study (all studies made before halving existed) is unchanged.
 SEARCH_FIELDS = ("search", "halving_rungs", "halving_fractions", "halving_eta")
@@ -165,6 +171,12 @@ class StudyConfig(BaseModel):
             if bad:
                 raise ValueError(f"per_dataset[{name!r}]: not settable for a study: {bad}")
         return v
+
+    @model_validator(mode="after")
+    def _halving_train_curve(self):
+        if self.search == "halving" and "eval_train_every" not in self.train:
+            self.train = {**self.train, "eval_train_every": HALVING_EVAL_TRAIN_EVERY}
+        return self
 
     def train_fields(self, dataset: str) -> dict:
         """The TrainConfig fields of this study's runs on `dataset` (train, then per_dataset over it)."""
