@@ -244,26 +244,25 @@ def read_cost(path: Path | None) -> dict | None:
     if path is None:
         return None
     ex = json.loads(Path(path).read_text())["extrapolation"]
-    return {(v["dataset"], v["unit"]): (v["per_epoch_core_s"], v.get("eval_train_core_s")) for k, v in ex.items()
+    return {(v["dataset"], v["unit"]): (v["per_epoch_core_s"], v.get("per_epoch_core_s_halving")) for k, v in ex.items()
             if k.startswith("after/") and v.get("per_epoch_core_s")}
 
 
 def study_core_hours(rows: list[dict], cost: dict | None) -> tuple[float, float, float | None] | None:
     """(full, halving, halving with the training split evaluated every HALVING_EVAL_TRAIN_EVERY-th epoch)
     core-hours of the cells' studies (search + the selected configuration's other seeds) at the measured
-    per-epoch cost of each (dataset, unit); the last is None when the cost file does not split evaluation.
-    None without a cost or for a cell it lacks."""
+    per-epoch cost of each (dataset, unit) (median epoch; median epoch at a halving study's cadence); the
+    last is None when the cost file does not split evaluation. None without a cost or for a cell it lacks."""
     if not cost or any((r["dataset"], r["unit"]) not in cost for r in rows):
         return None
     tot, sparse = [0.0, 0.0], 0.0
     split = all(cost[(r["dataset"], r["unit"])][1] is not None for r in rows)
     for r in rows:
-        epoch, ev_train = cost[(r["dataset"], r["unit"])]
+        epoch, epoch_halving = cost[(r["dataset"], r["unit"])]
         for i, k in enumerate(("full", "halving")):
             tot[i] += (r[k]["search_epochs"] + (r[k]["extra_epochs"] or 0)) * epoch / 3600
         if split:
-            sparse += ((r["halving"]["search_epochs"] + (r["halving"]["extra_epochs"] or 0))
-                       * (epoch - ev_train * (1 - 1 / HALVING_EVAL_TRAIN_EVERY)) / 3600)
+            sparse += (r["halving"]["search_epochs"] + (r["halving"]["extra_epochs"] or 0)) * epoch_halving / 3600
     return tot[0], tot[1], sparse if split else None
 
 

@@ -388,6 +388,8 @@ def extrapolate(summary: dict, epochs: dict) -> dict:
                 cells[f"{code}/{ds}/{unit}"] = {
                     "code": code, "dataset": ds, "unit": unit, "per_epoch_core_s": cost,
                     "eval_train_core_s": s["cols"]["eval_train"]["median"] if "eval_train" in s["cols"] else None,
+                    "per_epoch_core_s_halving": (s["cols"]["epoch_halving"]["median"]
+                                                 if "epoch_halving" in s["cols"] else None),
                     "runs_finished": len(done), "runs_running": len(runs) - len(done), "runs_assumed": missing,
                     "assumed_epochs_per_run": mean_fill, "epochs": total_epochs,
                     "core_hours": total_epochs * cost / 3600,

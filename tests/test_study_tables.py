@@ -275,3 +275,21 @@ def test_stopping_summary_counts_each_run_once_by_how_it_ended(fabricated):
     assert len(s["cap_cells"]) == 12
     md = table2_markdown(collect(out), [], [], [])
     assert "21 of 55 finished runs (38 %) stopped by patience" in md
+
+
+def test_curves_of_seeds_recorded_at_different_cadences_share_their_common_epochs():
+    # one seed's training split every epoch, another's every 3rd (--eval-train-every 3; a halving study):
+    # the mean and band use only the epochs both evaluated, so the curve neither zig-zags between one seed
+    # and two nor collapses its band; a seed that diverged at epoch 4 (no value there) leaves later epochs
+    # to the others
+    from gatedrnn.study.report import _aggregate
+    dense = [{"epoch": e, "seconds": float(e), "train_nll": 10.0 - e} for e in range(7)]
+    sparse = [{"epoch": e, "seconds": 2.0 * e, **({"train_nll": 20.0 - e} if e % 3 == 0 else {})} for e in range(7)]
+    x, m, lo, hi = _aggregate([dense, sparse], "train_nll", "epoch")
+    assert list(x) == [0, 3, 6]
+    assert list(m) == [15.0, 12.0, 9.0] and list(lo) == [10.0, 7.0, 4.0] and list(hi) == [20.0, 17.0, 14.0]
+    x, m, *_ = _aggregate([dense, sparse], "train_nll", "seconds")
+    assert list(x) == [0.0, 4.5, 9.0]
+    short = [{"epoch": e, "train_nll": 5.0} for e in range(4)] + [{"epoch": 4, "diverged": True}]
+    x, m, *_ = _aggregate([dense, short], "train_nll", "epoch")
+    assert list(x) == list(range(7)) and list(m[:4]) == [7.5, 7.0, 6.5, 6.0] and list(m[4:]) == [6.0, 5.0, 4.0]

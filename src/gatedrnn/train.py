@@ -101,8 +101,11 @@ class TrainConfig(BaseModel):
     # The training split's NLL after every epoch is only a learning curve (early stopping and halving read
     # the validation split; Table 2's train NLL is the best model's, computed at the end): a fifth of an
     # epoch's cost that a cheap search (--search halving) may spend less often.
+    # (A non-finite training-split NLL, which ends a run as diverged, is then seen only at the epochs it is
+    # evaluated; the updates' own finiteness check and the validation NLL still see every epoch.)
     eval_train_every: int = Field(1, gt=0, description="evaluate the training split after every N-th epoch "
-                                  "(and before training); the validation split after every epoch")
+                                  "(and before training); the validation split after every epoch (a "
+                                  "--search halving study: 10 unless given)")
     epochs: int = Field(500, ge=0, description="maximum epochs")
     patience: int = Field(20, gt=0, description="early stopping: epochs without a better validation NLL")
     seed: int = Field(0, ge=0, description="seed of the initialisation, batch order and weight noise")

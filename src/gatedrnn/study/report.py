@@ -30,14 +30,20 @@ def _curves(cell) -> list[list[dict]]:
 
 
 def _aggregate(histories, key: str, xkey: str):
-    """Per epoch: x (mean over seeds), mean, min, max of `key` over the seeds that reached that epoch."""
+    """Per epoch: x (mean over seeds), mean, min, max of `key` over the seeds that reached that epoch.
+    An epoch is drawn only where every seed whose curve spans it has a value: seeds that recorded the
+    training split at different cadences (--eval-train-every) share the epochs they all evaluated."""
     import numpy as np
     by_epoch: dict[int, list[tuple[float, float]]] = {}
+    spans = []
     for h in histories:
+        keyed = [int(r["epoch"]) for r in h if key in r and r.get(key) is not None and math.isfinite(r[key])]
+        if keyed:
+            spans.append((min(keyed), max(keyed), set(keyed)))
         for r in h:
             if key in r and r.get(key) is not None and math.isfinite(r[key]):
                 by_epoch.setdefault(int(r["epoch"]), []).append((float(r[xkey]), float(r[key])))
-    ep = sorted(by_epoch)
+    ep = sorted(e for e in by_epoch if all(e in have for lo, hi, have in spans if lo <= e <= hi))
     x = np.array([np.mean([a for a, _ in by_epoch[e]]) for e in ep])
     ys = [np.array([b for _, b in by_epoch[e]]) for e in ep]
     return x, np.array([y.mean() for y in ys]), np.array([y.min() for y in ys]), np.array([y.max() for y in ys])
