@@ -272,6 +272,45 @@ def test_driver_selects_on_validation_records_divergence_and_never_repeats(tmp_p
     assert ex2.submitted == [] and res2["ran_here"] == 0
 
 
+@pytest.mark.parametrize("low, high, added, edge", [(-16, -13, 2, True), (-13, -9, 1, False)])
+def test_edge_extension_adds_candidates_beyond_a_selected_edge(tmp_path, low, high, added, edge):
+    # FakeExecutor: the best rate is the one nearest 1e-3. Drawn in 2^-16..2^-13 every candidate is too
+    # small, so the largest wins; one candidate is added a stratum above, wins again, a second is added
+    # (the limit, lr_extend=2) and wins: still an edge, and the table says so. Drawn in 2^-13..2^-9 the
+    # largest (~1e-3) wins, the one added above it is worse: the selection is interior, the search done.
+    from gatedrnn.study.runner import run_study
+    from gatedrnn.study.tables import collect, edge_selections
+    study = G.StudyConfig(datasets=["jsb"], units=["gru"], lr_candidates=3, lr_draw="stratified", seeds=2,
+                          lr_low=low, lr_high=high, lr_extend=2, train={"epochs": 3})
+    ex = FakeExecutor()
+    res = run_study(study, tmp_path, executor=ex, progress=False, log=lambda m: None, build_report=False,
+                    poll_seconds=0.01)
+    grid = G.Grid(study, datasets=["jsb"])
+    assert len(ex.submitted) == len(set(ex.submitted)) == res["runs"] == 3 + added + 1
+    data = collect(tmp_path)
+    (cell,) = data["cells"]
+    lrs = [x["lr"] for x in cell["search"]]
+    assert lrs == sorted(lrs) and lrs[:3] == grid.lrs and len(lrs) == 3 + added
+    w = (high - low) / 3
+    for k, lr in enumerate(lrs[3:], start=1):    # the k-th extension lies in the k-th stratum above
+        assert 2.0 ** (high + (k - 1) * w) * 0.9999 <= lr <= 2.0 ** (high + k * w) * 1.0001
+        assert lr == G.extension_lr(study, "high", k)
+    best = min(lrs, key=lambda lr: abs(math.log10(lr) + 3))
+    assert cell["selected_lr"] == best and (best == lrs[-1]) == edge
+    assert (edge_selections(data) == ["JSB Chorales/GRU"]) == edge
+    assert [x["seed"] for x in cell["seeds"]] == [0, 1] and all(x["lr"] == best for x in cell["seeds"])
+    # the candidates are a function of the outcomes: a second invocation trains nothing
+    ex2 = FakeExecutor()
+    run_study(study, tmp_path, executor=ex2, progress=False, log=lambda m: None, build_report=False,
+              poll_seconds=0.01)
+    assert ex2.submitted == []
+    # below the range the same way (mirror: the smallest wins when every candidate is too large)
+    assert G.extension_lr(study, "low", 1) < 2.0 ** low <= G.extension_lr(study, "low", 1) * 2.0 ** w * 1.0001
+    with pytest.raises(ValueError, match="lr_extend"):
+        G.StudyConfig(lr_extend=1, search="halving")
+    assert G.budget_config("quick", search="halving").lr_extend == 0
+
+
 def test_cli_dry_run_and_clear_errors(tmp_path):
     env = {**os.environ, "GATEDRNN_DATA_DIR": os.environ.get("GATEDRNN_DATA_DIR", "")}
     r = subprocess.run([sys.executable, "-m", "gatedrnn.cli", "reproduce", "--budget", "paper", "--dry-run",

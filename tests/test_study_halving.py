@@ -84,9 +84,10 @@ def test_halving_decide_hand_case():
 
 def test_rungs_and_unchanged_keys():
     # the keys every budget's (full-search) study had before halving existed (quick: since its redefinition
-    # of 2026-12, 6 candidates over 2^-10..2^-5, 250 epochs; its top was 2^-6, key 8c447632fa48, until 2026-12-02)
+    # of 2026-12, 6 candidates over 2^-10..2^-5 with edge extension, 250 epochs; before 2026-12-02 its top was
+    # 2^-6 without extension, key 8c447632fa48)
     assert {b: G.budget_config(b).key() for b in ("smoke", "laptop", "quick", "paper")} == {
-        "smoke": "a122650ce176", "laptop": "e7c4cbe04521", "quick": "c0449d637418", "paper": "9b435d0c1d59"}
+        "smoke": "a122650ce176", "laptop": "e7c4cbe04521", "quick": "db24d85beed0", "paper": "9b435d0c1d59"}
     assert G.budget_config("paper", halving_rungs=[3], halving_eta=3).key() == "9b435d0c1d59"  # unused by full
     h = G.budget_config("paper", search="halving")
     assert h.key() != "9b435d0c1d59" and h.key() != G.budget_config("paper", search="halving", halving_eta=3).key()

@@ -56,6 +56,9 @@ def add_study_commands(sub) -> None:
     p.add_argument("--lr-draw", choices=["random", "stratified"],
                    help="independent draws (the paper; budget paper) or one per equal slice of the range "
                         "(budgets smoke, quick)")
+    p.add_argument("--lr-extend", type=nonneg_int,
+                   help="edge extension: while the selected rate is the smallest (largest) candidate, add one a "
+                        "stratum beyond that edge, at most N per side (budget quick: 2; default 0)")
     p.add_argument("--search", choices=["full", "halving"],
                    help="full: every lr candidate trains to the end (the paper; default); halving: successive "
                         "halving — all candidates start, the worse half by validation NLL stops at each rung, "
@@ -109,7 +112,8 @@ def study_from_args(args):
     if getattr(args, "ablation", None):
         units = list(dict.fromkeys([*(units or []), *(u for fam in args.ablation for u in ABLATIONS[fam])]))
     over = dict(datasets=args.datasets, units=units, lr_candidates=args.lr_candidates,
-                lr_base=args.lr_base, lr_seed=args.lr_seed, lr_draw=args.lr_draw, seeds=args.seeds,
+                lr_base=args.lr_base, lr_seed=args.lr_seed, lr_draw=args.lr_draw, lr_extend=args.lr_extend,
+                seeds=args.seeds,
                 data_dir=args.data_dir, train=train, search=getattr(args, "search", None),
                 halving_rungs=getattr(args, "halving_rungs", None), halving_eta=getattr(args, "halving_eta", None))
     if args.lr_range:

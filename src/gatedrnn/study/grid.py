@@ -84,7 +84,7 @@ BUDGETS: dict[str, dict] = {
     # Its top was 2^-6 until the LSTM took the largest candidate on MuseData and Piano-midi (commit
     # 56fd9fd, results in git history): the range now reaches 2^-5.
     "quick": dict(datasets=[*MUSIC], lr_candidates=6, lr_draw="stratified", lr_low=-10.0, lr_high=-5.0, seeds=3,
-                  train=dict(epochs=250, patience=10)),
+                  lr_extend=2, train=dict(epochs=250, patience=10)),
     # Speech at the largest budget that fits a few core-hours on a CPU (docs/STUDY.md): fsdd-a whole
     # (5,784 training sequences of 48 steps, ~15 s per epoch with evaluation), fsdd-b on 320 of its 640
     # training sequences (798 steps) spread over the split so every speaker is in it, valid and test
@@ -130,6 +130,9 @@ class StudyConfig(BaseModel):
     train: dict = Field(default_factory=dict, description="TrainConfig fields shared by every run")
     per_dataset: dict[str, dict] = Field(default_factory=dict,
                                          description="TrainConfig fields for one dataset, over `train`")
+    lr_extend: int = Field(0, ge=0, description="edge extension of a full search: while the selected rate is "
+                           "the smallest (largest) candidate, add one drawn a stratum below (above) it, at most "
+                           "this many per side; 0: the candidates as drawn (the paper)")
     search: Literal["full", "halving"] = Field(
         "full", description="full: every candidate trains to the end (the paper); halving: successive halving")
     halving_rungs: list[int] | None = Field(
@@ -171,6 +174,13 @@ class StudyConfig(BaseModel):
             if bad:
                 raise ValueError(f"per_dataset[{name!r}]: not settable for a study: {bad}")
         return v
+
+    @model_validator(mode="after")
+    def _extend_full_only(self):
+        if self.lr_extend and self.search != "full":
+            raise ValueError("lr_extend (edge extension) needs search='full': a halving search's candidates are "
+                             "fixed when it starts")
+        return self
 
     @model_validator(mode="after")
     def _halving_train_curve(self):
@@ -216,6 +226,8 @@ class StudyConfig(BaseModel):
         """Stable hash of what the study computes (data_dir excluded; the halving fields only for a
         halving search, so a full-search study keeps the key it had before they existed)."""
         d = self.model_dump(exclude={"data_dir"})
+        if not d["lr_extend"]:
+            d.pop("lr_extend")          # added 2026-12-02: the studies before it keep their keys
         if d["search"] == "full":
             for k in SEARCH_FIELDS:
                 d.pop(k)
@@ -236,6 +248,8 @@ def budget_config(budget: str, **overrides) -> StudyConfig:
     if "per_dataset" in base:
         base["per_dataset"] = {n: {k: v for k, v in f.items() if k not in given}
                                for n, f in base["per_dataset"].items()}
+    if overrides.get("search") == "halving" and overrides.get("lr_extend") is None:
+        base.pop("lr_extend", None)     # a preset's edge extension is for its full search
     base.update({k: v for k, v in overrides.items() if v is not None})
     return StudyConfig(budget=budget, train=train, **base)
 
@@ -261,6 +275,16 @@ def lr_candidates(n: int, low: float = -12.0, high: float = -6.0, base: str = "2
     else:
         raise ValueError(f"draw must be 'random' or 'stratified', got {draw!r}")
     return sorted(float(f"{LOG_BASES[base] ** x:.4g}") for x in u)
+
+
+def extension_lr(study: "StudyConfig", side: str, k: int) -> float:
+    """The k-th (1, 2, ...) edge-extension candidate below ("low") or above ("high") the drawn range: one
+    draw, log-uniform over the k-th stratum beyond that edge (a stratum = (high - low) / lr_candidates, the
+    stratified draw's slice), seeded by (lr_seed, side, k) and rounded like the drawn candidates."""
+    w = (study.lr_high - study.lr_low) / study.lr_candidates
+    u = np.random.default_rng([study.lr_seed, {"low": 1, "high": 2}[side], k]).uniform()
+    x = study.lr_low - k * w + u * w if side == "low" else study.lr_high + (k - 1) * w + u * w
+    return float(f"{LOG_BASES[study.lr_base] ** x:.4g}")
 
 
 # ------------------------------------------------------------------------------------ datasets
@@ -332,8 +356,29 @@ class Grid:
     def cells(self) -> list[tuple[str, str]]:
         return [(d, u) for d in self.datasets for u in self.units]
 
-    def search_specs(self, dataset: str, unit: str) -> list[RunSpec]:
-        return [make_spec(self.study, dataset, unit, lr, self.study.search_seed) for lr in self.lrs]
+    def search_specs(self, dataset: str, unit: str, rows: dict[str, dict] | None = None) -> list[RunSpec]:
+        """The cell's search runs, by learning rate. With edge extension (study.lr_extend) the candidates
+        depend on the outcomes so far (`rows`: results by run id): while every candidate has ended and
+        the selection is the smallest (largest) one, one more is added beyond that edge (extension_lr),
+        at most lr_extend per side — a pure function of the rows, as halving's decisions are."""
+        specs = [make_spec(self.study, dataset, unit, lr, self.study.search_seed) for lr in self.lrs]
+        if not self.study.lr_extend or rows is None:
+            return specs
+        added = {"low": 0, "high": 0}
+        while True:
+            got = [rows.get(s.run_id) for s in specs]
+            if not all(r is not None and r.get("status") in ENDED for r in got):
+                return specs
+            chosen = select_lr([{**r, "lr": s.lr} for r, s in zip(got, specs)])
+            if chosen is None:
+                return specs
+            side = "low" if chosen["lr"] == specs[0].lr else "high" if chosen["lr"] == specs[-1].lr else None
+            if side is None or added[side] >= self.study.lr_extend:
+                return specs
+            added[side] += 1
+            lr = extension_lr(self.study, side, added[side])
+            specs = sorted([*specs, make_spec(self.study, dataset, unit, lr, self.study.search_seed)],
+                           key=lambda s: s.lr)
 
     def seed_specs(self, dataset: str, unit: str, lr: float) -> list[RunSpec]:
         return [make_spec(self.study, dataset, unit, lr, s) for s in self.study.seed_list()]
@@ -345,7 +390,7 @@ class Grid:
     def search_outcome(self, dataset: str, unit: str, rows: dict[str, dict]) -> tuple[bool, dict | None]:
         """(search finished, selected search row or None) of one cell from the store rows by run id,
         for either search (full: every candidate finished, lowest validation NLL; halving: the survivor)."""
-        specs = self.search_specs(dataset, unit)
+        specs = self.search_specs(dataset, unit, rows)
         return search_outcome(self.study, [rows.get(s.run_id) for s in specs], [s.lr for s in specs],
                               int(specs[0].config["epochs"]))
 

@@ -44,6 +44,8 @@ class _Cell:
                                self.rungs, self.grid.study.halving_eta)
             self.decision = d
             return [(self.search[i], stop) for i, stop in d["need"]], d["done"], d["selected"]
+        # (with edge extension the candidates grow with the outcomes: a new one joins the search)
+        self.search = self.grid.search_specs(self.dataset, self.unit, results)
         if all(s.run_id in results for s in self.search):
             return [], True, select_lr([results[s.run_id] for s in self.search])
         return [(s, None) for s in self.search], False, None
@@ -125,7 +127,14 @@ def run_study(study: StudyConfig, out_dir: str | Path, executor=None, *, jobs: i
             for cell in cells:
                 finished = False
                 if cell.seeds is None:
+                    before = {s.lr for s in cell.search}
                     _, finished, selected = cell.search_needs(results)
+                    for s in cell.search:
+                        if s.lr not in before:     # edge extension (study.lr_extend)
+                            log(f"{cell.dataset}/{cell.unit}: the selected rate is an edge of the candidates; "
+                                f"adding lr {s.lr:.4g}")
+                            if bar is not None:
+                                bar.total += 1
                 if finished:
                     cell.selected = selected
                     if cell.halving:

@@ -94,7 +94,7 @@ def collect(out_dir: str | Path) -> dict:
     cells = []
     for dataset, unit in grid.cells():
         search = []
-        for spec in grid.search_specs(dataset, unit):
+        for spec in grid.search_specs(dataset, unit, rows):
             r = rows.get(spec.run_id)
             search.append({"run_id": spec.run_id, "lr": spec.lr, "seed": spec.seed,
                            "status": r["status"] if r else MISSING,
@@ -117,6 +117,16 @@ def collect(out_dir: str | Path) -> dict:
             kinds.setdefault(r["dataset"], _run_kind(r))
     return {"study": study, "grid": grid, "cells": cells, "rows": rows, "notes": notes, "sweep": sweep,
             "executor": executor, "out": out, "kinds": kinds}
+
+
+def edge_selections(data: dict) -> list[str]:
+    """Cells whose selected rate is the smallest or largest of the candidates that cell trained."""
+    out = []
+    for c in data["cells"]:
+        lrs = sorted(x["lr"] for x in c["search"])
+        if c["selected_lr"] is not None and len(lrs) > 1 and c["selected_lr"] in (lrs[0], lrs[-1]):
+            out.append(f"{_name(c['dataset'])}/{unit_name(c['unit'])}")
+    return out
 
 
 def _ok_seed_rows(cell) -> list[dict]:
@@ -334,7 +344,9 @@ def table2_markdown(data, t2, sig, base) -> str:
         body.append([_name(b["dataset"]), f"*reference: {b['description']}*", "", "",
                      _f(b["train"]), "", "", _f(b["test"]), "", ""])
     md = ["# Table 2: average negative log-likelihood (nats per step), train / test\n",
-          f"Budget `{study.budget}`: {len(data['grid'].lrs)} learning-rate candidates, "
+          f"Budget `{study.budget}`: {len(data['grid'].lrs)} learning-rate candidates"
+          + (f" (+ up to {study.lr_extend} per side where the selection was an edge: edge extension)"
+             if study.lr_extend else "") + ", "
           f"{study.seeds} seeds; mean ± half-width of the 95 % Student-t confidence interval over seeds.\n",
           _md_table(head, body),
           "\n## Best unit per dataset\n",
@@ -368,12 +380,15 @@ def table2_markdown(data, t2, sig, base) -> str:
           + (";" if kinds == {"music", "speech"} else "")
           + (" one Gaussian per predicted sample (the train split's mean and variance of each of the 10 "
              "samples; no context)" if "speech" in kinds else "") + ".\n"]
-    lrs = data["grid"].lrs
-    edge = [f"{_name(r['dataset'])}/{unit_name(r['unit'])}" for r in t2
-            if r["lr"] is not None and len(lrs) > 1 and r["lr"] in (lrs[0], lrs[-1])]
+    edge = edge_selections(data)
     if edge:
         md.append(f"- The selected learning rate is the smallest or largest candidate for: {', '.join(edge)} — "
-                  "the optimum may lie outside the candidates (widen --lr-range or add candidates).\n")
+                  "the optimum may lie outside the candidates (widen --lr-range, add candidates, or "
+                  "--lr-extend).\n")
+    extended = [f"{_name(c['dataset'])}/{unit_name(c['unit'])} ({len(c['search']) - len(data['grid'].lrs)})"
+                for c in data["cells"] if len(c["search"]) > len(data["grid"].lrs)]
+    if extended:
+        md.append(f"- Edge extension added candidates (count in brackets) for: {', '.join(extended)}.\n")
     stop = stopping_summary(data)
     if stop["finished"]:
         md.append(f"- Stopping: {stop['patience']} of {stop['finished']} finished runs "
