@@ -299,6 +299,8 @@ def test_edge_extension_adds_candidates_beyond_a_selected_edge(tmp_path, low, hi
     assert cell["selected_lr"] == best and (best == lrs[-1]) == edge
     assert (edge_selections(data) == ["JSB Chorales/GRU"]) == edge
     assert [x["seed"] for x in cell["seeds"]] == [0, 1] and all(x["lr"] == best for x in cell["seeds"])
+    from gatedrnn.study.report import _extension_html
+    assert _extension_html(data).endswith("JSB Chorales/GRU: " + ", ".join(f"{lr:.3g}" for lr in lrs[3:]))
     # the candidates are a function of the outcomes: a second invocation trains nothing
     ex2 = FakeExecutor()
     run_study(study, tmp_path, executor=ex2, progress=False, log=lambda m: None, build_report=False,

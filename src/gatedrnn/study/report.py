@@ -81,6 +81,18 @@ def _save(fig, out: Path, name: str) -> dict[str, Path]:
     return files
 
 
+def _extension_html(data: dict) -> str:
+    """The edge extension of the study's cells (candidates added beyond a selected edge), if any."""
+    study, base = data["study"], set(data["grid"].lrs)
+    if not study.lr_extend:
+        return ""
+    added = [f"{html.escape(_name(c['dataset']))}/{html.escape(unit_name(c['unit']))}: "
+             + ", ".join(f"{x['lr']:.3g}" for x in c["search"] if x["lr"] not in base)
+             for c in data["cells"] if any(x["lr"] not in base for x in c["search"])]
+    return (f"; edge extension, at most {study.lr_extend} per side: "
+            + ("; ".join(added) if added else "none needed"))
+
+
 def make_figures(data: dict, out: Path) -> dict[str, Path]:
     import matplotlib
     matplotlib.use("Agg")
@@ -261,7 +273,7 @@ def write_html(data, out: Path, t1_md: str, t2_md: str, figs: dict, lr_rows: lis
                  f"<li>datasets: {', '.join(data['grid'].datasets)}; units: {', '.join(study.units)}</li>"
                  f"<li>learning-rate candidates ({study.lr_candidates}, log base {study.lr_base} of "
                  f"U({study.lr_low:g}, {study.lr_high:g}), {study.lr_draw} draw, seed {study.lr_seed}): "
-                 f"{', '.join(f'{x:.3g}' for x in data['grid'].lrs)}</li>"
+                 f"{', '.join(f'{x:.3g}' for x in data['grid'].lrs)}{_extension_html(data)}</li>"
                  f"<li>selection: lowest validation NLL of the seed-{study.search_seed} run{halving}; then seeds "
                  f"{study.seed_list()}</li>"
                  f"<li>training fields shared by every run: <code>{html.escape(json.dumps(study.train, sort_keys=True))}</code>; "
