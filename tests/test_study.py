@@ -326,6 +326,12 @@ def test_cli_dry_run_and_clear_errors(tmp_path):
     r = subprocess.run([sys.executable, "-m", "gatedrnn.cli", "reproduce", "--datasets", "nope",
                         "--out", str(tmp_path / "x"), "--no-progress"], capture_output=True, text=True)
     assert r.returncode == 2 and "no dataset" in r.stderr and "Traceback" not in r.stderr
+    r = subprocess.run([sys.executable, "-m", "gatedrnn.cli", "reproduce", "--budget", "smoke", "--lr-extend", "1",
+                        "--search", "halving", "--dry-run"], capture_output=True, text=True, env=env)
+    assert r.returncode == 2 and "lr_extend" in r.stderr and "Traceback" not in r.stderr
+    r = subprocess.run([sys.executable, "-m", "gatedrnn.cli", "reproduce", "--budget", "smoke", "--lr-extend", "1",
+                        "--dry-run"], capture_output=True, text=True, env=env)
+    assert r.returncode == 0 and json.loads(r.stdout)["study"]["lr_extend"] == 1
 
 
 # ------------------------------------------------------------------- run_one: failures and retries
