@@ -75,7 +75,9 @@ def markdown(rows: list[dict], results: Path) -> str:
     out.append(f"| **all** | | {tot['runs']} | {tot['epochs']} | {tot['train_s'] / 3600:.2f} | "
                f"{tot['eval_s'] / 3600:.2f} | **{t / 3600:.2f}** | {t / max(tot['epochs'], 1):.2f} |")
     out += ["", "Hours are core-hours (one thread per run) as recorded by each run: training passes (wall) and the "
-            "per-epoch evaluation of the train and valid splits; data loading and the final test evaluation are "
+            "per-epoch evaluation (the validation split after every epoch, the training split after every epoch "
+            "or every N-th with --eval-train-every N, as a halving study does); a halving study's cut candidates "
+            "count with the epochs they trained. Data loading and the final test evaluation are "
             "not included. Recorded on a shared machine: upper bounds of an idle machine's cost.",
             "", f"Reproduce: `python benchmarks/study_hours.py {results}`"]
     return "\n".join(out) + "\n"
