@@ -195,6 +195,29 @@ def test_cli_halving_study_shrinks_and_writes_the_outputs(halving_dir):
     assert len(cmp) == 1 and cmp[0]["own_agrees"] and cmp[0]["replay_own_lr"] == sel
 
 
+def test_a_committed_halving_study_rebuilds_without_weights_and_trains_nothing(halving_dir, tmp_path):
+    # what the repository keeps of a study: no store, no checkpoints, no weights — its cut candidates
+    # keep paused.json (the pause) and metrics.jsonl; reproducing it again trains no epoch and decides
+    # the same
+    from gatedrnn.study.runner import run_study
+    copy = tmp_path / "committed"
+    shutil.copytree(halving_dir, copy)
+    for p in [*copy.rglob("*.pt"), *copy.glob("store.sqlite*")]:
+        p.unlink()
+    halted = [d for d in (copy / "runs").iterdir() if not (d / "result.json").exists()]
+    assert len(halted) == 3 and all((d / "paused.json").exists() for d in halted)
+    logs = {d.name: (d / "train.log").read_text() for d in (copy / "runs").iterdir()}
+    run_study(_study("halving"), copy, jobs=0, progress=False, log=lambda m: None, build_report=False,
+              poll_seconds=0.01)
+    for d in (copy / "runs").iterdir():
+        new = (d / "train.log").read_text()[len(logs[d.name]):]
+        assert not any(f"epoch {e}/6 " in new for e in range(1, 7)) and "resuming" not in new, new
+    with Store(halving_dir, create=False) as a, Store(copy, create=False) as b:
+        assert b.get_meta("halving") == a.get_meta("halving")
+        assert sorted((r["run_id"], r["status"], r["epochs"], r["valid_nll"]) for r in b.all()) == \
+            sorted((r["run_id"], r["status"], r["epochs"], r["valid_nll"]) for r in a.all())
+
+
 def test_halted_runs_are_continued_by_a_full_study_bit_identically(halving_dir, tmp_path):
     from gatedrnn.study.runner import run_study
     shared = tmp_path / "shared"

@@ -344,7 +344,7 @@ def train_many(cfgs: list[TrainConfig], out_dirs: list[str | Path], *, progress:
     check_compatible(cfgs)
     runs = [_Run(c, o, len(cfgs)) for c, o in zip(cfgs, outs)]
     for r in runs:
-        r.check(resume)
+        r.check(resume, stop_after)
     todo = [r for r in runs if r.result is None]
     if todo:
         for r in todo:
@@ -368,13 +368,21 @@ class _Run:
         self.result: dict | None = None
         self.tag = "" if K == 1 else f"{out}: "      # log lines name the model when there are several
 
-    def check(self, resume: bool) -> None:
-        """A finished run is never repeated (self.result); a directory holding another run is refused."""
+    def check(self, resume: bool, stop_after: int | None = None) -> None:
+        """A finished run is never repeated (self.result); a directory holding another run is refused.
+        A run paused at or past stop_after before is that pause again, even without its checkpoint (paused.json:
+        a committed halving study's cut candidates keep no weights)."""
         self.out.mkdir(parents=True, exist_ok=True)
         result_path, saved_cfg = self.out / "result.json", self.out / "config.json"
         if resume and result_path.exists():
             prev = json.loads(result_path.read_text())
             if same_run(prev.get("config") or {}, self.cfg_json):
+                self.result = prev
+                return
+        paused = self.out / "paused.json"
+        if resume and stop_after is not None and paused.exists() and not self.ckpt_path.exists():
+            prev = json.loads(paused.read_text())
+            if same_run(prev.get("config") or {}, self.cfg_json) and int(prev.get("epoch", -1)) >= stop_after:
                 self.result = prev
                 return
         if resume and saved_cfg.exists() and not same_run(json.loads(saved_cfg.read_text()), self.cfg_json):
@@ -504,8 +512,10 @@ class _Run:
         state = self.state
         if state["status"] == RunStatus.PAUSED:
             self.save_checkpoint()
-            return {"status": str(RunStatus.PAUSED), "epoch": state["epoch"], "best_valid": state["best_valid"],
-                    "best_epoch": state["best_epoch"], "config": self.cfg_json}
+            res = {"status": str(RunStatus.PAUSED), "epoch": state["epoch"], "best_valid": state["best_valid"],
+                   "best_epoch": state["best_epoch"], "config": self.cfg_json}
+            write_json(self.out / "paused.json", res)    # the pause without weights (see check)
+            return res
         if state["status"] == RunStatus.RUNNING:
             state["status"] = RunStatus.COMPLETED
         self.save_checkpoint()
