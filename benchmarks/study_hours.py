@@ -7,7 +7,7 @@ run's metrics.jsonl: wall time of the training passes) and evaluating (the sum o
 `eval_seconds`: the train and valid splits after every epoch). Every run used one torch thread, so wall
 seconds are core-seconds, inflated by whatever else ran on the machine (the load is not recorded per run:
 read the totals as upper bounds of the cost on an idle machine). Setup (data loading, the final test
-evaluation) is not included: seconds per run. A halving study's cut candidates (halted: no result.json)
+evaluation) is not included: seconds per run. A halving study's cut candidates (no result.json; paused.json)
 count with the epochs they trained.
 """
 from __future__ import annotations
@@ -15,27 +15,13 @@ from __future__ import annotations
 import argparse
 import collections
 import json
-import sqlite3
 import sys
 from pathlib import Path
-
-
-def halted_runs(results: Path) -> dict[str, bool]:
-    """Run ids the study's store records as halted (a halving search's cut candidates), read-only."""
-    path = results / "store.sqlite"
-    if not path.exists():
-        return {}
-    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=60.0)
-    try:
-        return {rid: True for (rid,) in db.execute("SELECT run_id FROM runs WHERE status = 'halted'")}
-    finally:
-        db.close()
 
 
 def study_hours(results: Path) -> list[dict]:
     cells: dict[tuple[str, str], dict] = collections.defaultdict(
         lambda: {"runs": 0, "epochs": 0, "train_s": 0.0, "eval_s": 0.0, "status": collections.Counter()})
-    halted = halted_runs(results)
     for run in sorted((results / "runs").glob("*/")):
         res_path, met_path = run / "result.json", run / "metrics.jsonl"
         if not met_path.exists():
@@ -43,11 +29,11 @@ def study_hours(results: Path) -> list[dict]:
         lines = [json.loads(s) for s in met_path.read_text().splitlines() if s.strip()]
         if res_path.exists():
             res = json.loads(res_path.read_text())
-        elif halted.get(run.name) and (run / "config.json").exists():
-            # paused at a successive-halving rung for good (no result.json): its epochs were paid for
-            cfg = json.loads((run / "config.json").read_text())
-            res = {"dataset": cfg["dataset"], "unit": cfg["unit"], "status": "halted",
-                   "epochs": max((int(m["epoch"]) for m in lines), default=0)}
+        elif (run / "paused.json").exists():
+            # paused at a successive-halving rung (a halving study's cut candidate): its epochs were paid for
+            paused = json.loads((run / "paused.json").read_text())
+            res = {"dataset": paused["config"]["dataset"], "unit": paused["config"]["unit"], "status": "halted",
+                   "epochs": int(paused["epoch"])}
         else:
             continue  # unfinished: no cost claimed
         c = cells[(res["dataset"], res["unit"])]

@@ -352,6 +352,7 @@ class Grid:
         self.units = list(study.units)
         self.lrs = lr_candidates(study.lr_candidates, study.lr_low, study.lr_high, study.lr_base, study.lr_seed,
                                 study.lr_draw)
+        self._drawn: dict[tuple[str, str], list[RunSpec]] = {}
 
     def cells(self) -> list[tuple[str, str]]:
         return [(d, u) for d in self.datasets for u in self.units]
@@ -361,9 +362,12 @@ class Grid:
         depend on the outcomes so far (`rows`: results by run id): while every candidate has ended and
         the selection is the smallest (largest) one, one more is added beyond that edge (extension_lr),
         at most lr_extend per side — a pure function of the rows, as halving's decisions are."""
-        specs = [make_spec(self.study, dataset, unit, lr, self.study.search_seed) for lr in self.lrs]
+        if (dataset, unit) not in self._drawn:      # made once: the runner asks at every poll
+            self._drawn[(dataset, unit)] = [make_spec(self.study, dataset, unit, lr, self.study.search_seed)
+                                            for lr in self.lrs]
+        specs = self._drawn[(dataset, unit)]
         if not self.study.lr_extend or rows is None:
-            return specs
+            return list(specs)
         added = {"low": 0, "high": 0}
         while True:
             got = [rows.get(s.run_id) for s in specs]

@@ -21,7 +21,7 @@ from ..analysis import OTHER_COLORS, UNIT_COLORS, unit_color
 from ..status import FINISHED, RunStatus
 from .grid import Grid, StudyConfig
 from .store import Store
-from .tables import ALPHA, _f, _name, collect, unit_name, write_tables
+from .tables import ALPHA, _f, _name, collect, extended_candidates, unit_name, write_tables
 
 # ------------------------------------------------------------------------------------ figures
 def _curves(cell) -> list[list[dict]]:
@@ -83,12 +83,11 @@ def _save(fig, out: Path, name: str) -> dict[str, Path]:
 
 def _extension_html(data: dict) -> str:
     """The edge extension of the study's cells (candidates added beyond a selected edge), if any."""
-    study, base = data["study"], set(data["grid"].lrs)
+    study = data["study"]
     if not study.lr_extend:
         return ""
     added = [f"{html.escape(_name(c['dataset']))}/{html.escape(unit_name(c['unit']))}: "
-             + ", ".join(f"{x['lr']:.3g}" for x in c["search"] if x["lr"] not in base)
-             for c in data["cells"] if any(x["lr"] not in base for x in c["search"])]
+             + ", ".join(f"{lr:.3g}" for lr in lrs) for c, lrs in extended_candidates(data)]
     return (f"; edge extension, at most {study.lr_extend} per side: "
             + ("; ".join(added) if added else "none needed"))
 

@@ -44,8 +44,8 @@ class _Cell:
                                self.rungs, self.grid.study.halving_eta)
             self.decision = d
             return [(self.search[i], stop) for i, stop in d["need"]], d["done"], d["selected"]
-        # (with edge extension the candidates grow with the outcomes: a new one joins the search)
-        self.search = self.grid.search_specs(self.dataset, self.unit, results)
+        if self.grid.study.lr_extend:   # edge extension: the candidates grow with the outcomes
+            self.search = self.grid.search_specs(self.dataset, self.unit, results)
         if all(s.run_id in results for s in self.search):
             return [], True, select_lr([results[s.run_id] for s in self.search])
         return [(s, None) for s in self.search], False, None

@@ -119,6 +119,13 @@ def collect(out_dir: str | Path) -> dict:
             "executor": executor, "out": out, "kinds": kinds}
 
 
+def extended_candidates(data: dict) -> list[tuple[dict, list[float]]]:
+    """(cell, the rates edge extension added to it) for every cell it extended."""
+    drawn = set(data["grid"].lrs)
+    out = [(c, [x["lr"] for x in c["search"] if x["lr"] not in drawn]) for c in data["cells"]]
+    return [(c, added) for c, added in out if added]
+
+
 def edge_selections(data: dict) -> list[str]:
     """Cells whose selected rate is the smallest or largest of the candidates that cell trained."""
     out = []
@@ -385,8 +392,8 @@ def table2_markdown(data, t2, sig, base) -> str:
         md.append(f"- The selected learning rate is the smallest or largest candidate for: {', '.join(edge)} — "
                   "the optimum may lie outside the candidates (widen --lr-range, add candidates, or "
                   "--lr-extend).\n")
-    extended = [f"{_name(c['dataset'])}/{unit_name(c['unit'])} ({len(c['search']) - len(data['grid'].lrs)})"
-                for c in data["cells"] if len(c["search"]) > len(data["grid"].lrs)]
+    extended = [f"{_name(c['dataset'])}/{unit_name(c['unit'])} ({len(added)})"
+                for c, added in extended_candidates(data)]
     if extended:
         md.append(f"- Edge extension added candidates (count in brackets) for: {', '.join(extended)}.\n")
     stop = stopping_summary(data)
