@@ -690,7 +690,9 @@ def test_model_total_nll_matches_the_reference(unit):
     assert compact.inputs.dtype == torch.uint8
     got = m.total_nll(compact.inputs, compact.targets, compact.mask, compact.lengths)
     with torch.no_grad():                     # the fused path ran (it returns None where it does not apply)
-        assert m._fused_total_nll(compact.inputs, compact.targets, compact.mask) == got
+        fused = m._fused_step_nll(compact.inputs, compact.targets, compact.mask)
+        assert fused is not None and float(fused.to(torch.float64).sum()) == got
+        assert (fused[~compact.mask] == 0).all()      # padded steps score nothing
     m.rnn.fused = m.head.fused = False
     with torch.no_grad():
         ref = float(m.nll(full.inputs, full.targets, full.mask, full.lengths).sum(dtype=torch.float64))

@@ -139,7 +139,8 @@ def test_run_ids_of_the_command_line_are_those_of_the_finished_studies():
     from gatedrnn.cli import build_parser
     from gatedrnn.cli.study import study_from_args
     for args, first, digest, key in [
-            (["--budget", "paper", "--datasets", "jsb"], "jsb-tanh-lr0.0002615-s0-749909aadc98", "d23b083895d90e6a",
+            (["--budget", "paper", "--datasets", "jsb", "--report-seeds", "include-search"],
+             "jsb-tanh-lr0.0002615-s0-749909aadc98", "d23b083895d90e6a",
              "a8b2c8343d62"),
             (["--budget", "speech"], "fsdd-a-tanh-lr0.0002265-s0-25724302973b", "7ef9252eeca3cdbb", "8ae04eeeff7f"),
             (["--budget", "ablation"], "jsb-lstm-lr0.00272-s0-bf62fe035454", "6ab5f7ffde2c12ed", "2938270ab63a")]:
@@ -149,6 +150,17 @@ def test_run_ids_of_the_command_line_are_those_of_the_finished_studies():
                for s in [*g.search_specs(d, u), *g.seed_specs(d, u, g.lrs[0])]]
         assert ids[0] == first and study.key() == key
         assert hashlib.sha256(" ".join(ids).encode()).hexdigest()[:16] == digest
+    # the paper budget now reports fresh seeds 1..5: the same runs for seeds 1..4, one more (seed 5)
+    old = study_from_args(build_parser().parse_args(["reproduce", "--budget", "paper", "--report-seeds",
+                                                     "include-search"]))
+    new = study_from_args(build_parser().parse_args(["reproduce", "--budget", "paper"]))
+    assert old.seed_list() == [0, 1, 2, 3, 4] and new.seed_list() == [1, 2, 3, 4, 5]
+    go, gn = G.Grid(old), G.Grid(new)
+    so, sn = go.seed_specs("jsb", "gru", go.lrs[3]), gn.seed_specs("jsb", "gru", gn.lrs[3])
+    assert [s.run_id for s in so[1:]] == [s.run_id for s in sn[:4]] and sn[4].seed == 5
+    assert so[0].run_id == go.search_specs("jsb", "gru")[3].run_id       # include-search: seed 0 IS the search run
+    assert all(s.run_id not in {x.run_id for x in gn.search_specs("jsb", "gru")} for s in sn)
+    assert gn.n_runs() == len(gn.cells()) * (10 + 5) and go.n_runs() == len(go.cells()) * (10 + 4)
     # every TrainConfig field but the grid's axes, the data folder and the architecture is a study's to set
     assert {"epochs", "optimizer", "tbptt", "skip_nonfinite", "width", "device"} <= set(G.TRAIN_FIELDS)
     assert not {"dataset", "unit", "lr", "seed", "data_dir", "hidden_size"} & set(G.TRAIN_FIELDS)
@@ -319,7 +331,7 @@ def test_cli_dry_run_and_clear_errors(tmp_path):
                         "--datasets", "jsb"], capture_output=True, text=True, env=env)
     assert r.returncode == 0, r.stderr
     d = json.loads(r.stdout)
-    assert len(d["lr_candidates"]) == 10 and d["runs"] == 3 * (10 + 5 - 1)
+    assert len(d["lr_candidates"]) == 10 and d["runs"] == 3 * (10 + 5)     # fresh seeds 1..5
     r = subprocess.run([sys.executable, "-m", "gatedrnn.cli", "status", str(tmp_path / "nothing")],
                        capture_output=True, text=True)
     assert r.returncode == 2 and "no results store" in r.stderr and "Traceback" not in r.stderr

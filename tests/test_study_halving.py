@@ -86,13 +86,17 @@ def test_rungs_and_unchanged_keys():
     # the keys every budget's (full-search) study had before halving existed (quick: since its redefinition
     # of 2026-12, 6 candidates over 2^-10..2^-5 with edge extension, 250 epochs; before 2026-12-02 its top was
     # 2^-6 without extension, key 8c447632fa48)
-    assert {b: G.budget_config(b).key() for b in ("smoke", "laptop", "quick", "paper")} == {
-        "smoke": "a122650ce176", "laptop": "e7c4cbe04521", "quick": "db24d85beed0", "paper": "9b435d0c1d59"}
-    assert G.budget_config("paper", halving_rungs=[3], halving_eta=3).key() == "9b435d0c1d59"  # unused by full
+    assert {b: G.budget_config(b).key() for b in ("smoke", "laptop", "quick")} == {
+        "smoke": "a122650ce176", "laptop": "e7c4cbe04521", "quick": "db24d85beed0"}
+    # the paper budget reports fresh seeds since 2026-12-03 (report_seeds): with the old rule, its old key
+    old = dict(report_seeds="include-search")
+    assert G.budget_config("paper", **old).key() == "9b435d0c1d59"
+    assert G.budget_config("paper", **old, halving_rungs=[3], halving_eta=3).key() == "9b435d0c1d59"  # unused by full
     h = G.budget_config("paper", search="halving")
-    assert h.key() != "9b435d0c1d59" and h.key() != G.budget_config("paper", search="halving", halving_eta=3).key()
+    assert h.key() != G.budget_config("paper").key() and \
+        h.key() != G.budget_config("paper", search="halving", halving_eta=3).key()
     assert h.rungs(500) == [150, 300] and h.rungs(40) == [12, 24] and h.rungs(2) == [1]
-    assert h.halving_fractions == [0.3, 0.6] and G.budget_config("paper", halving_fractions=[0.5]).key() == \
+    assert h.halving_fractions == [0.3, 0.6] and G.budget_config("paper", **old, halving_fractions=[0.5]).key() == \
         "9b435d0c1d59"
     # the default fractions are part of a halving study's config (and key): a later change of the default
     # does not silently change the rungs of a study that has run

@@ -67,6 +67,51 @@ def test_evaluate_nats_per_frame_and_per_sequence_by_hand():
     assert abs(r["nll_seq"] - total / 3) < 1e-4
 
 
+def test_evaluate_per_sequence_mean_first_frame_not_scored_by_hand():
+    """Three sequences by hand. The model ignores its input: p(note 1) = σ(log 3) = 3/4, p(note 2) = 1/2, so
+    a frame costs log(8/3) with note 1 on and log 8 with it off (note 2 always log 2). Sequence A (3 frames,
+    note 1 on/off/off): frames 2..3 scored, mean log 8. B (2 frames, off/on): frame 2, log(8/3). C (1 frame):
+    nothing scored, left out. Per-sequence mean: (log 8 + log(8/3)) / 2; per frame over all 6 frames
+    (first frames scored): (2 log(8/3) + 4 log 8) / 6."""
+    def seq(note1):
+        y = np.array([[a, b] for a, b in zip(note1, [1, 0, 1][:len(note1)])], np.float32)
+        return np.vstack([np.zeros((1, 2), np.float32), y[:-1]]), y
+    pairs = [seq([1, 0, 0]), seq([0, 1]), seq([0])]
+    model = SequenceModel("gru", 2, 3, 2)
+    with torch.no_grad():
+        model.head.linear.weight.zero_()
+        model.head.linear.bias.copy_(torch.tensor([math.log(3.0), 0.0]))
+    on, off = math.log(8 / 3), math.log(8)
+    for batch_size in (1, 2, 3):                  # batching and padding change nothing
+        r = evaluate(model, pairs, batch_size=batch_size, device="cpu")
+        assert r["nll_seqavg"] == pytest.approx((off + on) / 2, rel=1e-6)
+        assert r["nll"] == pytest.approx((2 * on + 4 * off) / 6, rel=1e-6)
+    # a split of one-frame sequences scores nothing: no number, not a zero
+    assert math.isnan(evaluate(model, [seq([1])], batch_size=4, device="cpu")["nll_seqavg"])
+
+
+def test_run_records_both_metrics(tmp_path, monkeypatch):
+    res = _toy_train(tmp_path, monkeypatch, epochs=2)
+    hist = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert all("valid_nll_seqavg" in h for h in hist) and "train_nll_seqavg" in hist[0]
+    model = SequenceModel("lstm", 4, 5, 4)
+    model.load_state_dict(torch.load(tmp_path / "run" / "best.pt", weights_only=True))
+    for split in ("train", "valid", "test"):
+        again = evaluate(model, toy_dataset().splits[split], 64, "cpu")
+        assert res[f"{split}_nll_seqavg"] == pytest.approx(again["nll_seqavg"], rel=1e-9)
+        assert res[f"{split}_nll_seqavg"] != pytest.approx(res[f"{split}_nll"], rel=1e-9)
+
+
+def test_patience_zero_trains_every_epoch_and_keeps_the_best(tmp_path, monkeypatch):
+    """The released code's rule: no early termination; the reported model is the best-validation epoch."""
+    res = _toy_train(tmp_path, monkeypatch, epochs=12, patience=0, lr=0.05)
+    hist = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    valid = [h["valid_nll"] for h in hist]
+    assert res["status"] == "completed" and res["epochs"] == 12 and len(hist) == 13
+    assert res["best_epoch"] == int(np.argmin(valid)) < 12     # the curve rises at lr 0.05: early stopping would stop
+    assert abs(res["valid_nll"] - min(valid)) < 1e-6
+
+
 # ------------------------------------------------------------------------------ optimisers
 def test_rmsprop_momentum_by_hand():
     p = torch.nn.Parameter(torch.tensor([1.0, -2.0]))

@@ -44,19 +44,25 @@ class SequenceModel(nn.Module):
         return self.head.nll(self.head(h), y) * mask.to(h.dtype)
 
     @torch.no_grad()
-    def total_nll(self, x: Tensor, y: Tensor, mask: Tensor, lengths: Tensor | None = None) -> float:
-        """Σ of the per-step NLL over the valid steps (accumulated in float64), without a gradient — what
-        evaluation needs. x, y may be compact (uint8, see `data.batching.eval_batches`). Where the fused
-        kernels apply (CPU, a unit that declares a kernel, the Bernoulli head, no weight noise in this pass)
-        this runs the forward-only recurrence on x as it is and the fused read-out: no autograd, no
-        activations kept, no (B, T, O) logits; otherwise `nll` on float tensors."""
-        fast = self._fused_total_nll(x, y, mask)
+    def step_nll(self, x: Tensor, y: Tensor, mask: Tensor, lengths: Tensor | None = None) -> Tensor:
+        """Per-step NLL (B, T) in float64 on the CPU, zero at padded steps, without a gradient — what
+        evaluation needs (the total per step and the per-sequence means are both read from it). x, y may be
+        compact (uint8, see `data.batching.eval_batches`). Where the fused kernels apply (CPU, a unit that
+        declares a kernel, the Bernoulli head, no weight noise in this pass) this runs the forward-only
+        recurrence on x as it is and the fused read-out: no autograd, no activations kept, no (B, T, O)
+        logits; otherwise `nll` on float tensors."""
+        fast = self._fused_step_nll(x, y, mask)
         if fast is not None:
-            return fast
+            return fast.to("cpu", torch.float64)
         dt = self.rnn.weight_hh.dtype
-        return float(self.nll(x.to(dt), y.to(dt), mask, lengths).sum(dtype=torch.float64))
+        return self.nll(x.to(dt), y.to(dt), mask, lengths).to("cpu", torch.float64)
 
-    def _fused_total_nll(self, x: Tensor, y: Tensor, mask: Tensor) -> float | None:
+    @torch.no_grad()
+    def total_nll(self, x: Tensor, y: Tensor, mask: Tensor, lengths: Tensor | None = None) -> float:
+        """Σ of the per-step NLL over the valid steps (accumulated in float64)."""
+        return float(self.step_nll(x, y, mask, lengths).sum())
+
+    def _fused_step_nll(self, x: Tensor, y: Tensor, mask: Tensor) -> Tensor | None:
         from . import kernels
         from .heads import BernoulliHead
         from .kernels import readout
@@ -83,6 +89,5 @@ class SequenceModel(nn.Module):
         V, c = head.linear.weight, head.linear.bias
         if not readout.applies(h, V, c, y, mask) or not (y.dtype == dt or y.dtype == torch.uint8):
             return None
-        nll = readout.run_forward(h, V.detach().contiguous(), c.detach().contiguous(), readout._unit_inner(y),
-                                  None if full else mask)
-        return float(nll.sum(dtype=torch.float64))
+        return readout.run_forward(h, V.detach().contiguous(), c.detach().contiguous(), readout._unit_inner(y),
+                                   None if full else mask)

@@ -107,7 +107,9 @@ class TrainConfig(BaseModel):
                                   "(and before training); the validation split after every epoch (a "
                                   "--search halving study: 10 unless given)")
     epochs: int = Field(500, ge=0, description="maximum epochs")
-    patience: int = Field(20, gt=0, description="early stopping: epochs without a better validation NLL")
+    # 0: the released code's rule — every epoch up to `epochs` runs, the best-validation model is kept
+    patience: int = Field(20, ge=0, description="early stopping: epochs without a better validation NLL (0: no "
+                          "early stopping; the best-validation model of all epochs is kept)")
     seed: int = Field(0, ge=0, description="seed of the initialisation, batch order and weight noise")
     # data
     data_dir: str | None = Field(None, description="folder holding the data files (else env "
@@ -233,22 +235,34 @@ def build_model(spec: dict, weight_noise: float = 0.0) -> SequenceModel:
 
 @torch.no_grad()
 def evaluate(model: SequenceModel, pairs, batch_size: int, device) -> dict:
-    """NLL of a split with the model in eval mode (no weight noise).
-    nll: nats per step (per frame for music), summed over the outputs of a step, averaged over
-    every step of the split; nll_seq: nats per sequence (total / number of sequences)."""
+    """NLL of a split with the model in eval mode (no weight noise), by two conventions:
+
+    nll         nats per step (per frame for music), summed over the outputs of a step, averaged over
+                every step of the split (Σ NLL / Σ steps; the first step scored from the zero input);
+    nll_seqavg  the mean over the split's sequences of each sequence's own NLL per scored step, its first
+                step NOT scored (the authors' code: inputs seq[:-1], targets seq[1:]; their later library
+                averaged per sequence). A sequence of one step has nothing scored and is left out;
+    nll_seq     nats per sequence (total / number of sequences)."""
     from .data.batching import eval_batches
     was_training = model.training
     model.eval()
-    total, steps = 0.0, 0
+    total, steps, seq_sum, seq_n = 0.0, 0, 0.0, 0
     # the split's batches are collated once and cached (compact uint8 where exact); on the CPU the
-    # model scores them with the forward-only fused kernels (SequenceModel.total_nll)
+    # model scores them with the forward-only fused kernels (SequenceModel.step_nll)
     for b in eval_batches(pairs, batch_size):
         b = b.to(device)
-        total += model.total_nll(b.inputs, b.targets, b.mask, b.lengths)
+        per_step = model.step_nll(b.inputs, b.targets, b.mask, b.lengths)     # (B, T) float64, 0 at padding
+        total += float(per_step.sum())
         steps += b.steps
+        scored = b.lengths.to(torch.float64) - 1                              # steps 2..L of each sequence
+        keep = scored > 0
+        if bool(keep.any()):
+            per_seq = (per_step.sum(1) - per_step[:, 0])[keep] / scored[keep]
+            seq_sum += float(per_seq.sum())
+            seq_n += int(keep.sum())
     model.train(was_training)
-    nll = total / max(steps, 1)
-    return {"nll": nll, "nll_seq": total / max(len(pairs), 1), "steps": steps, "sequences": len(pairs)}
+    return {"nll": total / max(steps, 1), "nll_seqavg": seq_sum / seq_n if seq_n else math.nan,
+            "nll_seq": total / max(len(pairs), 1), "steps": steps, "sequences": len(pairs)}
 
 
 def forward_backward(model: SequenceModel, b, n: int, tbptt: int | None) -> tuple[float, bool]:
@@ -423,7 +437,9 @@ class _Run:
             tr, va = self.evaluate(ds, "train", device), self.evaluate(ds, "valid", device)
             self.state["history"].append({"epoch": 0, "updates": 0, "seconds": 0.0,
                                           "eval_seconds": time.perf_counter() - t0,
-                                          "train_nll": tr["nll"], "valid_nll": va["nll"], "lr": cfg.lr})
+                                          "train_nll": tr["nll"], "valid_nll": va["nll"],
+                                          "train_nll_seqavg": tr["nll_seqavg"],
+                                          "valid_nll_seqavg": va["nll_seqavg"], "lr": cfg.lr})
             self.state["best_valid"] = va["nll"] if _finite(va["nll"]) else math.inf
             atomic_torch_save(model.state_dict(), self.best_path)
             self.save_checkpoint()
@@ -488,8 +504,10 @@ class _Run:
         tr = self.evaluate(ds, "train", device) if epoch % cfg.eval_train_every == 0 else None
         va = self.evaluate(ds, "valid", device)
         row = {"epoch": epoch, "updates": state["updates"], "seconds": state["seconds"],
-               "eval_seconds": time.perf_counter() - t1, **({"train_nll": tr["nll"]} if tr else {}),
+               "eval_seconds": time.perf_counter() - t1,
+               **({"train_nll": tr["nll"], "train_nll_seqavg": tr["nll_seqavg"]} if tr else {}),
                "train_nll_running": self.running / max(self.frames, 1), "valid_nll": va["nll"],
+               "valid_nll_seqavg": va["nll_seqavg"],
                "lr": self.opt.param_groups[0]["lr"]}
         if cfg.skip_nonfinite:
             row["skipped_updates"] = state["skipped"]
@@ -502,7 +520,7 @@ class _Run:
             atomic_torch_save(self.model.state_dict(), self.best_path)
         else:
             state["bad_epochs"] += 1
-            if state["bad_epochs"] >= cfg.patience:
+            if cfg.patience and state["bad_epochs"] >= cfg.patience:
                 state["status"] = RunStatus.EARLY_STOPPED
         self.save_checkpoint()
         _write_metrics(self.out, state["history"])
@@ -669,7 +687,10 @@ def finish_run(cfg: TrainConfig, ds, model: SequenceModel, state: dict, out: Pat
         "train_seconds": state["seconds"],
         "train_nll": final["train"]["nll"], "valid_nll": final["valid"]["nll"], "test_nll": final["test"]["nll"],
         "train_nll_seq": final["train"]["nll_seq"], "valid_nll_seq": final["valid"]["nll_seq"],
-        "test_nll_seq": final["test"]["nll_seq"], "splits": final,
+        "test_nll_seq": final["test"]["nll_seq"],
+        # the authors' convention (see `evaluate`): per-sequence means, first step not scored
+        "train_nll_seqavg": final["train"]["nll_seqavg"], "valid_nll_seqavg": final["valid"]["nll_seqavg"],
+        "test_nll_seqavg": final["test"]["nll_seqavg"], "splits": final,
         "unit_of_nll": "nats per step (music: per frame, summed over the 88 notes)" if ds.kind == "music" else
                        f"nats per step (speech: summed over the {ds.target_size} predicted samples)",
         "data_files": ds.files, "data_meta": ds.meta, "environment": environment(), "device": str(device),

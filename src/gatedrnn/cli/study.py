@@ -38,7 +38,8 @@ def add_study_commands(sub) -> None:
                     "report.html. Kill it at any time and run the same command again to continue.")
     p.add_argument("--budget", choices=list(BUDGETS), default="smoke",
                    help="preset: smoke (a minute or two), laptop, quick (hours on 2 cores), speech (the FSDD sets, a few "
-                        "core-hours), paper (the full protocol); "
+                        "core-hours), paper (the full protocol, early stopping), paper-faithful (the released "
+                        "code's stopping rule: the best of 500 epochs, halving search; docs/STUDY.md); "
                         "flags below override single fields (default smoke)")
     p.add_argument("--out", type=Path, help="results directory (default results/<budget>)")
     p.add_argument("--datasets", type=csv, help="comma-separated, e.g. jsb,nottingham (default: the budget's)")
@@ -68,6 +69,9 @@ def add_study_commands(sub) -> None:
     p.add_argument("--halving-eta", type=number(int, 2),
                    help="after each rung the better ceil(n/eta) candidates go on (default 2)")
     p.add_argument("--seeds", type=positive_int, help="seeds of each selected configuration")
+    p.add_argument("--report-seeds", choices=["fresh", "include-search"],
+                   help="fresh: the reported seeds are others than the search run's (budgets paper, "
+                        "paper-faithful); include-search: the selecting run is reported seed 0 (the others)")
     add_config_flags(p, TrainConfig, TRAIN_FIELDS, rename=TRAIN_RENAME, default_from="the budget")
     p.add_argument("--data-dir", help="data directory (or env GATEDRNN_DATA_DIR)")
     p.add_argument("--jobs", type=nonneg_int,
@@ -113,7 +117,7 @@ def study_from_args(args):
         units = list(dict.fromkeys([*(units or []), *(u for fam in args.ablation for u in ABLATIONS[fam])]))
     over = dict(datasets=args.datasets, units=units, lr_candidates=args.lr_candidates,
                 lr_base=args.lr_base, lr_seed=args.lr_seed, lr_draw=args.lr_draw, lr_extend=args.lr_extend,
-                seeds=args.seeds,
+                seeds=args.seeds, report_seeds=getattr(args, "report_seeds", None),
                 data_dir=args.data_dir, train=train, search=getattr(args, "search", None),
                 halving_rungs=getattr(args, "halving_rungs", None), halving_eta=getattr(args, "halving_eta", None))
     if args.lr_range:

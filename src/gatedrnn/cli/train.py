@@ -96,7 +96,8 @@ def cmd_evaluate(args) -> int:
     else:
         per = _per(spec["kind"])
         for s, r in rows.items():
-            print(f"{s:5s}  {r['nll']:.4f} nats/{per}   {r['nll_seq']:.2f} nats/sequence   "
+            print(f"{s:5s}  {r['nll']:.4f} nats/{per}   per-sequence mean {r['nll_seqavg']:.4f} "
+                  f"(first {per} not scored)   {r['nll_seq']:.2f} nats/sequence   "
                   f"({r['sequences']} sequences, {r['steps']} steps)")
     return 0
 

@@ -116,6 +116,7 @@ def run_one(task: dict) -> dict:
                     "dataset": cfg.dataset, "unit": cfg.unit, "history": history,
                     "wall_seconds": time.time() - t0}
         keep = ("status", "train_nll", "valid_nll", "test_nll", "train_nll_seq", "valid_nll_seq", "test_nll_seq",
+                "train_nll_seqavg", "valid_nll_seqavg", "test_nll_seqavg",
                 "epochs", "best_epoch", "updates", "train_seconds", "hidden_size", "input_size",
                 "recurrent_parameters", "total_parameters", "kind", "dataset", "unit", "data_files",
                 "environment", "unit_of_nll")

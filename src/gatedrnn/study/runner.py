@@ -150,7 +150,7 @@ def run_study(study: StudyConfig, out_dir: str | Path, executor=None, *, jobs: i
                         log(f"{cell.dataset}/{cell.unit}: no learning rate gave a finite validation NLL; "
                             f"no seed runs")
                         if bar is not None:
-                            bar.total -= len(study.seed_list()) - 1
+                            bar.total -= study.new_seed_runs()
                     else:
                         cell.seeds = grid.seed_specs(cell.dataset, cell.unit, cell.selected["lr"])
                 for spec, stop_after in cell.needed(results):

@@ -109,7 +109,10 @@ def collect(out_dir: str | Path) -> dict:
                 seeds.append({"run_id": spec.run_id, "seed": spec.seed, "lr": spec.lr,
                               "status": r["status"] if r else MISSING, "row": r})
         cells.append({"dataset": dataset, "unit": unit, "search": search, "search_complete": complete,
-                      "selected_lr": chosen["lr"] if chosen else None, "seeds": seeds})
+                      "selected_lr": chosen["lr"] if chosen else None, "seeds": seeds,
+                      # the selecting run's own numbers (optimistic: it won the search on validation)
+                      "selecting_test": chosen.get("test_nll") if chosen else None,
+                      "selecting_test_seqavg": _seqavg(chosen, "test") if chosen else None})
     # each dataset's kind as its runs recorded it (a dataset none of whose runs has a result has none yet)
     kinds = {}
     for r in rows.values():
@@ -117,6 +120,13 @@ def collect(out_dir: str | Path) -> dict:
             kinds.setdefault(r["dataset"], _run_kind(r))
     return {"study": study, "grid": grid, "cells": cells, "rows": rows, "notes": notes, "sweep": sweep,
             "executor": executor, "out": out, "kinds": kinds}
+
+
+def _seqavg(row: dict | None, split: str) -> float | None:
+    """A run's `<split>_nll_seqavg` (per-sequence mean, first step not scored; train.evaluate), None for runs
+    recorded before it existed."""
+    v = ((row or {}).get("summary") or {}).get(f"{split}_nll_seqavg")
+    return None if v is None or not math.isfinite(float(v)) else float(v)
 
 
 def extended_candidates(data: dict) -> list[tuple[dict, list[float]]]:
@@ -151,6 +161,8 @@ def table2_rows(data: dict) -> list[dict]:
     for c in data["cells"]:
         ok = _ok_seed_rows(c)
         tr, va, te = (mean_ci([r[k] for r in ok]) for k in ("train_nll", "valid_nll", "test_nll"))
+        sa = [_seqavg(r, "test") for r in ok]
+        te_sa = mean_ci([v for v in sa if v is not None] if all(v is not None for v in sa) else [])
         paper = PAPER_TABLE2.get(_key(c["dataset"]), {}).get(c["unit"])
         # the speech sets here are open stand-ins for the paper's private ones: only music compares
         comparable = paper is not None and data["kinds"].get(c["dataset"]) == "music"
@@ -172,6 +184,9 @@ def table2_rows(data: dict) -> list[dict]:
             "seeds_ok": tr.n, "seeds_diverged": n_div, "seeds_failed": n_fail, "seeds_missing": n_missing,
             "train_mean": tr.mean, "train_ci": tr.half_width, "valid_mean": va.mean, "valid_ci": va.half_width,
             "test_mean": te.mean, "test_ci": te.half_width,
+            "test_seqavg_mean": te_sa.mean if te_sa.n else None, "test_seqavg_ci": te_sa.half_width if te_sa.n else None,
+            "selecting_seed": data["study"].search_seed, "selecting_test": c["selecting_test"],
+            "selecting_test_seqavg": c["selecting_test_seqavg"],
             "paper_train": paper[0] if paper else None, "paper_test": paper[1] if paper else None,
             "diff_train": (tr.mean - paper[0]) if comparable and tr.n else None,
             "diff_test": (te.mean - paper[1]) if comparable and te.n else None,
@@ -330,11 +345,20 @@ def stopping_summary(data: dict) -> dict:
     return {**n, "finished": sum(n.values()), "cap_cells": cap_cells}
 
 
+def _no_early_stopping(data) -> bool:
+    """Every dataset of the study trains with patience 0 (the released code's rule: all epochs, best kept)."""
+    from ..train import TrainConfig
+    default = TrainConfig.model_fields["patience"].default
+    ds = data["grid"].datasets
+    return bool(ds) and all(data["study"].train_fields(d).get("patience", default) == 0 for d in ds)
+
+
 def table2_markdown(data, t2, sig, base) -> str:
     study = data["study"]
     kinds = {data["kinds"].get(d) for d in data["grid"].datasets} - {None}
     head = ["dataset", "unit", "lr (selected on valid)", "seeds ok / diverged / failed",
-            "train NLL (ours)", "train (paper)", "Δ train", "test NLL (ours)", "test (paper)", "Δ test"]
+            "train NLL (ours)", "train (paper)", "Δ train", "test NLL (ours)", "test (paper)", "Δ test",
+            "test NLL, per-sequence mean", f"selecting run (seed {study.search_seed}): test NLL"]
     body = []
     for r in t2:
         body.append([_name(r["dataset"]), unit_name(r["unit"]),
@@ -343,13 +367,16 @@ def table2_markdown(data, t2, sig, base) -> str:
                      f"{r['seeds_ok']} / {r['seeds_diverged']} / {r['seeds_failed']}"
                      + (f" ({r['seeds_missing']} not run yet)" if r["seeds_missing"] else ""),
                      _ci(r["train_mean"], r["train_ci"]), _f(r["paper_train"], 2), _diff(r["diff_train"]),
-                     _ci(r["test_mean"], r["test_ci"]), _f(r["paper_test"], 2), _diff(r["diff_test"])])
+                     _ci(r["test_mean"], r["test_ci"]), _f(r["paper_test"], 2), _diff(r["diff_test"]),
+                     "–" if r["test_seqavg_mean"] is None else _ci(r["test_seqavg_mean"], r["test_seqavg_ci"]),
+                     _f(r["selecting_test"]) + ("" if r["selecting_test_seqavg"] is None
+                                                else f" ({r['selecting_test_seqavg']:.3f})")])
     for b in base:
         if "error" in b:
-            body.append([_name(b["dataset"]), b["model"], "", "", "", "", "", "", "", ""])
+            body.append([_name(b["dataset"]), b["model"], *[""] * (len(head) - 2)])
             continue
         body.append([_name(b["dataset"]), f"*reference: {b['description']}*", "", "",
-                     _f(b["train"]), "", "", _f(b["test"]), "", ""])
+                     _f(b["train"]), "", "", _f(b["test"]), "", "", "", ""])
     md = ["# Table 2: average negative log-likelihood (nats per step), train / test\n",
           f"Budget `{study.budget}`: {len(data['grid'].lrs)} learning-rate candidates"
           + (f" (+ up to {study.lr_extend} per side where the selection was an edge: edge extension)"
@@ -368,10 +395,22 @@ def table2_markdown(data, t2, sig, base) -> str:
           + "; ".join(t for k, t in (("music", "music: per frame, summed over the 88 note outputs"),
                                      ("speech", "speech: per step, summed over its 10 predicted samples"))
                       if k in kinds) + "), averaged over all "
-          "steps of a split; the model reported is each run's best-validation model (early stopping).\n",
+          "steps of a split (Σ NLL / Σ steps, the first step scored from a zero input); the model reported is "
+          "each run's best-validation model"
+          + (" (no early termination: the best of all epochs)" if _no_early_stopping(data) else " (early stopping)")
+          + ".\n",
+          "- Per-sequence mean: the authors' convention — each sequence's NLL per scored step, its first step not "
+          "scored (inputs seq[:-1], targets seq[1:]), averaged over the split's sequences; mean ± CI over seeds. "
+          "'–': runs recorded before this metric existed.\n",
           "- Learning rate: per (dataset, unit), the candidate with the lowest validation NLL of its seed-"
           f"{study.search_seed} run (test NLL is never used for a choice); that configuration is re-run with "
           f"seeds {study.seed_list()}. Diverged or failed runs are counted, not averaged.\n",
+          (f"- Selecting run: the seed-{study.search_seed} run that won the search, shown apart (in brackets: "
+           "per-sequence mean); it is not one of the reported seeds, so the means are not biased by the "
+           "selection.\n" if study.search_seed not in study.seed_list() else
+           f"- Selecting run: the seed-{study.search_seed} run that won the search is also reported seed "
+           f"{study.search_seed}, so the means include a run chosen for its validation NLL (optimistic; "
+           "`--report-seeds fresh` reports other seeds).\n"),
           "- ±: half-width of the two-sided 95 % confidence interval of the mean, t_{0.975, n−1} · s / √n "
           "(Student t, s the sample standard deviation over seeds); no interval with fewer than 2 seeds.\n",
           "- Best unit: lowest mean test NLL. Its difference to the runner-up is tested with a two-sided "
@@ -397,7 +436,11 @@ def table2_markdown(data, t2, sig, base) -> str:
     if extended:
         md.append(f"- Edge extension added candidates (count in brackets) for: {', '.join(extended)}.\n")
     stop = stopping_summary(data)
-    if stop["finished"]:
+    if stop["finished"] and _no_early_stopping(data):
+        md.append(f"- Stopping: none — every run trains all its epochs and reports its best-validation model "
+                  f"(the released code's rule); {stop['cap']} of {stop['finished']} finished runs ran to the end, "
+                  f"{stop['diverged']} diverged.\n")
+    elif stop["finished"]:
         md.append(f"- Stopping: {stop['patience']} of {stop['finished']} finished runs "
                   f"({100 * stop['patience'] / stop['finished']:.0f} %) stopped by patience (early stopping), "
                   f"{stop['cap']} ran to the epoch cap, {stop['diverged']} diverged"
@@ -475,7 +518,9 @@ def ablation_rows(data: dict, t2: list[dict] | None = None) -> list[dict]:
                        "role": "full" if unit == family else "variant", "lr": t["lr"],
                        "seeds_ok": t["seeds_ok"], "seeds_diverged": t["seeds_diverged"],
                        "seeds_failed": t["seeds_failed"], "seeds_missing": t["seeds_missing"],
-                       "test_mean": t["test_mean"], "test_ci": t["test_ci"], "pairs": 0, "diff_mean": None,
+                       "test_mean": t["test_mean"], "test_ci": t["test_ci"],
+                       "test_seqavg_mean": t["test_seqavg_mean"], "test_seqavg_ci": t["test_seqavg_ci"],
+                       "pairs": 0, "diff_mean": None,
                        "diff_ci": None, "t": None, "p": None, "p_holm": None, "significant": None, "note": ""}
                 if t["search"] != "selected":   # e.g. every candidate diverged: said, not left blank
                     row["note"] = "learning-rate search incomplete" if t["search"] == "incomplete" else t["search"]
@@ -513,7 +558,7 @@ def ablation_markdown(data: dict, rows: list[dict]) -> str:
     study = data["study"]
     m = sum(r["p"] is not None for r in rows)
     head = ["dataset", "unit", "lr (selected on valid)", "seeds ok / diverged / failed", "test NLL",
-            "Δ test NLL vs full unit", "pairs (seeds)", "paired t", "p", "p (Holm)", f"significant at {ALPHA}",
+            "test NLL, per-sequence mean", "Δ test NLL vs full unit", "pairs (seeds)", "paired t", "p", "p (Holm)", f"significant at {ALPHA}",
             "note"]
     body = []
     for r in rows:
@@ -523,6 +568,7 @@ def ablation_markdown(data: dict, rows: list[dict]) -> str:
                      f"{r['seeds_ok']} / {r['seeds_diverged']} / {r['seeds_failed']}"
                      + (f" ({r['seeds_missing']} not run yet)" if r["seeds_missing"] else ""),
                      _ci(r["test_mean"], r["test_ci"]),
+                     "–" if r["test_seqavg_mean"] is None else _ci(r["test_seqavg_mean"], r["test_seqavg_ci"]),
                      *([""] * 6 if full else
                        [_delta(r["diff_mean"], r["diff_ci"]), r["pairs"], _f(r["t"], 2), _p(r["p"]),
                         _p(r["p_holm"]), "–" if r["p_holm"] is None else "yes" if r["significant"] else "no"]),
@@ -535,7 +581,9 @@ def ablation_markdown(data: dict, rows: list[dict]) -> str:
         _md_table(head, body),
         "\n## Notes\n",
         "- Test NLL: mean ± half-width of the 95 % Student-t confidence interval over the seeds that finished; "
-        "diverged or failed seeds are counted, not averaged.\n",
+        "diverged or failed seeds are counted, not averaged. Per-sequence mean: each test sequence's NLL per "
+        "scored step (first step not scored), averaged over sequences (the authors' convention; '–': runs "
+        "recorded before it existed).\n",
         "- Δ: variant minus its full unit, seed by seed (pairs: the seeds both finished), mean ± half-width of "
         "the 95 % confidence interval of the paired differences. Δ > 0: the variant is worse, so the component "
         "it removes or changes helps.\n",
