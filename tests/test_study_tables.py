@@ -14,6 +14,7 @@ from scipy import stats as sst
 
 from gatedrnn.study import grid as G
 from gatedrnn.study.report import build_report
+from gatedrnn.study.store import Store
 from gatedrnn.study.tables import collect, significance_rows, stopping_summary, table2_markdown, table2_rows
 from _fabricate import DIV, FAIL, FabricatedStore, summary as _summary
 
@@ -293,3 +294,37 @@ def test_curves_of_seeds_recorded_at_different_cadences_share_their_common_epoch
     short = [{"epoch": e, "train_nll": 5.0} for e in range(4)] + [{"epoch": 4, "diverged": True}]
     x, m, *_ = _aggregate([dense, short], "train_nll", "epoch")
     assert list(x) == list(range(7)) and list(m[:4]) == [7.5, 7.0, 6.5, 6.0] and list(m[4:]) == [6.0, 5.0, 4.0]
+
+
+def test_fresh_seeds_report_others_and_show_the_selecting_run_apart(tmp_path):
+    """report_seeds="fresh": the search run (seed 0) selects; the mean is over seeds 1..3 only (its decoy-good
+    test NLL is never averaged) and it is shown in its own column; the per-sequence mean is averaged over the
+    same seeds, and '–' where a run predates it."""
+    study = G.StudyConfig(datasets=["jsb"], units=["gru"], lr_candidates=2, seeds=3, report_seeds="fresh",
+                          train={"epochs": 3})
+    assert study.seed_list() == [1, 2, 3]
+    grid = G.Grid(study, datasets=["jsb"])
+    search = grid.search_specs("jsb", "gru")
+    seeds = grid.seed_specs("jsb", "gru", search[0].lr)
+    assert {s.seed for s in seeds} == {1, 2, 3} and not {s.run_id for s in seeds} & {s.run_id for s in search}
+    with FabricatedStore(tmp_path, study, grid, ["jsb"]) as st:
+        st.put(search[0], {**_summary(search[0].run_id, "completed", 7.0), "test_nll_seqavg": 6.5})  # selected
+        st.put(search[1], {**_summary(search[1].run_id, "completed", 9.0), "valid_nll": 50.0})
+        for spec, (v, sa) in zip(seeds, [(8.0, 7.6), (8.2, 7.7), (8.4, 7.8)]):
+            st.put(spec, {**_summary(spec.run_id, "completed", v), "test_nll_seqavg": sa})
+    data = collect(tmp_path)
+    (row,) = table2_rows(data)
+    assert row["seeds_ok"] == 3 and row["test_mean"] == pytest.approx(8.2)
+    assert row["test_ci"] == pytest.approx(_t_half_width([8.0, 8.2, 8.4]))
+    assert row["test_seqavg_mean"] == pytest.approx(7.7)
+    assert row["selecting_test"] == 7.0 and row["selecting_test_seqavg"] == 6.5
+    md = table2_markdown(data, [row], [], [])
+    assert "| 7.000 (6.500) |" in md and "7.700 ± " in md and "not one of the reported seeds" in md
+    # the runs whose best.pt a committed study keeps: the seeds and the selecting run, not the other candidate
+    from gatedrnn.study.tables import reported_run_ids
+    assert reported_run_ids(data) == sorted([search[0].run_id, *(s.run_id for s in seeds)])
+    # a run recorded before the per-sequence metric: '–', never a mean over the seeds that have it
+    with Store(tmp_path) as st:
+        st.finish(_summary(seeds[2].run_id, "completed", 8.4))
+    row = table2_rows(collect(tmp_path))[0]
+    assert row["test_seqavg_mean"] is None and row["test_mean"] == pytest.approx(8.2)

@@ -110,6 +110,7 @@ def collect(out_dir: str | Path) -> dict:
                               "status": r["status"] if r else MISSING, "row": r})
         cells.append({"dataset": dataset, "unit": unit, "search": search, "search_complete": complete,
                       "selected_lr": chosen["lr"] if chosen else None, "seeds": seeds,
+                      "selected_run": chosen.get("run_id") if chosen else None,
                       # the selecting run's own numbers (optimistic: it won the search on validation)
                       "selecting_test": chosen.get("test_nll") if chosen else None,
                       "selecting_test_seqavg": _seqavg(chosen, "test") if chosen else None})
@@ -153,6 +154,16 @@ def _ok_seed_rows(cell) -> list[dict]:
 def _test_nll_by_seed(cell) -> dict[int, float]:
     """{seed: test NLL} of the cell's seed runs that finished with a model (what tests pair by seed)."""
     return {r["seed"]: r["test_nll"] for r in _ok_seed_rows(cell)}
+
+
+def reported_run_ids(data: dict) -> list[str]:
+    """Run ids of every cell's seed runs and selecting search run (sorted, each once)."""
+    ids = set()
+    for c in data["cells"]:
+        ids.update(s["run_id"] for s in c["seeds"] if s["status"] != MISSING)
+        if c["selected_run"] is not None:
+            ids.add(c["selected_run"])
+    return sorted(ids)
 
 
 # ------------------------------------------------------------------------------------- tables
@@ -611,6 +622,10 @@ def write_tables(data: dict, out: Path) -> dict:
                        ("lr_search.csv", lr_rows)):
         _write_csv(out / name, rows)
         files[name] = out / name
+    # the runs whose numbers the tables show (each cell's seed runs and its selecting run): their best.pt
+    # is what a committed study keeps, so `gatedrnn evaluate`/`analyze` re-read it without training
+    (out / "reported_runs.txt").write_text("".join(f"runs/{r}\n" for r in reported_run_ids(data)))
+    files["reported_runs.txt"] = out / "reported_runs.txt"
     abl = ablation_rows(data, t2)
     abl_md = ablation_markdown(data, abl) if abl else None
     if abl:
