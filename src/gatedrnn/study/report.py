@@ -238,7 +238,7 @@ def _analysis_section(out: Path) -> str:
 
 
 def write_html(data, out: Path, t1_md: str, t2_md: str, figs: dict, lr_rows: list[dict],
-               ablation_md: str | None = None) -> Path:
+               ablation_md: str | None = None, progress_md: str | None = None) -> Path:
     from ..utils import environment
     study = data["study"]
     env_runs = next((r["environment"] for r in data["rows"].values() if r.get("environment")), None)
@@ -250,6 +250,8 @@ def write_html(data, out: Path, t1_md: str, t2_md: str, figs: dict, lr_rows: lis
                         ("curves_seconds.svg", "Learning curves against training seconds")):
         if name in figs:
             parts.append(f"<h2>{title}</h2><div class='fig'>{_svg_inline(figs[name])}</div>")
+    if progress_md:
+        parts.append(_md_to_html_tables(progress_md))
     if ablation_md:
         parts.append(_md_to_html_tables(ablation_md))
         links = [f"<a href='{n}'>{n}</a>" for n in ("ablation.md", "ablation.csv", "ablation_forest.png",
@@ -334,7 +336,7 @@ def build_report(out_dir: str | Path, *, figures: bool = True, log=print) -> dic
                 f"and run `gatedrnn report {out}` for the figures")
     files.update(figs)
     files["report.html"] = write_html(data, out, written["table1_md"], written["table2_md"], figs,
-                                      written["lr_rows"], written["ablation_md"])
+                                      written["lr_rows"], written["ablation_md"], written["progress_md"])
     log(f"wrote {', '.join(sorted(files))} in {out}")
     return files
 

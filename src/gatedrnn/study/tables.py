@@ -626,6 +626,13 @@ def write_tables(data: dict, out: Path) -> dict:
     # is what a committed study keeps, so `gatedrnn evaluate`/`analyze` re-read it without training
     (out / "reported_runs.txt").write_text("".join(f"runs/{r}\n" for r in reported_run_ids(data)))
     files["reported_runs.txt"] = out / "reported_runs.txt"
+    from . import progress
+    prog = progress.progress_rows(data)
+    prog_md = progress.progress_markdown(prog, _name, unit_name) if prog else None
+    if prog:
+        (out / "progress.md").write_text(prog_md)
+        _write_csv(out / "progress.csv", progress.flat(prog))
+        files.update({"progress.md": out / "progress.md", "progress.csv": out / "progress.csv"})
     abl = ablation_rows(data, t2)
     abl_md = ablation_markdown(data, abl) if abl else None
     if abl:
@@ -633,4 +640,4 @@ def write_tables(data: dict, out: Path) -> dict:
         _write_csv(out / "ablation.csv", abl)
         files.update({"ablation.md": out / "ablation.md", "ablation.csv": out / "ablation.csv"})
     return {"files": files, "table1_md": t1_md, "table2_md": t2_md, "lr_rows": lr_rows, "ablation_rows": abl,
-            "ablation_md": abl_md}
+            "ablation_md": abl_md, "progress_md": prog_md}
