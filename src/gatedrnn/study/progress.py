@@ -62,8 +62,10 @@ def progress_rows(data: dict) -> list[dict]:
         if not cells:
             continue
         hists = {c["unit"]: _histories(c) for c in cells}
-        every = [h for hs in hists.values() for h in hs]
-        per_epoch = statistics.median(h[1]["updates"] for h in every if len(h) > 1)
+        every = [h for hs in hists.values() for h in hs if len(h) > 1]
+        if not every:                  # nothing trained yet (or records without epochs): nothing to say
+            continue
+        per_epoch = statistics.median(h[1]["updates"] for h in every)
         sec_epoch = statistics.median(s for h in every for s in _epoch_seconds(h))
         finals = {u: statistics.median(min(float(r["valid_nll"]) for r in h if r.get("valid_nll") is not None
                                            and math.isfinite(float(r["valid_nll"]))) for h in hs)
