@@ -238,7 +238,7 @@ def _analysis_section(out: Path) -> str:
 
 
 def write_html(data, out: Path, t1_md: str, t2_md: str, figs: dict, lr_rows: list[dict],
-               ablation_md: str | None = None, progress_md: str | None = None) -> Path:
+               ablation_md: str | None = None, progress_md: str | None = None, tuning_md: str | None = None) -> Path:
     from ..utils import environment
     study = data["study"]
     env_runs = next((r["environment"] for r in data["rows"].values() if r.get("environment")), None)
@@ -252,6 +252,10 @@ def write_html(data, out: Path, t1_md: str, t2_md: str, figs: dict, lr_rows: lis
             parts.append(f"<h2>{title}</h2><div class='fig'>{_svg_inline(figs[name])}</div>")
     if progress_md:
         parts.append(_md_to_html_tables(progress_md))
+    if tuning_md:
+        parts.append(_md_to_html_tables(tuning_md))
+        for name in sorted(n for n in figs if n.startswith("tuning_curves_") and n.endswith(".svg")):
+            parts.append(f"<div class='fig'>{_svg_inline(figs[name])}</div>")
     if ablation_md:
         parts.append(_md_to_html_tables(ablation_md))
         links = [f"<a href='{n}'>{n}</a>" for n in ("ablation.md", "ablation.csv", "ablation_forest.png",
@@ -331,12 +335,17 @@ def build_report(out_dir: str | Path, *, figures: bool = True, log=print) -> dic
             figs = make_figures(data, out)
             if written["ablation_rows"]:
                 figs.update(ablation_figure(written["ablation_rows"], data["grid"].datasets, out))
+            if written["tuning_rows"]:
+                from .tuning import tuning_figures
+                figs.update(tuning_figures(written["tuning_rows"], out,
+                                           lambda u: unit_color(u, data["study"].units), _name, unit_name))
         except ImportError as e:   # never lose the tables to a missing plotting library
             log(f"figures skipped ({e}); every table and report.html are written — pip install matplotlib "
                 f"and run `gatedrnn report {out}` for the figures")
     files.update(figs)
     files["report.html"] = write_html(data, out, written["table1_md"], written["table2_md"], figs,
-                                      written["lr_rows"], written["ablation_md"], written["progress_md"])
+                                      written["lr_rows"], written["ablation_md"], written["progress_md"],
+                                      written["tuning_md"])
     log(f"wrote {', '.join(sorted(files))} in {out}")
     return files
 

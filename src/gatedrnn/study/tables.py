@@ -633,6 +633,13 @@ def write_tables(data: dict, out: Path) -> dict:
         (out / "progress.md").write_text(prog_md)
         _write_csv(out / "progress.csv", progress.flat(prog))
         files.update({"progress.md": out / "progress.md", "progress.csv": out / "progress.csv"})
+    from . import tuning
+    tune = tuning.tuning_rows(data)
+    tune_md = tuning.tuning_markdown(tune, _name, unit_name, data["study"].search == "halving") if tune else None
+    if tune:
+        (out / "tuning.md").write_text(tune_md)
+        _write_csv(out / "tuning_curves.csv", tune)
+        files.update({"tuning.md": out / "tuning.md", "tuning_curves.csv": out / "tuning_curves.csv"})
     abl = ablation_rows(data, t2)
     abl_md = ablation_markdown(data, abl) if abl else None
     if abl:
@@ -640,4 +647,4 @@ def write_tables(data: dict, out: Path) -> dict:
         _write_csv(out / "ablation.csv", abl)
         files.update({"ablation.md": out / "ablation.md", "ablation.csv": out / "ablation.csv"})
     return {"files": files, "table1_md": t1_md, "table2_md": t2_md, "lr_rows": lr_rows, "ablation_rows": abl,
-            "ablation_md": abl_md, "progress_md": prog_md}
+            "ablation_md": abl_md, "progress_md": prog_md, "tuning_rows": tune, "tuning_md": tune_md}
