@@ -374,3 +374,4 @@ def test_ablation_smoke_study_writes_ablation_tables_and_forest_plot(tmp_path):
     assert "| JSB Chorales | LSTM (full) |" in md and "| JSB Chorales | lstm-nig |" in md
     page = (out / "report.html").read_text()
     assert "href='ablation_forest.svg'" in page and "Ablation: what each component is worth" in page
+

@@ -173,6 +173,12 @@ class LocalExecutor:
         return set(done)
 
     def shutdown(self, cancel: bool = False) -> None:
+        if cancel:
+            # interrupted: stop the runs in flight too (each resumes from its last checkpoint next time) —
+            # a worker left running would keep writing into a run directory nobody owns any more
+            for p in list((getattr(self.pool, "_processes", None) or {}).values()):
+                if p.is_alive():
+                    p.terminate()
         self.pool.shutdown(wait=not cancel, cancel_futures=cancel)
 
     def describe(self) -> str:
