@@ -25,8 +25,9 @@ test: setup
 demo: setup
 	$(BIN)/gatedrnn train --dataset jsb --unit gru --epochs 30 --out runs/demo-jsb-gru --no-progress
 
-# The main job: the study at a laptop budget (JSB Chorales, all three units, 3 learning-rate candidates,
-# 3 seeds, 25 epochs; about a minute of training on 2 cores). Prints where report.html is.
+# The main job: the study at its laptop budget (JSB Chorales, the three units, quick's protocol: 6 learning-rate
+# candidates, <= 250 epochs with patience 10, 3 fresh seeds; a few minutes on 2 cores, docs/STUDY.md). Prints
+# its Table 2 and where report.html is.
 reproduce: setup
 	$(BIN)/gatedrnn reproduce --budget laptop --out results/laptop
 

@@ -119,10 +119,10 @@ class TrainConfig(BaseModel):
     width: Literal["88", "paper"] = Field("88", description="music: 88 piano keys, or the paper's width")
     limit_sequences: int | None = Field(None, gt=0, description="use only N sequences of each split (which "
                                         "ones: --subset)")
-    subset: Literal["first", "spread"] = Field("first", description="with --limit-sequences: the first N "
-                                               "sequences of each split, or N spread evenly over it (a split "
-                                               "stored by speaker or piece then keeps every one: FSDD's first "
-                                               "1,200 fsdd-a training sequences are all one speaker's)")
+    subset: Literal["first", "spread"] = Field("spread", description="with --limit-sequences: N sequences "
+                                               "spread evenly over each split (a split stored by speaker or "
+                                               "piece keeps every one), or the first N (FSDD's first 1,200 "
+                                               "fsdd-a training sequences are all one speaker's)")
     crop_length: int | None = Field(None, gt=1, description="crop every sequence to at most N steps")
     device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
 
@@ -143,6 +143,15 @@ class TrainConfig(BaseModel):
                 torch.device(v)
             except RuntimeError as e:
                 raise ValueError(f"not a torch device: {v!r}") from e
+        return v
+
+    @model_validator(mode="before")
+    @classmethod
+    def _subset_needs_a_limit(cls, v):
+        # Without --limit-sequences there is nothing to choose: recorded as "first", as every run was before
+        # "spread" became the default (2026-12-03), so their run ids stay what they were.
+        if isinstance(v, dict) and v.get("limit_sequences") is None:
+            v = {**v, "subset": "first"}
         return v
 
     @model_validator(mode="after")

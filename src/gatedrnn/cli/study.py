@@ -37,7 +37,7 @@ def add_study_commands(sub) -> None:
                     "candidate, the best on validation NLL re-run with N seeds; then tables, figures and "
                     "report.html. Kill it at any time and run the same command again to continue.")
     p.add_argument("--budget", choices=list(BUDGETS), default="smoke",
-                   help="preset: smoke (a minute or two), laptop, quick (hours on 2 cores), speech (the FSDD sets, a few "
+                   help="preset: smoke (a minute or two), laptop (make reproduce: JSB, a few minutes), quick (hours on 2 cores), speech (the FSDD sets, a few "
                         "core-hours), paper (the full protocol, early stopping), paper-faithful (the released "
                         "code's stopping rule: the best of 500 epochs, halving search; docs/STUDY.md); "
                         "flags below override single fields (default smoke)")
@@ -152,6 +152,9 @@ def cmd_reproduce(args) -> int:
     res = run_study(study, out, jobs=args.jobs, scheduler=args.scheduler, threads=args.threads,
                     progress=not args.no_progress, lease_seconds=args.lease_seconds,
                     build_report=not args.no_report, log=lambda m: print(m, file=sys.stderr))
+    table2 = out / "table2.md"
+    if "outputs" in res and table2.exists():     # the answer, where it is read: the table before the notes
+        print(table2.read_text().split("\n## Notes")[0].rstrip() + "\n")
     print(f"study {study.budget}: {res['runs']} runs ({res['ran_here']} trained or resumed by this invocation), "
           f"{len(res['failed'])} failed, {res['seconds']:.0f} s; results in {out}"
           + (f"; open {out / 'report.html'}" if "outputs" in res else ""))
