@@ -56,7 +56,7 @@ def same_run(saved: dict, cfg_json: dict) -> bool:
 
 class TrainConfig(BaseModel):
     """Everything that defines a run. Defaults follow the paper where it speaks; where it is silent
-    the choice is ours and documented in the README ("Training protocol")."""
+    the choice is ours and documented in docs/UNITS.md ("Training protocol")."""
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
     # what
