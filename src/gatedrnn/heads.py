@@ -112,6 +112,8 @@ def mixture_nll(log_pi: Tensor, mu: Tensor, sigma: Tensor, target: Tensor) -> Te
 class MixtureHead(nn.Module):
     """Gaussian mixture with diagonal covariances over ``output_size`` values per step (see the module doc)."""
 
+    fused: bool | None = None   # every head's switch; this head declares no kernel, so it switches nothing
+
     def __init__(self, hidden_size: int, output_size: int = 10, n_components: int = 20, min_scale: float = 1e-3):
         super().__init__()
         if n_components < 1 or output_size < 1:
