@@ -1,7 +1,8 @@
 """The machinery every recurrent unit shares: parameters, initialisation, weight noise,
 variable-length batches, and the loop over time.
 
-Each unit (tanh.py, gru.py, lstm.py) stores its weights as a few concatenated tensors —
+Each unit declares what it is made of once, on its class (`declares`, declaration.py), and this file
+builds it from that declaration. It stores its weights as a few concatenated tensors —
 `weight_ih` (G·H, I) holding W for every gate, `weight_hh` (G·H, H) holding U, `bias` (G·H,)
 holding b — because that is the layout a fast kernel wants (one GEMM for the input projection
 over all time steps, one per step for the recurrence). The paper's symbols are slices of these
@@ -10,7 +11,8 @@ module. The readable equations live in each unit's `cell()`; this file only runs
 
 `recurrence()` below is THE loop over time, for one unit or for K models of one kind stacked on a
 leading model dimension (`StackedUnit`, stacked.py): the fused C++ kernel (gatedrnn.kernels) when the
-unit declares one, else `RecurrentUnit.reference`, the unit's `cell()` step by step.
+unit declares one and `kernels.fused_path` says it applies, else `RecurrentUnit.reference`, the unit's
+`cell()` step by step.
 """
 from __future__ import annotations
 
@@ -53,8 +55,8 @@ class RecurrentUnit(nn.Module):
         self.weight_noise = float(weight_noise)
         # None = use the fused kernel when one applies; False = always the reference loop.
         self.fused = fused
-        self.options = type(self).resolve_options(**options)
-        self.declared = type(self).declares.with_options(self.options)
+        self.options = type(self).resolve_options(**options)      # every option it takes, with its value
+        self.declared = type(self).declares.with_options(self.options)   # the declaration as built
         self.gates, self.peepholes = self.declared.gates, self.declared.peepholes
         for k, v in self.options.items():   # reset_after, forget_bias: read by cell() / reset_parameters()
             if k != "peepholes":            # (that one is the tuple above: which gates have one)
@@ -79,11 +81,6 @@ class RecurrentUnit(nn.Module):
         if cls.declares is None:
             raise TypeError(f"{cls.__name__} declares nothing: set `declares = Declaration(...)`")
         return cls.declares.resolve(cls.name or cls.__name__, given)
-
-    @classmethod
-    def declaration(cls, **options) -> Declaration:
-        """The class's declaration for a unit built with these options (checked as the constructor does)."""
-        return cls.declares.with_options(cls.resolve_options(**options))
 
     # ------------------------------------------------------------------ init
     def reset_parameters(self) -> None:
@@ -287,8 +284,8 @@ def recurrence(unit: RecurrentUnit, xt: Tensor, state, mask: Tensor | None = Non
     b (G·H), v (P, H) or None. K models (`StackedUnit`): the same with a leading K on every tensor.
     W, U, b, v default to the unit's own parameters (one model; a forward pass passes W, U with noise).
     fused: False forces the reference loop; None takes the unit's fused kernel (`kernel_spec`; the state
-    goes to it and back through `unit.kernel_inputs` / `kernel_state`) where the kernels apply to these
-    tensors (CPU, float32/float64), else `unit.reference`.
+    goes to it and back through `unit.kernel_inputs` / `kernel_state`) where `kernels.fused_path` says
+    the kernels apply to these tensors (CPU, float32/float64, ...), else `unit.reference`.
     Returns (out (…, T, B, H), final state), model k of a stack computing exactly what the single unit
     with model k's tensors computes."""
     W = unit.weight_ih if W is None else W
