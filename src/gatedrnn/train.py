@@ -226,7 +226,7 @@ def resolve_hidden_size(cfg: TrainConfig, kind: str, input_size: int) -> int:
     if cfg.hidden_size is not None:
         return cfg.hidden_size
     if cfg.budget is not None:   # the unit as it is built (e.g. the LSTM without peepholes)
-        return match_hidden_size(cfg.unit, input_size, cfg.budget, **unit_options(cfg.unit, **given_options(cfg)))
+        return match_hidden_size(cfg.unit, input_size, cfg.budget, **given_options(cfg))
     # Table 1: the paper's sizes (matched with its nominal input size, see nn/counting.py)
     return match_hidden_size(cfg.unit, TABLE1_INPUT[kind], BUDGET[kind])
 
