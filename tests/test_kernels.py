@@ -859,3 +859,26 @@ def test_gate_recurrence_operands_are_checked():
         kernels.recurrence("gru", grec, *args)
     out, hT, cT, gT = kernels.recurrence("lstm", grec, *args, R=z(K, 3 * H, 3 * H))   # zero weights:
     assert torch.equal(gT, torch.full((K, B, 3 * H), 0.5))                         # every gate σ(0)
+
+
+# ------------------------------------------------------------------ the one decision: fused_path
+def test_fused_path_is_the_one_decision():
+    """kernels.fused_path decides for every caller: the caller's switch and declared kernel, CPU, one
+    float dtype (uint8 inputs only without a gradient), nothing empty, the library built."""
+    from gatedrnn.kernels import fused_path
+    W = torch.randn(6, 3, requires_grad=True)
+    x, x8, m = torch.randn(1, 4, 2, 3), torch.zeros(1, 4, 2, 3, dtype=torch.uint8), torch.ones(1, 4, 2, dtype=torch.bool)
+    assert fused_path("gru", x, W, mask=m) and fused_path("bernoulli", x, W)
+    assert not fused_path("gru", x, W, fused=False) and not fused_path(None, x, W)
+    assert not fused_path("gru", x.double(), W)                             # mixed dtypes
+    assert not fused_path("gru", x.half(), W.half())                        # not float32/float64
+    assert not fused_path("gru", x[:, :0], W)                               # nothing to run
+    assert not fused_path("gru", x8, W)                                     # bytes where a gradient is wanted
+    with torch.no_grad():
+        assert fused_path("gru", x8, W)                                     # compact evaluation batches
+    with pytest.raises(ValueError, match="unknown kernel"):
+        fused_path("lstm2", x, W)
+    u = make("gru", {}, 3, 4)
+    assert u.path() == "fused"
+    u.fused = False
+    assert u.path() == "reference"

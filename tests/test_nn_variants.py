@@ -629,3 +629,80 @@ def test_lstm_fgr_weight_noise_reaches_the_kernel(monkeypatch):
     assert len(seen) == 1 and not torch.allclose(seen[0][0], u.weight_gate.detach())
     for a, b in zip(*res):
         torch.testing.assert_close(a, b, atol=1e-12, rtol=1e-10)
+
+
+# ------------------------------------------------------------------ the declaration: one place per unit
+def test_counting_shapes_derive_from_the_declarations():
+    """SHAPES (G, P, S) is read from each class's declaration; pinned here to Table 1's convention as it
+    was written by hand before, so a declaration cannot drift from the counts of committed studies."""
+    from gatedrnn.nn.counting import SHAPES
+    assert SHAPES == {
+        "tanh": (1, 0, 0), "gru": (3, 0, 0), "lstm": (4, 3, 0),
+        "lstm-nig": (3, 2, 0), "lstm-nfg": (3, 2, 0), "lstm-nog": (3, 2, 0), "lstm-niaf": (4, 3, 0),
+        "lstm-noaf": (4, 3, 0), "lstm-np": (4, 0, 0), "lstm-cifg": (3, 2, 0), "lstm-fgr": (4, 3, 9),
+        "lstm-fb1": (4, 3, 0), "gru-nrg": (2, 0, 0), "gru-nug": (2, 0, 0), "gru-ra": (3, 0, 0), "mgu": (2, 0, 0)}
+    for name, cls in UNITS.items():
+        assert cls.name == name and UNITS[name] is cls                  # the registry names each class once
+        d = cls.declares
+        u = make_unit(name, 7, 5)
+        assert u.gates == d.gates and u.peepholes == d.peepholes and u.options == dict(d.options)
+        assert {k: tuple(getattr(u, k).shape) for k in d.extra} == {k: (r * 5, c * 5) for k, (r, c) in d.extra.items()}
+
+
+def test_declared_options_reach_the_unit_and_others_are_refused():
+    from gatedrnn.nn import OptionError, unit_options
+    assert unit_options("lstm-fb1") == {"forget_bias": 1.0} and unit_options("lstm-nfg") == {}
+    assert unit_options("lstm", peepholes=False) == {"peepholes": False, "forget_bias": 0.0}
+    assert make_unit("lstm-cifg", 3, 4, forget_bias=1).forget_bias == 1.0          # cast to the default's type
+    with pytest.raises(OptionError, match="lstm-np") as e:                          # the family's other forms
+        unit_options("lstm-nig", peepholes=False)
+    assert isinstance(e.value, TypeError) and isinstance(e.value, ValueError)
+    with pytest.raises(TypeError, match="takes no option 'reset_after'"):
+        make_unit("mgu", 3, 4, reset_after=True)
+    with pytest.raises(ValueError, match="no forget gate"):
+        make_unit("lstm-nfg", 3, 4, forget_bias=0.0)                            # it takes no forget_bias at all
+    with pytest.raises(ValueError, match="finite"):
+        make_unit("lstm", 3, 4, forget_bias=float("nan"))
+
+
+def test_a_declaration_is_checked_when_the_class_is_defined():
+    from gatedrnn.nn import Declaration
+    for bad in (dict(gates=()), dict(gates=("z", ""), peepholes=("f",)), dict(gates=("",), flags={"minimal": True}),
+                dict(gates=("",), kernel="lstm2"), dict(gates=("f", ""), kernel="gru", flags={"no_input_gate": True}),
+                dict(gates=("",), extra={"R": (0, 1)})):
+        with pytest.raises(TypeError):
+            Declaration(**bad)
+
+
+def test_a_new_unit_is_one_class():
+    """A unit of one's own: one class that declares itself and writes its cell(); counting (by name of
+    the class, and matching), options, the reference loop and the path record follow, with no other
+    file touched (registering it is one more entry in registry.UNITS)."""
+    from gatedrnn.nn import Declaration, RecurrentUnit
+    from gatedrnn.nn.counting import count_parameters, match_hidden_size
+
+    class Damped(RecurrentUnit):
+        """h_t = (1 − a) h_{t−1} + a tanh(W x_t + U h_{t−1} + b), a fixed: the leaky tanh unit."""
+        name = "damped"
+        declares = Declaration(gates=("",), options={"a": 0.5})
+
+        def cell(self, wx_t, h, p):
+            return (1 - self.a) * h + self.a * torch.tanh(wx_t + h @ p["U"].mT)
+
+    u = Damped(3, 4, a=0.25)
+    assert u.a == 0.25 and u.kernel_spec() is None and u.path() == "reference"
+    assert count_parameters(Damped, 3, 4) == sum(p.numel() for p in u.parameters()) == 3 * 4 + 16 + 4
+    assert match_hidden_size(Damped, 100, 20_100) == 100                      # the tanh unit's count
+    out, h = u(torch.randn(2, 5, 3))
+    assert out.shape == (2, 5, 4)
+    with pytest.raises(TypeError, match="takes no option 'b'"):
+        Damped(3, 4, b=1.0)
+
+
+def test_a_class_that_declares_nothing_is_counted_by_an_instance():
+    """Issue 20's units named by import path need no formula: e.g. torch.nn.GRU, counted as built."""
+    from gatedrnn.nn.counting import count_parameters, match_hidden_size
+    assert count_parameters(torch.nn.GRU, 10, 5) == sum(p.numel() for p in torch.nn.GRU(10, 5).parameters())
+    n = match_hidden_size(torch.nn.LSTM, 20, 5_000)
+    c = lambda k: abs(count_parameters(torch.nn.LSTM, 20, k) - 5_000)
+    assert c(n) <= c(n - 1) and c(n) < c(n + 1)

@@ -516,3 +516,131 @@ def test_cli_train_exits_3_on_divergence(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr("gatedrnn.train.prepare_data", lambda cfg: toy_dataset())
     assert main(["train", "--dataset", "jsb", "--unit", "tanh", "--hidden-size", "4", "--epochs", "1",
                  "--batch-size", "2", "--out", str(tmp_path / "ok"), "--no-progress"]) == 0
+
+
+# ------------------------------------------------------- unit options: the unit's declaration decides
+def test_every_declared_unit_option_is_a_config_field():
+    """A unit option no TrainConfig field carries could never reach a run: each is one of UNIT_OPTIONS."""
+    from gatedrnn.nn import UNITS
+    from gatedrnn.train import UNIT_OPTIONS
+    declared = {k for cls in UNITS.values() for k in cls.declares.options}
+    assert declared == set(UNIT_OPTIONS) and set(UNIT_OPTIONS) <= set(TrainConfig.model_fields)
+
+
+@pytest.mark.parametrize("kw,field", [({"unit": "lstm-nig", "peepholes": False}, "peepholes"),
+                                      ({"unit": "tanh", "forget_bias": 1.0}, "forget_bias"),
+                                      ({"unit": "lstm-nfg", "forget_bias": 0.5}, "forget_bias"),
+                                      ({"unit": "mgu", "reset_after": True}, "reset_after"),
+                                      ({"unit": "gru", "peepholes": False}, "peepholes")])
+def test_an_option_the_unit_does_not_take_is_refused_with_the_config(kw, field):
+    with pytest.raises(ValidationError) as e:
+        TrainConfig(**kw)
+    (err,) = e.value.errors()
+    assert err["loc"] == (field,) and kw["unit"] in err["msg"] and field in err["msg"]
+    cfg = TrainConfig(unit="lstm", peepholes=False)          # on assignment too: the unit no longer takes it
+    with pytest.raises(ValidationError, match="lstm-nig"):
+        cfg.unit = "lstm-nig"
+
+
+def test_cli_refuses_an_option_the_unit_does_not_take_in_one_line(tmp_path, capsys):
+    """`--unit lstm-nig --no-peepholes` used to train to the end and fail without result.json: exit 2 now,
+    one line naming the field and the unit, nothing trained."""
+    from gatedrnn.cli import main
+    out = tmp_path / "r"
+    assert main(["train", "--dataset", "jsb", "--unit", "lstm-nig", "--no-peepholes", "--epochs", "1",
+                 "--out", str(out), "--no-progress"]) == 2
+    lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("gatedrnn: error:"), lines
+    assert "peepholes" in lines[0] and "lstm-nig" in lines[0]
+    assert not out.exists()
+
+
+def test_forget_bias_reaches_the_lstm_variants(tmp_path, monkeypatch):
+    """--forget-bias used to be passed to "lstm" only; now every unit that takes it gets it (b_f, wherever
+    its block is), the default leaves the unit's own (lstm-fb1: 1), and model.json records it."""
+    from gatedrnn.train import build_model, model_spec
+    ds = toy_dataset()
+    for unit, fb, want in [("lstm-nig", 2.0, 2.0), ("lstm-cifg", -1.5, -1.5), ("lstm-fgr", 0.5, 0.5),
+                           ("lstm-fb1", 0.0, 1.0), ("lstm-fb1", 0.25, 0.25), ("lstm", 3.0, 3.0)]:
+        spec = model_spec(TrainConfig(unit=unit, hidden_size=5, forget_bias=fb), ds)
+        assert spec.unit_kwargs["forget_bias"] == want, unit
+        pw = build_model(spec).rnn.paper_weights()
+        assert torch.all(pw["b_f"] == want) and torch.all(pw["b_c"] == 0) and torch.all(pw["b_o"] == 0), unit
+    monkeypatch.setattr("gatedrnn.train.prepare_data", lambda cfg: ds)
+    cfg = TrainConfig(dataset="jsb", unit="lstm-nog", hidden_size=3, batch_size=2, epochs=1, forget_bias=2.0)
+    train(cfg, tmp_path / "run", log=lambda m: None)
+    assert json.loads((tmp_path / "run" / "model.json").read_text())["unit_kwargs"] == {"forget_bias": 2.0}
+
+
+@pytest.mark.parametrize("unit,kw", [("lstm-np", {}), ("lstm", {"peepholes": False}), ("lstm-nig", {})])
+def test_a_unit_without_some_peepholes_is_counted_as_built(tmp_path, monkeypatch, unit, kw):
+    """result.json's recurrent_parameters is the module's own count (no peepholes: none counted), and a
+    budget is matched for the unit as it is built."""
+    from gatedrnn.nn.counting import count_parameters
+    monkeypatch.setattr("gatedrnn.train.prepare_data", lambda cfg: toy_dataset())
+    cfg = TrainConfig(dataset="jsb", unit=unit, budget=400, batch_size=2, epochs=1, **kw)
+    res = train(cfg, tmp_path / "run", log=lambda m: None)
+    model = SequenceModel(unit, 4, res["hidden_size"], 4, **kw)
+    n = sum(p.numel() for p in model.rnn.parameters())
+    assert res["recurrent_parameters"] == n == count_parameters(unit, 4, res["hidden_size"], **kw)
+    G, P = {"lstm-np": (4, 0), "lstm": (4, 0), "lstm-nig": (3, 2)}[unit]
+    count = lambda h: G * (4 * h + h * h) + G * h + P * h
+    assert abs(count(res["hidden_size"]) - 400) <= min(abs(count(res["hidden_size"] + d) - 400) for d in (-1, 1))
+
+
+def test_result_records_which_path_ran(tmp_path, monkeypatch):
+    """result.json "path": "fused" where the kernels ran the recurrence, "reference" where they cannot."""
+    from gatedrnn import kernels
+    monkeypatch.setattr("gatedrnn.train.prepare_data", lambda cfg: toy_dataset())
+    cfg = TrainConfig(dataset="jsb", unit="gru", hidden_size=3, batch_size=2, epochs=1)
+    res = train(cfg, tmp_path / "a", log=lambda m: None)
+    assert res["path"] == ("fused" if kernels.available() else "reference")
+    monkeypatch.setenv("GATEDRNN_NO_KERNELS", "1")
+    kernels.reset()
+    try:
+        assert train(cfg, tmp_path / "b", log=lambda m: None)["path"] == "reference"
+    finally:
+        monkeypatch.delenv("GATEDRNN_NO_KERNELS")
+        kernels.reset()
+    assert json.loads((tmp_path / "b" / "result.json").read_text())["path"] == "reference"
+
+
+# ------------------------------------------------------------------ model.json: a typed spec, same file
+def _committed_runs() -> list[Path]:
+    return sorted(p.parent for p in REPO.glob("results/*/runs/*/model.json"))
+
+
+def test_every_committed_model_json_reads_as_a_model_spec():
+    """The typed ModelSpec reads every committed model.json (read-only) and writes the same JSON object
+    back (older files lack data_dir_resolved, which reads as None); its unit options are accepted."""
+    from gatedrnn.nn import unit_options
+    from gatedrnn.train import ModelSpec
+    runs = _committed_runs()
+    if not runs:
+        pytest.skip("no committed runs in this checkout")
+    for run in runs:
+        d = json.loads((run / "model.json").read_text())
+        spec = ModelSpec.from_json(d)
+        assert spec.to_json() == {"data_dir_resolved": None, **d}, run
+        assert spec["kind"] == spec.kind and spec.get("meta") == d["meta"]
+        unit_options(spec.unit, **spec.unit_kwargs)
+
+
+@pytest.mark.parametrize("unit", ["lstm", "lstm-fb1", "gru"])
+def test_load_run_reads_a_committed_run(tmp_path, unit):
+    """load_run on a committed run's config.json + model.json (copied, read-only source) with weights of
+    the right shapes (committed runs keep no best.pt here): a ModelSpec, the model built as recorded."""
+    from gatedrnn.train import ModelSpec, build_model, load_run
+    src = next((r for r in _committed_runs() if r.name.startswith(f"jsb-{unit}-lr")), None)
+    if src is None:
+        pytest.skip(f"no committed jsb {unit} run in this checkout")
+    run = tmp_path / src.name
+    run.mkdir()
+    for name in ("config.json", "model.json"):
+        (run / name).write_text((src / name).read_text())
+    d = json.loads((src / "model.json").read_text())
+    torch.save(build_model(d).state_dict(), run / "best.pt")
+    cfg, spec, model = load_run(run)
+    assert isinstance(spec, ModelSpec) and spec.to_json() == {"data_dir_resolved": None, **d}
+    assert (cfg.unit, spec.unit, model.rnn.hidden_size) == (unit, unit, d["hidden_size"])
+    assert model.rnn.options == {**type(model.rnn).declares.options, **d["unit_kwargs"]}

@@ -174,7 +174,7 @@ def generate_from_run(run_dir, out=None, *, seed: int = 0, temperature: float = 
     read from `data_dir` (default: where the run read its data). Returns a one-line summary."""
     run_dir = Path(run_dir)
     cfg, spec, model = load_run(run_dir)
-    music = spec["kind"] == "music"
+    music = spec.kind == "music"
     out = Path(out) if out is not None else run_dir / "samples" / f"seed{seed}{'.mid' if music else '.wav'}"
     if music and out.suffix.lower() not in (".mid", ".midi"):
         raise ValueError(f"--out must end in .mid or .midi for a music model, got {out}")
@@ -188,13 +188,13 @@ def generate_from_run(run_dir, out=None, *, seed: int = 0, temperature: float = 
         if data_dir:
             cfg = cfg.model_copy(update={"data_dir": data_dir})
         test = prepare_data(cfg).splits["test"][0]
-    meta = spec.get("meta") or {}
+    meta = spec.meta or {}
     if music:
         roll = sample_music(model, steps, seed=seed, temperature=temperature,
                             prime=None if test is None else test[1][:prime])
         n = roll_to_midi(roll, out, lowest_pitch=int(meta.get("lowest_pitch", 21)),
                          frame_seconds=meta.get("frame_seconds")  # midi:FOLDER sets record their frame length
-                         or FRAME_SECONDS.get(spec["dataset"], DEFAULT_FRAME_SECONDS))
+                         or FRAME_SECONDS.get(spec.dataset, DEFAULT_FRAME_SECONDS))
         return (f"wrote {out}: {len(roll)} frames, {n} notes, mean {roll.sum(1).mean():.2f} notes/frame "
                 f"(seed {seed}, temperature {temperature})")
     rate = int(meta.get("rate", 8000))

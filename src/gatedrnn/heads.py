@@ -2,7 +2,8 @@
 and scores targets with a per-step negative log-likelihood in nats.
 
 Every head has `forward(h) -> params`, `nll(params, target) -> (B, T)` per-step NLL (summed over the
-output dimensions), and `sample(params, generator, temperature) -> target-shaped draw`.
+output dimensions), `sample(params, generator, temperature) -> target-shaped draw`, and `kernel()`: the
+fused read-out that computes its forward + nll exactly (gatedrnn.kernels.READOUTS), or None.
 
 BernoulliHead (music): one sigmoid per pitch (its class doc).
 
@@ -33,6 +34,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from . import kernels
+from .kernels import readout
+
 __all__ = ["BernoulliHead", "MixtureHead", "make_head", "mixture_nll", "split_params"]
 
 
@@ -58,14 +62,19 @@ class BernoulliHead(nn.Module):
         # −log p = Σ_k softplus(a_k) − y_k a_k, computed stably by BCE-with-logits.
         return F.binary_cross_entropy_with_logits(logits, target, reduction="none").sum(-1)
 
+    def kernel(self) -> str | None:
+        """"bernoulli": the fused read-out computes forward + nll, unless a subclass changed either."""
+        t = type(self)
+        return "bernoulli" if t.forward is BernoulliHead.forward and t.nll is BernoulliHead.nll else None
+
     def nll_hidden(self, h: Tensor, target: Tensor, mask: Tensor | None = None) -> Tensor:
         """Per-step NLL (B, T) straight from the hidden states h (B, T, H), 0 where mask is False:
-        `nll(forward(h), target) * mask`, fused into one C++ pass on the CPU (to float rounding)."""
-        t = type(self)
-        if self.fused is not False and t.forward is BernoulliHead.forward and t.nll is BernoulliHead.nll:
-            from .kernels.readout import bernoulli_nll
-            out = bernoulli_nll(h, self.linear.weight, self.linear.bias, target, mask)
-            if out is not None:
+        `nll(forward(h), target) * mask`, fused into one C++ pass on the CPU (to float rounding) where
+        `gatedrnn.kernels.fused_path` says so."""
+        V, c = self.linear.weight, self.linear.bias
+        if kernels.fused_path(self.kernel(), h, V, c, target, mask=mask, fused=self.fused):
+            out = readout.bernoulli_nll(h, V, c, target, mask)
+            if out is not None:   # (None: operands the kernel does not take)
                 return out
         nll = self.nll(self(h), target)
         return nll * mask.to(nll.dtype) if mask is not None else nll
@@ -103,6 +112,8 @@ def mixture_nll(log_pi: Tensor, mu: Tensor, sigma: Tensor, target: Tensor) -> Te
 class MixtureHead(nn.Module):
     """Gaussian mixture with diagonal covariances over ``output_size`` values per step (see the module doc)."""
 
+    fused: bool | None = None   # every head's switch; this head declares no kernel, so it switches nothing
+
     def __init__(self, hidden_size: int, output_size: int = 10, n_components: int = 20, min_scale: float = 1e-3):
         super().__init__()
         if n_components < 1 or output_size < 1:
@@ -114,6 +125,9 @@ class MixtureHead(nn.Module):
         with torch.no_grad():  # released code: output layer U(-0.1, 0.1), bias 0
             nn.init.uniform_(self.linear.weight, -0.1, 0.1)
             self.linear.bias.zero_()
+
+    def kernel(self) -> None:
+        return None   # no fused read-out: the torch ops below
 
     @property
     def num_outputs(self) -> int:

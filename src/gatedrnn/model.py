@@ -8,6 +8,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from . import kernels
 from .heads import make_head
 from .nn import make_unit
 
@@ -63,17 +64,17 @@ class SequenceModel(nn.Module):
         return float(self.step_nll(x, y, mask, lengths).sum())
 
     def _fused_step_nll(self, x: Tensor, y: Tensor, mask: Tensor) -> Tensor | None:
-        from . import kernels
-        from .heads import BernoulliHead
-        from .kernels import readout
+        """`step_nll` by the forward-only kernels, or None where they do not apply (`kernels.fused_path`
+        decides, for the recurrence and for the head's read-out) or this pass is not the plain one (a
+        subclass's forward, weight noise in training, a time-major unit)."""
         rnn, head = self.rnn, self.head
-        dt = rnn.weight_hh.dtype
         spec = rnn.kernel_spec()
-        if (type(self).forward is not SequenceModel.forward or type(head) is not BernoulliHead
-                or head.fused is False or rnn.fused is False or (rnn.training and rnn.weight_noise > 0)
-                or not rnn.batch_first or x.dim() != 3 or x.shape[0] * x.shape[1] == 0
-                or x.dtype not in (torch.uint8, dt) or not (x.is_cpu and y.is_cpu and mask.is_cpu)
-                or spec is None or not rnn.weight_hh.is_cpu or not kernels.available()):
+        if (type(self).forward is not SequenceModel.forward or (rnn.training and rnn.weight_noise > 0)
+                or not rnn.batch_first or x.dim() != 3
+                or not kernels.fused_path(spec and spec[0], x, rnn.weight_ih, rnn.weight_hh, rnn.bias,
+                                          rnn.peephole, mask=mask, fused=rnn.fused)
+                or not kernels.fused_path(head.kernel(), head.linear.weight, head.linear.bias, y, mask=mask,
+                                          fused=head.fused)):
             return None
         kind, flags = spec
         B, T, _ = x.shape
@@ -86,8 +87,4 @@ class SequenceModel(nn.Module):
                                 rnn.weight_hh[None], rnn.bias[None], None if v is None else v[None], m,
                                 **extra)[0]
         h = out[0].transpose(0, 1)                          # (B, T, H) view of the time-major output
-        V, c = head.linear.weight, head.linear.bias
-        if not readout.applies(h, V, c, y, mask) or not (y.dtype == dt or y.dtype == torch.uint8):
-            return None
-        return readout.run_forward(h, V.detach().contiguous(), c.detach().contiguous(), readout._unit_inner(y),
-                                   None if full else mask)
+        return head.nll_hidden(h, y, None if full else mask)

@@ -22,16 +22,17 @@ import json
 import math
 import time
 from contextlib import contextmanager
+from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from .data import load_dataset, resolve_data_dir
 from .data.batching import iterate_batches
 from .model import SequenceModel
-from .nn import unit_names
+from .nn import unit_names, unit_options
 from .nn.counting import BUDGET, TABLE1_INPUT, count_parameters, match_hidden_size
 from .status import RunStatus
 from .utils import atomic_torch_save, atomic_write_text, environment, load_weights, resolve_device, write_json
@@ -41,6 +42,10 @@ UNIT_NAMES = tuple(unit_names())   # the paper's three units, then the ablation 
 # Fields that do not change what a run computes (where the data lives, which device runs it, how often
 # the training split's NLL is recorded: evaluation draws no random numbers and changes no weights).
 NOT_COMPUTED = ("data_dir", "device", "eval_train_every")
+# The fields that are options of a unit: each unit's declaration says which it takes (gatedrnn.nn.Declaration).
+# A field at its default passes nothing, so the unit keeps its own default (lstm-fb1: forget_bias 1);
+# another value reaches the unit, or, if the unit does not take that option, is refused with the config.
+UNIT_OPTIONS = ("peepholes", "reset_after", "forget_bias")
 
 
 def same_run(saved: dict, cfg_json: dict) -> bool:
@@ -69,7 +74,8 @@ class TrainConfig(BaseModel):
     budget: int | None = Field(None, gt=0, description="match the hidden size to this many recurrent parameters")
     peepholes: bool = Field(True, description="LSTM: diagonal peepholes v_i, v_f, v_o (the paper's form)")
     reset_after: bool = Field(False, description="GRU: Cho et al.'s r ⊙ (U h) instead of the paper's U (r ⊙ h)")
-    forget_bias: float = Field(0.0, allow_inf_nan=False, description="LSTM: initial forget-gate bias b_f")
+    forget_bias: float = Field(0.0, allow_inf_nan=False, description="LSTM family: initial forget-gate bias b_f "
+                               "(0: the unit's own, lstm-fb1's 1)")
     # how
     optimizer: Literal["rmsprop", "rmsprop-momentum"] = Field(
         "rmsprop", description="plain RMSProp, or the authors' released variant (momentum, rms floor, "
@@ -154,6 +160,17 @@ class TrainConfig(BaseModel):
             v = {**v, "subset": "first"}
         return v
 
+    @field_validator("unit", *UNIT_OPTIONS)
+    @classmethod
+    def _options_the_unit_takes(cls, v, info: ValidationInfo):
+        """An option the unit does not take (its declaration says which) is refused here, before anything
+        trains; the error names the field and the unit. (Fields are validated in order, unit first; on
+        assignment `info.data` holds all the others.)"""
+        values = {**info.data, info.field_name: v}
+        if "unit" in values:
+            unit_options(values["unit"], **given_options(values))   # OptionError is a ValueError
+        return v
+
     @model_validator(mode="after")
     def _one_size(self):
         if self.hidden_size is not None and self.budget is not None:
@@ -208,11 +225,17 @@ def lr_at(cfg: TrainConfig, epoch: int) -> float:
 
 
 # ---------------------------------------------------------------------------- pieces
+def given_options(cfg: TrainConfig | dict) -> dict:
+    """The unit options a config gives (UNIT_OPTIONS not at their field's default)."""
+    d = cfg if isinstance(cfg, dict) else {k: getattr(cfg, k) for k in UNIT_OPTIONS}
+    return {k: d[k] for k in UNIT_OPTIONS if k in d and d[k] != TrainConfig.model_fields[k].default}
+
+
 def resolve_hidden_size(cfg: TrainConfig, kind: str, input_size: int) -> int:
     if cfg.hidden_size is not None:
         return cfg.hidden_size
-    if cfg.budget is not None:
-        return match_hidden_size(cfg.unit, input_size, cfg.budget, peepholes=cfg.peepholes)
+    if cfg.budget is not None:   # the unit as it is built (e.g. the LSTM without peepholes)
+        return match_hidden_size(cfg.unit, input_size, cfg.budget, **given_options(cfg))
     # Table 1: the paper's sizes (matched with its nominal input size, see nn/counting.py)
     return match_hidden_size(cfg.unit, TABLE1_INPUT[kind], BUDGET[kind])
 
@@ -224,22 +247,54 @@ def prepare_data(cfg: TrainConfig):
             if cfg.limit_sequences or cfg.crop_length else ds)
 
 
-def model_spec(cfg: TrainConfig, ds) -> dict:
-    """Everything needed to rebuild the model without the data (saved as model.json)."""
-    unit_kw = {}
-    if cfg.unit == "lstm":
-        unit_kw = dict(peepholes=cfg.peepholes, forget_bias=cfg.forget_bias)
-    elif cfg.unit == "gru":
-        unit_kw = dict(reset_after=cfg.reset_after)
-    return {"unit": cfg.unit, "input_size": ds.input_size,
-            "hidden_size": resolve_hidden_size(cfg, ds.kind, ds.input_size),
-            "output_size": ds.target_size, "head": "bernoulli" if ds.kind == "music" else "mdn",
-            "unit_kwargs": unit_kw, "kind": ds.kind, "dataset": ds.name, "meta": ds.meta}
+@dataclass(frozen=True)
+class ModelSpec:
+    """Everything needed to rebuild a run's model without the data, saved as model.json (the same JSON
+    object as before it was typed: `to_json`, `from_json`; `spec["kind"]` still reads a field)."""
+    unit: str
+    input_size: int
+    hidden_size: int
+    output_size: int
+    head: str                                   # "bernoulli" (music) or "mdn" (speech)
+    unit_kwargs: dict[str, Any]                 # the options the unit is built with (its declaration's)
+    kind: str                                   # "music" or "speech"
+    dataset: str
+    meta: dict[str, Any] = field(default_factory=dict)
+    data_dir_resolved: str | None = None        # where the run read its data (evaluate/sample find it there)
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, d: dict) -> "ModelSpec":
+        names = {f.name for f in fields(cls)}
+        required = {f.name for f in fields(cls) if f.default is MISSING and f.default_factory is MISSING}
+        if not required <= set(d) or not set(d) <= names:
+            raise ValueError(f"not a model spec (model.json): missing {sorted(required - set(d))}, "
+                             f"unknown {sorted(set(d) - names)}")
+        return cls(**d)
+
+    def __getitem__(self, key: str):
+        return getattr(self, key)
+
+    def get(self, key: str, default=None):
+        return getattr(self, key, default)
 
 
-def build_model(spec: dict, weight_noise: float = 0.0) -> SequenceModel:
-    return SequenceModel(spec["unit"], spec["input_size"], spec["hidden_size"], spec["output_size"],
-                         head=spec["head"], weight_noise=weight_noise, **spec["unit_kwargs"])
+def model_spec(cfg: TrainConfig, ds) -> ModelSpec:
+    """Everything needed to rebuild the model without the data (saved as model.json); the unit gets
+    every option its declaration takes (the config's where it gives one, else the unit's default)."""
+    return ModelSpec(unit=cfg.unit, input_size=ds.input_size,
+                     hidden_size=resolve_hidden_size(cfg, ds.kind, ds.input_size),
+                     output_size=ds.target_size, head="bernoulli" if ds.kind == "music" else "mdn",
+                     unit_kwargs=unit_options(cfg.unit, **given_options(cfg)), kind=ds.kind, dataset=ds.name,
+                     meta=ds.meta)
+
+
+def build_model(spec: ModelSpec | dict, weight_noise: float = 0.0) -> SequenceModel:
+    spec = spec if isinstance(spec, ModelSpec) else ModelSpec.from_json(spec)
+    return SequenceModel(spec.unit, spec.input_size, spec.hidden_size, spec.output_size,
+                         head=spec.head, weight_noise=weight_noise, **spec.unit_kwargs)
 
 
 @torch.no_grad()
@@ -419,8 +474,8 @@ class _Run:
         spec = model_spec(cfg, ds)
         # where the data was read from, so `evaluate`/`sample --prime` find it in a shell without the env var
         data_root = resolve_data_dir(cfg.data_dir)
-        write_json(self.out / "model.json",
-                   {**spec, "data_dir_resolved": str(data_root.resolve()) if data_root else None})
+        spec = replace(spec, data_dir_resolved=str(data_root.resolve()) if data_root else None)
+        write_json(self.out / "model.json", spec.to_json())
         self.model = model = build_model(spec, cfg.weight_noise).to(device)
         self.opt = make_optimizer(cfg, model.parameters())
         self.rng = torch.get_rng_state()               # this model's stream: init draws done, noise next
@@ -689,7 +744,9 @@ def finish_run(cfg: TrainConfig, ds, model: SequenceModel, state: dict, out: Pat
         "status": str(state["status"]), "config": cfg.model_dump(), "dataset": ds.name, "kind": ds.kind,
         "unit": cfg.unit, "hidden_size": model.rnn.hidden_size, "input_size": ds.input_size,
         "recurrent_parameters": count_parameters(cfg.unit, ds.input_size, model.rnn.hidden_size,
-                                                 peepholes=cfg.peepholes),
+                                                 **model.rnn.options),   # the unit as it was built
+        # which loop ran the recurrence: the fused kernel or the reference (kernels.fused_path decides)
+        "path": model.rnn.path(),
         "total_parameters": sum(p.numel() for p in model.parameters()),
         "epochs": state["epoch"], "best_epoch": state["best_epoch"], "updates": state["updates"],
         "skipped_updates": state.get("skipped", 0),
@@ -724,7 +781,7 @@ def _write_metrics(out: Path, history: list[dict]) -> None:
     atomic_write_text(out / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in history))
 
 
-def load_run(run_dir: str | Path, device="cpu") -> tuple[TrainConfig, dict, SequenceModel]:
+def load_run(run_dir: str | Path, device="cpu") -> tuple[TrainConfig, ModelSpec, SequenceModel]:
     """(config, model spec, best-validation model in eval mode) of a run directory."""
     run = Path(run_dir)
     for name in ("config.json", "model.json", "best.pt"):
@@ -732,10 +789,10 @@ def load_run(run_dir: str | Path, device="cpu") -> tuple[TrainConfig, dict, Sequ
             raise FileNotFoundError(f"{run} is not a (started) run directory: {name} is missing")
     try:
         cfg = TrainConfig(**json.loads((run / "config.json").read_text()))
-        spec = json.loads((run / "model.json").read_text())
+        spec = ModelSpec.from_json(json.loads((run / "model.json").read_text()))
     except json.JSONDecodeError as e:
         raise ValueError(f"{run}: config.json or model.json is not valid JSON ({e})") from None
-    recorded = spec.get("data_dir_resolved")
+    recorded = spec.data_dir_resolved
     if cfg.data_dir is None and resolve_data_dir(None) is None and recorded and Path(recorded).is_dir():
         cfg = cfg.model_copy(update={"data_dir": recorded})   # trained with GATEDRNN_DATA_DIR set
     model = build_model(spec).to(device)

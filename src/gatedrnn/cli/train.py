@@ -94,7 +94,7 @@ def cmd_evaluate(args) -> int:
     if args.json:
         print(json.dumps(rows, indent=2))
     else:
-        per = _per(spec["kind"])
+        per = _per(spec.kind)
         for s, r in rows.items():
             print(f"{s:5s}  {r['nll']:.4f} nats/{per}   per-sequence mean {r['nll_seqavg']:.4f} "
                   f"(first {per} not scored)   {r['nll_seq']:.2f} nats/sequence   "

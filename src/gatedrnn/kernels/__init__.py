@@ -26,6 +26,12 @@ zero-length sequences or an empty batch, no kernel library — and the caller ru
 When no gradient is wanted (torch.no_grad, or no input requires one) it runs the forward-only kernel
 (`autograd.inference`): the same arithmetic, no autograd Function, no activations kept for backward.
 
+Whether a fused kernel runs at all is decided in ONE place, `fused_path(kernel, *tensors, fused=...)`,
+which every caller asks: the loop over time (gatedrnn.nn), the music head's read-out (heads.py and
+readout.py), the model's forward-only evaluation (model.py) and the run's record of the path it took
+(train.py, result.json "path"). The caller says which kernel computes its equations (None: none) and
+passes its own switch (`fused=False`: always the reference); the kernels say whether they apply.
+
 The fast path is a C++ loop (fused.cpp) built lazily on first use with the system compiler and cached
 once per machine (see loader.py). If it cannot be built or loaded, ONE warning says so and every unit
 falls back to the reference loop. Set `GATEDRNN_NO_KERNELS=1` to disable it altogether.
@@ -43,7 +49,8 @@ from torch import Tensor
 from . import autograd, loader
 from .autograd import GRU, LSTM, TANH, FusedRecurrence, mask_bytes, row_strided
 
-__all__ = ["KINDS", "FLAGS", "recurrence", "inference", "available", "build_error", "reset", "needs_grad"]
+__all__ = ["KINDS", "OPTIONS", "FLAGS", "READOUTS", "fused_path", "recurrence", "inference", "available",
+           "build_error", "reset", "needs_grad"]
 
 KINDS = {"tanh": TANH, "gru": GRU, "lstm": LSTM}
 # the flags each kind understands (all default False). The ablations (nn/*_variants.py) are flags of a
@@ -61,8 +68,10 @@ VARIANT_BITS = {"lstm": {"no_input_gate": 1, "no_forget_gate": 2, "no_output_gat
                          "gate_recurrence": 64},                                     # = LVar in fused.cpp
                 "gru": {"no_reset_gate": 1, "no_update_gate": 2, "minimal": 4},      # = GVar
                 "tanh": {}}
-FLAGS: dict[str, tuple[str, ...]] = {"tanh": (), "gru": ("reset_after", *VARIANT_BITS["gru"]),
-                                     "lstm": ("peepholes", *VARIANT_BITS["lstm"])}
+# each kind's own options (the paper units' forms): the GRU's reset placement, the LSTM's peepholes
+OPTIONS: dict[str, tuple[str, ...]] = {"tanh": (), "gru": ("reset_after",), "lstm": ("peepholes",)}
+FLAGS: dict[str, tuple[str, ...]] = {k: (*OPTIONS[k], *VARIANT_BITS[k]) for k in KINDS}
+READOUTS = ("bernoulli",)   # the fused read-out + loss of the music head (readout.py)
 
 _state_lock = threading.Lock()
 _status: bool | None = None      # None: not tried yet; True: loaded; False: failed (warned)
@@ -109,6 +118,35 @@ def needs_grad(tensors) -> bool:
     return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
 
 
+_DTYPES = (torch.float32, torch.float64)
+
+
+def fused_path(kernel: str | None, *tensors: Tensor | None, mask: Tensor | None = None,
+               fused: bool | None = None) -> bool:
+    """THE decision whether a fused kernel runs; every caller asks here. True when
+    - the caller allows it: `fused` (a unit's or head's own switch) is not False;
+    - the caller declares a kernel that computes exactly its equations: `kernel` is a kind of KINDS or a
+      read-out of READOUTS (None: it declares none, its own code runs);
+    - the tensors (None entries skipped) and the mask are on the CPU, and none is empty; the tensors
+      share one float dtype, float32 or float64, except compact (uint8) inputs or targets, which are
+      taken only where no gradient is wanted;
+    - the kernel library is built (`available()`; a failed build warns once).
+    Operand shapes are the kernel function's own business (`recurrence`, `readout.bernoulli_nll`)."""
+    if fused is False or kernel is None:
+        return False
+    if kernel not in KINDS and kernel not in READOUTS:
+        raise ValueError(f"unknown kernel {kernel!r}; expected one of {sorted(KINDS) + list(READOUTS)}")
+    ts = [t for t in tensors if t is not None]
+    floats = [t for t in ts if t.dtype != torch.uint8]
+    if not floats or floats[0].dtype not in _DTYPES or any(t.dtype != floats[0].dtype for t in floats):
+        return False
+    if len(floats) < len(ts) and needs_grad(floats):
+        return False
+    if mask is not None and not mask.is_cpu:
+        return False
+    return all(t.is_cpu and t.numel() > 0 for t in ts) and available()
+
+
 def _code(kind: str, flags: Mapping[str, bool]) -> tuple[int, bool, bool, int]:
     """(unit code, reset_after, peepholes, LSTM ablation bits) for the C ABI; unknown kinds or flags are a
     programming error."""
@@ -144,9 +182,6 @@ def _gate_operands(kind: str, lvar: int, h0: Tensor, R: Tensor | None, g0: Tenso
     return True
 
 
-_DTYPES = (torch.float32, torch.float64)
-
-
 def recurrence(kind: str, flags: Mapping[str, bool], x: Tensor, h0: Tensor, c0: Tensor | None, W: Tensor,
                U: Tensor, b: Tensor, v: Tensor | None, mask: Tensor | None, *, R: Tensor | None = None,
                g0: Tensor | None = None):
@@ -158,11 +193,7 @@ def recurrence(kind: str, flags: Mapping[str, bool], x: Tensor, h0: Tensor, c0: 
     is_lstm = code == LSTM
     v = v if peep else None
     tensors = (x, h0, c0, W, U, b, v, R, g0)
-    K, T, B, _ = x.shape
-    dt = x.dtype
-    if (T == 0 or B == 0 or dt not in _DTYPES or (is_lstm and c0 is None)
-            or not all(t is None or (t.is_cpu and t.dtype == dt) for t in tensors)
-            or (mask is not None and not mask.is_cpu) or not available()):
+    if (is_lstm and c0 is None) or x.dtype == torch.uint8 or not fused_path(kind, *tensors, mask=mask):
         return None
     args = (code, reset_after, peep, x, h0, c0, W, U, b, v, mask, lvar, R, g0)
     if not needs_grad(tensors):   # evaluation: forward only, nothing kept for a backward

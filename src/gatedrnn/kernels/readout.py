@@ -9,8 +9,9 @@ the micro-kernel GEMM and one elementwise pass, never materialising the logits, 
 Backward recomputes a and gives dh = da V, dV = Σ daᵀ h, dc = Σ da with da = g_t (σ(a) − y).
 
 `bernoulli_nll(h, V, c, y, mask)` returns the (B, T) NLL, or None when the kernel does not apply
-(non-CPU tensors, dtypes other than float32/float64, mixed dtypes, no kernel library); under
-torch.no_grad it runs the forward only, without an autograd Function.
+(`gatedrnn.kernels.fused_path` decides: non-CPU tensors, dtypes other than float32/float64, mixed dtypes,
+no kernel library; or operands it does not take, `fits`); under torch.no_grad it runs the forward only,
+without an autograd Function.
 """
 from __future__ import annotations
 
@@ -106,25 +107,18 @@ class BernoulliNLL(torch.autograd.Function):
         return dh if need[0] else None, dV if need[1] else None, dc if need[2] else None, None, None
 
 
-def applies(h: Tensor, V: Tensor, c: Tensor, y: Tensor, mask: Tensor | None) -> bool:
-    """CPU tensors of one float dtype (targets: that dtype, or uint8 where no gradient is wanted)."""
+def fits(h: Tensor, V: Tensor, c: Tensor, y: Tensor, mask: Tensor | None) -> bool:
+    """The operands this kernel takes: h (B, T, H), V (O, H), c (O,), y (B, T, O) wanting no gradient, mask
+    (B, T) or None. (Device, dtype and the build: `gatedrnn.kernels.fused_path`, which decides.)"""
     return (h.dim() == 3 and y.dim() == 3 and h.shape[:2] == y.shape[:2] and V.shape == (y.shape[2], h.shape[2])
-            and c.shape == (V.shape[0],) and h.dtype in (torch.float32, torch.float64)
-            and all(t.is_cpu and t.dtype == h.dtype for t in (h, V, c)) and y.is_cpu
-            and (y.dtype == h.dtype or (y.dtype == torch.uint8 and not needs_grad_([h, V, c])))
-            and not y.requires_grad and h.shape[0] * h.shape[1] > 0
-            and (mask is None or (mask.shape == h.shape[:2] and mask.is_cpu)))
-
-
-def needs_grad_(ts) -> bool:
-    from . import needs_grad
-    return needs_grad(ts)
+            and c.shape == (V.shape[0],) and not y.requires_grad
+            and (mask is None or mask.shape == h.shape[:2]))
 
 
 def bernoulli_nll(h: Tensor, V: Tensor, c: Tensor, y: Tensor, mask: Tensor | None) -> Tensor | None:
     """Per-step NLL (B, T) of the Bernoulli head (0 where mask is False), or None if the kernel does not apply."""
-    from . import available, needs_grad
-    if not applies(h, V, c, y, mask) or not available():
+    from . import fused_path, needs_grad
+    if not fits(h, V, c, y, mask) or not fused_path("bernoulli", h, V, c, y, mask=mask):
         return None
     mask_u8 = mask_bytes(mask)
     if not needs_grad([h, V, c]):

@@ -1,7 +1,8 @@
 """The machinery every recurrent unit shares: parameters, initialisation, weight noise,
 variable-length batches, and the loop over time.
 
-Each unit (tanh.py, gru.py, lstm.py) stores its weights as a few concatenated tensors —
+Each unit declares what it is made of once, on its class (`declares`, declaration.py), and this file
+builds it from that declaration. It stores its weights as a few concatenated tensors —
 `weight_ih` (G·H, I) holding W for every gate, `weight_hh` (G·H, H) holding U, `bias` (G·H,)
 holding b — because that is the layout a fast kernel wants (one GEMM for the input projection
 over all time steps, one per step for the recurrence). The paper's symbols are slices of these
@@ -10,7 +11,8 @@ module. The readable equations live in each unit's `cell()`; this file only runs
 
 `recurrence()` below is THE loop over time, for one unit or for K models of one kind stacked on a
 leading model dimension (`StackedUnit`, stacked.py): the fused C++ kernel (gatedrnn.kernels) when the
-unit declares one, else `RecurrentUnit.reference`, the unit's `cell()` step by step.
+unit declares one and `kernels.fused_path` says it applies, else `RecurrentUnit.reference`, the unit's
+`cell()` step by step.
 """
 from __future__ import annotations
 
@@ -22,23 +24,24 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pad_packed_sequence, pack_padded_sequence
 
 from .. import kernels
+from .declaration import Declaration
 
 
 class RecurrentUnit(nn.Module):
     """Base class: a single recurrent layer run over a whole sequence.
 
-    Subclasses set `gates` (the paper's subscripts, in storage order; "" for the
-    candidate of the tanh unit / GRU) and implement `cell(wx_t, state, p)`. A class whose equations a
-    fused kernel computes exactly declares it: `kernel` (a kind of `gatedrnn.kernels.KINDS`) and
-    `kernel_flags()`; see `kernel_spec`.
+    Subclasses declare themselves once, `declares = Declaration(...)` (declaration.py: gate blocks,
+    peepholes, extra matrices, options, kernel and flags), set `name` (the registry's; `family`: the
+    paper unit a variant modifies) and implement `cell(wx_t, state, p)`. Every unit has the same API:
+    `Unit(input_size, hidden_size, batch_first=True, *, weight_noise=0.0, fused=None, **its options)`.
     """
 
-    gates: tuple[str, ...] = ()
-    peepholes: tuple[str, ...] = ()
-    kernel: str | None = None
+    name: str = ""
+    family: str = ""
+    declares: Declaration | None = None
 
     def __init__(self, input_size: int, hidden_size: int, batch_first: bool = True, *,
-                 weight_noise: float = 0.0, fused: bool | None = None):
+                 weight_noise: float = 0.0, fused: bool | None = None, **options):
         super().__init__()
         if not (isinstance(input_size, int) and input_size > 0):
             raise ValueError(f"input_size must be a positive integer, got {input_size!r}")
@@ -52,6 +55,12 @@ class RecurrentUnit(nn.Module):
         self.weight_noise = float(weight_noise)
         # None = use the fused kernel when one applies; False = always the reference loop.
         self.fused = fused
+        self.options = type(self).resolve_options(**options)      # every option it takes, with its value
+        self.declared = type(self).declares.with_options(self.options)   # the declaration as built
+        self.gates, self.peepholes = self.declared.gates, self.declared.peepholes
+        for k, v in self.options.items():   # reset_after, forget_bias: read by cell() / reset_parameters()
+            if k != "peepholes":            # (that one is the tuple above: which gates have one)
+                setattr(self, k, v)
         G, H = len(self.gates), hidden_size
         self.weight_ih = nn.Parameter(torch.empty(G * H, input_size))
         self.weight_hh = nn.Parameter(torch.empty(G * H, H))
@@ -60,18 +69,34 @@ class RecurrentUnit(nn.Module):
             self.peephole = nn.Parameter(torch.empty(len(self.peepholes), H))
         else:
             self.register_parameter("peephole", None)
+        for k, (r, c) in self.declared.extra.items():
+            self.register_parameter(k, nn.Parameter(torch.empty(r * H, c * H)))
         self.reset_parameters()
+
+    @classmethod
+    def resolve_options(cls, **given) -> dict:
+        """Every option this unit takes, with its value: the declared defaults updated by `given`. An
+        option it does not take is refused (OptionError: a TypeError and a ValueError); a unit that
+        refuses some values too (gru-ra: reset_after=False) checks them here."""
+        if cls.declares is None:
+            raise TypeError(f"{cls.__name__} declares nothing: set `declares = Declaration(...)`")
+        return cls.declares.resolve(cls.name or cls.__name__, given)
 
     # ------------------------------------------------------------------ init
     def reset_parameters(self) -> None:
         """Initialisation of the authors' released code: input matrices U(-0.1, 0.1),
-        each recurrent block (one H x H matrix per gate) orthogonal, biases 0.
-        Peepholes (not specified there) start at 0."""
+        each recurrent block (one H x H matrix per gate, and each block of the extra matrices) orthogonal,
+        biases 0. Peepholes (not specified there) start at 0."""
         H = self.hidden_size
         with torch.no_grad():
             nn.init.uniform_(self.weight_ih, -0.1, 0.1)
             for g in range(len(self.gates)):
                 nn.init.orthogonal_(self.weight_hh[g * H:(g + 1) * H])
+            for k, (rows, cols) in self.declared.extra.items():   # like U: one orthogonal H×H block at a time
+                M = getattr(self, k)
+                for r in range(rows):
+                    for c in range(cols):
+                        nn.init.orthogonal_(M[r * H:(r + 1) * H, c * H:(c + 1) * H])
             self.bias.zero_()
             if self.peephole is not None:
                 self.peephole.zero_()
@@ -103,7 +128,8 @@ class RecurrentUnit(nn.Module):
         s = f"{self.input_size}, {self.hidden_size}, batch_first={self.batch_first}"
         if self.weight_noise:
             s += f", weight_noise={self.weight_noise}"
-        return s
+        defaults = type(self).declares.options
+        return s + "".join(f", {k}={v}" for k, v in self.options.items() if v != defaults[k])
 
     # ------------------------------------------------------------- contract
     def init_state(self, batch: int, like: Tensor):
@@ -139,17 +165,25 @@ class RecurrentUnit(nn.Module):
             self._trace.append({k: v.detach() for k, v in gates.items()})
 
     # ---------------------------------------------------------------- kernel
-    def kernel_flags(self) -> dict[str, bool]:
-        """The options of this unit's fused kernel (e.g. reset_after, peepholes); see `kernel`."""
-        return {}
-
     def kernel_spec(self) -> tuple[str, dict[str, bool]] | None:
-        """(kind, flags) of the fused kernel computing this unit's equations, or None (reference loop).
-        Only the class that declares `kernel` and the subclasses that keep its equations get it: a
+        """(kind, flags) of the fused kernel computing this unit's equations, or None (reference loop): the
+        declaration's. Only the class that declares it and the subclasses that keep its equations get it: a
         subclass overriding cell(), reference(), state_h(), init_state(), kernel_inputs() or
         kernel_state() computes something the kernel does not know, so it runs its own reference loop."""
         kind = _declared_kernel(type(self))
-        return None if kind is None else (kind, self.kernel_flags())
+        return None if kind is None else (kind, self.declared.kernel_flags())
+
+    def kernel_flags(self) -> dict[str, bool]:
+        """The flags of the declared kernel for this unit (`Declaration.kernel_flags`); {} without one."""
+        return self.declared.kernel_flags() if self.declared.kernel else {}
+
+    def path(self) -> str:
+        """"fused" or "reference": the path a forward of this unit takes on inputs like its weights (what
+        `recurrence` runs; `gatedrnn.kernels.fused_path` decides both)."""
+        spec = self.kernel_spec()
+        fused = kernels.fused_path(spec and spec[0], self.weight_ih, self.weight_hh, self.bias, self.peephole,
+                                   fused=self.fused)
+        return "fused" if fused else "reference"
 
     def kernel_inputs(self, state) -> tuple[Tensor, Tensor | None, dict[str, Tensor]]:
         """The loop's state (leading model dim K) as operands of `gatedrnn.kernels.recurrence`: (h0, c0 or
@@ -250,8 +284,8 @@ def recurrence(unit: RecurrentUnit, xt: Tensor, state, mask: Tensor | None = Non
     b (G·H), v (P, H) or None. K models (`StackedUnit`): the same with a leading K on every tensor.
     W, U, b, v default to the unit's own parameters (one model; a forward pass passes W, U with noise).
     fused: False forces the reference loop; None takes the unit's fused kernel (`kernel_spec`; the state
-    goes to it and back through `unit.kernel_inputs` / `kernel_state`) where the kernels apply to these
-    tensors (CPU, float32/float64), else `unit.reference`.
+    goes to it and back through `unit.kernel_inputs` / `kernel_state`) where `kernels.fused_path` says
+    the kernels apply to these tensors (CPU, float32/float64, ...), else `unit.reference`.
     Returns (out (…, T, B, H), final state), model k of a stack computing exactly what the single unit
     with model k's tensors computes."""
     W = unit.weight_ih if W is None else W
@@ -271,11 +305,11 @@ def recurrence(unit: RecurrentUnit, xt: Tensor, state, mask: Tensor | None = Non
 
 
 def _stacked(unit, xt, state, mask, W, U, b, v, fused):
-    spec = unit.kernel_spec() if fused is not False else None
-    if spec is not None:
+    spec = unit.kernel_spec()
+    if kernels.fused_path(spec and spec[0], xt, W, U, b, v, mask=mask, fused=fused):
         h0, c0, extra = unit.kernel_inputs(state)
         res = kernels.recurrence(*spec, xt, h0, c0, W, U, b, v, mask, **extra)
-        if res is not None:
+        if res is not None:   # (None: the state's operands do not fit, e.g. another dtype)
             return res[0], unit.kernel_state(res[1:])
     return unit.reference(xt, state, mask, W, U, b, v)
 
@@ -285,8 +319,8 @@ _kernel_of: dict[type, str | None] = {}   # unit class -> its kernel kind (the c
 
 def _declared_kernel(cls: type) -> str | None:
     if cls not in _kernel_of:
-        owner = next(c for c in cls.__mro__ if "kernel" in c.__dict__)   # RecurrentUnit declares None
-        kind = owner.__dict__["kernel"]
+        owner = next(c for c in cls.__mro__ if "declares" in c.__dict__)   # RecurrentUnit declares None
+        kind = owner.declares and owner.declares.kernel
         if kind is not None and any(getattr(cls, m) is not getattr(owner, m)
                                     for m in ("cell", "reference", "state_h", "init_state", "kernel_inputs",
                                               "kernel_state")):

@@ -8,11 +8,15 @@ peepholes (3 vectors) for the LSTM:
 This reproduces all six Table 1 counts with input size 20 for speech and a nominal input size of 100
 for music (no input size of 88 or 93-108 fits all three music rows; see docs/PAPER notes).
 
-The ablation variants (nn/lstm_variants.py, nn/gru_variants.py; docs/VARIANTS.md) follow the same
-convention. Every unit is G blocks (gates + candidate) of W (n×I), U (n×n) and b (n), P peephole vectors
-and S extra n×n matrices (lstm-fgr's gate-to-gate R): G(I·n + n²) + G·n + P·n + S·n².
+Every unit follows the same convention, read from its declaration (declaration.py): G blocks (gates +
+candidate) of W (n×I), U (n×n) and b (n), P peephole vectors and S extra n×n blocks (lstm-fgr's
+gate-to-gate R): G(I·n + n²) + G·n + P·n + S·n² — exactly the parameters the module holds. A unit class
+that declares nothing (any torch module built as `Class(input_size, hidden_size, ...)`) is counted by
+building one and counting its parameters.
 """
 from __future__ import annotations
+
+from .registry import UNITS, unit_class, unit_options
 
 # (task, unit) -> (units, the paper's printed count in thousands)
 TABLE1 = {
@@ -26,45 +30,37 @@ TABLE1_INPUT = {"music": 100, "speech": 20}
 BUDGET = {"music": 20_100, "speech": 168_400}
 
 
-# unit name -> (G blocks of W, U, b; P peephole vectors; S extra n×n matrices)
-SHAPES: dict[str, tuple[int, int, int]] = {
-    "tanh": (1, 0, 0), "gru": (3, 0, 0), "lstm": (4, 3, 0),
-    # LSTM ablations (Greff et al. 2015) on the paper's peephole LSTM
-    "lstm-nig": (3, 2, 0), "lstm-nfg": (3, 2, 0), "lstm-nog": (3, 2, 0),
-    "lstm-niaf": (4, 3, 0), "lstm-noaf": (4, 3, 0), "lstm-np": (4, 0, 0),
-    "lstm-cifg": (3, 2, 0), "lstm-fgr": (4, 3, 9), "lstm-fb1": (4, 3, 0),
-    # GRU ablations, and the minimal gated unit (Zhou et al. 2016)
-    "gru-nrg": (2, 0, 0), "gru-nug": (2, 0, 0), "gru-ra": (3, 0, 0), "mgu": (2, 0, 0),
-}
+# unit name -> (G blocks of W, U, b; P peephole vectors; S extra n×n blocks), from the declarations
+SHAPES: dict[str, tuple[int, int, int]] = {name: cls.declares.shape for name, cls in UNITS.items()}
 
 
-def count_parameters(unit: str, input_size: int, hidden_size: int, *, peepholes: bool = True) -> int:
-    """Recurrent-layer parameter count of `unit` (any name of `gatedrnn.nn.unit_names()`) with the
-    paper's convention. `peepholes=False` drops the LSTM's three peephole vectors ("lstm" only; the
-    variants fix their own peepholes — "lstm-np" has none — and GRU-family units have none)."""
+def count_parameters(unit: str | type, input_size: int, hidden_size: int, *, peepholes: bool = True,
+                     **options) -> int:
+    """Recurrent-layer parameter count of `unit` (any name of `gatedrnn.nn.unit_names()`, or a unit class)
+    with the paper's convention, built with its `options` (those it declares, e.g. the LSTM's
+    peepholes=False, which drops its three peephole vectors). `peepholes=True` is every unit's default and
+    passes nothing; peepholes=False to a unit that does not take it is refused (OptionError, a ValueError)."""
     I, n = int(input_size), int(hidden_size)
     if I <= 0 or n <= 0:
         raise ValueError(f"input_size and hidden_size must be positive, got {input_size}, {hidden_size}")
-    u = unit.lower()
-    if u not in SHAPES:
-        raise ValueError(f"unknown unit {unit!r}; expected one of {sorted(SHAPES)}")
-    G, P, S = SHAPES[u]
-    if not peepholes and P:
-        if u != "lstm":
-            raise ValueError(f"{unit!r} fixes its own peepholes; peepholes=False applies to 'lstm' only "
-                             "(the peephole-free variant is 'lstm-np')")
-        P = 0
-    return G * (I * n + n * n) + G * n + P * n + S * n * n
+    if not peepholes:
+        options["peepholes"] = False
+    cls = unit_class(unit)
+    options = unit_options(cls, **options)
+    if getattr(cls, "declares", None) is None:    # no declaration: count an instance
+        return sum(p.numel() for p in cls(I, n, **options).parameters())
+    return cls.declares.with_options(options).count(I, n)
 
 
-def match_hidden_size(unit: str, input_size: int, budget: int, *, peepholes: bool = True) -> int:
+def match_hidden_size(unit: str | type, input_size: int, budget: int, *, peepholes: bool = True,
+                      **options) -> int:
     """The hidden size whose parameter count is closest to `budget` (ties: the smaller size).
-    Any unit name of `count_parameters`."""
+    Any unit and options of `count_parameters`."""
     if int(budget) <= 0:
         raise ValueError(f"budget must be a positive number of parameters, got {budget}")
     best, best_err, n = 1, None, 1
     while True:
-        c = count_parameters(unit, input_size, n, peepholes=peepholes)
+        c = count_parameters(unit, input_size, n, peepholes=peepholes, **options)
         err = abs(c - budget)
         if best_err is None or err < best_err:
             best, best_err = n, err

@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 
 from .base import RecurrentUnit
+from .declaration import Declaration
 
 
 class GRU(RecurrentUnit):
@@ -22,19 +23,9 @@ class GRU(RecurrentUnit):
     weight_noise=0.0)`, `forward(x, state=None, lengths=None) -> (output, h)`.
     Paper symbols: W_z, U_z, b_z, W_r, U_r, b_r, W, U, b."""
 
-    gates = ("z", "r", "")
-    kernel = "gru"   # fused.cpp computes cell() below exactly, either reset placement
-
-    def kernel_flags(self) -> dict[str, bool]:
-        return {"reset_after": self.reset_after}
-
-    def __init__(self, input_size: int, hidden_size: int, batch_first: bool = True, *,
-                 reset_after: bool = False, **kw):
-        self.reset_after = bool(reset_after)
-        super().__init__(input_size, hidden_size, batch_first, **kw)
-
-    def extra_repr(self) -> str:
-        return super().extra_repr() + (", reset_after=True" if self.reset_after else "")
+    name = "gru"
+    # fused.cpp computes cell() below exactly, either reset placement (the kernel's flag reset_after)
+    declares = Declaration(gates=("z", "r", ""), options={"reset_after": False}, kernel="gru")
 
     def cell(self, wx_t: Tensor, h: Tensor, p: dict[str, Tensor]) -> Tensor:
         H = self.hidden_size

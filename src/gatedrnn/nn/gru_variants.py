@@ -14,10 +14,10 @@
              h̃_t = tanh(W x_t + U (f_t ⊙ h_{t-1}) + b)
              h_t = (1 − f_t) ⊙ h_{t-1} + f_t ⊙ h̃_t
 
-Storage: base.py's layout, one block per entry of `gates` ("" = the candidate). gru-ra runs the GRU
-kernel (reset_after=True), gru-nrg the GRU kernel with r_t = 1 (flag no_reset_gate), gru-nug and mgu the
-paper GRU kernel's two stages with one gate block (flags no_update_gate, minimal). Parameter counts:
-nn/counting.py.
+Each class declares itself once (`declares`, declaration.py). Storage: base.py's layout, one block per
+entry of `gates` ("" = the candidate). gru-ra runs the GRU kernel (reset_after=True), gru-nrg the GRU
+kernel with r_t = 1 (flag no_reset_gate), gru-nug and mgu the paper GRU kernel's two stages with one gate
+block (flags no_update_gate, minimal). Parameter counts follow from the declarations (nn/counting.py).
 """
 from __future__ import annotations
 
@@ -25,6 +25,7 @@ import torch
 from torch import Tensor
 
 from .base import RecurrentUnit
+from .declaration import Declaration, OptionError
 from .gru import GRU
 from .variant import Variant
 
@@ -40,11 +41,7 @@ class GRUVariant(Variant, RecurrentUnit):
 class GRUNoResetGate(GRUVariant):
     """gru-nrg: no reset gate. Paper symbols: W_z, U_z, b_z, W, U, b."""
     name = "gru-nrg"
-    gates = ("z", "")
-    kernel = "gru"   # fused: the GRU kernel with r_t = 1
-
-    def kernel_flags(self) -> dict[str, bool]:
-        return {"reset_after": False, "no_reset_gate": True}
+    declares = Declaration(gates=("z", ""), kernel="gru", flags={"no_reset_gate": True})   # the GRU kernel, r_t = 1
 
     def cell(self, wx_t: Tensor, h: Tensor, p: dict[str, Tensor]) -> Tensor:
         Wx_z, Wx = self.blocks(wx_t)                        # W_z x_t + b_z, W x_t + b, for all t at once
@@ -57,11 +54,8 @@ class GRUNoResetGate(GRUVariant):
 class GRUNoUpdateGate(GRUVariant):
     """gru-nug: no update gate. Paper symbols: W_r, U_r, b_r, W, U, b."""
     name = "gru-nug"
-    gates = ("r", "")
-    kernel = "gru"   # fused: the paper GRU's two stages with z_t = 1
-
-    def kernel_flags(self) -> dict[str, bool]:
-        return {"reset_after": False, "no_update_gate": True}
+    # fused: the paper GRU's two stages with z_t = 1
+    declares = Declaration(gates=("r", ""), kernel="gru", flags={"no_update_gate": True})
 
     def cell(self, wx_t: Tensor, h: Tensor, p: dict[str, Tensor]) -> Tensor:
         Wx_r, Wx = self.blocks(wx_t)
@@ -76,23 +70,23 @@ class GRUResetAfter(Variant, GRU):
     gru.py's, and so is its kernel (reset_after=True). Paper symbols: those of the GRU."""
     name = "gru-ra"
     family = "gru"
-    kernel = "gru"   # kernel_flags (GRU's): reset_after=True
+    # the GRU kernel with its flag reset_after on; the option is accepted (True) so that code copying a
+    # GRU's options can rebuild it
+    declares = Declaration(gates=GRU.declares.gates, options={"reset_after": True}, kernel="gru")
 
-    def __init__(self, input_size: int, hidden_size: int, batch_first: bool = True, *,
-                 reset_after: bool = True, **kw):
-        if not reset_after:   # accepted (True) so that code copying a GRU's options can rebuild it
-            raise ValueError("gru-ra is the GRU with reset_after=True; use 'gru' for reset_after=False")
-        super().__init__(input_size, hidden_size, batch_first, reset_after=True, **kw)
+    @classmethod
+    def resolve_options(cls, **given) -> dict:
+        options = super().resolve_options(**given)
+        if not options["reset_after"]:
+            raise OptionError("gru-ra is the GRU with reset_after=True; use 'gru' for reset_after=False")
+        return options
 
 
 class MGU(GRUVariant):
     """mgu: the minimal gated unit (Zhou et al. 2016). Symbols: W_f, U_f, b_f, W, U, b."""
     name = "mgu"
-    gates = ("f", "")
-    kernel = "gru"   # fused: the paper GRU's two stages with r_t = z_t = f_t
-
-    def kernel_flags(self) -> dict[str, bool]:
-        return {"reset_after": False, "minimal": True}
+    # fused: the paper GRU's two stages with r_t = z_t = f_t
+    declares = Declaration(gates=("f", ""), kernel="gru", flags={"minimal": True})
 
     def cell(self, wx_t: Tensor, h: Tensor, p: dict[str, Tensor]) -> Tensor:
         Wx_f, Wx = self.blocks(wx_t)

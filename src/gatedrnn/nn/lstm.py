@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 
 from .base import RecurrentUnit
+from .declaration import Declaration
 
 
 class LSTM(RecurrentUnit):
@@ -24,31 +25,18 @@ class LSTM(RecurrentUnit):
     forget_bias=0.0, weight_noise=0.0)`, `forward(x, state=None, lengths=None) -> (output, (h, c))`.
     Paper symbols: W_i, U_i, v_i, b_i, W_f, U_f, v_f, b_f, W_c, U_c, b_c, W_o, U_o, v_o, b_o."""
 
-    gates = ("i", "f", "c", "o")
-    kernel = "lstm"   # fused.cpp computes cell() below exactly, with or without peepholes
-
-    def __init__(self, input_size: int, hidden_size: int, batch_first: bool = True, *,
-                 peepholes: bool = True, forget_bias: float = 0.0, **kw):
-        self.peepholes = ("i", "f", "o") if peepholes else ()
-        self.forget_bias = float(forget_bias)
-        super().__init__(input_size, hidden_size, batch_first, **kw)
+    name = "lstm"
+    # fused.cpp computes cell() below exactly, with or without peepholes (the kernel's flag peepholes)
+    declares = Declaration(gates=("i", "f", "c", "o"), peepholes=("i", "f", "o"),
+                           options={"peepholes": True, "forget_bias": 0.0}, kernel="lstm")
 
     def reset_parameters(self) -> None:
         super().reset_parameters()
-        H = self.hidden_size
-        with torch.no_grad():
-            self.bias[H:2 * H].fill_(self.forget_bias)
-
-    def extra_repr(self) -> str:
-        s = super().extra_repr()
-        if not self.peepholes:
-            s += ", peepholes=False"
-        if self.forget_bias:
-            s += f", forget_bias={self.forget_bias}"
-        return s
-
-    def kernel_flags(self) -> dict[str, bool]:
-        return {"peepholes": bool(self.peepholes)}
+        fb = self.options.get("forget_bias", 0.0)   # (lstm-nfg has no forget gate, and takes no forget_bias)
+        if fb:                                       # b_f starts at forget_bias, wherever f's block is
+            H, k = self.hidden_size, self.gates.index("f")
+            with torch.no_grad():
+                self.bias[k * H:(k + 1) * H].fill_(fb)
 
     def init_state(self, batch: int, like: Tensor):
         z = like.new_zeros(batch, self.hidden_size)

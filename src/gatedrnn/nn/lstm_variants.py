@@ -22,63 +22,54 @@ peephole LSTM (lstm.py: Chung et al. 2014 eqs. 2-4, Graves 2013):
     lstm-fb1   the full unit with the forget-gate bias initialised to 1 (Gers et al. 2000, Jozefowicz
                et al. 2015) instead of the released code's 0
 
-Fused kernels: every variant declares the LSTM kernel with its flags (lstm-np and lstm-fb1: the LSTM's
-equations without / with peepholes; the others: the change of the elementwise pass, `kernel_variant`;
+Each class declares itself once (`declares`, declaration.py): its gates, peepholes, options and kernel.
+Fused kernels: every variant declares the LSTM kernel (lstm-np and lstm-fb1: the LSTM's equations
+without / with peepholes; the others: a change of the elementwise pass, the declaration's `flags`;
 lstm-fgr: the flag `gate_recurrence`, one more GEMM per step on the previous gates, with R and the gate
 state passed through `kernel_inputs` / `kernel_state`; docs/VARIANTS.md).
 
 Storage (base.py's layout): `weight_ih`/`weight_hh`/`bias` hold one block per entry of `gates` (in that
-order), `peephole` one row per entry of `peepholes`; lstm-fgr adds `weight_gate` (3n, 3n) = [R_{gk}] with
-row blocks g and column blocks k both in the order (i, f, o). Parameter counts: nn/counting.py.
+order), `peephole` one row per entry of `peepholes`; lstm-fgr declares one more matrix, `weight_gate`
+(3n, 3n) = [R_{gk}] with row blocks g and column blocks k both in the order (i, f, o). Parameter counts
+follow from the declarations (nn/counting.py).
 """
 from __future__ import annotations
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from .base import RecurrentUnit
+from .declaration import Declaration, OptionError
 from .lstm import LSTM
 from .variant import Variant
 
 σ, tanh = torch.sigmoid, torch.tanh
 
 
+# The option of every LSTM variant with a forget gate: b_f's initial value (lstm-fb1's default is 1).
+FORGET_BIAS = {"forget_bias": 0.0}
+GATES, PEEPHOLES = LSTM.declares.gates, LSTM.declares.peepholes   # the full unit's: i, f, c, o; i, f, o
+
+
 class LSTMVariant(Variant, LSTM):
     """Base of the LSTM ablations. API: `Cls(input_size, hidden_size, batch_first=True, forget_bias=…,
     weight_noise=0.0, fused=None)`, `forward(x, state=None, lengths=None) -> (output, (h, c))`.
-    The gates and peepholes are fixed by the class (no `peepholes=` option); `forget_bias` initialises
-    b_f where there is a forget gate (default: the class's, 0 except lstm-fb1)."""
+    The gates and peepholes are fixed by the class's declaration (no `peepholes=` option); `forget_bias`
+    initialises b_f (default: the class's, 0 except lstm-fb1; lstm-nfg, without a forget gate, takes none)."""
 
     family = "lstm"
-    gates: tuple[str, ...] = ("i", "f", "c", "o")
-    peepholes: tuple[str, ...] = ("i", "f", "o")
-    default_forget_bias = 0.0
-    kernel_variant: dict[str, bool] = {}   # the LSTM kernel's ablation flags (gatedrnn.kernels.FLAGS)
 
-    def __init__(self, input_size: int, hidden_size: int, batch_first: bool = True, *,
-                 forget_bias: float | None = None, **kw):
-        self.forget_bias = float(self.default_forget_bias if forget_bias is None else forget_bias)
-        if self.forget_bias and "f" not in self.gates:
-            raise ValueError(f"{self.name} has no forget gate, so forget_bias must be 0, got {forget_bias!r}")
-        RecurrentUnit.__init__(self, input_size, hidden_size, batch_first, **kw)
-
-    def kernel_flags(self) -> dict[str, bool]:
-        return {**LSTM.kernel_flags(self), **self.kernel_variant}
-
-    def reset_parameters(self) -> None:
-        RecurrentUnit.reset_parameters(self)        # as the paper's units: U(-0.1, 0.1), orthogonal, 0
-        if "f" in self.gates:
-            H, k = self.hidden_size, self.gates.index("f")
-            with torch.no_grad():
-                self.bias[k * H:(k + 1) * H].fill_(self.forget_bias)
+    @classmethod
+    def resolve_options(cls, **given) -> dict:
+        if "forget_bias" in given and "f" not in cls.declares.gates:   # say why, not only that
+            raise OptionError(f"{cls.name} has no forget gate, so it takes no forget_bias")
+        return super().resolve_options(**given)
 
 
 class LSTMNoInputGate(LSTMVariant):
     """lstm-nig: i_t = 1. Paper symbols: W_f, U_f, v_f, b_f, W_c, U_c, b_c, W_o, U_o, v_o, b_o."""
     name = "lstm-nig"
-    kernel, kernel_variant = "lstm", {"no_input_gate": True}   # fused (kernels.FLAGS)
-    gates = ("f", "c", "o")
-    peepholes = ("f", "o")
+    declares = Declaration(gates=("f", "c", "o"), peepholes=("f", "o"), options=FORGET_BIAS,
+                           kernel="lstm", flags={"no_input_gate": True})   # fused (kernels.VARIANT_BITS)
 
     def cell(self, wx_t: Tensor, state, p: dict[str, Tensor]):
         h, c = state
@@ -95,9 +86,8 @@ class LSTMNoInputGate(LSTMVariant):
 class LSTMNoForgetGate(LSTMVariant):
     """lstm-nfg: f_t = 1. Paper symbols: W_i, U_i, v_i, b_i, W_c, U_c, b_c, W_o, U_o, v_o, b_o."""
     name = "lstm-nfg"
-    kernel, kernel_variant = "lstm", {"no_forget_gate": True}   # fused (kernels.FLAGS)
-    gates = ("i", "c", "o")
-    peepholes = ("i", "o")
+    declares = Declaration(gates=("i", "c", "o"), peepholes=("i", "o"),
+                           kernel="lstm", flags={"no_forget_gate": True})   # fused (kernels.VARIANT_BITS)
 
     def cell(self, wx_t: Tensor, state, p: dict[str, Tensor]):
         h, c = state
@@ -114,9 +104,8 @@ class LSTMNoForgetGate(LSTMVariant):
 class LSTMNoOutputGate(LSTMVariant):
     """lstm-nog: o_t = 1. Paper symbols: W_i, U_i, v_i, b_i, W_f, U_f, v_f, b_f, W_c, U_c, b_c."""
     name = "lstm-nog"
-    kernel, kernel_variant = "lstm", {"no_output_gate": True}   # fused (kernels.FLAGS)
-    gates = ("i", "f", "c")
-    peepholes = ("i", "f")
+    declares = Declaration(gates=("i", "f", "c"), peepholes=("i", "f"), options=FORGET_BIAS,
+                           kernel="lstm", flags={"no_output_gate": True})   # fused (kernels.VARIANT_BITS)
 
     def cell(self, wx_t: Tensor, state, p: dict[str, Tensor]):
         h, c = state
@@ -133,7 +122,8 @@ class LSTMNoOutputGate(LSTMVariant):
 class LSTMNoInputActivation(LSTMVariant):
     """lstm-niaf: c̃_t is linear. Paper symbols: those of the LSTM."""
     name = "lstm-niaf"
-    kernel, kernel_variant = "lstm", {"no_input_activation": True}   # fused (kernels.FLAGS)
+    declares = Declaration(gates=GATES, peepholes=PEEPHOLES, options=FORGET_BIAS,
+                           kernel="lstm", flags={"no_input_activation": True})   # fused (kernels.VARIANT_BITS)
 
     def cell(self, wx_t: Tensor, state, p: dict[str, Tensor]):
         h, c = state
@@ -151,7 +141,8 @@ class LSTMNoInputActivation(LSTMVariant):
 class LSTMNoOutputActivation(LSTMVariant):
     """lstm-noaf: h_t = o_t ⊙ c_t. Paper symbols: those of the LSTM."""
     name = "lstm-noaf"
-    kernel, kernel_variant = "lstm", {"no_output_activation": True}   # fused (kernels.FLAGS)
+    declares = Declaration(gates=GATES, peepholes=PEEPHOLES, options=FORGET_BIAS,
+                           kernel="lstm", flags={"no_output_activation": True})   # fused (kernels.VARIANT_BITS)
 
     def cell(self, wx_t: Tensor, state, p: dict[str, Tensor]):
         h, c = state
@@ -170,8 +161,7 @@ class LSTMNoPeepholes(LSTMVariant):
     """lstm-np: no v_i, v_f, v_o. Paper symbols: W_i, U_i, b_i, W_f, U_f, b_f, W_c, U_c, b_c, W_o, U_o, b_o.
     Fused: the LSTM kernel without peepholes computes cell() below."""
     name = "lstm-np"
-    peepholes = ()
-    kernel = "lstm"   # kernel_flags (LSTM's): peepholes=False
+    declares = Declaration(gates=GATES, options=FORGET_BIAS, kernel="lstm")   # kernel flag peepholes=False
 
     def cell(self, wx_t: Tensor, state, p: dict[str, Tensor]):
         h, c = state
@@ -189,9 +179,8 @@ class LSTMNoPeepholes(LSTMVariant):
 class LSTMCoupledGates(LSTMVariant):
     """lstm-cifg: i_t = 1 − f_t. Paper symbols: W_f, U_f, v_f, b_f, W_c, U_c, b_c, W_o, U_o, v_o, b_o."""
     name = "lstm-cifg"
-    kernel, kernel_variant = "lstm", {"coupled_input_forget": True}   # fused (kernels.FLAGS)
-    gates = ("f", "c", "o")
-    peepholes = ("f", "o")
+    declares = Declaration(gates=("f", "c", "o"), peepholes=("f", "o"), options=FORGET_BIAS,
+                           kernel="lstm", flags={"coupled_input_forget": True})   # fused (kernels.VARIANT_BITS)
 
     def cell(self, wx_t: Tensor, state, p: dict[str, Tensor]):
         h, c = state
@@ -218,26 +207,10 @@ class LSTMFullGateRecurrence(LSTMVariant):
     backward carries dL/d[i;f;o] to the previous step through Rᵀ. `kernel_inputs` hands the kernel R (this
     pass's, with its weight noise) and the gate state [i | f | o]; `kernel_state` splits the final one."""
     name = "lstm-fgr"
-    kernel, kernel_variant = "lstm", {"gate_recurrence": True}   # fused (kernels.FLAGS)
+    declares = Declaration(gates=GATES, peepholes=PEEPHOLES, extra={"weight_gate": (3, 3)},   # R_gk, below
+                           options=FORGET_BIAS, kernel="lstm", flags={"gate_recurrence": True})
     sources = ("i", "f", "o")
-
-    def __init__(self, input_size: int, hidden_size: int, batch_first: bool = True, **kw):
-        super().__init__(input_size, hidden_size, batch_first, **kw)
-        self.weight_gate = nn.Parameter(torch.empty(3 * hidden_size, 3 * hidden_size))
-        self._init_gate_recurrence()
-        object.__setattr__(self, "_pass_R", None)
-
-    def _init_gate_recurrence(self) -> None:
-        H = self.hidden_size
-        with torch.no_grad():
-            for g in range(3):
-                for k in range(3):
-                    nn.init.orthogonal_(self.weight_gate[g * H:(g + 1) * H, k * H:(k + 1) * H])
-
-    def reset_parameters(self) -> None:
-        super().reset_parameters()
-        if getattr(self, "weight_gate", None) is not None:   # not yet during RecurrentUnit.__init__
-            self._init_gate_recurrence()
+    _pass_R: Tensor | None = None   # this forward's R (with its weight noise), between noisy_weights and the end
 
     def _gate_symbols(self, R: Tensor) -> dict[str, Tensor]:
         H = self.hidden_size
@@ -301,8 +274,8 @@ class LSTMForgetBias1(LSTMVariant):
     """lstm-fb1: the paper's LSTM with b_f initialised to 1 (its equations unchanged, so the LSTM kernel
     with peepholes runs it). Paper symbols: those of the LSTM."""
     name = "lstm-fb1"
-    default_forget_bias = 1.0
-    kernel = "lstm"   # kernel_flags (LSTM's): peepholes=True
+    declares = Declaration(gates=GATES, peepholes=PEEPHOLES, options={"forget_bias": 1.0},
+                           kernel="lstm")   # the LSTM kernel with peepholes
     cell = LSTM.cell
 
 

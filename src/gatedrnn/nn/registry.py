@@ -1,8 +1,10 @@
-"""The unit registry: every unit name -> its class (the paper's three, then the ablation variants).
+"""The unit registry: every unit name -> its class (the paper's three, then the ablation variants), each
+class listed once and named by its own `name`; what a unit takes is its declaration's (declaration.py).
 See the package doc (gatedrnn/nn/__init__.py)."""
 from __future__ import annotations
 
 from .base import RecurrentUnit
+from .declaration import OptionError
 from .gru import GRU
 from .gru_variants import GRU_VARIANTS
 from .lstm import LSTM
@@ -10,8 +12,8 @@ from .lstm_variants import LSTM_VARIANTS
 from .tanh import TanhRNN
 
 PAPER_UNITS: tuple[str, ...] = ("tanh", "gru", "lstm")
-UNITS: dict[str, type[RecurrentUnit]] = {"tanh": TanhRNN, "gru": GRU, "lstm": LSTM,
-                                         **LSTM_VARIANTS, **GRU_VARIANTS}
+UNITS: dict[str, type[RecurrentUnit]] = {c.name: c for c in (
+    TanhRNN, GRU, LSTM, *LSTM_VARIANTS.values(), *GRU_VARIANTS.values())}
 
 
 def unit_names() -> list[str]:
@@ -19,22 +21,44 @@ def unit_names() -> list[str]:
     return list(UNITS)
 
 
+def unit_class(unit: str | type) -> type:
+    """The class of the unit called `unit` (case-insensitive; see `unit_names()`); a class is its own."""
+    if isinstance(unit, type):
+        return unit
+    key = unit.lower() if isinstance(unit, str) else None
+    if key not in UNITS:
+        raise ValueError(f"unknown unit {unit!r}; expected one of: {', '.join(UNITS)}")
+    return UNITS[key]
+
+
 def unit_family(name: str) -> str:
     """The paper unit `name` is (or modifies): "tanh", "gru" or "lstm". LSTM-family units carry an
-    (h, c, …) state and accept `forget_bias`; only "lstm" itself accepts `peepholes`, only "gru"
-    `reset_after`."""
-    cls = UNITS[_check(name)]
-    return getattr(cls, "family", "") or name.lower()
+    (h, c, …) state; the options each takes are its declaration's (`unit_options`)."""
+    cls = unit_class(name)
+    return cls.family or cls.name
 
 
-def _check(name: str) -> str:
-    key = name.lower() if isinstance(name, str) else None
-    if key not in UNITS:
-        raise ValueError(f"unknown unit {name!r}; expected one of: {', '.join(UNITS)}")
-    return key
+def unit_options(unit: str | type, **given) -> dict:
+    """The options `unit` is built with: every option it declares, its default updated by `given`.
+    An option it does not take, or a value it refuses, raises OptionError (a ValueError and a TypeError)
+    naming the unit and what it takes (a variant's other forms are units of their own: the message lists
+    its family's)."""
+    cls = unit_class(unit)
+    if getattr(cls, "declares", None) is None:   # a class that declares nothing checks its keywords itself
+        return dict(given)
+    try:
+        return cls.resolve_options(**given)
+    except OptionError as e:
+        unknown = [k for k in given if k not in cls.declares.options]
+        if not unknown or not cls.family:
+            raise
+        others = [n for n, c in UNITS.items() if n != cls.name and unit_family(n) == cls.family]
+        raise OptionError(f"{e}; the other forms of the {cls.family} family are units of their own: "
+                          f"{', '.join(others)}") from None
 
 
 def make_unit(name: str, input_size: int, hidden_size: int, **kw) -> RecurrentUnit:
     """Build the unit called `name` (case-insensitive; see `unit_names()`). `kw`: batch_first,
-    weight_noise, fused, and the unit's own options (e.g. forget_bias for the LSTM family)."""
-    return UNITS[_check(name)](input_size, hidden_size, **kw)
+    weight_noise, fused, and the unit's own options (its declaration's, e.g. forget_bias for the LSTM
+    family)."""
+    return unit_class(name)(input_size, hidden_size, **kw)

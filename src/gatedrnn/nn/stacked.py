@@ -22,8 +22,6 @@ import torch
 from torch import Tensor, nn
 
 from .base import RecurrentUnit, _map, recurrence
-from .gru import GRU
-from .lstm import LSTM
 from .registry import UNITS, make_unit
 
 _STACKABLE = {"weight_ih", "weight_hh", "bias", "peephole"}
@@ -32,7 +30,7 @@ _STACKABLE = {"weight_ih", "weight_hh", "bias", "peephole"}
 class StackedUnit(nn.Module):
     """K recurrent units of one kind as stacked parameters. API:
     `StackedUnit(unit_name, K, input_size, hidden_size, batch_first=True, weight_noise=0.0 (float or K
-    floats), fused=None, **unit options (reset_after / peepholes / forget_bias))`,
+    floats), fused=None, **the unit's options (its declaration's: reset_after, peepholes, forget_bias, ...))`,
     `forward(x, state=None, lengths=None, noise=None) -> (output, state)`, `from_units(list)`,
     `to_units()`."""
 
@@ -92,14 +90,7 @@ class StackedUnit(nn.Module):
 
     @staticmethod
     def _options(u: RecurrentUnit) -> dict:
-        o = {}
-        if type(u) is GRU:
-            o["reset_after"] = u.reset_after
-        if isinstance(u, LSTM):
-            if type(u) is LSTM:   # the variants fix their own peepholes
-                o["peepholes"] = bool(u.peepholes)
-            o["forget_bias"] = u.forget_bias
-        return o
+        return dict(u.options)   # every option the unit's declaration gives it, with its value
 
     def to_units(self) -> list[RecurrentUnit]:
         """K independent single units holding copies of the stacked weights."""

@@ -8,14 +8,15 @@ import torch
 from torch import Tensor
 
 from .base import RecurrentUnit
+from .declaration import Declaration
 
 
 class TanhRNN(RecurrentUnit):
     """tanh-RNN. API: `TanhRNN(input_size, hidden_size, batch_first=True, weight_noise=0.0)`,
     `forward(x, state=None, lengths=None) -> (output, h)`. Paper symbols: W, U, b."""
 
-    gates = ("",)
-    kernel = "tanh"   # fused.cpp computes cell() below exactly
+    name = "tanh"
+    declares = Declaration(gates=("",), kernel="tanh")   # fused.cpp computes cell() below exactly
 
     def cell(self, wx_t: Tensor, h: Tensor, p: dict[str, Tensor]) -> Tensor:
         # wx_t = W x_t + b (for all t at once, see RecurrentUnit.reference)

@@ -1,13 +1,14 @@
 """What every ablation variant (lstm_variants.py, gru_variants.py) shares.
 
-A variant is a small subclass of a paper unit (or of RecurrentUnit) with its own `gates`, `peepholes`
-and `cell()`; it keeps base.py's storage layout (`weight_ih` (G·H, I), `weight_hh` (G·H, H), `bias`
-(G·H,), `peephole` (P, H)) and runs base.py's loop (`recurrence`).
+A variant is a small subclass of a paper unit (or of RecurrentUnit) with its own declaration
+(`declares = Declaration(...)`: gates, peepholes, options, kernel; declaration.py) and `cell()`; it keeps
+base.py's storage layout (`weight_ih` (G·H, I), `weight_hh` (G·H, H), `bias` (G·H,), `peephole` (P, H))
+and runs base.py's loop (`recurrence`).
 
-A fused kernel runs only for a class that declares one (`kernel`, `kernel_flags()`; see
-`RecurrentUnit.kernel_spec`). `Variant` declares none, so a variant never inherits its parent's kernel:
-it gets a fused path only by declaring, in its own class, the kernel and flags whose equations are
-exactly its cell() (every variant does; docs/VARIANTS.md lists them).
+A fused kernel runs only for the class that declares it and subclasses that keep its equations (see
+`RecurrentUnit.kernel_spec`), so a variant never inherits its parent's kernel: it gets a fused path only
+by declaring, in its own class, the kernel and flags whose equations are exactly its cell() (every
+variant does; docs/VARIANTS.md lists them).
 """
 from __future__ import annotations
 
@@ -20,7 +21,6 @@ class Variant:
 
     name: str = ""
     family: str = ""
-    kernel: str | None = None   # no fused kernel unless the variant's own class declares one
 
     def blocks(self, wx_t: Tensor) -> tuple[Tensor, ...]:
         """Split `wx_t` (W_g x_t + b_g for every gate, concatenated) into one (…, H) block per gate,

@@ -1,0 +1,107 @@
+"""What a unit says about itself, once, on its class: `declares = Declaration(...)`.
+
+    class GRU(RecurrentUnit):
+        name = "gru"
+        declares = Declaration(gates=("z", "r", ""), options={"reset_after": False}, kernel="gru")
+
+Everything else is derived from it, never restated: the parameters the module holds (base.py), Table 1's
+parameter count and the size matching (counting.py), the fused kernel and its flags
+(`RecurrentUnit.kernel_spec`), which options the unit takes (the constructor, `registry.unit_options`,
+and so `gatedrnn train`'s refusal of an option a unit does not take). The registry lists units by their
+class's `name` (registry.py).
+
+A unit without a declaration (issue 20's units named by import path, any torch module) can still be
+counted: counting.py then counts an instance's parameters.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+from typing import Mapping
+
+from .. import kernels
+
+
+class OptionError(TypeError, ValueError):
+    """An option a unit does not take, or a value it refuses. A TypeError, as Python's own for an
+    unexpected keyword argument, and a ValueError, so that a config validator (pydantic) reports it as
+    the field's error and the command line prints one line."""
+
+
+@dataclass(frozen=True)
+class Declaration:
+    """A unit's parameters, options and kernel.
+
+    gates      one H-wide block of W (H, I), U (H, H) and b (H) per entry, in storage order: the paper's
+               subscripts, "" for the candidate of the tanh unit and the GRU
+    peepholes  the gates with a diagonal peephole v_g (one H-vector each, the LSTM's); the option
+               `peepholes=False` (the LSTM's) drops them — no other option changes the layout
+    extra      further parameters made of H×H blocks, by name: (row blocks, column blocks); initialised
+               like U, one orthogonal block at a time (lstm-fgr: "weight_gate": (3, 3), its nine R_gk)
+    options    the keyword options the unit takes -> their defaults (the LSTM: peepholes, forget_bias)
+    kernel     the fused kernel that computes the class's cell() exactly (a kind of gatedrnn.kernels.KINDS),
+               or None: the reference loop only
+    flags      that kernel's ablation flags (gatedrnn.kernels.VARIANT_BITS), e.g. {"no_input_gate": True}
+    """
+    gates: tuple[str, ...]
+    peepholes: tuple[str, ...] = ()
+    extra: Mapping[str, tuple[int, int]] = field(default_factory=dict)
+    options: Mapping[str, bool | float] = field(default_factory=dict)
+    kernel: str | None = None
+    flags: Mapping[str, bool] = field(default_factory=dict)
+
+    def __post_init__(self):
+        # checked when the class is defined, so a wrong declaration never reaches a run
+        if not self.gates or not all(isinstance(g, str) for g in self.gates):
+            raise TypeError(f"gates must be a non-empty tuple of names, got {self.gates!r}")
+        if not set(self.peepholes) <= set(self.gates):
+            raise TypeError(f"peepholes {self.peepholes} must be gates of {self.gates}")
+        if any(not (int(r) > 0 and int(c) > 0) for r, c in self.extra.values()):
+            raise TypeError(f"extra matrices need positive block counts, got {dict(self.extra)}")
+        if self.kernel is None and self.flags:
+            raise TypeError(f"flags {dict(self.flags)} without a kernel")
+        if self.kernel is not None:
+            if self.kernel not in kernels.KINDS:
+                raise TypeError(f"unknown kernel {self.kernel!r}; expected one of {sorted(kernels.KINDS)}")
+            unknown = set(self.flags) - set(kernels.VARIANT_BITS[self.kernel])
+            if unknown:
+                raise TypeError(f"kernel {self.kernel!r} has no ablation flag(s) {sorted(unknown)}")
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """(G blocks of W, U, b; P peephole vectors; S extra H×H blocks): Table 1's convention."""
+        return len(self.gates), len(self.peepholes), sum(r * c for r, c in self.extra.values())
+
+    def count(self, input_size: int, hidden_size: int) -> int:
+        """Recurrent-layer parameters: G(I·n + n²) + G·n + P·n + S·n² (the module holds exactly these)."""
+        G, P, S = self.shape
+        I, n = input_size, hidden_size
+        return G * (I * n + n * n) + G * n + P * n + S * n * n
+
+    def with_options(self, options: Mapping[str, bool | float]) -> "Declaration":
+        """This declaration for a unit built with `options` (resolved: every option the unit takes)."""
+        peepholes = self.peepholes if options.get("peepholes", True) else ()
+        return replace(self, peepholes=peepholes, options=dict(options))
+
+    def kernel_flags(self) -> dict[str, bool]:
+        """The flags of `kernel` for this unit: the kind's own options (gatedrnn.kernels.OPTIONS) — the LSTM
+        kernel's `peepholes` is whether this unit has peepholes, the GRU kernel's `reset_after` the unit's
+        option of that name (off where it takes none) — and the declared ablation flags."""
+        own = {f: bool(self.peepholes) if f == "peepholes" else bool(self.options.get(f, False))
+               for f in kernels.OPTIONS[self.kernel]}
+        return {**own, **self.flags}
+
+    def resolve(self, unit: str, given: Mapping[str, object]) -> dict[str, bool | float]:
+        """Every option the unit takes: the declared defaults, updated by `given` (each cast to its
+        default's type). An option it does not take is refused (OptionError naming `unit`)."""
+        for k in given:
+            if k not in self.options:
+                takes = ", ".join(self.options) or "none"
+                raise OptionError(f"unit {unit!r} takes no option {k!r} (its options: {takes})")
+        out = {}
+        for k, default in self.options.items():
+            v = type(default)(given.get(k, default))
+            if isinstance(v, float) and not math.isfinite(v):
+                raise OptionError(f"unit {unit!r}: option {k} must be finite, got {given[k]!r}")
+            out[k] = v
+        return out
