@@ -279,21 +279,6 @@ def test_evaluate_and_sample_a_playable_midi(tmp_path, capsys):
     assert mid.read_bytes() == mid2.read_bytes()
 
 
-def test_roll_to_midi_round_trip(tmp_path):
-    import pretty_midi
-
-    from gatedrnn.generate import roll_to_midi
-    roll = np.zeros((6, 88), np.uint8)
-    roll[0:3, 39] = 1          # middle C (60) held three frames = one note
-    roll[4, 39] = 1            # struck again
-    roll[2:6, 43] = 1
-    n = roll_to_midi(roll, tmp_path / "x.mid", frame_seconds=0.5)
-    notes = sorted((x.pitch, round(x.start, 3), round(x.end, 3))
-                   for x in pretty_midi.PrettyMIDI(str(tmp_path / "x.mid")).instruments[0].notes)
-    assert n == 3
-    assert notes == [(60, 0.0, 1.5), (60, 2.0, 2.5), (64, 1.0, 3.0)]
-
-
 def test_cli_invalid_arguments_give_a_message_not_a_traceback():
     for args, needle in [(["train", "--lr", "abc"], "expected a finite number > 0 and < 1"),
                          (["train", "--lr", "nan"], "expected a finite number > 0 and < 1"),

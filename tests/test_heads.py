@@ -1,4 +1,5 @@
-"""Mixture-density head: NLL against independent float64 numpy/scipy computations, stability, sampling."""
+"""heads.py: the Bernoulli head (music) and the mixture-density head (speech) — NLL against independent
+float64 numpy/scipy computations, the fused read-out equal to the reference, stability, sampling."""
 from __future__ import annotations
 
 import math
@@ -9,7 +10,7 @@ import torch
 from scipy.special import log_softmax, logsumexp, softplus
 from scipy.stats import norm
 
-from gatedrnn.heads import MixtureHead, make_head
+from gatedrnn.heads import BernoulliHead, MixtureHead, make_head
 
 
 def _reference_nll(raw: np.ndarray, y: np.ndarray, K: int, D: int, min_scale: float) -> np.ndarray:
@@ -129,3 +130,38 @@ def test_sample_component_frequencies_follow_pi_to_the_1_over_T(temperature):
         # the draw's scale is σ·√T around the chosen mean
         resid = s.numpy()[row] - 10.0 * comp[row]
         assert resid.std() == pytest.approx(1e-3 * math.sqrt(temperature), rel=0.1)
+
+
+# ------------------------------------------------------------------------------ the Bernoulli head
+def test_bernoulli_nll_hidden_fused_equals_float64_by_hand():
+    """nll_hidden (fused where the kernels apply) = Σ_k softplus(a_k) − y_k a_k with a = V h + c, by numpy in
+    float64; 0 at masked steps; the reference path (fused=False) gives the same."""
+    torch.manual_seed(0)
+    head = BernoulliHead(5, 7)
+    h = torch.randn(3, 4, 5)
+    y = (torch.rand(3, 4, 7) < 0.3).float()
+    mask = torch.tensor([[1, 1, 1, 1], [1, 1, 0, 0], [1, 0, 0, 0]], dtype=torch.bool)
+    a = h.double().numpy() @ head.linear.weight.detach().double().numpy().T + head.linear.bias.detach().double().numpy()
+    ref = (np.logaddexp(0, a) - y.double().numpy() * a).sum(-1) * mask.numpy()
+    got = head.nll_hidden(h, y, mask)
+    assert got.shape == (3, 4) and np.allclose(got.detach().double().numpy(), ref, rtol=1e-5, atol=1e-6)
+    head.fused = False
+    assert np.allclose(head.nll_hidden(h, y, mask).detach().double().numpy(), ref, rtol=1e-5, atol=1e-6)
+
+
+def test_bernoulli_init_and_sampling_temperature():
+    head = BernoulliHead(4, 88)
+    w = head.linear.weight.detach()
+    assert float(w.abs().max()) <= 0.1 and float(head.linear.bias.abs().max()) == 0.0   # released code's init
+    g = torch.Generator().manual_seed(1)
+    logits = torch.full((20000, 1), math.log(3.0))                                 # p = 3/4
+    assert float(head.sample(logits, g).mean()) == pytest.approx(0.75, abs=0.01)
+    # temperature T: p = σ(a / T); T = 2 gives σ(log 3 / 2) = √3 / (1 + √3)
+    assert float(head.sample(logits, g, temperature=2.0).mean()) == pytest.approx(3 ** 0.5 / (1 + 3 ** 0.5), abs=0.01)
+
+
+def test_make_head_names_the_kinds():
+    assert isinstance(make_head("bernoulli", 3, 4), BernoulliHead)
+    assert isinstance(make_head("mdn", 3, 10), MixtureHead)
+    with pytest.raises(ValueError, match="unknown head 'gauss'"):
+        make_head("gauss", 3, 4)
