@@ -211,3 +211,13 @@ def test_no_import_cycle_in_the_package():
     for v in sorted(graph):
         if v not in state:
             visit(v)
+
+
+# ------------------------------------------------------------------ issue 21: the first hour, again
+def test_reproduce_with_a_misspelt_dataset_is_one_line_and_trains_nothing(tmp_path):
+    out = tmp_path / "study"
+    for extra in ([], ["--dry-run"]):
+        p = _run(["reproduce", "--budget", "smoke", "--datasets", "jsb,nottinghm", "--out", str(out), *extra])
+        _one_line_error(p, "unknown dataset 'nottinghm'")
+        assert "valid names: jsb, nottingham" in p.stderr
+    assert not out.exists()                      # nothing trained, no results folder left behind

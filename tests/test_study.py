@@ -166,9 +166,12 @@ def test_run_ids_of_the_command_line_are_those_of_the_finished_studies():
     assert not {"dataset", "unit", "lr", "seed", "data_dir", "hidden_size"} & set(G.TRAIN_FIELDS)
 
 
-def test_missing_dataset_is_skipped_with_a_note():
-    ok, notes = G.available_datasets(["jsb", "no-such-set"])
-    assert ok == ["jsb"] and "no-such-set" in notes[0]
+def test_unknown_dataset_is_an_error_and_a_repeated_one_a_note():
+    from gatedrnn.data import DataError
+    with pytest.raises(DataError, match="unknown dataset 'no-such-set'.*valid names: jsb"):
+        G.available_datasets(["jsb", "no-such-set"])
+    ok, notes = G.available_datasets(["jsb", "nottingham", "JSB_Chorales"])
+    assert ok == ["jsb", "nottingham"] and len(notes) == 1 and "JSB_Chorales" in notes[0]
 
 
 # ---------------------------------------------------------------------------------- baselines

@@ -78,13 +78,13 @@ def run_study(study: StudyConfig, out_dir: str | Path, executor=None, *, jobs: i
     """Run (or continue) the whole study into out_dir; returns {"runs", "failed", "notes", ...}."""
     from .executor import make_executor
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    store = Store(out, lease_seconds=lease_seconds)
-    grid = Grid(study)
+    grid = Grid(study)          # an unknown dataset name raises here, before anything is created or run
     for note in grid.notes:
         log(f"note: {note}")
     if not grid.datasets:
-        raise ValueError("no dataset of the study is available (see the notes above)")
+        raise ValueError("the study names no dataset")
+    out.mkdir(parents=True, exist_ok=True)
+    store = Store(out, lease_seconds=lease_seconds)
     previous = store.get_meta("study")
     if previous is not None and StudyConfig(**previous).key() != study.key():
         log(f"note: {out} held a different study (budget {previous.get('budget')}); its finished runs are reused "
