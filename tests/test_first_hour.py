@@ -221,3 +221,47 @@ def test_reproduce_with_a_misspelt_dataset_is_one_line_and_trains_nothing(tmp_pa
         _one_line_error(p, "unknown dataset 'nottinghm'")
         assert "valid names: jsb, nottingham" in p.stderr
     assert not out.exists()                      # nothing trained, no results folder left behind
+
+
+def _damage(f: Path, how: str) -> None:
+    if how == "truncated":           # cut inside the archive: torch's reader fails with OSError [Errno 22]
+        data = f.read_bytes()
+        f.write_bytes(data[: len(data) // 2])
+        return
+    obj = torch.load(f, weights_only=True)
+    sd = obj["model"] if "model" in obj else obj
+    sd["rnn.weight_hh"] = torch.zeros(3, 3)                        # another size's matrix
+    torch.save(obj, f)
+
+
+@pytest.mark.parametrize("how", ["truncated", "wrong shapes"])
+def test_a_damaged_pt_file_is_one_line_naming_it(tiny_run, tmp_path, how):
+    run = _copy_run(tiny_run, tmp_path / "run")
+    _damage(run / "best.pt", how)
+    for args in (["evaluate", str(run)], ["sample", str(run), "--steps", "4"], ["analyze", str(run)]):
+        p = _run(args, cwd=tmp_path)
+        _one_line_error(p, str(run / "best.pt"))
+        assert "Errno" not in p.stderr
+    assert not (tmp_path / "analysis").exists() or not any((tmp_path / "analysis").iterdir())
+    # the checkpoint of a run being resumed
+    run = _copy_run(tiny_run, tmp_path / "resume")
+    (run / "result.json").unlink()
+    _damage(run / "checkpoint.pt", how)
+    p = _run(["train", "--dataset", "jsb", "--unit", "gru", "--epochs", "2", *TINY, "--out", str(run)])
+    _one_line_error(p, str(run / "checkpoint.pt"))
+    assert ("size" if how == "wrong shapes" else "truncated") in p.stderr
+    assert (run / "checkpoint.pt").exists()                       # nothing deleted: the user decides
+
+
+def test_load_state_names_every_kind_of_misfit(tmp_path):
+    from gatedrnn.utils import WeightsFileError, load_state
+    m = torch.nn.Linear(3, 2)
+    sd = m.state_dict()
+    for bad, needle in [({**sd, "weight": torch.zeros(2, 4)}, "weight is (2, 4) in the file, (2, 3) in the model"),
+                        ({"weight": sd["weight"]}, "missing bias"),
+                        ({**sd, "extra": torch.zeros(1)}, "unexpected extra"),
+                        ([1, 2], "expected a dict of tensors")]:
+        with pytest.raises(WeightsFileError, match="^" + str(tmp_path / "x.pt")) as e:
+            load_state(m, bad, tmp_path / "x.pt")
+        assert needle in str(e.value) and "\n" not in str(e.value)
+    load_state(m, sd, tmp_path / "x.pt")

@@ -51,7 +51,12 @@ def atomic_torch_save(obj, path: Path) -> None:
         raise
 
 
-class UnsafeFileError(ValueError):
+class WeightsFileError(ValueError):
+    """A .pt file (best.pt, checkpoint.pt) that cannot be used: truncated, corrupt, or not the model's
+    weights. The message is one line naming the file."""
+
+
+class UnsafeFileError(WeightsFileError):
     """A .pt file that is not plain weights/tensors (it would need arbitrary code to load)."""
 
 
@@ -59,17 +64,56 @@ def load_weights(path, device="cpu"):
     """Load a .pt file written by gatedrnn (state dicts, checkpoints) WITHOUT executing anything:
     torch's weights-only unpickler accepts tensors, dicts, lists, tuples, strings and numbers and
     refuses every other global. A results folder is shared data (a cluster's disk, a downloaded
-    study), so a crafted checkpoint must never run code. Raises UnsafeFileError naming the file."""
+    study), so a crafted checkpoint must never run code. Raises UnsafeFileError naming the file for
+    such a file, WeightsFileError naming it for a truncated or corrupt one."""
     import pickle
     path = Path(path)
     try:
         return torch.load(path, map_location=device, weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, AttributeError, TypeError) as e:
+    except (pickle.UnpicklingError, RuntimeError, EOFError, AttributeError, TypeError, ValueError, OSError) as e:
         # torch's message suggests weights_only=False — exactly what must not happen; keep the reason only
         lines = [ln.strip() for ln in str(e).splitlines() if "Unsupported global" in ln or "GLOBAL" in ln]
-        why = lines[0] if lines else f"corrupt, truncated or not a torch file: {type(e).__name__}"
-        raise UnsafeFileError(f"{path}: refused to load: not a plain gatedrnn weights/checkpoint file "
-                              f"({why[:160]}); nothing in it was executed") from None
+        if lines:
+            raise UnsafeFileError(f"{path}: refused to load: not a plain gatedrnn weights/checkpoint file "
+                                  f"({lines[0][:160]}); nothing in it was executed") from None
+        # a truncated zip archive fails in torch's reader (RuntimeError) or in the OS ([Errno 22])
+        raise _unreadable(path, e) from None
+
+
+def _unreadable(path: Path, e: BaseException) -> WeightsFileError:
+    if isinstance(e, OSError) and not path.is_file():
+        return WeightsFileError(f"{path}: cannot be read ({e.strerror or type(e).__name__})")
+    # an OSError here is the archive reader seeking past a cut end ("[Errno 22] Invalid argument"): no news
+    reason = "" if isinstance(e, OSError) else " ".join(str(e).split())
+    reason = f" ({type(e).__name__}: {reason[:120]})" if reason else ""
+    return WeightsFileError(f"{path}: cannot be read: truncated, corrupt or not a torch file{reason}; "
+                            f"nothing in it was executed")
+
+
+def load_state(module: torch.nn.Module, state, path) -> None:
+    """module.load_state_dict(state) for a state read from `path`; a state that does not fit the
+    module (another size or unit, missing or extra entries, not a dict of tensors) raises
+    WeightsFileError naming the file and the first differences, in one line."""
+    path = Path(path)
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise WeightsFileError(f"{path}: does not hold the model's weights (expected a dict of tensors, got "
+                               f"{type(state).__name__})")
+    want = module.state_dict()
+    diffs = [f"{k} is {tuple(state[k].shape)} in the file, {tuple(v.shape)} in the model"
+             for k, v in want.items() if k in state and state[k].shape != v.shape]
+    missing, extra = [k for k in want if k not in state], [k for k in state if k not in want]
+    if missing:
+        diffs.append(f"missing {', '.join(missing[:3])}" + (f" (+{len(missing) - 3})" if len(missing) > 3 else ""))
+    if extra:
+        diffs.append(f"unexpected {', '.join(extra[:3])}" + (f" (+{len(extra) - 3})" if len(extra) > 3 else ""))
+    if diffs:
+        raise WeightsFileError(f"{path}: the weights do not fit the model (another size or unit?): "
+                               + "; ".join(diffs[:3]) + (f"; and {len(diffs) - 3} more" if len(diffs) > 3 else ""))
+    try:
+        module.load_state_dict(state)
+    except RuntimeError as e:   # anything the checks above missed: still one line naming the file
+        raise WeightsFileError(f"{path}: the weights do not fit the model: {' '.join(str(e).split())[:300]}") \
+            from None
 
 
 def environment() -> dict:
