@@ -265,3 +265,18 @@ def test_load_state_names_every_kind_of_misfit(tmp_path):
             load_state(m, bad, tmp_path / "x.pt")
         assert needle in str(e.value) and "\n" not in str(e.value)
     load_state(m, sd, tmp_path / "x.pt")
+
+
+def test_a_data_dir_that_does_not_exist_is_one_short_line_naming_it(tmp_path):
+    missing = tmp_path / "no-such-folder"
+    for args in (["train", "--dataset", "jsb", "--epochs", "1", "--out", str(tmp_path / "r")],
+                 ["train", "--dataset", "fsdd-a", "--epochs", "1", "--out", str(tmp_path / "s")],
+                 ["reproduce", "--datasets", "jsb", "--out", str(tmp_path / "study")],
+                 ["data", "stats", "jsb"], ["data", "verify"]):
+        p = _run([*args, "--data-dir", str(missing)],
+                 env=_env(GATEDRNN_CACHE=str(tmp_path / "cache"), GATEDRNN_DOWNLOAD_TIMEOUT="30"))
+        assert p.returncode == 2 and "Traceback" not in p.stderr, (args, p.stderr)
+        line, = [ln for ln in p.stderr.splitlines() if ln.strip()]
+        assert f"data folder {missing} (--data-dir) does not exist; nothing was downloaded" in line, line
+        assert len(line) < 250 and "download " not in line.split("nothing was downloaded")[0], line
+    assert not (tmp_path / "cache").exists() and not (tmp_path / "study").exists()

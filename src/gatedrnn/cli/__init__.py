@@ -66,8 +66,9 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout = open(os.devnull, "w")
         return 0
     except DataNotFoundError as e:
-        print(f"gatedrnn: error: {e} — point --data-dir (or GATEDRNN_DATA_DIR) at a folder holding the data, "
-              f"or fetch it with `gatedrnn data download`", file=sys.stderr)
+        hint = "" if "--data-dir" in str(e) else (" — point --data-dir (or GATEDRNN_DATA_DIR) at a folder holding "
+                                                 "the data, or fetch it with `gatedrnn data download`")
+        print(f"gatedrnn: error: {e}{hint}", file=sys.stderr)
         return 2
     except (DataError, ValueError, OSError) as e:   # bad input: one line, no traceback
         print(f"gatedrnn: error: {e}", file=sys.stderr)
