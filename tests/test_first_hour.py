@@ -280,3 +280,49 @@ def test_a_data_dir_that_does_not_exist_is_one_short_line_naming_it(tmp_path):
         assert f"data folder {missing} (--data-dir) does not exist; nothing was downloaded" in line, line
         assert len(line) < 250 and "download " not in line.split("nothing was downloaded")[0], line
     assert not (tmp_path / "cache").exists() and not (tmp_path / "study").exists()
+
+
+def _study_lines(text: str) -> list[int]:
+    """The k of each 'run <id>: <status>, test NLL x, E epochs (k of N done)' line, checking its form."""
+    import re
+    ks = []
+    for ln in text.splitlines():
+        if ln.startswith("run "):
+            m = re.fullmatch(r"run jsb-gru-\S+: (?:completed|early_stopped), test NLL \d+\.\d{4}, 2 epochs "
+                             r"\((\d) of 3 done\)", ln.strip())
+            assert m, ln
+            ks.append(int(m.group(1)))
+    return ks
+
+
+STUDY = ["reproduce", "--budget", "smoke", "--datasets", "jsb", "--units", "gru", "--jobs", "0", "--no-report"]
+
+
+def test_reproduce_without_a_terminal_prints_one_line_per_run_and_no_bar(tmp_path):
+    p = _run([*STUDY, "--out", str(tmp_path / "a")])          # stderr is a pipe: no terminal
+    assert p.returncode == 0, p.stderr
+    assert "\r" not in p.stderr, p.stderr                       # no tqdm bar in a log
+    assert _study_lines(p.stderr) == [1, 2, 3], p.stderr       # 2 candidates, then 1 more seed
+
+
+def test_reproduce_no_progress_on_a_terminal_prints_lines_too(tmp_path):
+    import pty
+    import re
+    master, slave = pty.openpty()
+    p = subprocess.Popen([sys.executable, "-m", "gatedrnn", *STUDY, "--out", str(tmp_path / "b"), "--no-progress"],
+                         stdout=subprocess.PIPE, stderr=slave, env=_env())
+    os.close(slave)
+    chunks = []
+    while True:
+        try:
+            data = os.read(master, 4096)
+        except OSError:            # the child closed the terminal
+            break
+        if not data:
+            break
+        chunks.append(data)
+    assert p.wait(timeout=300) == 0
+    os.close(master)
+    err = b"".join(chunks).decode().replace("\r\n", "\n")
+    assert not re.search(r"\r(?!\n)", err), err                 # no bar redrawing itself
+    assert _study_lines(err) == [1, 2, 3], err
