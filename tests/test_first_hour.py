@@ -326,3 +326,32 @@ def test_reproduce_no_progress_on_a_terminal_prints_lines_too(tmp_path):
     err = b"".join(chunks).decode().replace("\r\n", "\n")
     assert not re.search(r"\r(?!\n)", err), err                 # no bar redrawing itself
     assert _study_lines(err) == [1, 2, 3], err
+
+
+@pytest.mark.parametrize("mask", [0o022, 0o002, 0o077])
+def test_atomic_writes_follow_the_umask(tmp_path, mask):
+    from gatedrnn.utils import atomic_torch_save, atomic_write_text, write_json
+    old = os.umask(mask)
+    try:
+        write_json(tmp_path / "a.json", {"x": 1})
+        atomic_write_text(tmp_path / "b.txt", "x")
+        atomic_torch_save({"w": torch.zeros(2)}, tmp_path / "c.pt")
+        with open(tmp_path / "plain", "w"):
+            pass
+    finally:
+        os.umask(old)
+    want = (tmp_path / "plain").stat().st_mode & 0o777                 # what open() gives
+    assert want == 0o666 & ~mask
+    for name in ("a.json", "b.txt", "c.pt"):
+        assert (tmp_path / name).stat().st_mode & 0o777 == want, name
+
+
+def test_a_run_folder_is_readable_by_others_under_umask_022(tmp_path):
+    out = tmp_path / "shared" / "run"
+    p = subprocess.run([sys.executable, "-m", "gatedrnn", "train", "--dataset", "jsb", "--unit", "tanh",
+                        "--epochs", "1", *TINY, "--out", str(out)], capture_output=True, text=True, env=_env(),
+                       umask=0o022, timeout=300)
+    assert p.returncode == 0, p.stderr
+    files = sorted(f.name for f in out.iterdir())
+    assert {"best.pt", "checkpoint.pt", "config.json", "metrics.jsonl", "model.json", "result.json"} <= set(files)
+    assert {f: oct(f.stat().st_mode & 0o777) for f in out.iterdir()} == {f: "0o644" for f in out.iterdir()}

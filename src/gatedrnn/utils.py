@@ -12,13 +12,36 @@ from pathlib import Path
 import torch
 
 
+def _umask() -> int:
+    """The process umask, read without changing it where Linux tells it (/proc/self/status), else by
+    the classic set-and-restore."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def new_file_mode() -> int:
+    """The mode open() gives a new file: 0666 minus the umask (mkstemp's temp files are 0600, which would
+    make a study on a shared disk unreadable to the others)."""
+    return 0o666 & ~_umask()
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write via a temp file + rename, so a kill mid-write never leaves a half file."""
+    """Write via a temp file + rename, so a kill mid-write never leaves a half file. The file gets the
+    mode a plain open() would give it (the umask's)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
         with os.fdopen(fd, "wb") as f:
+            os.fchmod(f.fileno(), new_file_mode())
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
@@ -41,8 +64,9 @@ def atomic_torch_save(obj, path: Path) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    os.close(fd)
     try:
+        os.fchmod(fd, new_file_mode())    # the umask's mode, as for every run file (atomic_write_bytes)
+        os.close(fd)
         torch.save(obj, tmp)
         os.replace(tmp, path)
     except BaseException:
