@@ -355,3 +355,13 @@ def test_a_run_folder_is_readable_by_others_under_umask_022(tmp_path):
     files = sorted(f.name for f in out.iterdir())
     assert {"best.pt", "checkpoint.pt", "config.json", "metrics.jsonl", "model.json", "result.json"} <= set(files)
     assert {f: oct(f.stat().st_mode & 0o777) for f in out.iterdir()} == {f: "0o644" for f in out.iterdir()}
+
+
+def test_train_without_a_dataset_is_one_line_and_trains_nothing(tmp_path):
+    p = _run(["train", "--epochs", "1", "--out", str(tmp_path / "r")])
+    _one_line_error(p, "--dataset is required, e.g. --dataset jsb")
+    assert not (tmp_path / "r").exists()
+    (tmp_path / "c.json").write_text(json.dumps({"unit": "gru"}))
+    _one_line_error(_run(["train", "--config", str(tmp_path / "c.json"), "--out", str(tmp_path / "r")]),
+                    f"{tmp_path / 'c.json'} gives none")
+    assert "--dataset NAME" in _run(["train", "--help"]).stdout and "(required)" in _run(["train", "--help"]).stdout
