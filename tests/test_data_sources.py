@@ -299,7 +299,26 @@ def test_resolve_data_dir_and_cache_dir(tmp_path, monkeypatch):
     assert resolve_data_dir(tmp_path / "arg") == tmp_path / "arg"
     assert cache_dir() == tmp_path / "cache"
     monkeypatch.delenv("GATEDRNN_CACHE")
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
     assert cache_dir() == Path.home() / ".cache" / "gatedrnn"
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))      # where the kernels' cache always was
+    assert cache_dir() == tmp_path / "xdg" / "gatedrnn"
+
+
+def test_one_cache_variable_and_its_deprecated_alias(tmp_path, monkeypatch, capsys):
+    """GATEDRNN_CACHE is the cache; GATEDRNN_CACHE_DIR (the kernels' old name) still works alone, with a
+    one-line note once, and loses to GATEDRNN_CACHE when both are set."""
+    monkeypatch.setattr(sources, "_DEPRECATED_NOTED", set())
+    monkeypatch.delenv("GATEDRNN_CACHE")
+    monkeypatch.setenv("GATEDRNN_CACHE_DIR", str(tmp_path / "old"))
+    assert cache_dir() == tmp_path / "old" and cache_dir() == tmp_path / "old"
+    note = capsys.readouterr().err
+    assert note == "gatedrnn: note: GATEDRNN_CACHE_DIR is deprecated; set GATEDRNN_CACHE (the same folder)\n"
+    monkeypatch.setenv("GATEDRNN_CACHE", str(tmp_path / "new"))
+    assert cache_dir() == tmp_path / "new"
+    assert "ignoring GATEDRNN_CACHE_DIR" in capsys.readouterr().err
+    monkeypatch.setenv("GATEDRNN_CACHE_DIR", str(tmp_path / "new"))     # both the same: nothing to say
+    assert cache_dir() == tmp_path / "new" and capsys.readouterr().err == ""
 
 
 def test_register_file_validates(monkeypatch):

@@ -8,7 +8,9 @@ never left in the cache.
 
 Environment variables
     GATEDRNN_DATA_DIR          directory holding the data files (searched as-is and in music/, speech/)
-    GATEDRNN_CACHE             download cache (default ~/.cache/gatedrnn)
+    GATEDRNN_CACHE             the cache: downloads, parsed MIDI, compiled kernels (default
+                               $XDG_CACHE_HOME/gatedrnn, i.e. ~/.cache/gatedrnn; GATEDRNN_CACHE_DIR is
+                               its deprecated alias)
     GATEDRNN_MIRROR            base URL tried first for every download, as <mirror>/<filename>
     GATEDRNN_OFFLINE=1         never download (same as download=False)
     GATEDRNN_ALLOW_UNVERIFIED=1  accept files that have no known checksum (reported as "unverified")
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sys
 import tempfile
 import urllib.error
 import urllib.parse
@@ -181,10 +184,22 @@ def existing_data_dir(data_dir=None) -> Path | None:
     return d
 
 
+_DEPRECATED_NOTED: set[str] = set()
+
+
 def cache_dir() -> Path:
-    """Env GATEDRNN_CACHE, else ~/.cache/gatedrnn (not created here)."""
-    env = os.environ.get("GATEDRNN_CACHE")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "gatedrnn"
+    """The one cache folder (downloads in music/ and speech/, parsed MIDI in midi/, the compiled kernels
+    in kernels/; not created here): env GATEDRNN_CACHE, else $XDG_CACHE_HOME/gatedrnn, else
+    ~/.cache/gatedrnn. GATEDRNN_CACHE_DIR, the kernels' old name for the same folder, still works when
+    GATEDRNN_CACHE is not set, with a one-line note (once per process)."""
+    env, old = os.environ.get("GATEDRNN_CACHE"), os.environ.get("GATEDRNN_CACHE_DIR")
+    if old and old != env and f"{old}|{env}" not in _DEPRECATED_NOTED:
+        _DEPRECATED_NOTED.add(f"{old}|{env}")
+        print("gatedrnn: note: GATEDRNN_CACHE_DIR is deprecated; set GATEDRNN_CACHE (the same folder)"
+              + (f" — ignoring GATEDRNN_CACHE_DIR={old}, GATEDRNN_CACHE is set" if env else ""), file=sys.stderr)
+    if env or old:
+        return Path(env or old).expanduser()
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache").expanduser() / "gatedrnn"
 
 
 def _cache_path(kf: KnownFile) -> Path:
