@@ -301,7 +301,7 @@ def _download_to(url: str, dest_dir: Path, label: str, timeout: float, expected_
     return tmp, h.hexdigest()
 
 
-def tried(failures: list[tuple[str, str]]) -> str:
+def describe_failures(failures: list[tuple[str, str]]) -> str:
     """Failed download attempts ((url, reason) pairs), each reason said once with the URLs that gave it
     ("[Errno -2] Name or service not known (https://a/x.mat, https://b/x.mat)"): the URLs stay, so that
     a user behind a firewall can fetch the file by hand."""
@@ -351,8 +351,8 @@ def _fetch(kf: KnownFile, mirror: str | None, allow_unverified: bool) -> Path:
     if mismatches:
         raise ChecksumError(f"checksum mismatch for {kf.filename}: expected sha256 {kf.sha256}; "
                             + "; ".join(mismatches) + ". Bad downloads were deleted."
-                            + (" Other attempts: " + tried(failures) if failures else ""))
-    raise DataNotFoundError(f"could not download {kf.filename}: {tried(failures)}")
+                            + (" Other attempts: " + describe_failures(failures) if failures else ""))
+    raise DataNotFoundError(f"could not download {kf.filename}: {describe_failures(failures)}")
 
 
 def find_or_fetch(filename: str, data_dir=None, download: bool = True, mirror: str | None = None, *,

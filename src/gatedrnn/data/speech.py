@@ -47,7 +47,7 @@ import numpy as np
 
 from .dataset import SequenceDataset
 from .sources import (ChecksumError, DataError, DataNotFoundError, _download_to, _join_mirror, cache_dir,
-                      existing_data_dir, is_offline, sha256_file, tried)
+                      describe_failures, existing_data_dir, is_offline, sha256_file)
 
 __all__ = ["N_IN", "N_OUT", "STRIDE", "FSDD_RATE", "FSDD_VARIANTS", "MANIFEST", "MANIFEST_SHA256",
            "num_steps", "frame", "fsdd_split", "read_manifest", "find_fsdd", "verify_fsdd", "download_fsdd",
@@ -238,7 +238,7 @@ def download_fsdd(dest=None, mirror: str | None = None, *, urls=None, manifest: 
                                 "they were not kept")
         _check_folder(dest, manifest)
         return dest.resolve()
-    raise DataNotFoundError(f"could not download FSDD {FSDD_TAG}: {tried(failures)}")
+    raise DataNotFoundError(f"could not download FSDD {FSDD_TAG}: {describe_failures(failures)}")
 
 
 def _extract_recordings(archive: Path, dest: Path, manifest: dict[str, str]) -> list[str]:
