@@ -340,7 +340,7 @@ def test_cli_dry_run_and_clear_errors(tmp_path):
     assert r.returncode == 2 and "no results store" in r.stderr and "Traceback" not in r.stderr
     r = subprocess.run([sys.executable, "-m", "gatedrnn.cli", "reproduce", "--datasets", "nope",
                         "--out", str(tmp_path / "x"), "--no-progress"], capture_output=True, text=True)
-    assert r.returncode == 2 and "no dataset" in r.stderr and "Traceback" not in r.stderr
+    assert r.returncode == 2 and "unknown dataset 'nope'" in r.stderr and "Traceback" not in r.stderr
     r = subprocess.run([sys.executable, "-m", "gatedrnn.cli", "reproduce", "--budget", "smoke", "--lr-extend", "1",
                         "--search", "halving", "--dry-run"], capture_output=True, text=True, env=env)
     assert r.returncode == 2 and "lr_extend" in r.stderr and "Traceback" not in r.stderr
