@@ -112,7 +112,7 @@ def test_download_via_mirror_lands_in_cache_verified(server, tmp_path):
 
 def test_env_mirror_and_end_to_end_load(server, tmp_path, monkeypatch):
     monkeypatch.setenv("GATEDRNN_MIRROR", server.url + "/good/")
-    ds = load_dataset("jsb", tmp_path / "nowhere")
+    ds = load_dataset("jsb", None)            # no data folder: the cache, then downloads
     assert ds.meta["format"] == "mat" and len(ds.splits["train"]) == 229
     assert ds.num_steps("train") == 13807
     assert list(ds.files.values()) == [JSB_SHA]
@@ -121,7 +121,7 @@ def test_env_mirror_and_end_to_end_load(server, tmp_path, monkeypatch):
 
 def test_tampered_download_rejected_and_not_cached(server, tmp_path):
     with pytest.raises(ChecksumError) as e:
-        find_or_fetch(JSB_MAT, tmp_path / "nowhere", mirror=server.url + "/bad")
+        find_or_fetch(JSB_MAT, None, mirror=server.url + "/bad")
     msg = str(e.value)
     bad_sha = _sha(server.root / "bad" / JSB_MAT)
     assert JSB_MAT in msg and JSB_SHA in msg and bad_sha in msg
@@ -131,7 +131,7 @@ def test_tampered_download_rejected_and_not_cached(server, tmp_path):
 
 def test_404_falls_through_to_next_url(server, tmp_path, monkeypatch, _isolated):
     _set_urls(monkeypatch, JSB_MAT, [server.url + f"/missing/{JSB_MAT}", server.url + f"/good/{JSB_MAT}"])
-    p = find_or_fetch(JSB_MAT, tmp_path / "nowhere")
+    p = find_or_fetch(JSB_MAT, None)
     assert _sha(p) == JSB_SHA
     assert server.requests == [(f"/missing/{JSB_MAT}", 404), (f"/good/{JSB_MAT}", 200)]
     assert _isolated == [server.url + f"/missing/{JSB_MAT}", server.url + f"/good/{JSB_MAT}"]
@@ -152,6 +152,35 @@ def test_all_urls_fail_names_every_attempt(server, tmp_path, monkeypatch):
         find_or_fetch(JSB_MAT, tmp_path)
     assert "/nope/a.mat" in str(e.value) and "/nope/b.mat" in str(e.value) and "404" in str(e.value)
     assert _cache_files() == []
+
+
+def test_a_failure_reason_is_said_once_with_its_urls(server, tmp_path, monkeypatch):
+    urls = [server.url + f"/nope/{c}.mat" for c in "abc"]
+    _set_urls(monkeypatch, JSB_MAT, urls)
+    with pytest.raises(DataNotFoundError) as e:
+        find_or_fetch(JSB_MAT, tmp_path)
+    assert str(e.value) == f"could not download {JSB_MAT}: HTTP 404 File not found ({', '.join(urls)})"
+
+
+@pytest.mark.parametrize("given", ["argument", "env"])
+def test_a_data_folder_that_does_not_exist_is_named_and_nothing_downloads(server, tmp_path, monkeypatch, given):
+    """A typo in --data-dir (or GATEDRNN_DATA_DIR) is one error naming the folder — not seven downloads
+    (here the mirror would have served the file)."""
+    missing = tmp_path / "no-such-folder"
+    if given == "env":
+        monkeypatch.setenv("GATEDRNN_DATA_DIR", str(missing))
+    arg = missing if given == "argument" else None
+    flag = "--data-dir" if given == "argument" else "GATEDRNN_DATA_DIR"
+    for call in (lambda: find_or_fetch(JSB_MAT, arg, mirror=server.url + "/good"),
+                 lambda: load_dataset("jsb", arg, mirror=server.url + "/good"),
+                 lambda: verify(arg)):
+        with pytest.raises(DataNotFoundError) as e:
+            call()
+        assert str(e.value) == f"data folder {missing} ({flag}) does not exist; nothing was downloaded"
+    assert server.requests == [] and _cache_files() == []
+    (tmp_path / "a-file").write_text("x")
+    with pytest.raises(DataNotFoundError, match="is not a folder"):
+        find_or_fetch(JSB_MAT, tmp_path / "a-file", mirror=server.url + "/good")
 
 
 def test_no_download_when_disabled(server, tmp_path, monkeypatch):
@@ -270,7 +299,26 @@ def test_resolve_data_dir_and_cache_dir(tmp_path, monkeypatch):
     assert resolve_data_dir(tmp_path / "arg") == tmp_path / "arg"
     assert cache_dir() == tmp_path / "cache"
     monkeypatch.delenv("GATEDRNN_CACHE")
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
     assert cache_dir() == Path.home() / ".cache" / "gatedrnn"
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))      # where the kernels' cache always was
+    assert cache_dir() == tmp_path / "xdg" / "gatedrnn"
+
+
+def test_one_cache_variable_and_its_deprecated_alias(tmp_path, monkeypatch, capsys):
+    """GATEDRNN_CACHE is the cache; GATEDRNN_CACHE_DIR (the kernels' old name) still works alone, with a
+    one-line note once, and loses to GATEDRNN_CACHE when both are set."""
+    monkeypatch.setattr(sources, "_DEPRECATED_NOTED", set())
+    monkeypatch.delenv("GATEDRNN_CACHE")
+    monkeypatch.setenv("GATEDRNN_CACHE_DIR", str(tmp_path / "old"))
+    assert cache_dir() == tmp_path / "old" and cache_dir() == tmp_path / "old"
+    note = capsys.readouterr().err
+    assert note == "gatedrnn: note: GATEDRNN_CACHE_DIR is deprecated; set GATEDRNN_CACHE (the same folder)\n"
+    monkeypatch.setenv("GATEDRNN_CACHE", str(tmp_path / "new"))
+    assert cache_dir() == tmp_path / "new"
+    assert "ignoring GATEDRNN_CACHE_DIR" in capsys.readouterr().err
+    monkeypatch.setenv("GATEDRNN_CACHE_DIR", str(tmp_path / "new"))     # both the same: nothing to say
+    assert cache_dir() == tmp_path / "new" and capsys.readouterr().err == ""
 
 
 def test_register_file_validates(monkeypatch):

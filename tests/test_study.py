@@ -166,9 +166,12 @@ def test_run_ids_of_the_command_line_are_those_of_the_finished_studies():
     assert not {"dataset", "unit", "lr", "seed", "data_dir", "hidden_size"} & set(G.TRAIN_FIELDS)
 
 
-def test_missing_dataset_is_skipped_with_a_note():
-    ok, notes = G.available_datasets(["jsb", "no-such-set"])
-    assert ok == ["jsb"] and "no-such-set" in notes[0]
+def test_unknown_dataset_is_an_error_and_a_repeated_one_a_note():
+    from gatedrnn.data import DataError
+    with pytest.raises(DataError, match="unknown dataset 'no-such-set'.*valid names: jsb"):
+        G.available_datasets(["jsb", "no-such-set"])
+    ok, notes = G.available_datasets(["jsb", "nottingham", "JSB_Chorales"])
+    assert ok == ["jsb", "nottingham"] and len(notes) == 1 and "JSB_Chorales" in notes[0]
 
 
 # ---------------------------------------------------------------------------------- baselines
@@ -337,7 +340,7 @@ def test_cli_dry_run_and_clear_errors(tmp_path):
     assert r.returncode == 2 and "no results store" in r.stderr and "Traceback" not in r.stderr
     r = subprocess.run([sys.executable, "-m", "gatedrnn.cli", "reproduce", "--datasets", "nope",
                         "--out", str(tmp_path / "x"), "--no-progress"], capture_output=True, text=True)
-    assert r.returncode == 2 and "no dataset" in r.stderr and "Traceback" not in r.stderr
+    assert r.returncode == 2 and "unknown dataset 'nope'" in r.stderr and "Traceback" not in r.stderr
     r = subprocess.run([sys.executable, "-m", "gatedrnn.cli", "reproduce", "--budget", "smoke", "--lr-extend", "1",
                         "--search", "halving", "--dry-run"], capture_output=True, text=True, env=env)
     assert r.returncode == 2 and "lr_extend" in r.stderr and "Traceback" not in r.stderr

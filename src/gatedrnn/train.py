@@ -35,7 +35,8 @@ from .model import SequenceModel
 from .nn import unit_names, unit_options
 from .nn.counting import BUDGET, TABLE1_INPUT, count_parameters, match_hidden_size
 from .status import RunStatus
-from .utils import atomic_torch_save, atomic_write_text, environment, load_weights, resolve_device, write_json
+from .utils import (WeightsFileError, atomic_torch_save, atomic_write_text, environment, load_state, load_weights,
+                    resolve_device, write_json)
 
 CHECKPOINT_VERSION = 1
 UNIT_NAMES = tuple(unit_names())   # the paper's three units, then the ablation variants
@@ -488,8 +489,7 @@ class _Run:
             if not isinstance(ck, dict) or ck.get("version") != CHECKPOINT_VERSION \
                     or not same_run(ck.get("config") or {}, self.cfg_json):
                 raise ValueError(f"{self.ckpt_path} does not belong to this config; use a new output directory")
-            model.load_state_dict(ck["model"])
-            self.opt.load_state_dict(ck["optimizer"])
+            _load_checkpoint(self.ckpt_path, ck, model, self.opt)
             self.rng = ck["rng"]
             self.state = {"skipped": 0, **ck["state"]}
             if self.state["status"] == RunStatus.PAUSED:
@@ -776,6 +776,21 @@ def _save_checkpoint(path: Path, cfg_json: dict, model, opt, state: dict, rng=No
                        "state": {**state, "status": str(state["status"])}}, path)
 
 
+def _load_checkpoint(path: Path, ck: dict, model, opt) -> None:
+    """The model's and the optimiser's state from a checkpoint read from `path`; a checkpoint that does
+    not fit (shapes, entries, a damaged RNG state) raises WeightsFileError naming the file, in one line."""
+    load_state(model, ck.get("model"), path)
+    rng, state = ck.get("rng"), ck.get("state")
+    if not (isinstance(rng, torch.Tensor) and rng.dtype == torch.uint8 and rng.dim() == 1) \
+            or not isinstance(state, dict) or not isinstance(ck.get("optimizer"), dict):
+        raise WeightsFileError(f"{path}: not a complete gatedrnn checkpoint (optimizer, rng and state expected)")
+    try:
+        opt.load_state_dict(ck["optimizer"])
+    except (ValueError, KeyError, TypeError, RuntimeError) as e:
+        raise WeightsFileError(f"{path}: the optimiser state does not fit the model: "
+                               f"{' '.join(str(e).split())[:200]}") from None
+
+
 def _write_metrics(out: Path, history: list[dict]) -> None:
     # Rewritten whole (atomically) from the checkpointed history: never a torn or duplicated line.
     atomic_write_text(out / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in history))
@@ -796,5 +811,5 @@ def load_run(run_dir: str | Path, device="cpu") -> tuple[TrainConfig, ModelSpec,
     if cfg.data_dir is None and resolve_data_dir(None) is None and recorded and Path(recorded).is_dir():
         cfg = cfg.model_copy(update={"data_dir": recorded})   # trained with GATEDRNN_DATA_DIR set
     model = build_model(spec).to(device)
-    model.load_state_dict(load_weights(run / "best.pt", device))
+    load_state(model, load_weights(run / "best.pt", device), run / "best.pt")
     return cfg, spec, model.eval()

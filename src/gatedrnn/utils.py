@@ -12,13 +12,36 @@ from pathlib import Path
 import torch
 
 
+def _umask() -> int:
+    """The process umask, read without changing it where Linux tells it (/proc/self/status), else by
+    the classic set-and-restore."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def new_file_mode() -> int:
+    """The mode open() gives a new file: 0666 minus the umask (mkstemp's temp files are 0600, which would
+    make a study on a shared disk unreadable to the others)."""
+    return 0o666 & ~_umask()
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write via a temp file + rename, so a kill mid-write never leaves a half file."""
+    """Write via a temp file + rename, so a kill mid-write never leaves a half file. The file gets the
+    mode a plain open() would give it (the umask's)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
         with os.fdopen(fd, "wb") as f:
+            os.fchmod(f.fileno(), new_file_mode())
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
@@ -41,8 +64,9 @@ def atomic_torch_save(obj, path: Path) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    os.close(fd)
     try:
+        os.fchmod(fd, new_file_mode())    # the umask's mode, as for every run file (atomic_write_bytes)
+        os.close(fd)
         torch.save(obj, tmp)
         os.replace(tmp, path)
     except BaseException:
@@ -51,7 +75,12 @@ def atomic_torch_save(obj, path: Path) -> None:
         raise
 
 
-class UnsafeFileError(ValueError):
+class WeightsFileError(ValueError):
+    """A .pt file (best.pt, checkpoint.pt) that cannot be used: truncated, corrupt, or not the model's
+    weights. The message is one line naming the file."""
+
+
+class UnsafeFileError(WeightsFileError):
     """A .pt file that is not plain weights/tensors (it would need arbitrary code to load)."""
 
 
@@ -59,17 +88,56 @@ def load_weights(path, device="cpu"):
     """Load a .pt file written by gatedrnn (state dicts, checkpoints) WITHOUT executing anything:
     torch's weights-only unpickler accepts tensors, dicts, lists, tuples, strings and numbers and
     refuses every other global. A results folder is shared data (a cluster's disk, a downloaded
-    study), so a crafted checkpoint must never run code. Raises UnsafeFileError naming the file."""
+    study), so a crafted checkpoint must never run code. Raises UnsafeFileError naming the file for
+    such a file, WeightsFileError naming it for a truncated or corrupt one."""
     import pickle
     path = Path(path)
     try:
         return torch.load(path, map_location=device, weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, AttributeError, TypeError) as e:
+    except (pickle.UnpicklingError, RuntimeError, EOFError, AttributeError, TypeError, ValueError, OSError) as e:
         # torch's message suggests weights_only=False — exactly what must not happen; keep the reason only
         lines = [ln.strip() for ln in str(e).splitlines() if "Unsupported global" in ln or "GLOBAL" in ln]
-        why = lines[0] if lines else f"corrupt, truncated or not a torch file: {type(e).__name__}"
-        raise UnsafeFileError(f"{path}: refused to load: not a plain gatedrnn weights/checkpoint file "
-                              f"({why[:160]}); nothing in it was executed") from None
+        if lines:
+            raise UnsafeFileError(f"{path}: refused to load: not a plain gatedrnn weights/checkpoint file "
+                                  f"({lines[0][:160]}); nothing in it was executed") from None
+        # a truncated zip archive fails in torch's reader (RuntimeError) or in the OS ([Errno 22])
+        raise _unreadable(path, e) from None
+
+
+def _unreadable(path: Path, e: BaseException) -> WeightsFileError:
+    if isinstance(e, OSError) and not path.is_file():
+        return WeightsFileError(f"{path}: cannot be read ({e.strerror or type(e).__name__})")
+    # an OSError here is the archive reader seeking past a cut end ("[Errno 22] Invalid argument"): no news
+    reason = "" if isinstance(e, OSError) else " ".join(str(e).split())
+    reason = f" ({type(e).__name__}: {reason[:120]})" if reason else ""
+    return WeightsFileError(f"{path}: cannot be read: truncated, corrupt or not a torch file{reason}; "
+                            f"nothing in it was executed")
+
+
+def load_state(module: torch.nn.Module, state, path) -> None:
+    """module.load_state_dict(state) for a state read from `path`; a state that does not fit the
+    module (another size or unit, missing or extra entries, not a dict of tensors) raises
+    WeightsFileError naming the file and the first differences, in one line."""
+    path = Path(path)
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise WeightsFileError(f"{path}: does not hold the model's weights (expected a dict of tensors, got "
+                               f"{type(state).__name__})")
+    want = module.state_dict()
+    diffs = [f"{k} is {tuple(state[k].shape)} in the file, {tuple(v.shape)} in the model"
+             for k, v in want.items() if k in state and state[k].shape != v.shape]
+    missing, extra = [k for k in want if k not in state], [k for k in state if k not in want]
+    if missing:
+        diffs.append(f"missing {', '.join(missing[:3])}" + (f" (+{len(missing) - 3})" if len(missing) > 3 else ""))
+    if extra:
+        diffs.append(f"unexpected {', '.join(extra[:3])}" + (f" (+{len(extra) - 3})" if len(extra) > 3 else ""))
+    if diffs:
+        raise WeightsFileError(f"{path}: the weights do not fit the model (another size or unit?): "
+                               + "; ".join(diffs[:3]) + (f"; and {len(diffs) - 3} more" if len(diffs) > 3 else ""))
+    try:
+        module.load_state_dict(state)
+    except RuntimeError as e:   # anything the checks above missed: still one line naming the file
+        raise WeightsFileError(f"{path}: the weights do not fit the model: {' '.join(str(e).split())[:300]}") \
+            from None
 
 
 def environment() -> dict:

@@ -75,19 +75,23 @@ def _shown(value) -> str:
 
 
 def add_config_flags(p, model, fields=None, *, rename=None, metavars=None, default_from=None,
-                     keep_defaults=False) -> None:
+                     keep_defaults=False, required=()) -> None:
     """Add one --flag per field of a pydantic model (type, bounds, choices, help and default from the
     field itself), all defaulting to None so that 'not given' is distinguishable from a value
     (keep_defaults=True: to the field's default, for a command that uses the fields without the model).
 
     default_from="the budget": the flags override a preset (gatedrnn reproduce): the help says where the
-    default comes from, and 0 is accepted for a field whose default is None, to set it back to none."""
+    default comes from, and 0 is accepted for a field whose default is None, to set it back to none.
+    required: fields the command needs given (its help says so instead of the model's default; the
+    command checks, since a --config file may give them too)."""
     rename, metavars = rename or {}, metavars or {}
     for name, field in model.model_fields.items():
         if fields is not None and name not in fields:
             continue
         kw = _field_type(field, zero_is_none=default_from is not None)
-        if default_from is None:
+        if name in required:
+            default = "required"
+        elif default_from is None:
             default = f"default {_shown(field.default)}"
         else:
             default = f"default: {default_from}'s, else {_shown(field.default)}" + (

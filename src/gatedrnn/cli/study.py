@@ -83,7 +83,8 @@ def add_study_commands(sub) -> None:
                    help="a run held by an invocation on another host that stopped heart-beating this long is "
                         "taken over (default 600)")
     p.add_argument("--dry-run", action="store_true", help="print the grid and exit")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress bar: one line per finished run instead (the default without a terminal)")
     p.add_argument("--no-report", action="store_true", help="do not build the outputs at the end")
     p.set_defaults(func=cmd_reproduce)
 

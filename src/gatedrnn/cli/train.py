@@ -19,7 +19,8 @@ def add_train_command(sub) -> None:
                                    "command resumes a killed run where it stopped. Every flag is a field of "
                                    "gatedrnn.train.TrainConfig.")
     p.add_argument("--config", type=Path, help="JSON file of TrainConfig fields (flags override it)")
-    add_config_flags(p, TrainConfig, rename=TRAIN_RENAME, metavars={"dataset": "NAME", "data_dir": "DIR"})
+    add_config_flags(p, TrainConfig, rename=TRAIN_RENAME, metavars={"dataset": "NAME", "data_dir": "DIR"},
+                     required=("dataset",))
     p.add_argument("--out", type=Path, help="run directory (default runs/<dataset>-<unit>-seed<seed>)")
     p.add_argument("--no-resume", action="store_true", help="start over even if --out holds a checkpoint")
     p.add_argument("--no-progress", action="store_true",
@@ -31,6 +32,9 @@ def cmd_train(args) -> int:
     fields = _read_config(args.config) if args.config else {}
     fields.update(config_from_args(args, TrainConfig))
     cfg = TrainConfig(**fields)
+    if "dataset" not in fields:     # TrainConfig's default is for the Python API; a command line names its data
+        raise ValueError("--dataset is required, e.g. --dataset jsb (the names: gatedrnn train --help)"
+                         + (f"; {args.config} gives none" if args.config else ""))
     out = args.out or Path("runs") / f"{_safe_name(cfg.dataset)}-{cfg.unit}-seed{cfg.seed}"
     if args.no_resume and out.exists():
         for name in ("checkpoint.pt", "best.pt", "result.json", "metrics.jsonl", "config.json", "model.json"):

@@ -96,6 +96,9 @@ def collate(pairs, index: Sequence[int], compact: bool = False) -> Batch:
     for i, x, y in zip(index, xs, ys):
         if len(x) != len(y):
             raise ValueError(f"sequence {i}: inputs have {len(x)} steps but targets {len(y)}")
+        if len(y) == 0:   # nothing to predict; a batch of only such sequences has no time axis for the model
+            raise ValueError(f"sequence {i} has 0 steps: nothing to predict (load_dataset leaves such "
+                             f"sequences out; drop them from a split you build yourself)")
     B, T = len(index), int(lens.max()) if len(index) else 0
     I, D = xs[0].shape[1], ys[0].shape[1]
     small = lambda arrs: compact and all(a.dtype.type in _COMPACT for a in arrs)

@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from .dataset import SequenceDataset
-from .sources import (ChecksumError, DataError, DataNotFoundError, KNOWN_FILES, find_or_fetch,
+from .sources import (ChecksumError, DataError, DataNotFoundError, KNOWN_FILES, existing_data_dir, find_or_fetch,
                       sha256_file, unverified_allowed)
 
 __all__ = ["MusicSpec", "MUSIC_SETS", "MUSIC_ALIASES", "load_music", "read_mat", "read_pickle", "restricted_load",
@@ -302,6 +302,7 @@ def load_music(name: str, data_dir=None, fmt: str = "auto", width="88", download
     if fmt not in ("auto", "mat", "pickle"):
         raise DataError(f"format must be 'auto', 'mat' or 'pickle', got {fmt!r}")
     allow = unverified_allowed(allow_unverified)
+    existing_data_dir(data_dir)     # a folder given but absent: one error naming it (no downloads)
 
     path, used = None, None
     if fmt in ("auto", "mat"):

@@ -6,7 +6,9 @@ with :func:`register_dataset` / :func:`register_prefix`.
 """
 from __future__ import annotations
 
+import copy
 import os
+import warnings
 from collections import OrderedDict
 from pathlib import Path
 from typing import Callable
@@ -18,7 +20,7 @@ from .sources import DataError
 from .speech import FSDD_VARIANTS, canonical_wav_name, load_fsdd, load_wav_dataset
 
 __all__ = ["DATASETS", "ALIASES", "PREFIXES", "register_dataset", "register_prefix", "prefix_of",
-           "canonical_name", "load_dataset", "clear_cache", "CACHE_SIZE"]
+           "canonical_name", "load_dataset", "without_empty", "clear_cache", "CACHE_SIZE"]
 
 DATASETS: dict[str, Callable[..., SequenceDataset]] = {}
 ALIASES: dict[str, str] = {}
@@ -98,8 +100,8 @@ def load_dataset(name: str, data_dir=None, *, fmt: str = "auto", width="88", dow
     its files are unchanged): treat it as read-only (SequenceDataset.sliced makes a trimmed copy)."""
     key = canonical_name(name)
     if prefix_of(key):
-        return PREFIXES[prefix_of(key)][1](key, data_dir=data_dir, fmt=fmt, width=width, download=download,
-                                           mirror=mirror, **kwargs)
+        return without_empty(PREFIXES[prefix_of(key)][1](key, data_dir=data_dir, fmt=fmt, width=width,
+                                                          download=download, mirror=mirror, **kwargs))
     where = str(Path(data_dir).expanduser().resolve()) if data_dir is not None else None
     # the environment says where data_dir=None looks and what may be downloaded or accepted unverified
     env = tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith("GATEDRNN_")))
@@ -108,12 +110,41 @@ def load_dataset(name: str, data_dir=None, *, fmt: str = "auto", width="88", dow
     if hit is not None and hit[0] == _stamp(hit[1]):
         _CACHE.move_to_end(ck)
         return hit[1]
-    ds = DATASETS[key](data_dir=data_dir, fmt=fmt, width=width, download=download, mirror=mirror, **kwargs)
+    ds = without_empty(DATASETS[key](data_dir=data_dir, fmt=fmt, width=width, download=download, mirror=mirror,
+                                     **kwargs))
     _CACHE[ck] = (_stamp(ds), ds)
     _CACHE.move_to_end(ck)
     while len(_CACHE) > CACHE_SIZE:
         _CACHE.popitem(last=False)
     return ds
+
+
+def without_empty(ds: SequenceDataset) -> SequenceDataset:
+    """The dataset without its sequences of 0 steps (nothing to predict, and a batch of only such
+    sequences has no time axis): each one left out is named in a warning and in meta["empty_skipped"]
+    ({split: [positions in the split as loaded]}). A split left with no sequence is a DataError. The
+    built-in loaders never produce one (they refuse empty rolls and recordings); a registered loader
+    or a user's folder may."""
+    empty = {s: [i for i, (_, y) in enumerate(pairs) if len(y) == 0] for s, pairs in ds.splits.items()}
+    if not any(empty.values()):
+        return ds
+    for s, idx in empty.items():
+        if idx and len(idx) == len(ds.splits[s]):
+            raise DataError(f"{ds.name}: every sequence of the {s} split has 0 steps; nothing to train or "
+                            f"score on")
+    out = copy.copy(ds)
+    keep = {s: sorted(set(range(len(pairs))) - set(empty[s])) for s, pairs in ds.splits.items()}
+    out.splits = {s: [ds.splits[s][i] for i in keep[s]] for s in ds.splits}
+    prov = getattr(ds, "provenance", None)
+    if isinstance(prov, dict):
+        out.provenance = {s: [v[i] for i in keep[s]] if len(v) == len(ds.splits.get(s, ())) else v
+                          for s, v in prov.items()}
+    skipped = {s: idx for s, idx in empty.items() if idx}
+    out.meta = {**ds.meta, "empty_skipped": skipped}
+    warnings.warn(f"{ds.name}: left out {sum(map(len, skipped.values()))} sequence(s) of 0 steps ("
+                  + ", ".join(f"{s} {idx[:5]}{'...' if len(idx) > 5 else ''}" for s, idx in skipped.items())
+                  + ")", stacklevel=3)
+    return out
 
 
 # ------------------------------------------------------------------------------- the built-ins

@@ -8,7 +8,9 @@ never left in the cache.
 
 Environment variables
     GATEDRNN_DATA_DIR          directory holding the data files (searched as-is and in music/, speech/)
-    GATEDRNN_CACHE             download cache (default ~/.cache/gatedrnn)
+    GATEDRNN_CACHE             the cache: downloads, parsed MIDI, compiled kernels (default
+                               $XDG_CACHE_HOME/gatedrnn, i.e. ~/.cache/gatedrnn; GATEDRNN_CACHE_DIR is
+                               its deprecated alias)
     GATEDRNN_MIRROR            base URL tried first for every download, as <mirror>/<filename>
     GATEDRNN_OFFLINE=1         never download (same as download=False)
     GATEDRNN_ALLOW_UNVERIFIED=1  accept files that have no known checksum (reported as "unverified")
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sys
 import tempfile
 import urllib.error
 import urllib.parse
@@ -29,8 +32,8 @@ from pathlib import Path
 
 __all__ = [
     "DataError", "ChecksumError", "DataNotFoundError", "KnownFile", "KNOWN_FILES", "register_file",
-    "known_file", "resolve_data_dir", "cache_dir", "find_or_fetch", "locate", "verify", "sha256_file",
-    "is_offline", "unverified_allowed",
+    "known_file", "resolve_data_dir", "existing_data_dir", "cache_dir", "find_or_fetch", "locate", "verify",
+    "sha256_file", "is_offline", "unverified_allowed",
 ]
 
 
@@ -170,10 +173,33 @@ def resolve_data_dir(data_dir=None) -> Path | None:
     return None
 
 
+def existing_data_dir(data_dir=None) -> Path | None:
+    """resolve_data_dir, checked: a folder that was given (data_dir / --data-dir, or GATEDRNN_DATA_DIR)
+    but does not exist raises DataNotFoundError naming it — a typo is not a reason to download."""
+    d = resolve_data_dir(data_dir)
+    if d is not None and not d.is_dir():
+        given = "GATEDRNN_DATA_DIR" if data_dir is None or str(data_dir) == "" else "--data-dir"
+        what = "is not a folder" if d.exists() else "does not exist"
+        raise DataNotFoundError(f"data folder {d} ({given}) {what}; nothing was downloaded")
+    return d
+
+
+_DEPRECATED_NOTED: set[str] = set()
+
+
 def cache_dir() -> Path:
-    """Env GATEDRNN_CACHE, else ~/.cache/gatedrnn (not created here)."""
-    env = os.environ.get("GATEDRNN_CACHE")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "gatedrnn"
+    """The one cache folder (downloads in music/ and speech/, parsed MIDI in midi/, the compiled kernels
+    in kernels/; not created here): env GATEDRNN_CACHE, else $XDG_CACHE_HOME/gatedrnn, else
+    ~/.cache/gatedrnn. GATEDRNN_CACHE_DIR, the kernels' old name for the same folder, still works when
+    GATEDRNN_CACHE is not set, with a one-line note (once per process)."""
+    env, old = os.environ.get("GATEDRNN_CACHE"), os.environ.get("GATEDRNN_CACHE_DIR")
+    if old and old != env and f"{old}|{env}" not in _DEPRECATED_NOTED:
+        _DEPRECATED_NOTED.add(f"{old}|{env}")
+        print("gatedrnn: note: GATEDRNN_CACHE_DIR is deprecated; set GATEDRNN_CACHE (the same folder)"
+              + (f" — ignoring GATEDRNN_CACHE_DIR={old}, GATEDRNN_CACHE is set" if env else ""), file=sys.stderr)
+    if env or old:
+        return Path(env or old).expanduser()
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache").expanduser() / "gatedrnn"
 
 
 def _cache_path(kf: KnownFile) -> Path:
@@ -233,7 +259,7 @@ def _check(kf: KnownFile, path: Path, allow_unverified: bool) -> str:
 def locate(filename: str, data_dir=None) -> Path | None:
     """First existing local copy (data dir, then cache), unverified; None if there is none."""
     kf = known_file(filename)
-    for p in [*_local_candidates(kf, resolve_data_dir(data_dir)), _cache_path(kf)]:
+    for p in [*_local_candidates(kf, existing_data_dir(data_dir)), _cache_path(kf)]:
         if p.is_file():
             return p
     return None
@@ -275,6 +301,16 @@ def _download_to(url: str, dest_dir: Path, label: str, timeout: float, expected_
     return tmp, h.hexdigest()
 
 
+def describe_failures(failures: list[tuple[str, str]]) -> str:
+    """Failed download attempts ((url, reason) pairs), each reason said once with the URLs that gave it
+    ("[Errno -2] Name or service not known (https://a/x.mat, https://b/x.mat)"): the URLs stay, so that
+    a user behind a firewall can fetch the file by hand."""
+    by_reason: dict[str, list[str]] = {}
+    for url, reason in failures:
+        by_reason.setdefault(" ".join(str(reason).split()), []).append(url)
+    return "; ".join(f"{r} ({', '.join(urls)})" for r, urls in by_reason.items())
+
+
 def _fetch(kf: KnownFile, mirror: str | None, allow_unverified: bool) -> Path:
     urls = []
     for m in (mirror, os.environ.get("GATEDRNN_MIRROR")):
@@ -288,21 +324,20 @@ def _fetch(kf: KnownFile, mirror: str | None, allow_unverified: bool) -> Path:
     dest = _cache_path(kf)
     dest.parent.mkdir(parents=True, exist_ok=True)
     timeout = float(os.environ.get("GATEDRNN_DOWNLOAD_TIMEOUT", "30"))
-    failures: list[str] = []
+    failures: list[tuple[str, str]] = []
     mismatches: list[str] = []
     for url in urls:
         try:
             tmp, actual = _download_to(url, dest.parent, kf.filename, timeout, kf.size)
         except urllib.error.HTTPError as e:
-            failures.append(f"{url}: HTTP {e.code} {e.reason}")
+            failures.append((url, f"HTTP {e.code} {e.reason}"))
             continue
         except (urllib.error.URLError, OSError, ValueError) as e:  # DNS, refused, timeout, bad URL
-            failures.append(f"{url}: {getattr(e, 'reason', e)}")
+            failures.append((url, str(getattr(e, "reason", e))))
             continue
         if kf.sha256 is not None and actual != kf.sha256:
             tmp.unlink(missing_ok=True)
             mismatches.append(f"{url}: got sha256 {actual}")
-            failures.append(f"{url}: checksum mismatch (got {actual})")
             continue
         if kf.sha256 is None and not allow_unverified:
             tmp.unlink(missing_ok=True)
@@ -316,9 +351,8 @@ def _fetch(kf: KnownFile, mirror: str | None, allow_unverified: bool) -> Path:
     if mismatches:
         raise ChecksumError(f"checksum mismatch for {kf.filename}: expected sha256 {kf.sha256}; "
                             + "; ".join(mismatches) + ". Bad downloads were deleted."
-                            + (" Other attempts: " + "; ".join(f for f in failures if "checksum" not in f)
-                               if len(failures) > len(mismatches) else ""))
-    raise DataNotFoundError(f"could not download {kf.filename}; tried: " + "; ".join(failures))
+                            + (" Other attempts: " + describe_failures(failures) if failures else ""))
+    raise DataNotFoundError(f"could not download {kf.filename}: {describe_failures(failures)}")
 
 
 def find_or_fetch(filename: str, data_dir=None, download: bool = True, mirror: str | None = None, *,
@@ -332,7 +366,8 @@ def find_or_fetch(filename: str, data_dir=None, download: bool = True, mirror: s
     """
     kf = known_file(filename)
     allow = unverified_allowed(allow_unverified)
-    for p in _local_candidates(kf, resolve_data_dir(data_dir)):
+    folder = existing_data_dir(data_dir)
+    for p in _local_candidates(kf, folder):
         if p.is_file():
             _check(kf, p, allow)
             return p.resolve()
@@ -346,7 +381,7 @@ def find_or_fetch(filename: str, data_dir=None, download: bool = True, mirror: s
                 raise
             cached.unlink(missing_ok=True)  # never keep a bad file in the cache
     if not download or is_offline():
-        where = [str(p) for p in _local_candidates(kf, resolve_data_dir(data_dir))] + [str(cached)]
+        where = [str(p) for p in _local_candidates(kf, folder)] + [str(cached)]
         raise DataNotFoundError(f"{kf.filename} not found (looked in: {', '.join(where)}) and downloading is "
                                 "disabled; set GATEDRNN_DATA_DIR or --data-dir to a folder holding it")
     return _fetch(kf, mirror, allow).resolve()

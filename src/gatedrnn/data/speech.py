@@ -47,7 +47,7 @@ import numpy as np
 
 from .dataset import SequenceDataset
 from .sources import (ChecksumError, DataError, DataNotFoundError, _download_to, _join_mirror, cache_dir,
-                      is_offline, resolve_data_dir, sha256_file)
+                      describe_failures, existing_data_dir, is_offline, sha256_file)
 
 __all__ = ["N_IN", "N_OUT", "STRIDE", "FSDD_RATE", "FSDD_VARIANTS", "MANIFEST", "MANIFEST_SHA256",
            "num_steps", "frame", "fsdd_split", "read_manifest", "find_fsdd", "verify_fsdd", "download_fsdd",
@@ -137,7 +137,7 @@ def read_manifest(path=MANIFEST) -> dict[str, str]:
 
 
 def _candidates(data_dir) -> list[Path]:
-    d = resolve_data_dir(data_dir)
+    d = existing_data_dir(data_dir)
     out = [d / "speech" / "fsdd", d / "fsdd"] if d is not None else []
     return out + [cache_dir() / "speech" / "fsdd"]
 
@@ -224,12 +224,12 @@ def download_fsdd(dest=None, mirror: str | None = None, *, urls=None, manifest: 
         try:
             tmp, _ = _download_to(url, dest, FSDD_ARCHIVE, timeout, None)
         except Exception as e:  # HTTP, DNS, refused, timeout, bad URL
-            failures.append(f"{url}: {getattr(e, 'reason', e)}")
+            failures.append((url, str(getattr(e, "reason", e))))
             continue
         try:
             bad = _extract_recordings(tmp, dest, manifest)
         except (tarfile.TarError, OSError, EOFError) as e:
-            failures.append(f"{url}: not a readable tar.gz archive ({e})")
+            failures.append((url, f"not a readable tar.gz archive ({e})"))
             continue
         finally:
             tmp.unlink(missing_ok=True)
@@ -238,7 +238,7 @@ def download_fsdd(dest=None, mirror: str | None = None, *, urls=None, manifest: 
                                 "they were not kept")
         _check_folder(dest, manifest)
         return dest.resolve()
-    raise DataNotFoundError(f"could not download FSDD {FSDD_TAG}; tried: " + "; ".join(failures))
+    raise DataNotFoundError(f"could not download FSDD {FSDD_TAG}: {describe_failures(failures)}")
 
 
 def _extract_recordings(archive: Path, dest: Path, manifest: dict[str, str]) -> list[str]:

@@ -313,17 +313,21 @@ def extension_lr(study: "StudyConfig", side: str, k: int) -> float:
 
 # ------------------------------------------------------------------------------------ datasets
 def available_datasets(names) -> tuple[list[str], list[str]]:
-    """(canonical names that the data registry knows, notes for the ones skipped)."""
+    """(canonical names, notes). Every built-in dataset module is part of the package (gatedrnn.data
+    registers them all), so a name the registry does not know is a mistake, never a module still to come:
+    it raises DataError naming it and the valid names, before any run starts. A name given twice (also
+    through an alias) is kept once, with a note."""
     from ..data import DataError, canonical_name
     ok, notes = [], []
     for name in names:
         try:
             key = canonical_name(name)
-        except DataError:
-            notes.append(f"{name}: not registered in gatedrnn.data (module not installed yet?); skipped")
+        except DataError as e:
+            raise DataError(f"study datasets: {e}") from None
+        if key in ok:
+            notes.append(f"{name}: the same dataset as {key}, given twice; trained once")
             continue
-        if key not in ok:
-            ok.append(key)
+        ok.append(key)
     return ok, notes
 
 
