@@ -237,6 +237,36 @@ def _analysis_section(out: Path) -> str:
     return "".join(parts)
 
 
+def _protocol_html(data) -> list[str]:
+    """The page's 'Protocol actually used' section and the study config."""
+    study = data["study"]
+    parts: list[str] = []
+    proto = study.model_dump()
+    halving = ""
+    if study.search == "halving":
+        rungs = "; ".join(f"{d}: {', '.join(map(str, data['grid'].rungs(d))) or 'none'}"
+                          for d in data["grid"].datasets)
+        halving = (f", by successive halving: every candidate starts, the better 1/{study.halving_eta} by the best "
+                   f"validation NLL so far go on at each rung (epochs {rungs}), the survivor trains to the end")
+    parts.append("<h2>Protocol actually used</h2>")
+    parts.append("<ul>"
+                 f"<li>datasets: {', '.join(data['grid'].datasets)}; units: {', '.join(study.units)}</li>"
+                 f"<li>learning-rate candidates ({study.lr_candidates}, log base {study.lr_base} of "
+                 f"U({study.lr_low:g}, {study.lr_high:g}), {study.lr_draw} draw, seed {study.lr_seed}): "
+                 f"{', '.join(f'{x:.3g}' for x in data['grid'].lrs)}{_extension_html(data)}</li>"
+                 f"<li>selection: lowest validation NLL of the seed-{study.search_seed} run{halving}; then seeds "
+                 f"{study.seed_list()}</li>"
+                 f"<li>training fields shared by every run: <code>{html.escape(json.dumps(study.train, sort_keys=True))}</code>; "
+                 "everything else: the defaults of <code>gatedrnn.train.TrainConfig</code> (each run's full config "
+                 "is its <code>config.json</code>)</li>"
+                 f"<li>executor: {html.escape(str(data['executor']))}</li>"
+                 + (f"<li>last sweep: {html.escape(json.dumps(data['sweep']))}</li>" if data["sweep"] else "")
+                 + "</ul>")
+    parts.append(f"<details><summary>study config (JSON)</summary><pre>{html.escape(json.dumps(proto, indent=2))}"
+                 "</pre></details>")
+    return parts
+
+
 def write_html(data, out: Path, t1_md: str, t2_md: str, figs: dict, lr_rows: list[dict],
                ablation_md: str | None = None, progress_md: str | None = None, tuning_md: str | None = None) -> Path:
     from ..utils import environment
@@ -265,30 +295,7 @@ def write_html(data, out: Path, t1_md: str, t2_md: str, figs: dict, lr_rows: lis
             parts.append(f"<div class='fig'>{_svg_inline(figs['ablation_forest.svg'])}</div>")
     parts.append(_analysis_section(out))
     parts.append(_md_to_html_tables(t1_md))
-    # protocol
-    proto = study.model_dump()
-    halving = ""
-    if study.search == "halving":
-        rungs = "; ".join(f"{d}: {', '.join(map(str, data['grid'].rungs(d))) or 'none'}"
-                          for d in data["grid"].datasets)
-        halving = (f", by successive halving: every candidate starts, the better 1/{study.halving_eta} by the best "
-                   f"validation NLL so far go on at each rung (epochs {rungs}), the survivor trains to the end")
-    parts.append("<h2>Protocol actually used</h2>")
-    parts.append("<ul>"
-                 f"<li>datasets: {', '.join(data['grid'].datasets)}; units: {', '.join(study.units)}</li>"
-                 f"<li>learning-rate candidates ({study.lr_candidates}, log base {study.lr_base} of "
-                 f"U({study.lr_low:g}, {study.lr_high:g}), {study.lr_draw} draw, seed {study.lr_seed}): "
-                 f"{', '.join(f'{x:.3g}' for x in data['grid'].lrs)}{_extension_html(data)}</li>"
-                 f"<li>selection: lowest validation NLL of the seed-{study.search_seed} run{halving}; then seeds "
-                 f"{study.seed_list()}</li>"
-                 f"<li>training fields shared by every run: <code>{html.escape(json.dumps(study.train, sort_keys=True))}</code>; "
-                 "everything else: the defaults of <code>gatedrnn.train.TrainConfig</code> (each run's full config "
-                 "is its <code>config.json</code>)</li>"
-                 f"<li>executor: {html.escape(str(data['executor']))}</li>"
-                 + (f"<li>last sweep: {html.escape(json.dumps(data['sweep']))}</li>" if data["sweep"] else "")
-                 + "</ul>")
-    parts.append(f"<details><summary>study config (JSON)</summary><pre>{html.escape(json.dumps(proto, indent=2))}"
-                 "</pre></details>")
+    parts.extend(_protocol_html(data))
     # lr search
     parts.append("<h2>Learning-rate search (validation NLL)</h2>")
     parts.append(_html_table(["dataset", "unit", "lr", "status", "valid NLL", "selected", "run"],
@@ -338,7 +345,7 @@ def build_report(out_dir: str | Path, *, figures: bool = True, log=print) -> dic
             if written["tuning_rows"]:
                 from .tuning import tuning_figures
                 figs.update(tuning_figures(written["tuning_rows"], out,
-                                           lambda u: unit_color(u, data["study"].units), _name, unit_name))
+                                           lambda u: unit_color(u, data["study"].units), _save, _name, unit_name))
         except ImportError as e:   # never lose the tables to a missing plotting library
             log(f"figures skipped ({e}); every table and report.html are written — pip install matplotlib "
                 f"and run `gatedrnn report {out}` for the figures")

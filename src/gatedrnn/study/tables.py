@@ -364,6 +364,49 @@ def _no_early_stopping(data) -> bool:
     return bool(ds) and all(data["study"].train_fields(d).get("patience", default) == 0 for d in ds)
 
 
+def _protocol_notes(data, kinds) -> list[str]:
+    """Table 2's notes on what the numbers are: the metric, selection, seeds, intervals, tests, references."""
+    study = data["study"]
+    return [
+        "\n## Notes\n",
+        "- NLL: nats per time step ("
+        + "; ".join(t for k, t in (("music", "music: per frame, summed over the 88 note outputs"),
+                                   ("speech", "speech: per step, summed over its 10 predicted samples"))
+                    if k in kinds) + "), averaged over all "
+        "steps of a split (Σ NLL / Σ steps, the first step scored from a zero input); the model reported is "
+        "each run's best-validation model"
+        + (" (no early termination: the best of all epochs)" if _no_early_stopping(data) else " (early stopping)")
+        + ".\n",
+        "- Per-sequence mean: the authors' convention — each sequence's NLL per scored step, its first step not "
+        "scored (inputs seq[:-1], targets seq[1:]), averaged over the split's sequences; mean ± CI over seeds. "
+        "'–': runs recorded before this metric existed.\n",
+        "- Learning rate: per (dataset, unit), the candidate with the lowest validation NLL of its seed-"
+        f"{study.search_seed} run (test NLL is never used for a choice); that configuration is re-run with "
+        f"seeds {study.seed_list()}. Diverged or failed runs are counted, not averaged.\n",
+        (f"- Selecting run: the seed-{study.search_seed} run that won the search, shown apart (in brackets: "
+         "per-sequence mean); it is not one of the reported seeds, so the means are not biased by the "
+         "selection.\n" if study.search_seed not in study.seed_list() else
+         f"- Selecting run: the seed-{study.search_seed} run that won the search is also reported seed "
+         f"{study.search_seed}, so the means include a run chosen for its validation NLL (optimistic; "
+         "`--report-seeds fresh` reports other seeds).\n"),
+        "- ±: half-width of the two-sided 95 % confidence interval of the mean, t_{0.975, n−1} · s / √n "
+        "(Student t, s the sample standard deviation over seeds); no interval with fewer than 2 seeds.\n",
+        "- Best unit: lowest mean test NLL. Its difference to the runner-up is tested with a two-sided "
+        "paired t-test across seeds (pairs = same seed), and the p-values are corrected for the number of "
+        f"datasets with the Holm–Bonferroni step-down method (family-wise error {ALPHA}).\n",
+        "- Δ: ours minus the paper's" + (" (music only: the speech sets here are open FSDD stand-ins for the "
+        "paper's private Ubisoft sets, so their numbers are not comparable).\n"
+        if any(data["kinds"].get(d) == "speech" for d in data["grid"].datasets) else ".\n"),
+        "- Reference rows: fitted on the train split, scored on the same splits as the networks:"
+        + (" per-note marginal frequencies (Bernoulli, add-one smoothing; no context) and 'repeat the "
+           "previous frame' (p(on) = 1 − ε if the note was on in the previous frame, else ε'; ε, ε' fitted "
+           "on train)" if kinds & {"music"} else "")
+        + (";" if kinds == {"music", "speech"} else "")
+        + (" one Gaussian per predicted sample (the train split's mean and variance of each of the 10 "
+           "samples; no context)" if "speech" in kinds else "") + ".\n"
+    ]
+
+
 def table2_markdown(data, t2, sig, base) -> str:
     study = data["study"]
     kinds = {data["kinds"].get(d) for d in data["grid"].datasets} - {None}
@@ -401,42 +444,7 @@ def table2_markdown(data, t2, sig, base) -> str:
                       unit_name(s["runner_up"]) if s["runner_up"] else "–", s["pairs"], _f(s["mean_diff"]),
                       _f(s["t"], 2), _p(s["p"]), _p(s["p_holm"]), "yes" if s["significant"] else "no",
                       s["note"]] for s in sig]),
-          "\n## Notes\n",
-          "- NLL: nats per time step ("
-          + "; ".join(t for k, t in (("music", "music: per frame, summed over the 88 note outputs"),
-                                     ("speech", "speech: per step, summed over its 10 predicted samples"))
-                      if k in kinds) + "), averaged over all "
-          "steps of a split (Σ NLL / Σ steps, the first step scored from a zero input); the model reported is "
-          "each run's best-validation model"
-          + (" (no early termination: the best of all epochs)" if _no_early_stopping(data) else " (early stopping)")
-          + ".\n",
-          "- Per-sequence mean: the authors' convention — each sequence's NLL per scored step, its first step not "
-          "scored (inputs seq[:-1], targets seq[1:]), averaged over the split's sequences; mean ± CI over seeds. "
-          "'–': runs recorded before this metric existed.\n",
-          "- Learning rate: per (dataset, unit), the candidate with the lowest validation NLL of its seed-"
-          f"{study.search_seed} run (test NLL is never used for a choice); that configuration is re-run with "
-          f"seeds {study.seed_list()}. Diverged or failed runs are counted, not averaged.\n",
-          (f"- Selecting run: the seed-{study.search_seed} run that won the search, shown apart (in brackets: "
-           "per-sequence mean); it is not one of the reported seeds, so the means are not biased by the "
-           "selection.\n" if study.search_seed not in study.seed_list() else
-           f"- Selecting run: the seed-{study.search_seed} run that won the search is also reported seed "
-           f"{study.search_seed}, so the means include a run chosen for its validation NLL (optimistic; "
-           "`--report-seeds fresh` reports other seeds).\n"),
-          "- ±: half-width of the two-sided 95 % confidence interval of the mean, t_{0.975, n−1} · s / √n "
-          "(Student t, s the sample standard deviation over seeds); no interval with fewer than 2 seeds.\n",
-          "- Best unit: lowest mean test NLL. Its difference to the runner-up is tested with a two-sided "
-          "paired t-test across seeds (pairs = same seed), and the p-values are corrected for the number of "
-          f"datasets with the Holm–Bonferroni step-down method (family-wise error {ALPHA}).\n",
-          "- Δ: ours minus the paper's" + (" (music only: the speech sets here are open FSDD stand-ins for the "
-          "paper's private Ubisoft sets, so their numbers are not comparable).\n"
-          if any(data["kinds"].get(d) == "speech" for d in data["grid"].datasets) else ".\n"),
-          "- Reference rows: fitted on the train split, scored on the same splits as the networks:"
-          + (" per-note marginal frequencies (Bernoulli, add-one smoothing; no context) and 'repeat the "
-             "previous frame' (p(on) = 1 − ε if the note was on in the previous frame, else ε'; ε, ε' fitted "
-             "on train)" if kinds & {"music"} else "")
-          + (";" if kinds == {"music", "speech"} else "")
-          + (" one Gaussian per predicted sample (the train split's mean and variance of each of the 10 "
-             "samples; no context)" if "speech" in kinds else "") + ".\n"]
+          *_protocol_notes(data, kinds)]
     edge = edge_selections(data)
     if edge:
         md.append(f"- The selected learning rate is the smallest or largest candidate for: {', '.join(edge)} — "

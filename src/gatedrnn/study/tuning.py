@@ -126,12 +126,12 @@ def tuning_markdown(rows: list[dict], name=lambda d: d, unit_name=lambda u: u, h
             "is the estimate.\n\n" + "\n".join(lines) + "\n" + note)
 
 
-def tuning_figures(rows: list[dict], out, colour, name=lambda d: d, unit_name=lambda u: u) -> dict:
-    """tuning_curves_<dataset>.{png,svg}: one line per unit (expected best validation NLL against n), band."""
+def tuning_figures(rows: list[dict], out, colour, save, name=lambda d: d, unit_name=lambda u: u) -> dict:
+    """tuning_curves_<dataset>.{png,svg}: one line per unit (expected best validation NLL against n), band;
+    `save(fig, out, name)` writes a figure (the report's, so every figure of a study is saved alike)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from .report import _save
     files = {}
     for d in dict.fromkeys(r["dataset"] for r in rows):
         fig, ax = plt.subplots(figsize=(6, 4))
@@ -149,5 +149,5 @@ def tuning_figures(rows: list[dict], out, colour, name=lambda d: d, unit_name=la
         ax.set_title(f"{name(d)}: tuning curves (band: 80 % confidence)", fontsize=10)
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=8)
-        files.update(_save(fig, out, f"tuning_curves_{d}"))
+        files.update(save(fig, out, f"tuning_curves_{d}"))
     return files

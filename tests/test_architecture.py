@@ -1,0 +1,82 @@
+"""The package's shape, held by tests: the layers import only downwards (the pipeline data/kernels → nn →
+heads → model → train → generate/analysis → study → cli), and no function is too long to hold in one's head."""
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+SRC = Path(__file__).resolve().parents[1] / "src" / "gatedrnn"
+# The layer of each top-level module or package of gatedrnn, bottom first. A module may import from its own
+# layer or any layer below it, never from above.
+LAYERS = {
+    "status": 0, "utils": 0, "data": 0, "kernels": 0,
+    "nn": 1,
+    "heads": 2,
+    "model": 3,
+    "train": 4,
+    "generate": 5, "analysis": 5,
+    "study": 6,
+    "cli": 7, "__main__": 7, "__init__": 7,
+}
+MAX_FUNCTION_LINES = 80
+
+
+def _part(path: Path) -> str:
+    rel = path.relative_to(SRC)
+    return rel.parts[0] if len(rel.parts) > 1 else rel.stem
+
+
+def _imported_parts(path: Path) -> set[str]:
+    """Top-level parts of gatedrnn that a module imports (absolute or relative, at any depth in the file)."""
+    tree = ast.parse(path.read_text())
+    depth = len(path.relative_to(SRC).parts) - 1         # 0 for gatedrnn/x.py, 1 for gatedrnn/pkg/x.py
+    out = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            if node.level == 0 and node.module and node.module.startswith("gatedrnn."):
+                out.add(node.module.split(".")[1])
+            elif node.level and node.level - 1 == depth:  # relative to the package root
+                if node.module:
+                    out.add(node.module.split(".")[0])
+                else:
+                    out.update(a.name for a in node.names)
+            elif node.level and node.level - 1 < depth:  # within the module's own package
+                out.add(path.relative_to(SRC).parts[0])
+        elif isinstance(node, ast.Import):
+            out.update(a.name.split(".")[1] for a in node.names if a.name.startswith("gatedrnn."))
+    return out
+
+
+def test_every_module_has_a_layer():
+    parts = {_part(p) for p in SRC.rglob("*.py")}
+    assert parts <= set(LAYERS), f"modules without a layer in this test: {sorted(parts - set(LAYERS))}"
+
+
+def test_layers_import_only_downwards():
+    upward = []
+    for path in sorted(SRC.rglob("*.py")):
+        me = _part(path)
+        for other in _imported_parts(path):
+            if other in LAYERS and LAYERS[other] > LAYERS[me]:
+                upward.append(f"{path.relative_to(SRC)} imports {other} (layer {LAYERS[other]} > {LAYERS[me]})")
+    assert not upward, "\n".join(upward)
+
+
+def test_no_function_over_80_lines():
+    long = []
+    for path in sorted(SRC.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                n = node.end_lineno - node.lineno + 1
+                if n > MAX_FUNCTION_LINES:
+                    long.append(f"{path.relative_to(SRC)}:{node.lineno} {node.name}: {n} lines")
+    assert not long, "\n".join(long)
+
+
+def test_the_layer_test_sees_an_upward_import(tmp_path, monkeypatch):
+    """The checker itself: a module of the data layer importing train is caught."""
+    pkg = tmp_path / "gatedrnn"
+    (pkg / "data").mkdir(parents=True)
+    (pkg / "data" / "bad.py").write_text("from ..train import TrainConfig\nfrom . import sources\n")
+    monkeypatch.setattr(__import__(__name__), "SRC", pkg)
+    assert _imported_parts(pkg / "data" / "bad.py") == {"train", "data"}
