@@ -4,7 +4,7 @@ The kernels are plain C++ with a C ABI — no torch headers — in several files
 library that ctypes loads: fused.cpp (the loops over time, the C ABI), one file per unit family
 (tanh.cpp, gru.cpp, lstm.cpp), readout.cpp, and the headers common.h, abi.h, unit.h. Every
 kernels/*.cpp is compiled, in parallel (one compiler process per file, as many at once as the process
-may use CPUs), with the system C++ compiler, then linked.
+may use CPUs), with the system C++ compiler, then linked. The first build says so on stderr (one line).
 The library is cached under `$GATEDRNN_CACHE_DIR` (default `$XDG_CACHE_HOME/gatedrnn`, i.e.
 ~/.cache/gatedrnn) in `kernels/fused-<key>.so`, where the key hashes the sources, the compiler
 command, the compiler version and the CPU's feature flags (it is built with -march=native, so a
@@ -22,6 +22,7 @@ import hashlib
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -31,6 +32,10 @@ from pathlib import Path
 KERNEL_DIR = Path(__file__).parent
 SOURCE = KERNEL_DIR / "fused.cpp"   # the loops over time and the C ABI; the unit files beside it
 ABI_VERSION = 9
+# Compiler CPU seconds of a full build, measured on the 2-vCPU AMD EPYC (Zen 3, GCC 12) of
+# docs/KERNELS.md: all files, and the longest one (fused.cpp). The first build announces itself with an
+# estimate from these (stderr, one line).
+BUILD_CPU_SECONDS, BUILD_LONGEST_SECONDS = 16.0, 5.5
 # -fno-trapping-math lets GCC if-convert the float selects of the activations (clamps, the two tanh
 # branches), i.e. vectorise the elementwise loops (GCC 12 leaves them scalar without it); it changes no
 # result, only what the compiler may assume about floating-point exceptions, which nothing here reads.
@@ -145,15 +150,34 @@ def _compile(cxx: str, flags: list[str], dst: Path) -> None:
         raise KernelBuildError(f"compiling the kernels failed: {e}") from None
 
 
+def build_message() -> str:
+    """The line the first build prints: the expected time with the files spread over jobs() compiler
+    processes on an otherwise idle machine, and a note when the machine is busy."""
+    n = jobs()
+    est = max(BUILD_CPU_SECONDS / min(n, max(1, len(sources()))), BUILD_LONGEST_SECONDS)
+    busy = ""
+    try:
+        load = os.getloadavg()[0]
+        if load > n:
+            busy = f"; longer now: load {load:.1f} on {n} CPU{'s' if n > 1 else ''}"
+    except (AttributeError, OSError):
+        pass
+    return f"gatedrnn: compiling the fused kernels (once per machine, ~{max(5, round(est / 5) * 5)} s{busy})…"
+
+
 def build(force: bool = False) -> Path:
     """Compile the kernels unless a cached build for these sources/compiler/CPU exists; return its path."""
     global build_seconds
     cxx = compiler()
     errors = []
+    told = False
     for flags in FLAG_SETS:
         path = cache_dir() / f"fused-{_key(cxx, flags)}.so"
         if path.exists() and not force:
             return path
+        if not told:
+            print(build_message(), file=sys.stderr, flush=True)
+            told = True
         t0 = time.perf_counter()
         try:
             _compile(cxx, flags, path)
