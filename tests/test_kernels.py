@@ -336,7 +336,7 @@ def test_disabled_by_environment(monkeypatch):
 
 def test_failed_compile_is_reported(monkeypatch, tmp_path):
     """A compiler that fails gives KernelBuildError (never a crash), and nothing half-written is cached."""
-    monkeypatch.setenv("GATEDRNN_CACHE_DIR", str(tmp_path))
+    monkeypatch.setenv("GATEDRNN_CACHE", str(tmp_path))
     monkeypatch.setenv("CXX", "false")
     with pytest.raises(loader.KernelBuildError):
         loader.build()

@@ -5,7 +5,7 @@ library that ctypes loads: fused.cpp (the loops over time, the C ABI), one file 
 (tanh.cpp, gru.cpp, lstm.cpp), readout.cpp, and the headers common.h, abi.h, unit.h. Every
 kernels/*.cpp is compiled, in parallel (one compiler process per file, as many at once as the process
 may use CPUs), with the system C++ compiler, then linked. The first build says so on stderr (one line).
-The library is cached under `$GATEDRNN_CACHE_DIR` (default `$XDG_CACHE_HOME/gatedrnn`, i.e.
+The library is cached under `$GATEDRNN_CACHE/kernels` (default `$XDG_CACHE_HOME/gatedrnn`, i.e.
 ~/.cache/gatedrnn) in `kernels/fused-<key>.so`, where the key hashes the sources, the compiler
 command, the compiler version and the CPU's feature flags (it is built with -march=native, so a
 cache shared between different machines can never hand one a binary it cannot run).
@@ -58,9 +58,10 @@ class KernelBuildError(RuntimeError):
 
 
 def cache_dir() -> Path:
-    env = os.environ.get("GATEDRNN_CACHE_DIR")
+    # the project's one cache variable (GATEDRNN_CACHE_DIR: its deprecated alias, as in gatedrnn.data)
+    env = os.environ.get("GATEDRNN_CACHE") or os.environ.get("GATEDRNN_CACHE_DIR")
     if env:
-        return Path(env) / "kernels"
+        return Path(env).expanduser() / "kernels"
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return Path(base) / "gatedrnn" / "kernels"
 
