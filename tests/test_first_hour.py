@@ -402,7 +402,7 @@ def test_a_sequence_of_0_steps_is_left_out_at_load_time_with_a_note(tmp_path, mo
     assert res["status"] == "completed" and np.isfinite(res["test_nll"])
     # a split built by hand: one clear error, not a reshape failure deep in the recurrence
     model = build_model({"unit": "gru", "input_size": 88, "hidden_size": 4, "output_size": 88,
-                         "head": "bernoulli", "unit_kwargs": {}})
+                         "head": "bernoulli", "unit_kwargs": {}, "kind": "music", "dataset": "jsb"})
     with pytest.raises(ValueError, match="sequence 0 has 0 steps: nothing to predict"):
         evaluate(model, [pair(0)], 4, "cpu")
     with pytest.raises(ValueError, match="sequence 1 has 0 steps"):
