@@ -11,7 +11,8 @@ GEMM U h_{t−1} (the paper GRU: two, U_zr h and U (r ⊙ h)) and a few in-place
 autograd graph. Backward (haste's / cuDNN's schedule): per step only the gate gradients and
 dh_{t−1} = d_t U (one GEMM; the paper GRU two), the gate gradients of every step kept; dW, dU, db, dx
 are then a few large GEMMs over all T·B rows, where torch.nn's autograd does a rank-B update of dU per
-step. Padded steps (mask False) carry the state, output 0 and pass dh, dc straight through, as in the
+step. The one form torch has a fused primitive for — the LSTM without peepholes, one model, no padding —
+runs that primitive (`torch._VF.lstm`, what torch.nn.LSTM calls: oneDNN on the CPU). Padded steps (mask False) carry the state, output 0 and pass dh, dc straight through, as in the
 fused kernel and `RecurrentUnit.reference`.
 
 It computes the paper's equations (cell() of tanh.py, gru.py in both forms, lstm.py with or without
@@ -39,6 +40,12 @@ def recurrence(kind: str, flags, x: Tensor, h0: Tensor, c0: Tensor | None, W: Te
     peep = kind == "lstm" and bool(flags.get("peepholes", False)) and v is not None
     if bn is not None and not (kind == "gru" and reset_after):
         raise ValueError("the inner candidate bias bn belongs to the GRU with reset_after=True")
+    if kind == "lstm" and not peep and mask is None and x.shape[0] == 1 and x.dtype in (torch.float32, torch.float64):
+        # torch.nn.LSTM's own form (no peepholes, no padding): torch's LSTM, the one torch.nn.LSTM runs
+        # (oneDNN's fused primitive on the CPU); our single bias is its b_ih, b_hh = 0
+        out, hT, cT = torch._VF.lstm(x[0], (h0, c0), [W[0], U[0], b[0], torch.zeros_like(b[0])], True, 1, 0.0,
+                                     False, False, False)
+        return out.unsqueeze(0), hT, cT
     res = GemmRecurrence.apply(kind, reset_after, peep, x, h0, c0 if kind == "lstm" else None, W, U, b,
                                v if peep else None, bn, mask)
     return (res[0], res[1], res[2] if kind == "lstm" else None)
@@ -74,7 +81,8 @@ class GemmRecurrence(torch.autograd.Function):
                 c = Cs[0]
                 TC = x.new_empty(T, K, B, H)
                 if peep:
-                    vi, vf, vo = (_bias_view(v, k, H) for k in range(3))
+                    vo = _bias_view(v, 2, H)
+                    vif = v[:, :2].unsqueeze(1)                 # (K, 1, 2, H)
             elif kind == "gru":
                 Uzr, Uc = U[:, :2 * H], U[:, 2 * H:]
                 extra = x.new_empty(T, K, B, H)     # paper: r ⊙ h_{t−1}; reset_after: U_c h_{t−1} (+ b_n)
@@ -102,26 +110,28 @@ class GemmRecurrence(torch.autograd.Function):
                         ac.baddbmm_(e, Uc.mT)
                     ac.tanh_()
                     hn = torch.addcmul(h, z, ac - h)                    # h + z ⊙ (h̃ − h)
-                else:
+                else:   # (few torch ops per step: each costs microseconds of dispatch)
                     a.baddbmm_(h, U.mT)
                     ai, af, ag, ao = (a[..., k * H:(k + 1) * H] for k in range(4))
                     if peep:
-                        ai.addcmul_(vi, c)
-                        af.addcmul_(vf, c)
+                        a[..., :2 * H].view(K, B, 2, H).addcmul_(vif, c.unsqueeze(2))   # v_i ⊙ c, v_f ⊙ c
                     a[..., :2 * H].sigmoid_()
                     ag.tanh_()
-                    cn = af * c
+                    cn = torch.mul(af, c, out=Cs[t + 1]) if mask is None else af * c
                     cn.addcmul_(ai, ag)
                     if peep:
                         ao.addcmul_(vo, cn)
                     ao.sigmoid_()
                     torch.tanh(cn, out=TC[t])
-                    hn = ao * TC[t]
-                    if mask is not None:
-                        torch.where(m[t], cn, c, out=Cs[t + 1])
+                    if mask is None:
+                        torch.mul(ao, TC[t], out=Hs[t + 1])
                     else:
-                        Cs[t + 1] = cn
+                        hn = ao * TC[t]
+                        torch.where(m[t], cn, c, out=Cs[t + 1])
                     c = Cs[t + 1]
+                    if mask is None:
+                        h = Hs[t + 1]
+                        continue
                 if mask is not None:
                     torch.where(m[t], hn, h, out=Hs[t + 1])
                     torch.mul(hn, mf[t], out=out[t])
@@ -152,6 +162,7 @@ class GemmRecurrence(torch.autograd.Function):
             dc = gcT.clone() if gcT is not None else Hs.new_zeros(K, B, H)
             if peep:
                 vi, vf, vo = (_bias_view(v, k, H) for k in range(3))
+            ones = Hs.new_ones(())
         if mask is not None:
             m = mask.transpose(0, 1).unsqueeze(-1)
             mf = m.to(x.dtype)
@@ -194,23 +205,25 @@ class GemmRecurrence(torch.autograd.Function):
                     dr.mul_(r * (1 - r))
                     dhp = torch.addcmul(gh * (1 - z), drh, r)
                     dhp.baddbmm_(d[..., :2 * H], Uzr)
-            else:
+            else:   # (few torch ops per step, as in forward)
                 i, f, g, o = (a[..., k * H:(k + 1) * H] for k in range(4))
                 di, df, dg, do = (d[..., k * H:(k + 1) * H] for k in range(4))
                 tc, cp = TC[t], Cs[t]
                 torch.mul(gh, tc, out=do)
-                do.mul_(o * (1 - o))
+                do.mul_(torch.addcmul(o, o, o, value=-1))                      # σ' = o − o²
                 if mask is not None:
                     do.mul_(mf[t])
-                dct = torch.addcmul(dc, gh * o, 1 - tc * tc)
+                dct = torch.addcmul(dc, gh * o, torch.addcmul(ones, tc, tc, value=-1))
                 if peep:
                     dct.addcmul_(do, vo)
-                torch.mul(dct, g, out=di)
-                di.mul_(i * (1 - i))
-                torch.mul(dct, cp, out=df)
-                df.mul_(f * (1 - f))
+                dif = d[..., :2 * H]
+                a2 = a[..., :2 * H]
+                torch.mul(torch.addcmul(a2, a2, a2, value=-1).view(K, B, 2, H), dct.unsqueeze(2),
+                          out=dif.view(K, B, 2, H))                            # dct ⊙ σ'(i), dct ⊙ σ'(f)
+                di.mul_(g)
+                df.mul_(cp)
                 torch.mul(dct, i, out=dg)
-                dg.mul_(1 - g * g)
+                dg.mul_(torch.addcmul(ones, g, g, value=-1))
                 if mask is not None:
                     d[..., :3 * H].mul_(mf[t])
                 dcp = dct * f
