@@ -324,3 +324,21 @@ def test_dispatch_applies_its_rule(monkeypatch):
     a = u(x)[0]
     monkeypatch.setattr(dispatch, "gemm_wins", lambda *a, **k: False)
     torch.testing.assert_close(u(x)[0], a, rtol=1e-5, atol=1e-6)
+def test_dispatch_rule_is_the_measured_one():
+    """The rule's cells (docs/KERNELS.md): the fused kernel at the paper's sizes, the GEMM path for large
+    products."""
+    for kind, flags, I, H in (("lstm", {"peepholes": True}, 88, 36), ("gru", {"reset_after": False}, 88, 46),
+                              ("tanh", {}, 88, 100)):
+        for B in (1, 16, 64):
+            for th in (1, 2):
+                assert not dispatch.gemm_wins(kind, flags, 1, B, I, H, th), (kind, B, th)
+    for kind in ("lstm", "gru", "tanh"):
+        assert dispatch.gemm_wins(kind, {}, 1, 64, 1024, 1024, 1), kind
+        assert dispatch.gemm_wins(kind, {}, 1, 16, 512, 512, 1), kind
+        assert not dispatch.gemm_wins(kind, {"peepholes": True}, 1, 16, 128, 128, 1), kind
+    assert dispatch.gemm_wins("lstm", {"peepholes": True}, 1, 64, 256, 256, 1)
+    assert not dispatch.gemm_wins("tanh", {}, 1, 64, 256, 256, 1)
+    # torch.nn.LSTM's form at batch 1, unpadded: torch's own LSTM primitive
+    assert dispatch.gemm_wins("lstm", {"peepholes": False}, 1, 1, 32, 32, 1)
+    assert not dispatch.gemm_wins("lstm", {"peepholes": False}, 1, 1, 32, 32, 1, masked=True)
+    assert not dispatch.gemm_wins("lstm", {"peepholes": True}, 1, 1, 32, 32, 1)

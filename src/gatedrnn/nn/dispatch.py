@@ -40,11 +40,26 @@ def gemm_spec(unit) -> tuple[str, dict, Tensor | None] | None:
     return spec[0], spec[1], None
 
 
-def gemm_wins(kind: str, flags, K: int, B: int, I: int, H: int, threads: int | None = None) -> bool:
+# The crossover, measured (benchmarks/bench_torch.py, results/torch-t{1,2}.json; docs/KERNELS.md): the fused
+# kernel streams W and U through its micro-kernel once per step and row block; once they outgrow the cache
+# the platform's GEMM is faster. Per unit of the single-layer grid (I = H, B 1/16/64, T 100), one thread,
+# CPU time: fused faster at H <= 128 for all three units; at H = 256 the LSTM's GEMM path wins (1 MiB of U),
+# the GRU's ties (768 KiB), the tanh unit's fused kernel wins (256 KiB); at H >= 512 the GEMM path wins for
+# all three. So: the GEMM path once W and U hold >= 2^19 float values (G·H·(I + H); 2 MiB in float32).
+GEMM_FROM_VALUES = 1 << 19
+
+
+def gemm_wins(kind: str, flags, K: int, B: int, I: int, H: int, threads: int | None = None,
+              masked: bool = False) -> bool:
     """The measured rule: is the GEMM path faster than the fused kernel for K models of this kind, batch B,
-    input I, hidden H, at `threads` (default torch's)? See docs/KERNELS.md ("Two paths") for the figures."""
-    threads = threads or torch.get_num_threads()
-    return False
+    input I, hidden H (at `threads`, default torch's; `masked`: padded steps)? docs/KERNELS.md, "Two paths".
+    - W and U together hold at least GEMM_FROM_VALUES values: the GEMM path;
+    - torch.nn.LSTM's own form (no peepholes), one model, one sequence, no padding: torch's LSTM primitive
+      (oneDNN) beat the fused kernel at batch 1 at every size measured."""
+    G = {"tanh": 1, "gru": 3, "lstm": 4}[kind]
+    if G * H * (I + H) >= GEMM_FROM_VALUES:
+        return True
+    return kind == "lstm" and not flags.get("peepholes", False) and K == 1 and B == 1 and not masked
 
 
 def route(unit, xt: Tensor, W: Tensor, U: Tensor, b: Tensor, v: Tensor | None, mask: Tensor | None,
@@ -62,7 +77,7 @@ def route(unit, xt: Tensor, W: Tensor, U: Tensor, b: Tensor, v: Tensor | None, m
     if FORCE is not None:
         return FORCE
     K, T, B, I = xt.shape
-    return "gemm" if gemm_wins(g[0], g[1], K, B, I, U.shape[-1]) else "fused"
+    return "gemm" if gemm_wins(g[0], g[1], K, B, I, U.shape[-1], masked=mask is not None) else "fused"
 
 
 def _floats(*ts: Tensor) -> bool:
