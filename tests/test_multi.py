@@ -75,6 +75,7 @@ def test_models_that_stop_leave_the_others_training(tmp_path, monkeypatch):
     different lengths (zero-padded to a common shape in the stacked step); one model early-stops, one
     reaches its epoch cap first, the others go on. The stacked recurrence does run."""
     import gatedrnn.train as T
+    monkeypatch.setattr(T, "stacking_wins", lambda unit, hidden_size: True)   # (the rule runs GRUs apart)
     builds, real = [], T._stacked_unit
     monkeypatch.setattr(T, "_stacked_unit", lambda: builds.append(1) or real())
     cfgs = [_cfg(unit="gru", crop_length=None, limit_sequences=12, lr=0.2, seed=3, patience=1, epochs=6),
