@@ -12,7 +12,8 @@ autograd graph. Backward (haste's / cuDNN's schedule): per step only the gate gr
 dh_{t−1} = d_t U (one GEMM; the paper GRU two), the gate gradients of every step kept; dW, dU, db, dx
 are then a few large GEMMs over all T·B rows, where torch.nn's autograd does a rank-B update of dU per
 step. The one form torch has a fused primitive for — the LSTM without peepholes, one model, no padding —
-runs that primitive (`torch._VF.lstm`, what torch.nn.LSTM calls: oneDNN on the CPU). Padded steps (mask False) carry the state, output 0 and pass dh, dc straight through, as in the
+runs that primitive (`torch._VF.lstm`, what torch.nn.LSTM calls: oneDNN on the CPU). Padded steps
+(mask False) carry the state, output 0 and pass dh, dc straight through, as in the
 fused kernel and `RecurrentUnit.reference`.
 
 It computes the paper's equations (cell() of tanh.py, gru.py in both forms, lstm.py with or without

@@ -114,7 +114,7 @@ class _Layers(nn.Module):
             self.to(device=device, dtype=dtype)
 
     def _make(self, I: int, H: int, **kw):
-        return make_unit(self.unit, I, H, batch_first=False, **kw)
+        return make_unit(self.unit, input_size=I, hidden_size=H, batch_first=False, **kw)
 
     # ----------------------------------------------------------------------------------------- access
     @property
@@ -265,7 +265,7 @@ class GRU(_Layers):
 
     def _make(self, I: int, H: int, **kw):
         if self.inner_bias:
-            return TorchFormGRU(I, H, batch_first=False, **kw)
+            return TorchFormGRU(input_size=I, hidden_size=H, batch_first=False, **kw)
         return super()._make(I, H, **kw)
 
     def extra_repr(self) -> str:
@@ -301,7 +301,8 @@ def from_torch(module: nn.Module) -> _Layers:
     """Ours from a torch.nn.LSTM / GRU / RNN (tanh): every layer and direction, its weights copied, so that
     outputs and states equal torch.nn's (to float rounding). LSTM: `peepholes=False`, b = b_ih + b_hh;
     GRU: `reset_after=True, inner_bias=True` (z, r: b_i + b_h; candidate: b_in, and b_hn kept as the inner
-    bias; torch.nn's z keeps the old state where the paper's takes the new one, so z's block changes sign); RNN: tanh only (relu is refused). Same dtype, device, batch_first, dropout and train/eval mode."""
+    bias; torch.nn's z keeps the old state where the paper's takes the new one, so z's block changes sign);
+    RNN: tanh only (relu is refused). Same dtype, device, batch_first, dropout and train/eval mode."""
     if isinstance(module, nn.LSTM):
         if module.proj_size:
             raise ValueError(f"from_torch: an LSTM with proj_size={module.proj_size} has no gatedrnn equivalent")
