@@ -195,6 +195,11 @@ def test_paper_forms_by_default_and_options():
     assert gatedrnn.LSTM(3, 4, 2, True, False, 0.0, True).layer(1, reverse=True).input_size == 8
     with pytest.raises(ValueError, match="reset_after=True"):
         gatedrnn.GRU(3, 4, inner_bias=True)
+    g = gatedrnn.GRU(3, 4)
+    g.paper_weights()["U_r"].fill_(0.5)                          # views, as the unit's
+    assert torch.all(g.layer(0).weight_hh[4:8] == 0.5)
+    with pytest.raises(ValueError, match="layer"):
+        gatedrnn.GRU(3, 4, 2).paper_weights()
 
 
 def test_weight_noise_in_training_only():

@@ -126,6 +126,14 @@ class _Layers(nn.Module):
         """The unit of one layer and direction (its `paper_weights()` name its parameters)."""
         return getattr(self, f"l{layer}" + ("_reverse" if reverse else ""))
 
+    def paper_weights(self) -> dict[str, Tensor]:
+        """A one-layer, one-direction module's parameters by the paper's symbols (views, as the unit's);
+        with more layers or directions, ask a layer: `module.layer(l, reverse).paper_weights()`."""
+        if len(self._names) != 1:
+            raise ValueError(f"{type(self).__name__} has {len(self._names)} layers/directions: use "
+                             "module.layer(l, reverse).paper_weights()")
+        return self.cells[0].paper_weights()
+
     def flatten_parameters(self) -> None:
         """torch.nn's cuDNN hint; nothing to do here."""
 
