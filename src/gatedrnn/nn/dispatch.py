@@ -40,24 +40,29 @@ def gemm_spec(unit) -> tuple[str, dict, Tensor | None] | None:
     return spec[0], spec[1], None
 
 
-# The crossover, measured (benchmarks/bench_torch.py, results/torch-t{1,2}.json; docs/KERNELS.md): the fused
-# kernel streams W and U through its micro-kernel once per step and row block; once they outgrow the cache
-# the platform's GEMM is faster. Per unit of the single-layer grid (I = H, B 1/16/64, T 100), one thread,
-# CPU time: fused faster at H <= 128 for all three units; at H = 256 the LSTM's GEMM path wins (1 MiB of U),
+# The crossover, measured (benchmarks/bench_torch.py, results/torch-t{1,2}.json; docs/KERNELS.md, "Two
+# paths"): the fused kernel streams W and U through its micro-kernel once per step and row block; once they
+# outgrow the cache the platform's GEMM is faster. One thread (single-layer grid, I = H, B 1/16/64, T 100,
+# CPU time): fused faster at H <= 128 for all three units; at H = 256 the LSTM's GEMM path wins (1 MiB of U),
 # the GRU's ties (768 KiB), the tanh unit's fused kernel wins (256 KiB); at H >= 512 the GEMM path wins for
-# all three. So: the GEMM path once W and U hold >= 2^19 float values (G·H·(I + H); 2 MiB in float32).
-GEMM_FROM_VALUES = 1 << 19
+# all three -> the GEMM path from 2^19 values in W and U (G·H·(I + H); 2 MiB in float32). Two threads: the
+# kernel splits the batch over both threads with no barrier per step, while the GEMM path's per-step GEMMs
+# synchronise twice a step; the fused kernel won up to H = 512 for all three units and at H = 1024 for the
+# tanh unit, tied for the GRU, lost for the LSTM -> from 2^23 values.
+GEMM_FROM_VALUES = {1: 1 << 19, 2: 1 << 23}
 
 
 def gemm_wins(kind: str, flags, K: int, B: int, I: int, H: int, threads: int | None = None,
               masked: bool = False) -> bool:
     """The measured rule: is the GEMM path faster than the fused kernel for K models of this kind, batch B,
     input I, hidden H (at `threads`, default torch's; `masked`: padded steps)? docs/KERNELS.md, "Two paths".
-    - W and U together hold at least GEMM_FROM_VALUES values: the GEMM path;
+    - W and U together hold at least GEMM_FROM_VALUES[threads] values (more than 2 threads: as 2, the
+      largest count measured): the GEMM path;
     - torch.nn.LSTM's own form (no peepholes), one model, one sequence, no padding: torch's LSTM primitive
       (oneDNN) beat the fused kernel at batch 1 at every size measured."""
+    threads = min(max(threads or torch.get_num_threads(), 1), 2)
     G = {"tanh": 1, "gru": 3, "lstm": 4}[kind]
-    if G * H * (I + H) >= GEMM_FROM_VALUES:
+    if G * H * (I + H) >= GEMM_FROM_VALUES[threads]:
         return True
     return kind == "lstm" and not flags.get("peepholes", False) and K == 1 and B == 1 and not masked
 
