@@ -343,10 +343,10 @@ def test_dispatch_rule_is_the_measured_one():
         assert not dispatch.gemm_wins(kind, {"peepholes": True}, 1, 16, 128, 128, 1), kind
     assert dispatch.gemm_wins("lstm", {"peepholes": True}, 1, 64, 256, 256, 1)
     assert not dispatch.gemm_wins("tanh", {}, 1, 64, 256, 256, 1)
-    # two threads: the fused kernel further (it won up to H = 512, and the tanh unit at 1024)
+    # two threads: the LSTM's fused kernel further (it won up to H = 512); GRU and tanh as at one thread
     assert not dispatch.gemm_wins("lstm", {"peepholes": True}, 1, 16, 512, 512, 2)
-    assert not dispatch.gemm_wins("tanh", {}, 1, 16, 1024, 1024, 2)
     assert dispatch.gemm_wins("lstm", {"peepholes": True}, 1, 16, 1024, 1024, 2)
+    assert dispatch.gemm_wins("tanh", {}, 1, 16, 512, 512, 2) and not dispatch.gemm_wins("gru", {}, 1, 16, 256, 256, 2)
     # torch.nn.LSTM's form at batch 1, unpadded: torch's own LSTM primitive
     assert dispatch.gemm_wins("lstm", {"peepholes": False}, 1, 1, 32, 32, 1)
     assert not dispatch.gemm_wins("lstm", {"peepholes": False}, 1, 1, 32, 32, 1, masked=True)

@@ -42,27 +42,27 @@ def gemm_spec(unit) -> tuple[str, dict, Tensor | None] | None:
 
 # The crossover, measured (benchmarks/bench_torch.py, results/torch-t{1,2}.json; docs/KERNELS.md, "Two
 # paths"): the fused kernel streams W and U through its micro-kernel once per step and row block; once they
-# outgrow the cache the platform's GEMM is faster. One thread (single-layer grid, I = H, B 1/16/64, T 100,
-# CPU time): fused faster at H <= 128 for all three units; at H = 256 the LSTM's GEMM path wins (1 MiB of U),
-# the GRU's ties (768 KiB), the tanh unit's fused kernel wins (256 KiB); at H >= 512 the GEMM path wins for
-# all three -> the GEMM path from 2^19 values in W and U (G·H·(I + H); 2 MiB in float32). Two threads: the
-# kernel splits the batch over both threads with no barrier per step, while the GEMM path's per-step GEMMs
-# synchronise twice a step; the fused kernel won up to H = 512 for all three units and at H = 1024 for the
-# tanh unit, tied for the GRU, lost for the LSTM -> from 2^23 values.
-GEMM_FROM_VALUES = {1: 1 << 19, 2: 1 << 23}
+# outgrow the cache the platform's GEMM is faster. Single-layer grid, I = H, B 1/16/64, T 100. One thread:
+# fused faster at H <= 128 for all three units; at H = 256 the LSTM's GEMM path wins (1 MiB of U), the GRU's
+# ties, the tanh unit's fused kernel wins; at H >= 512 the GEMM path wins for all three -> the GEMM path from
+# 2^19 values in W and U (G·H·(I + H); 2 MiB in float32). Two threads: the same for the GRU and the tanh
+# unit (fused at H = 256, GEMM from 512); the LSTM's fused kernel won up to H = 512 (2^21 values) and lost at
+# 1024 (2^23) -> from 2^22 for the LSTM.
+GEMM_FROM_VALUES = {1: {"tanh": 1 << 19, "gru": 1 << 19, "lstm": 1 << 19},
+                    2: {"tanh": 1 << 19, "gru": 1 << 19, "lstm": 1 << 22}}
 
 
 def gemm_wins(kind: str, flags, K: int, B: int, I: int, H: int, threads: int | None = None,
               masked: bool = False) -> bool:
     """The measured rule: is the GEMM path faster than the fused kernel for K models of this kind, batch B,
     input I, hidden H (at `threads`, default torch's; `masked`: padded steps)? docs/KERNELS.md, "Two paths".
-    - W and U together hold at least GEMM_FROM_VALUES[threads] values (more than 2 threads: as 2, the
-      largest count measured): the GEMM path;
+    - W and U together hold at least GEMM_FROM_VALUES[threads][kind] values (more than 2 threads: as 2,
+      the largest count measured): the GEMM path;
     - torch.nn.LSTM's own form (no peepholes), one model, one sequence, no padding: torch's LSTM primitive
       (oneDNN) beat the fused kernel at batch 1 at every size measured."""
     threads = min(max(threads or torch.get_num_threads(), 1), 2)
     G = {"tanh": 1, "gru": 3, "lstm": 4}[kind]
-    if G * H * (I + H) >= GEMM_FROM_VALUES[threads]:
+    if G * H * (I + H) >= GEMM_FROM_VALUES[threads][kind]:
         return True
     return kind == "lstm" and not flags.get("peepholes", False) and K == 1 and B == 1 and not masked
 
