@@ -39,13 +39,13 @@ def main(argv=None) -> int:
     fns, reps, meta = {}, {}, {}
     for name in names:
         H = match_hidden_size(name, TABLE1_INPUT["music"], BUDGET["music"])   # as train.py sizes it
-        u = make_unit(name, I, H)
+        u = make_unit(name, input_size=I, hidden_size=H)
         fused = u.kernel_spec() is not None
         meta[name] = {"hidden_size": H, "kernel": u.kernel_spec()[0] if fused else None,
                       "kernel_flags": u.kernel_spec()[1] if fused else None}
         if fused:
             fns[f"{name}|fused"], reps[f"{name}|fused"] = _step_fn(u, None, x, None, False), a.repeats
-        ref = make_unit(name, I, H, fused=False)
+        ref = make_unit(name, input_size=I, hidden_size=H, fused=False)
         ref.load_state_dict(u.state_dict())
         fns[f"{name}|reference"], reps[f"{name}|reference"] = _step_fn(ref, None, x, None, False), a.reference_repeats
     info = machine_info()

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 
+from gatedrnn import train as T
 from gatedrnn.train import TrainConfig, train, train_many
 
 REPO = Path(__file__).resolve().parents[1]
@@ -22,9 +23,11 @@ def _hist(d):
     return [json.loads(line) for line in (Path(d) / "metrics.jsonl").read_text().splitlines()]
 
 
-# lstm-fgr: its R does not stack, so its models train one by one (they must still train, and equal)
+# lstm-fgr: its R does not stack, so its models train one by one (they must still train, and equal).
+# Stacking forced on for every unit here (the rule stacks the LSTM only): the stacked path stays tested.
 @pytest.mark.parametrize("unit", ["lstm", "gru", "tanh", "mgu", "lstm-fgr"])
-def test_models_as_one_equal_single_runs(tmp_path, unit):
+def test_models_as_one_equal_single_runs(tmp_path, unit, monkeypatch):
+    monkeypatch.setattr(T, "stacking_wins", lambda unit, hidden_size: True)
     cfgs = [_cfg(unit=unit, lr=3e-3, seed=0), _cfg(unit=unit, lr=1e-2, seed=1, weight_noise=0.0),
             _cfg(unit=unit, lr=1e-3, seed=2, patience=1)]
     many = train_many(cfgs, [tmp_path / f"m{k}" for k in range(3)], log=lambda m: None)
@@ -72,6 +75,7 @@ def test_models_that_stop_leave_the_others_training(tmp_path, monkeypatch):
     different lengths (zero-padded to a common shape in the stacked step); one model early-stops, one
     reaches its epoch cap first, the others go on. The stacked recurrence does run."""
     import gatedrnn.train as T
+    monkeypatch.setattr(T, "stacking_wins", lambda unit, hidden_size: True)   # (the rule runs GRUs apart)
     builds, real = [], T._stacked_unit
     monkeypatch.setattr(T, "_stacked_unit", lambda: builds.append(1) or real())
     cfgs = [_cfg(unit="gru", crop_length=None, limit_sequences=12, lr=0.2, seed=3, patience=1, epochs=6),
@@ -129,3 +133,22 @@ def test_one_output_directory_per_model(tmp_path):
         train_many([_cfg(), _cfg(seed=1)], [tmp_path / "a"])
     with pytest.raises(ValueError, match="its own output directory"):
         train_many([_cfg(), _cfg(seed=1)], [tmp_path / "a", tmp_path / "a"])
+
+
+@pytest.mark.parametrize("unit,stacked", [("lstm", True), ("gru", False), ("tanh", False)])
+def test_train_many_stacks_only_where_the_rule_says(tmp_path, monkeypatch, unit, stacked):
+    """stacking_wins decides (issue 21.2: stacking must never be slower than the models one by one): the
+    K-model call runs for the LSTM at its measured size, and not for the GRU and tanh units, nor for an
+    LSTM larger than measured."""
+    calls = []
+    real = T._forward_backward_stacked
+    monkeypatch.setattr(T, "_forward_backward_stacked", lambda *a: calls.append(1) or real(*a))
+    cfgs = [_cfg(unit=unit, hidden_size=12, epochs=1, seed=s) for s in range(2)]
+    train_many(cfgs, [tmp_path / f"m{k}" for k in range(2)], log=lambda m: None)
+    assert bool(calls) == stacked
+    assert T.stacking_wins(unit, 12) == stacked
+    assert not T.stacking_wins("lstm", 195) and T.stacking_wins("lstm", 36)
+    calls.clear()
+    monkeypatch.setattr(T, "stacking_wins", lambda unit, hidden_size: False)
+    train_many(cfgs, [tmp_path / f"n{k}" for k in range(2)], log=lambda m: None)
+    assert not calls

@@ -9,7 +9,7 @@ import torch
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 import gatedrnn
-from gatedrnn import GRU, LSTM, TanhRNN
+from gatedrnn.nn import GRU, LSTM, TanhRNN   # the single-layer units (gatedrnn.GRU etc. are the torch.nn-shaped layers)
 
 VARIANTS = [
     ("tanh", {}),

@@ -19,7 +19,7 @@ class SequenceModel(nn.Module):
                  **unit_kwargs):
         super().__init__()
         self.unit_name = unit
-        self.rnn = make_unit(unit, input_size, hidden_size, batch_first=True,
+        self.rnn = make_unit(unit, input_size=input_size, hidden_size=hidden_size, batch_first=True,
                              weight_noise=weight_noise, **unit_kwargs)
         self.head = make_head(head, hidden_size, output_size, **(head_kwargs or {}))
 

@@ -390,6 +390,22 @@ def _stacked_unit():
     return StackedUnit
 
 
+# Stacking K models into one recurrence call pays only where it was measured to (per model, K stacked against
+# one model alone; issue 21: K = 10, one thread, batch 64, T 200: LSTM-36 0.94x, GRU-46 1.13x, tanh-100 1.69x;
+# whole runs, benchmarks/results/multi-*.json, K = 5, paired medians: LSTM 0.97x, GRU 1.03x, tanh 1.03x; the
+# training loops alone 0.93x, 1.03x, 1.10x). The unit family -> the largest hidden size measured to win;
+# everything else (other families, larger sizes, never measured) trains the models apart, one after the
+# other in the same loop, which costs what training them one by one costs.
+STACK_WINS_UP_TO: dict[str, int] = {"lstm": 36}
+
+
+def stacking_wins(unit: str, hidden_size: int) -> bool:
+    """THE decision whether train_many stacks its models' recurrences (one K-model call) or runs them apart:
+    only where it measured faster per model (STACK_WINS_UP_TO; docs/UNITS.md "Many models as one")."""
+    from .nn import unit_family
+    return hidden_size <= STACK_WINS_UP_TO.get(unit_family(unit), 0)
+
+
 def train(cfg: TrainConfig, out_dir: str | Path, *, progress: bool = False, resume: bool = True,
           log=print, stop_after: int | None = None, log_every: float = 0.0) -> dict:
     """Train one model; returns the result dict (also written to out_dir/result.json).
@@ -411,10 +427,11 @@ def train_many(cfgs: list[TrainConfig], out_dirs: list[str | Path], *, progress:
     Each model is the single run of its config: its own initialisation, weight-noise draws (its own RNG
     stream), batch order, optimiser, clipping, skipping, early stopping, divergence and run directory
     (the files `train` writes, resumable one by one). A model that stops stops updating; the others go
-    on. Where two or more models take a full-sequence step together, their recurrences run as one
-    K-model call (`_stacked_unit`: batches zero-padded to a common shape, each model's loss from its
-    own head on its slice), which equals the single runs up to float rounding; truncated (tbptt)
-    steps and a model training alone run the single-model path."""
+    on. Where stacking wins (`stacking_wins`: the unit and size measured faster stacked) and two or more
+    models take a full-sequence step together, their recurrences run as one K-model call
+    (`_stacked_unit`: batches zero-padded to a common shape, each model's loss from its own head on its
+    slice), which equals the single runs up to float rounding; otherwise, and for truncated (tbptt)
+    steps and a model training alone, each model runs the single-model path."""
     cfgs, outs = list(cfgs), [Path(d) for d in out_dirs]
     if not cfgs or len(cfgs) != len(outs):
         raise ValueError("need one output directory per config")
@@ -618,9 +635,13 @@ def _loop(runs: list[_Run], ds, device, progress: bool, log, stop_after: int | N
         bar = tqdm(total=max(r.cfg.epochs for r in runs), initial=min(r.state["epoch"] for r in runs),
                    unit="epoch", dynamic_ncols=True, desc=desc if len(runs) == 1 else f"{len(runs)} × {desc}")
         bar.set_postfix(valid=f"{min(r.state['best_valid'] for r in runs):.3f}")
-    # models trained together share one unit kind (check_compatible); lstm-fgr's R does not stack, so
-    # its models train one by one (stacks None)
-    stacks: dict | None = {} if _stacked_unit().stackable(runs[0].model.rnn) else None
+    # models trained together share one unit kind (check_compatible). Their recurrences are stacked where
+    # that wins (stacking_wins) and the unit can be (lstm-fgr's R does not stack); otherwise the models run
+    # apart (stacks None)
+    rnn = runs[0].model.rnn
+    stacks: dict | None = None
+    if len(runs) > 1 and stacking_wins(runs[0].cfg.unit, rnn.hidden_size) and _stacked_unit().stackable(rnn):
+        stacks = {}
     while True:
         live = [r for r in runs if r.state["status"] == RunStatus.RUNNING and r.state["epoch"] < r.cfg.epochs]
         for r in live:

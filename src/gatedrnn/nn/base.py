@@ -24,6 +24,7 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pad_packed_sequence, pack_padded_sequence
 
 from .. import kernels
+from . import dispatch, gemm
 from .declaration import Declaration
 
 
@@ -305,8 +306,15 @@ def recurrence(unit: RecurrentUnit, xt: Tensor, state, mask: Tensor | None = Non
 
 
 def _stacked(unit, xt, state, mask, W, U, b, v, fused):
-    spec = unit.kernel_spec()
-    if kernels.fused_path(spec and spec[0], xt, W, U, b, v, mask=mask, fused=fused):
+    path = dispatch.route(unit, xt, W, U, b, v, mask, fused)
+    if path == "gemm":
+        kind, flags, bn = dispatch.gemm_spec(unit)
+        h0, c0, _ = unit.kernel_inputs(state)
+        if c0 is None or c0.dtype == xt.dtype:
+            res = gemm.recurrence(kind, flags, xt, h0, c0, W, U, b, v, mask, bn=bn)
+            return res[0], unit.kernel_state(res[1:])
+    elif path == "fused":
+        spec = unit.kernel_spec()
         h0, c0, extra = unit.kernel_inputs(state)
         res = kernels.recurrence(*spec, xt, h0, c0, W, U, b, v, mask, **extra)
         if res is not None:   # (None: the state's operands do not fit, e.g. another dtype)

@@ -123,8 +123,8 @@ def bench_config(unit: str, B: int, T: int, I: int, H: int, readout: bool, repea
     torch.manual_seed(seed)
     x = (torch.rand(B, T, I) < 0.1).float()
     target = (torch.rand(B, T, OUT_FEATURES) < 0.1).float()
-    fused = make_unit(unit, I, H)
-    ref = make_unit(unit, I, H, fused=False)
+    fused = make_unit(unit, input_size=I, hidden_size=H)
+    ref = make_unit(unit, input_size=I, hidden_size=H, fused=False)
     ref.load_state_dict(fused.state_dict())
     tnn = NN[unit](I, H, batch_first=True) if unit != "tanh" else nn.RNN(I, H, nonlinearity="tanh", batch_first=True)
     head = nn.Linear(H, OUT_FEATURES) if readout else None
@@ -142,7 +142,7 @@ def bench_stacked(K: int, unit: str, B: int, T: int, I: int, H: int, repeats: in
     equally many samples per candidate (so the fastest repeats compare fairly too)."""
     from gatedrnn.nn import StackedUnit, make_unit
     torch.manual_seed(0)
-    units = [make_unit(unit, I, H) for _ in range(K)]
+    units = [make_unit(unit, input_size=I, hidden_size=H) for _ in range(K)]
     stacked = StackedUnit.from_units(units)
     xs = (torch.rand(K, B, T, I) < 0.1).float()
     one = units[0]

@@ -48,7 +48,8 @@ class StackedUnit(nn.Module):
             raise ValueError(f"K must be a positive integer, got {K!r}")
         if _units is None:
             # each model initialised exactly as a single unit would be (same RNG sequence)
-            _units = [make_unit(unit_name, input_size, hidden_size, batch_first=batch_first, **unit_kw)
+            _units = [make_unit(unit_name, input_size=input_size, hidden_size=hidden_size, batch_first=batch_first,
+                                **unit_kw)
                       for _ in range(K)]
         t = _units[0]
         if not StackedUnit.stackable(t):
@@ -84,8 +85,9 @@ class StackedUnit(nn.Module):
             if type(u) is not type(u0) or (u.input_size, u.hidden_size, u.batch_first) != \
                     (u0.input_size, u0.hidden_size, u0.batch_first) or cls._options(u) != opts:
                 raise ValueError("from_units: all units must have the same kind, sizes and options")
-        obj = cls(name, len(units), u0.input_size, u0.hidden_size, u0.batch_first,
-                  weight_noise=[u.weight_noise for u in units], fused=fused, _units=units, **opts)
+        obj = cls(name, K=len(units), input_size=u0.input_size, hidden_size=u0.hidden_size,
+                  batch_first=u0.batch_first, weight_noise=[u.weight_noise for u in units], fused=fused,
+                  _units=units, **opts)
         return obj.to(device=u0.weight_hh.device, dtype=u0.weight_hh.dtype)
 
     @staticmethod
@@ -96,8 +98,8 @@ class StackedUnit(nn.Module):
         """K independent single units holding copies of the stacked weights."""
         out = []
         for k in range(self.K):
-            u = make_unit(self.unit_name, self.input_size, self.hidden_size, batch_first=self.batch_first,
-                          weight_noise=float(self.weight_noise[k]), **self.unit_kw)
+            u = make_unit(self.unit_name, input_size=self.input_size, hidden_size=self.hidden_size,
+                          batch_first=self.batch_first, weight_noise=float(self.weight_noise[k]), **self.unit_kw)
             u = u.to(device=self.weight_hh.device, dtype=self.weight_hh.dtype)
             with torch.no_grad():
                 u.weight_ih.copy_(self.weight_ih[k])
