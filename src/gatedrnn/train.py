@@ -38,7 +38,7 @@ from .status import RunStatus
 from .utils import atomic_torch_save, atomic_write_text, environment, load_weights, resolve_device, write_json
 
 CHECKPOINT_VERSION = 1
-UNIT_NAMES = tuple(unit_names())   # the paper's three units, then the ablation variants
+UNIT_NAMES = tuple(unit_names())   # the paper's three units, the ablation variants, the minimal units
 # Fields that do not change what a run computes (where the data lives, which device runs it, how often
 # the training split's NLL is recorded: evaluation draws no random numbers and changes no weights).
 NOT_COMPUTED = ("data_dir", "device", "eval_train_every")
@@ -714,7 +714,9 @@ def _forward_backward_stacked(group: list, stacks: dict, device) -> list[tuple[f
     for k, (_, b) in enumerate(group):
         x[k, :b.inputs.shape[0], :b.inputs.shape[1]] = b.inputs
         lengths[k, :b.inputs.shape[0]] = b.lengths
-    params = {"weight_ih": torch.stack(Ws), "weight_hh": torch.stack(Us), "bias": torch.stack([u.bias for u in rnns])}
+    params = {"weight_ih": torch.stack(Ws), "bias": torch.stack([u.bias for u in rnns])}
+    if Us[0] is not None:                 # (None: a unit without a recurrent matrix)
+        params["weight_hh"] = torch.stack(Us)
     if rnns[0].peephole is not None:
         params["peephole"] = torch.stack([u.peephole for u in rnns])
     key = tuple(id(r) for r, _ in group)

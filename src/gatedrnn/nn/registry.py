@@ -1,6 +1,6 @@
-"""The unit registry: every unit name -> its class (the paper's three, then the ablation variants), each
-class listed once and named by its own `name`; what a unit takes is its declaration's (declaration.py).
-See the package doc (gatedrnn/nn/__init__.py)."""
+"""The unit registry: every unit name -> its class (the paper's three, the ablation variants, then the
+minimal units of 2024), each class listed once and named by its own `name`; what a unit takes is its
+declaration's (declaration.py). See the package doc (gatedrnn/nn/__init__.py)."""
 from __future__ import annotations
 
 from .base import RecurrentUnit
@@ -9,15 +9,18 @@ from .gru import GRU
 from .gru_variants import GRU_VARIANTS
 from .lstm import LSTM
 from .lstm_variants import LSTM_VARIANTS
+from .mingru import MinGRU
+from .minlstm import MinLSTM
 from .tanh import TanhRNN
 
 PAPER_UNITS: tuple[str, ...] = ("tanh", "gru", "lstm")
+MIN_UNITS: tuple[str, ...] = ("mingru", "minlstm")     # Feng et al. 2024: no recurrent matrix, a linear scan
 UNITS: dict[str, type[RecurrentUnit]] = {c.name: c for c in (
-    TanhRNN, GRU, LSTM, *LSTM_VARIANTS.values(), *GRU_VARIANTS.values())}
+    TanhRNN, GRU, LSTM, *LSTM_VARIANTS.values(), *GRU_VARIANTS.values(), MinGRU, MinLSTM)}
 
 
 def unit_names() -> list[str]:
-    """Every valid unit name: the paper's three, then the LSTM variants, then the GRU variants."""
+    """Every valid unit name: the paper's three, the LSTM variants, the GRU variants, the minimal units."""
     return list(UNITS)
 
 
@@ -32,8 +35,9 @@ def unit_class(unit: str | type) -> type:
 
 
 def unit_family(name: str) -> str:
-    """The paper unit `name` is (or modifies): "tanh", "gru" or "lstm". LSTM-family units carry an
-    (h, c, …) state; the options each takes are its declaration's (`unit_options`)."""
+    """The paper unit `name` is (or modifies): "tanh", "gru" or "lstm"; a unit that modifies none is its own
+    family (the minimal units). LSTM-family units carry an (h, c, …) state; the options each takes are its
+    declaration's (`unit_options`)."""
     cls = unit_class(name)
     return cls.family or cls.name
 
