@@ -284,26 +284,23 @@ class RecurrentUnit(nn.Module):
         return out, state
 
     # ------------------------------------------------------------------ scan
-    def coefficients(self, wx: Tensor, p: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
-        """A unit that declares `scan=True`: (a, b) of h_t = a_t ⊙ h_{t−1} + b_t for every step at once, from
-        `wx` (…, G·H) = W_g x_t + b_g of every gate and step (its cell() regrouped; the tests hold the two
-        equal)."""
+    def coefficients(self, gates: tuple[Tensor, ...], p: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+        """A unit that declares `scan=True`: (a, b) of h_t = a_t ⊙ h_{t−1} + b_t for every step at once;
+        `gates[g]` = W_g x_t + b_g of declared gate g for every step, (…, T, H) (its cell() regrouped; the
+        tests hold the two equal)."""
         raise NotImplementedError
 
     def scan(self, xt: Tensor, state: Tensor, mask: Tensor | None, W: Tensor, b: Tensor):
         """The fast path of a unit that declares `scan=True`, on a leading model dimension K like `reference`:
-        ONE matrix product W x_t + b for every step (batch-major, so a batch-first input is not copied),
-        `coefficients()` on all steps at once, then the linear scan (nn/scan.py; a padded step carries the
-        state and outputs 0). Returns (out (K, T, B, H) — a view of batch-major memory —, final state)."""
+        ONE matrix product W x_t + b for every step (time-major, as `reference`'s), `coefficients()` on all
+        steps at once, then the linear scan (nn/scan.py; a padded step carries the state and outputs 0).
+        Returns (out (K, T, B, H), final state (K, B, H))."""
         from .scan import linear_scan
         K, T, B, I = xt.shape
         H = self.hidden_size
-        xb = xt.transpose(1, 2)                                            # (K, B, T, I)
-        wx = torch.baddbmm(b.unsqueeze(1), xb.reshape(K, B * T, I), W.mT).view(K, B, T, -1)
-        a, c = self.coefficients(wx, self._symbols(W, None, b, None))     # (K, B, T, H) each
-        m = None if mask is None else mask.transpose(1, 2).reshape(K * B, T)
-        out, hT = linear_scan(a.reshape(K * B, T, H), c.reshape(K * B, T, H), state.reshape(K * B, H), m)
-        return out.view(K, B, T, H).transpose(1, 2), hT.view(K, B, H)
+        wx = torch.baddbmm(b.unsqueeze(1), xt.reshape(K, T * B, I), W.mT).view(K, T, B, -1)
+        a, c = self.coefficients(wx.split(H, dim=-1), self._symbols(W, None, b, None))   # (K, T, B, H) each
+        return linear_scan(a, c, state, mask)
 
 
 def recurrence(unit: RecurrentUnit, xt: Tensor, state, mask: Tensor | None = None, W: Tensor | None = None,
@@ -333,8 +330,8 @@ def recurrence(unit: RecurrentUnit, xt: Tensor, state, mask: Tensor | None = Non
         mask = None if mask is None else mask[None]
         v = None if v is None else v[None]
     out, state = _stacked(unit, xt, state, mask, W, U, b, v, fused)
-    if single:
-        out, state = out[0], _map(lambda s: s[0], state)
+    if single:   # (squeeze, not [0]: its backward is a view, where indexing's writes a zero-filled copy)
+        out, state = out.squeeze(0), _map(lambda s: s.squeeze(0), state)
     return out, state
 
 

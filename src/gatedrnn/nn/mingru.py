@@ -36,7 +36,7 @@ class MinGRU(RecurrentUnit):
         self.observe(z=z)
         return (1 - z) * h + z * h_tilde                    # h_t = (1 − z_t) ⊙ h_{t−1} + z_t ⊙ h̃_t
 
-    def coefficients(self, wx: Tensor, p: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
-        Wx_z, Wx_h = wx.split(self.hidden_size, dim=-1)     # every step at once
+    def coefficients(self, gates: tuple[Tensor, Tensor], p: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+        Wx_z, Wx_h = gates                                  # W_z x_t + b_z, W_h x_t + b_h: every step at once
         z = σ(Wx_z)
         return 1 - z, z * Wx_h                              # h_t = a_t ⊙ h_{t−1} + b_t: a_t = 1 − z_t, b_t = z_t ⊙ h̃_t

@@ -42,7 +42,7 @@ class MinLSTM(RecurrentUnit):
         self.observe(f=f, i=i)
         return f_n * h + i_n * h_tilde                      # h_t = f'_t ⊙ h_{t−1} + i'_t ⊙ h̃_t
 
-    def coefficients(self, wx: Tensor, p: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
-        Wx_f, Wx_i, Wx_h = wx.split(self.hidden_size, dim=-1)     # every step at once
+    def coefficients(self, gates: tuple[Tensor, Tensor, Tensor], p: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+        Wx_f, Wx_i, Wx_h = gates                            # W_g x_t + b_g: every step at once
         f, i = σ(Wx_f), σ(Wx_i)
         return f / (f + i), i / (f + i) * Wx_h              # a_t = f'_t, b_t = i'_t ⊙ h̃_t

@@ -1,10 +1,12 @@
 """The linear recurrence h_t = a_t ⊙ h_{t−1} + b_t over every step at once: what a unit without a
 recurrent matrix runs instead of a loop over its cell() (minGRU, minLSTM: `Declaration(scan=True)`).
 
-    out, hT = linear_scan(a, b, h0, mask)       a, b (M, T, N); h0 (M, N); mask (M, T) bool or None
+    out, hT = linear_scan(a, b, h0, mask)       a, b (M, T, *S); h0 (M, *S); mask (M, T, ...) or None
 
-A masked (padded) step carries the state (a = 1, b = 0) and outputs 0, as base.py's loop does, so hT is
-each row's state after its last valid step.
+Time is dim 1 (the units pass (K, T, B, H): K models, time-major, so each step is one contiguous slab). A
+masked (padded) step carries the state (a = 1, b = 0) and outputs 0, as base.py's loop does, so hT is each
+sequence's state after its last valid step; the mask is bool, (M, T) followed by any leading dims of S
+(the units: (K, T, B)), broadcast over the rest.
 
 Exact: each h_t is the step-by-step recurrence up to floating-point rounding — the same products and sums,
 regrouped only at chunk boundaries; no division and no logarithm, so nothing overflows, underflows or
@@ -42,7 +44,7 @@ def chunk_size(T: int) -> int:
 
 def _scan_into(a: Tensor, b: Tensor, h0: Tensor, out: Tensor, reverse: bool = False) -> Tensor:
     """out[:, t] = a[:, t] ⊙ out[:, t∓1] + b[:, t], starting from h0 before the first step (the last one when
-    `reverse`). a, b, out (M, T, N) — any strides (views of a larger tensor are fine) —, h0 (M, N). No
+    `reverse`). a, b, out (M, T, *S) — any strides (views of a larger tensor are fine) —, h0 (M, *S). No
     autograd: the callers are the Function below."""
     T = a.shape[1]
     if T == 0:
@@ -56,7 +58,7 @@ def _scan_into(a: Tensor, b: Tensor, h0: Tensor, out: Tensor, reverse: bool = Fa
     C = chunk_size(T)
     nc, tail = T // C, T % C
     body = slice(tail, T) if reverse else slice(0, nc * C)
-    av, bv, ov = (x[:, body].unflatten(1, (nc, C)) for x in (a, b, out))     # (M, nc, C, N) views
+    av, bv, ov = (x[:, body].unflatten(1, (nc, C)) for x in (a, b, out))     # (M, nc, C, *S) views
     pos = list(range(C - 1, -1, -1) if reverse else range(C))                # positions within a chunk
     chunks = list(range(nc - 1, -1, -1) if reverse else range(nc))
 
@@ -70,7 +72,7 @@ def _scan_into(a: Tensor, b: Tensor, h0: Tensor, out: Tensor, reverse: bool = Fa
             torch.addcmul(bv[:, :, j], av[:, :, j], ov[:, :, p], out=ov[:, :, j])
 
     within(None)                                     # 1. every chunk from a zero start
-    P = av.prod(dim=2)                               #    (M, nc, N): h_end = P ⊙ h_start + s_end
+    P = av.prod(dim=2)                               #    (M, nc, *S): h_end = P ⊙ h_start + s_end
     s_end = ov[:, :, pos[-1]].clone()
     starts = torch.empty_like(s_end)                 # 2. each chunk's true start, chunk by chunk
     starts[:, chunks[0]] = h0
@@ -90,8 +92,8 @@ def _scan_into(a: Tensor, b: Tensor, h0: Tensor, out: Tensor, reverse: bool = Fa
 
 
 class LinearScan(torch.autograd.Function):
-    """(a, b, h0, mask) -> (out, hT); see the module doc. a, b (M, T, N) with T >= 1, h0 (M, N), mask
-    (M, T, 1) of a's dtype (1 valid, 0 padded) or None."""
+    """(a, b, h0, mask) -> (out, hT); see the module doc. a, b (M, T, *S) with T >= 1, h0 (M, *S), mask of a's
+    dtype (1 valid, 0 padded) broadcastable to a, or None."""
 
     @staticmethod
     def forward(ctx, a: Tensor, b: Tensor, h0: Tensor, mask: Tensor | None):
@@ -126,22 +128,28 @@ class LinearScan(torch.autograd.Function):
 
 
 def linear_scan(a: Tensor, b: Tensor, h0: Tensor, mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
-    """h_t = a_t ⊙ h_{t−1} + b_t for t = 0..T−1 from h_{−1} = h0: (out (M, T, N), hT (M, N)). mask (M, T) bool
-    (False: a padded step — state carried, output 0) or None. Differentiable in a, b and h0."""
-    if a.dim() != 3 or a.shape != b.shape or h0.shape != (a.shape[0], a.shape[2]):
-        raise ValueError(f"linear_scan: a, b (M, T, N) and h0 (M, N), got {tuple(a.shape)}, {tuple(b.shape)}, "
+    """h_t = a_t ⊙ h_{t−1} + b_t for t = 0..T−1 from h_{−1} = h0: (out (M, T, *S), hT (M, *S)). mask: bool,
+    (M, T) or (M, T, leading dims of S) (False: a padded step — state carried, output 0), or None.
+    Differentiable in a, b and h0."""
+    if a.dim() < 3 or a.shape != b.shape or h0.shape != (a.shape[0], *a.shape[2:]):
+        raise ValueError(f"linear_scan: a, b (M, T, *S) and h0 (M, *S), got {tuple(a.shape)}, {tuple(b.shape)}, "
                          f"{tuple(h0.shape)}")
+    if mask is not None and tuple(mask.shape) != tuple(a.shape[:mask.dim()]):
+        raise ValueError(f"linear_scan: mask {tuple(mask.shape)} is not a leading part of {tuple(a.shape)}")
     if a.shape[1] == 0:
         return b.new_zeros(b.shape), h0
-    m = None if mask is None else mask.to(device=a.device, dtype=a.dtype).unsqueeze(-1)
+    m = None if mask is None else mask.to(device=a.device, dtype=a.dtype)
+    if m is not None:
+        m = m.reshape(*m.shape, *(1,) * (a.dim() - m.dim()))
     return LinearScan.apply(a, b, h0, m)
 
 
 def sequential_scan(a: Tensor, b: Tensor, h0: Tensor, mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """The same recurrence one step at a time with plain autograd ops (the tests' second reference)."""
     outs, h = [], h0
+    m = None if mask is None else mask.reshape(*mask.shape, *(1,) * (a.dim() - mask.dim()))
     for t in range(a.shape[1]):
         new = a[:, t] * h + b[:, t]
-        h = new if mask is None else torch.where(mask[:, t, None], new, h)
-        outs.append(h if mask is None else h * mask[:, t, None].to(h.dtype))
+        h = new if m is None else torch.where(m[:, t], new, h)
+        outs.append(h if m is None else h * m[:, t].to(h.dtype))
     return (torch.stack(outs, 1) if outs else b.new_zeros(b.shape)), h
