@@ -364,6 +364,10 @@ def test_import_rules():
         make_unit("torch.nn.GRU", 3, 4)                         # not an import path either
     allow_units("torch.nn:GRU")
     assert "torch.nn:GRU" in imported.os.environ[imported.ENV]   # the workers a study starts inherit the name
+    import subprocess
+    p = subprocess.run([sys.executable, "-c", "from gatedrnn.nn.imported import allowed; "
+                        "print(allowed('torch.nn:GRU'), allowed('torch.nn:LSTM'))"], capture_output=True, text=True)
+    assert p.stdout.split() == ["True", "False"], p.stderr
     with pytest.raises(TypeError, match="takes no option"):
         make_unit("torch.nn:GRU", 3, 4, reset_after=True)
     assert inspect.isclass(imported.import_unit("torch.nn:GRU"))

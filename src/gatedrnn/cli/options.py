@@ -50,11 +50,11 @@ def csv(s: str) -> list[str]:
 def unit_choice(s: str) -> str:
     """--unit: a registered unit name or package.module:ClassName (checked for its form; imported later,
     because it is named here)."""
-    from ..nn import canonical_unit, unit_names   # (the registry; nothing is imported for an import path)
+    from ..train import UNIT_NAMES, canonical_unit   # (the registry's; nothing is imported for an import path)
     try:
         return canonical_unit(s)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid choice: {s!r} (choose from {', '.join(unit_names())}, or "
+        raise argparse.ArgumentTypeError(f"invalid choice: {s!r} (choose from {', '.join(UNIT_NAMES)}, or "
                                          f"package.module:ClassName)") from None
 
 
