@@ -23,9 +23,10 @@ def _hist(d):
     return [json.loads(line) for line in (Path(d) / "metrics.jsonl").read_text().splitlines()]
 
 
-# lstm-fgr: its R does not stack, so its models train one by one (they must still train, and equal).
+# lstm-fgr: its R does not stack, so its models train one by one (they must still train, and equal);
+# mingru: no recurrent matrix (weight_hh None), stacked through its scan.
 # Stacking forced on for every unit here (the rule stacks the LSTM only): the stacked path stays tested.
-@pytest.mark.parametrize("unit", ["lstm", "gru", "tanh", "mgu", "lstm-fgr"])
+@pytest.mark.parametrize("unit", ["lstm", "gru", "tanh", "mgu", "lstm-fgr", "mingru"])
 def test_models_as_one_equal_single_runs(tmp_path, unit, monkeypatch):
     monkeypatch.setattr(T, "stacking_wins", lambda unit, hidden_size: True)
     cfgs = [_cfg(unit=unit, lr=3e-3, seed=0), _cfg(unit=unit, lr=1e-2, seed=1, weight_noise=0.0),

@@ -291,7 +291,7 @@ def test_coupled_gate_and_no_output_gate_by_hand():
 # ------------------------------------------------------------------------------ registry
 def test_registry_and_make_unit():
     names = unit_names()
-    assert names[:3] == list(PAPER_UNITS) and set(names) == set(PAPER_UNITS) | set(VARIANTS)
+    assert names[:3] == list(PAPER_UNITS) and set(names) == set(PAPER_UNITS) | set(VARIANTS) | {"mingru", "minlstm"}
     assert list(UNITS) == names and len(set(UNITS.values())) == len(UNITS)   # one class per name
     for name in VARIANTS:
         assert type(make_unit(name.upper(), 2, 3)) is UNITS[name]
@@ -640,7 +640,8 @@ def test_counting_shapes_derive_from_the_declarations():
         "tanh": (1, 0, 0), "gru": (3, 0, 0), "lstm": (4, 3, 0),
         "lstm-nig": (3, 2, 0), "lstm-nfg": (3, 2, 0), "lstm-nog": (3, 2, 0), "lstm-niaf": (4, 3, 0),
         "lstm-noaf": (4, 3, 0), "lstm-np": (4, 0, 0), "lstm-cifg": (3, 2, 0), "lstm-fgr": (4, 3, 9),
-        "lstm-fb1": (4, 3, 0), "gru-nrg": (2, 0, 0), "gru-nug": (2, 0, 0), "gru-ra": (3, 0, 0), "mgu": (2, 0, 0)}
+        "lstm-fb1": (4, 3, 0), "gru-nrg": (2, 0, 0), "gru-nug": (2, 0, 0), "gru-ra": (3, 0, 0), "mgu": (2, 0, 0),
+        "mingru": (2, 0, 0), "minlstm": (3, 0, 0)}     # (these two without U: Declaration.recurrent)
     for name, cls in UNITS.items():
         assert cls.name == name and UNITS[name] is cls                  # the registry names each class once
         d = cls.declares

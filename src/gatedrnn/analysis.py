@@ -98,7 +98,7 @@ def gate_activations(model: SequenceModel, pairs, batch_size: int = 64) -> dict[
     rnn = model.rnn
     acc: dict[str, list[np.ndarray]] = {}
     for b in eval_batches(pairs, batch_size):
-        x = b.inputs.to(rnn.weight_hh.dtype)
+        x = b.inputs.to(model.head.linear.weight.dtype)
         with rnn.trace() as steps:
             rnn(x, lengths=b.lengths)
         mask = b.mask.numpy().astype(bool)                   # (B, T)
@@ -110,7 +110,10 @@ def gate_activations(model: SequenceModel, pairs, batch_size: int = 64) -> dict[
 
 def retention(name: str, gates: dict[str, np.ndarray]) -> np.ndarray | None:
     """Per hidden unit, the mean fraction of the state kept per step: LSTM-family f (1 where a variant
-    has no forget gate is not traced: None), GRU-family 1 − z, MGU 1 − f."""
+    has no forget gate is not traced: None), GRU-family and minGRU 1 − z, MGU 1 − f, minLSTM
+    f' = f / (f + i)."""
+    if name == "minlstm" and "f" in gates and "i" in gates:   # h_t = f'_t h_{t−1} + i'_t h̃_t
+        return (gates["f"] / (gates["f"] + gates["i"])).mean(axis=0)
     if "f" in gates and not name.startswith("mgu"):
         return gates["f"].mean(axis=0)
     if "z" in gates:

@@ -55,7 +55,7 @@ class SequenceModel(nn.Module):
         fast = self._fused_step_nll(x, y, mask)
         if fast is not None:
             return fast.to("cpu", torch.float64)
-        dt = self.rnn.weight_hh.dtype
+        dt = self.head.linear.weight.dtype
         return self.nll(x.to(dt), y.to(dt), mask, lengths).to("cpu", torch.float64)
 
     @torch.no_grad()
@@ -69,6 +69,8 @@ class SequenceModel(nn.Module):
         subclass's forward, weight noise in training, a time-major unit)."""
         rnn, head = self.rnn, self.head
         spec = rnn.kernel_spec()
+        if spec is None:      # no kernel computes this unit (the scan units, a unit named by import path)
+            return None
         if (type(self).forward is not SequenceModel.forward or (rnn.training and rnn.weight_noise > 0)
                 or not rnn.batch_first or x.dim() != 3
                 or not kernels.fused_path(spec and spec[0], x, rnn.weight_ih, rnn.weight_hh, rnn.bias,

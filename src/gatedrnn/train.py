@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import math
 import time
+import warnings
 from contextlib import contextmanager
 from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from pathlib import Path
@@ -32,14 +33,15 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 from .data import load_dataset, resolve_data_dir
 from .data.batching import iterate_batches
 from .model import SequenceModel
-from .nn import unit_names, unit_options
+from .nn import canonical_unit, unit_names, unit_options
+from .nn.imported import allow_units, check_unit, is_import_path, source_record
 from .nn.counting import BUDGET, TABLE1_INPUT, count_parameters, match_hidden_size
 from .status import RunStatus
 from .utils import (WeightsFileError, atomic_torch_save, atomic_write_text, environment, load_state, load_weights,
                     resolve_device, write_json)
 
 CHECKPOINT_VERSION = 1
-UNIT_NAMES = tuple(unit_names())   # the paper's three units, then the ablation variants
+UNIT_NAMES = tuple(unit_names())   # the paper's three units, the ablation variants, the minimal units
 # Fields that do not change what a run computes (where the data lives, which device runs it, how often
 # the training split's NLL is recorded: evaluation draws no random numbers and changes no weights).
 NOT_COMPUTED = ("data_dir", "device", "eval_train_every")
@@ -68,8 +70,9 @@ class TrainConfig(BaseModel):
     # what
     dataset: str = Field("jsb", description="dataset: jsb | nottingham | musedata | piano (music), fsdd-a | "
                          "fsdd-b (speech), wav:FOLDER (your recordings), midi:FOLDER (your MIDI files)")
-    unit: Literal[UNIT_NAMES] = Field("gru", description="recurrent unit: the paper's tanh, gru, lstm, or an "
-                                      "ablation variant (docs/VARIANTS.md)")
+    unit: str = Field("gru", description="recurrent unit: the paper's tanh, gru, lstm, an ablation variant, "
+                      "mingru, minlstm (docs/VARIANTS.md), or package.module:ClassName, a torch.nn.Module of your "
+                      "own (docs/UNITS.md)")
     hidden_size: int | None = Field(None, gt=0, description="hidden units; none = Table 1's size for the task "
                                     "(music 100/46/36, speech 400/227/195 for tanh/GRU/LSTM)")
     budget: int | None = Field(None, gt=0, description="match the hidden size to this many recurrent parameters")
@@ -161,6 +164,12 @@ class TrainConfig(BaseModel):
             v = {**v, "subset": "first"}
         return v
 
+    @field_validator("unit", mode="before")
+    @classmethod
+    def _known_unit(cls, v):
+        """A unit name (recorded in lower case) or an import path (its form only: a config never imports)."""
+        return canonical_unit(v)
+
     @field_validator("unit", *UNIT_OPTIONS)
     @classmethod
     def _options_the_unit_takes(cls, v, info: ValidationInfo):
@@ -241,6 +250,21 @@ def resolve_hidden_size(cfg: TrainConfig, kind: str, input_size: int) -> int:
     return match_hidden_size(cfg.unit, TABLE1_INPUT[kind], BUDGET[kind])
 
 
+def name_units(units, sizes=()) -> None:
+    """The units a command line names by import path (package.module:ClassName): allowed to be imported,
+    here and in the worker processes this one starts (nn/imported.py), and checked before anything trains —
+    it imports, its class has the contract's signatures, its output has the shape (batch, time, hidden),
+    and, for each (kind, input_size) of `sizes`, Table 1's budget of that kind is matched and that size runs.
+    Every failure is one line (UnitImportError, a ValueError: the CLI exits 2)."""
+    for unit in units:
+        if not is_import_path(unit):
+            continue
+        allow_units(unit)
+        check_unit(unit)
+        for kind, input_size in sizes:
+            check_unit(unit, input_size, match_hidden_size(unit, TABLE1_INPUT[kind], BUDGET[kind]))
+
+
 def prepare_data(cfg: TrainConfig):
     # load_dataset returns the object it cached for every run of this process: slice a copy
     ds = load_dataset(cfg.dataset, cfg.data_dir, fmt=cfg.data_format, width=cfg.width)
@@ -262,9 +286,15 @@ class ModelSpec:
     dataset: str
     meta: dict[str, Any] = field(default_factory=dict)
     data_dir_resolved: str | None = None        # where the run read its data (evaluate/sample find it there)
+    # a unit named by import path: {"import_path", "class", "file", "sha256"} (nn/imported.py); None otherwise
+    # (and then absent from model.json, which stays what it was for every registered unit)
+    unit_source: dict[str, Any] | None = None
 
     def to_json(self) -> dict:
-        return asdict(self)
+        d = asdict(self)
+        if d["unit_source"] is None:
+            del d["unit_source"]
+        return d
 
     @classmethod
     def from_json(cls, d: dict) -> "ModelSpec":
@@ -289,7 +319,7 @@ def model_spec(cfg: TrainConfig, ds) -> ModelSpec:
                      hidden_size=resolve_hidden_size(cfg, ds.kind, ds.input_size),
                      output_size=ds.target_size, head="bernoulli" if ds.kind == "music" else "mdn",
                      unit_kwargs=unit_options(cfg.unit, **given_options(cfg)), kind=ds.kind, dataset=ds.name,
-                     meta=ds.meta)
+                     meta=ds.meta, unit_source=source_record(cfg.unit) if is_import_path(cfg.unit) else None)
 
 
 def build_model(spec: ModelSpec | dict, weight_noise: float = 0.0) -> SequenceModel:
@@ -735,7 +765,9 @@ def _forward_backward_stacked(group: list, stacks: dict, device) -> list[tuple[f
     for k, (_, b) in enumerate(group):
         x[k, :b.inputs.shape[0], :b.inputs.shape[1]] = b.inputs
         lengths[k, :b.inputs.shape[0]] = b.lengths
-    params = {"weight_ih": torch.stack(Ws), "weight_hh": torch.stack(Us), "bias": torch.stack([u.bias for u in rnns])}
+    params = {"weight_ih": torch.stack(Ws), "bias": torch.stack([u.bias for u in rnns])}
+    if Us[0] is not None:                 # (None: a unit without a recurrent matrix)
+        params["weight_hh"] = torch.stack(Us)
     if rnns[0].peephole is not None:
         params["peephole"] = torch.stack([u.peephole for u in rnns])
     key = tuple(id(r) for r, _ in group)
@@ -782,6 +814,8 @@ def finish_run(cfg: TrainConfig, ds, model: SequenceModel, state: dict, out: Pat
                        f"nats per step (speech: summed over the {ds.target_size} predicted samples)",
         "data_files": ds.files, "data_meta": ds.meta, "environment": environment(), "device": str(device),
     }
+    if is_import_path(cfg.unit):   # the code that ran: its import path, file and the file's sha256
+        result["unit_source"] = source_record(cfg.unit)
     if ds.kind == "speech":  # per sample = per step / samples predicted per step (docs/SPEECH.md)
         for s in ("train", "valid", "test"):
             result[f"{s}_nll_per_sample"] = final[s]["nll"] / ds.target_size
@@ -831,6 +865,12 @@ def load_run(run_dir: str | Path, device="cpu") -> tuple[TrainConfig, ModelSpec,
     recorded = spec.data_dir_resolved
     if cfg.data_dir is None and resolve_data_dir(None) is None and recorded and Path(recorded).is_dir():
         cfg = cfg.model_copy(update={"data_dir": recorded})   # trained with GATEDRNN_DATA_DIR set
-    model = build_model(spec).to(device)
+    model = build_model(spec).to(device)   # a unit named by import path: only if named again (nn/imported.py)
+    if spec.unit_source and spec.unit_source.get("sha256"):
+        now = source_record(spec.unit).get("sha256")
+        if now != spec.unit_source["sha256"]:
+            warnings.warn(f"{run}: the source of unit {spec.unit!r} ({spec.unit_source.get('file')}) changed since "
+                          f"the run (sha256 {spec.unit_source['sha256'][:12]}… then, {str(now)[:12]}… now)",
+                          RuntimeWarning, stacklevel=2)
     load_state(model, load_weights(run / "best.pt", device), run / "best.pt")
     return cfg, spec, model.eval()

@@ -4,7 +4,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..generate import generate_from_run
+from ..train import name_units
 from .options import nonneg_int, number, positive_int
+from .train import add_import_unit_flag
 
 
 def add_sample_command(sub) -> None:
@@ -22,10 +24,12 @@ def add_sample_command(sub) -> None:
                    help="condition on the start of the first test sequence: N frames (music) or N samples "
                         "(speech) (default 0: none)")
     p.add_argument("--data-dir", help="data directory (only needed with --prime; default: where the run read it)")
+    add_import_unit_flag(p)
     p.set_defaults(func=cmd_sample)
 
 
 def cmd_sample(args) -> int:
+    name_units(args.import_unit)
     print(generate_from_run(args.run_dir, args.out, seed=args.seed, temperature=args.temperature,
                             steps=args.steps, seconds=args.seconds, prime=args.prime, data_dir=args.data_dir))
     return 0

@@ -47,6 +47,17 @@ def csv(s: str) -> list[str]:
     return [x.strip() for x in s.split(",") if x.strip()]
 
 
+def unit_choice(s: str) -> str:
+    """--unit: a registered unit name or package.module:ClassName (checked for its form; imported later,
+    because it is named here)."""
+    from ..train import UNIT_NAMES, canonical_unit   # (the registry's; nothing is imported for an import path)
+    try:
+        return canonical_unit(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid choice: {s!r} (choose from {', '.join(UNIT_NAMES)}, or "
+                                         f"package.module:ClassName)") from None
+
+
 # --------------------------------------------------------------------------- flags from a config
 def _field_type(field, zero_is_none: bool = False) -> dict:
     """(argparse keyword arguments) for a pydantic field: choices, booleans, bounded numbers."""
@@ -75,7 +86,7 @@ def _shown(value) -> str:
 
 
 def add_config_flags(p, model, fields=None, *, rename=None, metavars=None, default_from=None,
-                     keep_defaults=False, required=()) -> None:
+                     keep_defaults=False, required=(), types=None) -> None:
     """Add one --flag per field of a pydantic model (type, bounds, choices, help and default from the
     field itself), all defaulting to None so that 'not given' is distinguishable from a value
     (keep_defaults=True: to the field's default, for a command that uses the fields without the model).
@@ -83,12 +94,13 @@ def add_config_flags(p, model, fields=None, *, rename=None, metavars=None, defau
     default_from="the budget": the flags override a preset (gatedrnn reproduce): the help says where the
     default comes from, and 0 is accepted for a field whose default is None, to set it back to none.
     required: fields the command needs given (its help says so instead of the model's default; the
-    command checks, since a --config file may give them too)."""
-    rename, metavars = rename or {}, metavars or {}
+    command checks, since a --config file may give them too).
+    types: {field: argparse type} for a field whose values are not a choice of a Literal (--unit)."""
+    rename, metavars, types = rename or {}, metavars or {}, types or {}
     for name, field in model.model_fields.items():
         if fields is not None and name not in fields:
             continue
-        kw = _field_type(field, zero_is_none=default_from is not None)
+        kw = {"type": types[name]} if name in types else _field_type(field, zero_is_none=default_from is not None)
         if name in required:
             default = "required"
         elif default_from is None:

@@ -10,8 +10,9 @@ from pathlib import Path
 
 from ..data import load_dataset
 from ..study.grid import ABLATIONS, BUDGETS, LOG_BASES, TRAIN_FIELDS, Grid, budget_config
-from ..train import TrainConfig
+from ..train import TrainConfig, name_units
 from .options import TRAIN_RENAME, add_config_flags, config_from_args, csv, finite_float, nonneg_int, number, positive_int
+from .train import add_import_unit_flag
 
 
 def _epochs_csv(s: str) -> list[int]:
@@ -43,8 +44,10 @@ def add_study_commands(sub) -> None:
                         "flags below override single fields (default smoke)")
     p.add_argument("--out", type=Path, help="results directory (default results/<budget>)")
     p.add_argument("--datasets", type=csv, help="comma-separated, e.g. jsb,nottingham (default: the budget's)")
-    p.add_argument("--units", type=csv, help="comma-separated unit names: tanh, gru, lstm (the paper's) or "
-                                             "ablation variants, e.g. lstm,lstm-nig (docs/VARIANTS.md)")
+    p.add_argument("--units", type=csv, help="comma-separated unit names: tanh, gru, lstm (the paper's), "
+                                             "ablation variants, e.g. lstm,lstm-nig, mingru, minlstm "
+                                             "(docs/VARIANTS.md), or package.module:ClassName, a torch.nn.Module "
+                                             "of your own, e.g. torch.nn:GRU (docs/UNITS.md)")
     p.add_argument("--ablation", choices=list(ABLATIONS), action="append",
                    help="the full unit and every component ablation of it (" +
                         "; ".join(f"{k}: {','.join(v)}" for k, v in ABLATIONS.items()) +
@@ -101,6 +104,7 @@ def add_study_commands(sub) -> None:
     a.add_argument("--out", type=Path, help="output folder (default RESULTS_DIR/analysis, or ./analysis)")
     a.add_argument("--max-distance", type=positive_int, default=100, help="largest k of the gradient flow (100)")
     a.add_argument("--max-sequences", type=positive_int, help="only the first N test sequences of each run")
+    add_import_unit_flag(a)
     a.set_defaults(func=cmd_analyze)
 
     s = sub.add_parser("status", help="what is done, running and failed in a results directory")
@@ -146,10 +150,17 @@ def cmd_reproduce(args) -> int:
         # Every dataset readable here before any run starts: a missing file is one line (exit 2), not a
         # sweep of failed runs. (With --scheduler the workers read the data, possibly from their own disks.)
         # (the runs' format and width: with --jobs 0 the runs then take the dataset from load_dataset's cache)
+        sizes = set()
         for dataset in Grid(study).datasets:
             fields = study.train_fields(dataset)
-            load_dataset(dataset, study.data_dir, fmt=fields.get("data_format", "auto"),
-                         width=fields.get("width", "88"))
+            ds = load_dataset(dataset, study.data_dir, fmt=fields.get("data_format", "auto"),
+                              width=fields.get("width", "88"))
+            sizes.add((ds.kind, ds.input_size))
+        # units named by import path: imported (named here; the workers inherit the name) and checked at each
+        # dataset's input size and Table 1 budget before any run starts (one line, exit 2)
+        name_units(study.units, sorted(sizes))
+    else:
+        name_units(study.units)
     res = run_study(study, out, jobs=args.jobs, scheduler=args.scheduler, threads=args.threads,
                     progress=not args.no_progress, lease_seconds=args.lease_seconds,
                     build_report=not args.no_report, log=lambda m: print(m, file=sys.stderr))
@@ -177,6 +188,7 @@ def cmd_status(args) -> int:
 
 def cmd_analyze(args) -> int:
     from ..analysis import analyze_runs, table2_runs
+    name_units(args.import_unit)
     runs = []
     for path in args.paths:
         if (path / "table2.csv").exists():

@@ -1,14 +1,15 @@
 """`gatedrnn train | evaluate | table1`: one run from the command line (its flags are TrainConfig's fields)."""
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from pathlib import Path
 
 from ..nn.counting import table1_rows
-from ..train import TrainConfig, evaluate, load_run, prepare_data, train
+from ..train import TrainConfig, evaluate, is_import_path, load_run, name_units, prepare_data, train
 from ..utils import resolve_device
-from .options import TRAIN_RENAME, add_config_flags, config_from_args
+from .options import TRAIN_RENAME, add_config_flags, config_from_args, unit_choice
 
 
 # ----------------------------------------------------------------------------- train
@@ -20,7 +21,7 @@ def add_train_command(sub) -> None:
                                    "gatedrnn.train.TrainConfig.")
     p.add_argument("--config", type=Path, help="JSON file of TrainConfig fields (flags override it)")
     add_config_flags(p, TrainConfig, rename=TRAIN_RENAME, metavars={"dataset": "NAME", "data_dir": "DIR"},
-                     required=("dataset",))
+                     required=("dataset",), types={"unit": unit_choice})
     p.add_argument("--out", type=Path, help="run directory (default runs/<dataset>-<unit>-seed<seed>)")
     p.add_argument("--no-resume", action="store_true", help="start over even if --out holds a checkpoint")
     p.add_argument("--no-progress", action="store_true",
@@ -35,7 +36,8 @@ def cmd_train(args) -> int:
     if "dataset" not in fields:     # TrainConfig's default is for the Python API; a command line names its data
         raise ValueError("--dataset is required, e.g. --dataset jsb (the names: gatedrnn train --help)"
                          + (f"; {args.config} gives none" if args.config else ""))
-    out = args.out or Path("runs") / f"{_safe_name(cfg.dataset)}-{cfg.unit}-seed{cfg.seed}"
+    name_units([cfg.unit])     # a unit named by import path: imported (named here) and checked, one line if not
+    out = args.out or Path("runs") / f"{_safe_name(cfg.dataset)}-{_safe_unit(cfg.unit)}-seed{cfg.seed}"
     if args.no_resume and out.exists():
         for name in ("checkpoint.pt", "best.pt", "result.json", "metrics.jsonl", "config.json", "model.json"):
             (out / name).unlink(missing_ok=True)
@@ -61,6 +63,24 @@ def _safe_name(dataset: str) -> str:
     return f"{head}-{Path(rest.split('?')[0]).name or 'data'}" if sep else dataset
 
 
+def _safe_unit(unit: str) -> str:
+    """A folder name for a unit ('torch.nn:GRU' -> 'torch.nn_GRU'; registered names are their own)."""
+    return unit.replace(":", "_")
+
+
+def _import_path(s: str) -> str:
+    if not is_import_path(s):
+        raise argparse.ArgumentTypeError(f"expected package.module:ClassName, got {s!r}")
+    return s
+
+
+def add_import_unit_flag(p) -> None:
+    """--import-unit of the commands that rebuild a trained run (evaluate, sample, analyze)."""
+    p.add_argument("--import-unit", action="append", type=_import_path, metavar="MODULE:CLASS", default=[],
+                   help="import this unit of your own, named by import path in the run's files (a results folder is "
+                        "data: the code it names is imported only when named here); repeat for several")
+
+
 def _per(kind: str) -> str:
     return "frame" if kind == "music" else "step"
 
@@ -84,10 +104,12 @@ def add_evaluate_command(sub) -> None:
     p.add_argument("--data-dir", help="override the data directory recorded in the run")
     p.add_argument("--device", default="auto")
     p.add_argument("--json", action="store_true", help="print JSON")
+    add_import_unit_flag(p)
     p.set_defaults(func=cmd_evaluate)
 
 
 def cmd_evaluate(args) -> int:
+    name_units(args.import_unit)
     device = resolve_device(args.device)
     cfg, spec, model = load_run(args.run_dir, device)
     if args.data_dir:

@@ -11,8 +11,10 @@ module. The readable equations live in each unit's `cell()`; this file only runs
 
 `recurrence()` below is THE loop over time, for one unit or for K models of one kind stacked on a
 leading model dimension (`StackedUnit`, stacked.py): the fused C++ kernel (gatedrnn.kernels) when the
-unit declares one and `kernels.fused_path` says it applies, else `RecurrentUnit.reference`, the unit's
-`cell()` step by step.
+unit declares one and `kernels.fused_path` says it applies; for a unit that declares `scan=True` (a linear
+recurrence without a recurrent matrix: minGRU, minLSTM) one matrix product over all steps and a parallel
+scan (`RecurrentUnit.scan`, nn/scan.py); else `RecurrentUnit.reference`, the unit's `cell()` step by step.
+A unit that declares `recurrent=False` holds no `weight_hh` (None, like `peephole` without peepholes).
 """
 from __future__ import annotations
 
@@ -64,7 +66,10 @@ class RecurrentUnit(nn.Module):
                 setattr(self, k, v)
         G, H = len(self.gates), hidden_size
         self.weight_ih = nn.Parameter(torch.empty(G * H, input_size))
-        self.weight_hh = nn.Parameter(torch.empty(G * H, H))
+        if self.declared.recurrent:
+            self.weight_hh = nn.Parameter(torch.empty(G * H, H))
+        else:                                   # no recurrent matrix (minGRU, minLSTM)
+            self.register_parameter("weight_hh", None)
         self.bias = nn.Parameter(torch.empty(G * H))
         if self.peepholes:
             self.peephole = nn.Parameter(torch.empty(len(self.peepholes), H))
@@ -91,7 +96,7 @@ class RecurrentUnit(nn.Module):
         H = self.hidden_size
         with torch.no_grad():
             nn.init.uniform_(self.weight_ih, -0.1, 0.1)
-            for g in range(len(self.gates)):
+            for g in range(len(self.gates) if self.weight_hh is not None else 0):
                 nn.init.orthogonal_(self.weight_hh[g * H:(g + 1) * H])
             for k, (rows, cols) in self.declared.extra.items():   # like U: one orthogonal H×H block at a time
                 M = getattr(self, k)
@@ -103,7 +108,7 @@ class RecurrentUnit(nn.Module):
                 self.peephole.zero_()
 
     # ------------------------------------------------------------ paper view
-    def _symbols(self, W: Tensor, U: Tensor, b: Tensor, v: Tensor | None) -> dict[str, Tensor]:
+    def _symbols(self, W: Tensor, U: Tensor | None, b: Tensor, v: Tensor | None) -> dict[str, Tensor]:
         H = self.hidden_size
         out: dict[str, Tensor] = {}
         # Slices on the trailing dims, so the same code serves stacked weights with a leading model
@@ -111,7 +116,8 @@ class RecurrentUnit(nn.Module):
         for g, name in enumerate(self.gates):
             sfx = f"_{name}" if name else ""
             out["W" + sfx] = W[..., g * H:(g + 1) * H, :]
-            out["U" + sfx] = U[..., g * H:(g + 1) * H, :]
+            if U is not None:                   # (a unit without a recurrent matrix has no U_g)
+                out["U" + sfx] = U[..., g * H:(g + 1) * H, :]
             if v is not None and name in self.peepholes:
                 out["v" + sfx] = v.select(-2, self.peepholes.index(name))
             out["b" + sfx] = b[..., g * H:(g + 1) * H]
@@ -123,7 +129,8 @@ class RecurrentUnit(nn.Module):
         the module (detached from autograd), so `unit.paper_weights()["U_r"].copy_(M)` changes
         the unit."""
         v = self.peephole.detach() if self.peephole is not None else None
-        return self._symbols(self.weight_ih.detach(), self.weight_hh.detach(), self.bias.detach(), v)
+        U = self.weight_hh.detach() if self.weight_hh is not None else None
+        return self._symbols(self.weight_ih.detach(), U, self.bias.detach(), v)
 
     def extra_repr(self) -> str:
         s = f"{self.input_size}, {self.hidden_size}, batch_first={self.batch_first}"
@@ -179,8 +186,11 @@ class RecurrentUnit(nn.Module):
         return self.declared.kernel_flags() if self.declared.kernel else {}
 
     def path(self) -> str:
-        """"fused" or "reference": the path a forward of this unit takes on inputs like its weights (what
-        `recurrence` runs; `gatedrnn.kernels.fused_path` decides both)."""
+        """"fused", "scan" or "reference": the path a forward of this unit takes on inputs like its weights
+        (what `recurrence` runs; `gatedrnn.kernels.fused_path` decides whether a kernel runs, the unit's
+        declaration `scan` whether the parallel scan does)."""
+        if _declared_scan(type(self)) and self.fused is not False:
+            return "scan"
         spec = self.kernel_spec()
         fused = kernels.fused_path(spec and spec[0], self.weight_ih, self.weight_hh, self.bias, self.peephole,
                                    fused=self.fused)
@@ -207,7 +217,8 @@ class RecurrentUnit(nn.Module):
         W, U = self.weight_ih, self.weight_hh
         if self.training and self.weight_noise > 0:
             W = W + self.weight_noise * torch.randn_like(W)
-            U = U + self.weight_noise * torch.randn_like(U)
+            if U is not None:                   # (None: a unit without a recurrent matrix)
+                U = U + self.weight_noise * torch.randn_like(U)
         return W, U
 
     # ---------------------------------------------------------------- forward
@@ -273,6 +284,25 @@ class RecurrentUnit(nn.Module):
             out = out * mask.unsqueeze(-1).to(out.dtype)
         return out, state
 
+    # ------------------------------------------------------------------ scan
+    def coefficients(self, gates: tuple[Tensor, ...], p: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+        """A unit that declares `scan=True`: (a, b) of h_t = a_t ⊙ h_{t−1} + b_t for every step at once;
+        `gates[g]` = W_g x_t + b_g of declared gate g for every step, (…, T, H) (its cell() regrouped; the
+        tests hold the two equal)."""
+        raise NotImplementedError
+
+    def scan(self, xt: Tensor, state: Tensor, mask: Tensor | None, W: Tensor, b: Tensor):
+        """The fast path of a unit that declares `scan=True`, on a leading model dimension K like `reference`:
+        ONE matrix product W x_t + b for every step (time-major, as `reference`'s), `coefficients()` on all
+        steps at once, then the linear scan (nn/scan.py; a padded step carries the state and outputs 0).
+        Returns (out (K, T, B, H), final state (K, B, H))."""
+        from .scan import linear_scan
+        K, T, B, I = xt.shape
+        H = self.hidden_size
+        wx = torch.baddbmm(b.unsqueeze(1), xt.reshape(K, T * B, I), W.mT).view(K, T, B, -1)
+        a, c = self.coefficients(wx.split(H, dim=-1), self._symbols(W, None, b, None))   # (K, T, B, H) each
+        return linear_scan(a, c, state, mask)
+
 
 def recurrence(unit: RecurrentUnit, xt: Tensor, state, mask: Tensor | None = None, W: Tensor | None = None,
                U: Tensor | None = None, b: Tensor | None = None, v: Tensor | None = None, *,
@@ -295,13 +325,14 @@ def recurrence(unit: RecurrentUnit, xt: Tensor, state, mask: Tensor | None = Non
     v = unit.peephole if v is None else v
     single = xt.dim() == 3
     if single:   # a stack of K = 1
-        xt, W, U, b = xt[None], W[None], U[None], b[None]
+        xt, W, b = xt[None], W[None], b[None]
+        U = None if U is None else U[None]
         state = _map(lambda s: s[None], state)
         mask = None if mask is None else mask[None]
         v = None if v is None else v[None]
     out, state = _stacked(unit, xt, state, mask, W, U, b, v, fused)
-    if single:
-        out, state = out[0], _map(lambda s: s[0], state)
+    if single:   # (squeeze, not [0]: its backward is a view, where indexing's writes a zero-filled copy)
+        out, state = out.squeeze(0), _map(lambda s: s.squeeze(0), state)
     return out, state
 
 
@@ -319,6 +350,8 @@ def _stacked(unit, xt, state, mask, W, U, b, v, fused):
         res = kernels.recurrence(*spec, xt, h0, c0, W, U, b, v, mask, **extra)
         if res is not None:   # (None: the state's operands do not fit, e.g. another dtype)
             return res[0], unit.kernel_state(res[1:])
+    if fused is not False and _declared_scan(type(unit)):
+        return unit.scan(xt, state, mask, W, b)
     return unit.reference(xt, state, mask, W, U, b, v)
 
 
@@ -335,6 +368,21 @@ def _declared_kernel(cls: type) -> str | None:
             kind = None
         _kernel_of[cls] = kind
     return _kernel_of[cls]
+
+
+_scan_of: dict[type, bool] = {}   # unit class -> whether it runs the parallel scan
+
+
+def _declared_scan(cls: type) -> bool:
+    """The declaration's `scan`, for the class that declares it and subclasses that keep its equations (as
+    for a kernel: a subclass overriding cell(), coefficients(), ... computes something else, and runs its
+    own reference loop)."""
+    if cls not in _scan_of:
+        owner = next(c for c in cls.__mro__ if "declares" in c.__dict__)
+        _scan_of[cls] = bool(owner.declares and owner.declares.scan) and all(
+            getattr(cls, m) is getattr(owner, m) for m in ("cell", "coefficients", "scan", "reference", "state_h",
+                                                           "init_state"))
+    return _scan_of[cls]
 
 
 def _map(f, state):

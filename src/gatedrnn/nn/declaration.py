@@ -10,6 +10,10 @@ parameter count and the size matching (counting.py), the fused kernel and its fl
 and so `gatedrnn train`'s refusal of an option a unit does not take). The registry lists units by their
 class's `name` (registry.py).
 
+A unit without a recurrent matrix (minGRU, minLSTM: gates that read only x_t) declares `recurrent=False`
+and holds no U; one whose state is a linear recurrence h_t = a_t ⊙ h_{t−1} + b_t with (a_t, b_t) computed
+from the input alone also declares `scan=True` and runs as a parallel scan (nn/scan.py) instead of a loop.
+
 A unit without a declaration (issue 20's units named by import path, any torch module) can still be
 counted: counting.py then counts an instance's parameters.
 """
@@ -42,6 +46,13 @@ class Declaration:
     kernel     the fused kernel that computes the class's cell() exactly (a kind of gatedrnn.kernels.KINDS),
                or None: the reference loop only
     flags      that kernel's ablation flags (gatedrnn.kernels.VARIANT_BITS), e.g. {"no_input_gate": True}
+    recurrent  whether the gates read h_{t−1} through a recurrent matrix U (every paper unit); False: no U
+               (`weight_hh` is None, no U_g symbols, Table 1's count loses its n² terms) — minGRU, minLSTM
+    scan       the state is a linear recurrence h_t = a_t ⊙ h_{t−1} + b_t whose (a_t, b_t) the class's
+               `coefficients(wx, p)` computes from the input alone, for all steps at once (needs
+               recurrent=False, no peepholes, extra matrices or kernel): the unit then trains and evaluates
+               as one matrix product over all steps and a parallel scan (nn/scan.py) instead of cell() step
+               by step (which stays the reference, and what tracing runs)
     """
     gates: tuple[str, ...]
     peepholes: tuple[str, ...] = ()
@@ -49,6 +60,8 @@ class Declaration:
     options: Mapping[str, bool | float] = field(default_factory=dict)
     kernel: str | None = None
     flags: Mapping[str, bool] = field(default_factory=dict)
+    recurrent: bool = True
+    scan: bool = False
 
     def __post_init__(self):
         # checked when the class is defined, so a wrong declaration never reaches a run
@@ -60,6 +73,11 @@ class Declaration:
             raise TypeError(f"extra matrices need positive block counts, got {dict(self.extra)}")
         if self.kernel is None and self.flags:
             raise TypeError(f"flags {dict(self.flags)} without a kernel")
+        if not self.recurrent and (self.kernel is not None or self.peepholes or self.extra):
+            raise TypeError("a unit without a recurrent matrix (recurrent=False) declares no kernel, peepholes "
+                            "or extra matrices (the kernels and those parameters act on the recurrence)")
+        if self.scan and self.recurrent:
+            raise TypeError("scan=True needs recurrent=False: a linear scan's coefficients read only the input")
         if self.kernel is not None:
             if self.kernel not in kernels.KINDS:
                 raise TypeError(f"unknown kernel {self.kernel!r}; expected one of {sorted(kernels.KINDS)}")
@@ -69,14 +87,16 @@ class Declaration:
 
     @property
     def shape(self) -> tuple[int, int, int]:
-        """(G blocks of W, U, b; P peephole vectors; S extra H×H blocks): Table 1's convention."""
+        """(G blocks of W, U (if `recurrent`), b; P peephole vectors; S extra H×H blocks): Table 1's
+        convention."""
         return len(self.gates), len(self.peepholes), sum(r * c for r, c in self.extra.values())
 
     def count(self, input_size: int, hidden_size: int) -> int:
-        """Recurrent-layer parameters: G(I·n + n²) + G·n + P·n + S·n² (the module holds exactly these)."""
+        """Recurrent-layer parameters: G(I·n + n²) + G·n + P·n + S·n², without the G·n² of U for a unit
+        that declares none (the module holds exactly these)."""
         G, P, S = self.shape
         I, n = input_size, hidden_size
-        return G * (I * n + n * n) + G * n + P * n + S * n * n
+        return G * (I * n + (n * n if self.recurrent else 0)) + G * n + P * n + S * n * n
 
     def with_options(self, options: Mapping[str, bool | float]) -> "Declaration":
         """This declaration for a unit built with `options` (resolved: every option the unit takes)."""

@@ -1,30 +1,51 @@
-"""The unit registry: every unit name -> its class (the paper's three, then the ablation variants), each
-class listed once and named by its own `name`; what a unit takes is its declaration's (declaration.py).
-See the package doc (gatedrnn/nn/__init__.py)."""
+"""The unit registry: every unit name -> its class (the paper's three, the ablation variants, then the
+minimal units of 2024), each class listed once and named by its own `name`; what a unit takes is its
+declaration's (declaration.py). A unit may also be named by import path, package.module:ClassName
+(imported.py: imported only where named on the command line). See the package doc
+(gatedrnn/nn/__init__.py)."""
 from __future__ import annotations
 
 from .base import RecurrentUnit
 from .declaration import OptionError
 from .gru import GRU
 from .gru_variants import GRU_VARIANTS
+from .imported import ImportedUnit, import_unit, is_import_path
 from .lstm import LSTM
 from .lstm_variants import LSTM_VARIANTS
+from .mingru import MinGRU
+from .minlstm import MinLSTM
 from .tanh import TanhRNN
 
 PAPER_UNITS: tuple[str, ...] = ("tanh", "gru", "lstm")
+MIN_UNITS: tuple[str, ...] = ("mingru", "minlstm")     # Feng et al. 2024: no recurrent matrix, a linear scan
 UNITS: dict[str, type[RecurrentUnit]] = {c.name: c for c in (
-    TanhRNN, GRU, LSTM, *LSTM_VARIANTS.values(), *GRU_VARIANTS.values())}
+    TanhRNN, GRU, LSTM, *LSTM_VARIANTS.values(), *GRU_VARIANTS.values(), MinGRU, MinLSTM)}
 
 
 def unit_names() -> list[str]:
-    """Every valid unit name: the paper's three, then the LSTM variants, then the GRU variants."""
+    """Every valid unit name: the paper's three, the LSTM variants, the GRU variants, the minimal units.
+    (Any package.module:ClassName is a unit too: `canonical_unit`.)"""
     return list(UNITS)
 
 
+def canonical_unit(unit: str) -> str:
+    """The name a config records for `unit`: a registered name in lower case, or an import path as written
+    (checked for its form only: nothing is imported). ValueError for anything else."""
+    if isinstance(unit, str) and unit.lower() in UNITS:
+        return unit.lower()
+    if is_import_path(unit):
+        return unit
+    raise ValueError(f"unknown unit {unit!r}; expected one of: {', '.join(UNITS)}, or package.module:ClassName "
+                     f"(a torch.nn.Module of your own)")
+
+
 def unit_class(unit: str | type) -> type:
-    """The class of the unit called `unit` (case-insensitive; see `unit_names()`); a class is its own."""
+    """The class of the unit called `unit` (case-insensitive; see `unit_names()`); a class is its own; an
+    import path is imported if it was named (imported.import_unit)."""
     if isinstance(unit, type):
         return unit
+    if is_import_path(unit):
+        return import_unit(unit)
     key = unit.lower() if isinstance(unit, str) else None
     if key not in UNITS:
         raise ValueError(f"unknown unit {unit!r}; expected one of: {', '.join(UNITS)}")
@@ -32,8 +53,11 @@ def unit_class(unit: str | type) -> type:
 
 
 def unit_family(name: str) -> str:
-    """The paper unit `name` is (or modifies): "tanh", "gru" or "lstm". LSTM-family units carry an
-    (h, c, …) state; the options each takes are its declaration's (`unit_options`)."""
+    """The paper unit `name` is (or modifies): "tanh", "gru" or "lstm"; a unit that modifies none is its own
+    family (the minimal units; a unit named by import path, which is not imported to answer this). LSTM-family
+    units carry an (h, c, …) state; the options each takes are its declaration's (`unit_options`)."""
+    if is_import_path(name):
+        return name
     cls = unit_class(name)
     return cls.family or cls.name
 
@@ -43,6 +67,11 @@ def unit_options(unit: str | type, **given) -> dict:
     An option it does not take, or a value it refuses, raises OptionError (a ValueError and a TypeError)
     naming the unit and what it takes (a variant's other forms are units of their own: the message lists
     its family's)."""
+    if is_import_path(unit):   # built as Class(input_size, hidden_size, batch_first=True): nothing to import
+        for k in given:
+            raise OptionError(f"unit {unit!r} takes no option {k!r} (a unit named by import path is built as "
+                              f"Class(input_size, hidden_size, batch_first=True))")
+        return {}
     cls = unit_class(unit)
     if getattr(cls, "declares", None) is None:   # a class that declares nothing checks its keywords itself
         return dict(given)
@@ -57,8 +86,13 @@ def unit_options(unit: str | type, **given) -> dict:
                           f"{', '.join(others)}") from None
 
 
-def make_unit(name: str, input_size: int, hidden_size: int, **kw) -> RecurrentUnit:
+def make_unit(name: str | type, input_size: int, hidden_size: int, **kw) -> RecurrentUnit | ImportedUnit:
     """Build the unit called `name` (case-insensitive; see `unit_names()`). `kw`: batch_first,
     weight_noise, fused, and the unit's own options (its declaration's, e.g. forget_bias for the LSTM
-    family)."""
-    return unit_class(name)(input_size, hidden_size, **kw)
+    family). An import path (package.module:ClassName, imported only if named: imported.allow_units) or a
+    torch.nn.Module class of one's own is built as Class(input_size, hidden_size, batch_first=True) and
+    adapted (imported.ImportedUnit)."""
+    cls = unit_class(name)
+    if isinstance(cls, type) and issubclass(cls, RecurrentUnit):
+        return cls(input_size, hidden_size, **kw)
+    return ImportedUnit(name if isinstance(name, str) else cls, input_size, hidden_size, **kw)

@@ -64,7 +64,7 @@ class StackedUnit(nn.Module):
         object.__setattr__(self, "template", t)
         st = lambda get: nn.Parameter(torch.stack([get(u).detach().clone() for u in _units]))
         self.weight_ih = st(lambda u: u.weight_ih)
-        self.weight_hh = st(lambda u: u.weight_hh)
+        self.weight_hh = st(lambda u: u.weight_hh) if t.weight_hh is not None else None   # (minGRU: no U)
         self.bias = st(lambda u: u.bias)
         self.peephole = st(lambda u: u.peephole) if t.peephole is not None else None
         wn = [float(weight_noise)] * K if isinstance(weight_noise, (int, float)) else [float(w) for w in weight_noise]
@@ -88,7 +88,7 @@ class StackedUnit(nn.Module):
         obj = cls(name, K=len(units), input_size=u0.input_size, hidden_size=u0.hidden_size,
                   batch_first=u0.batch_first, weight_noise=[u.weight_noise for u in units], fused=fused,
                   _units=units, **opts)
-        return obj.to(device=u0.weight_hh.device, dtype=u0.weight_hh.dtype)
+        return obj.to(device=u0.weight_ih.device, dtype=u0.weight_ih.dtype)
 
     @staticmethod
     def _options(u: RecurrentUnit) -> dict:
@@ -100,10 +100,11 @@ class StackedUnit(nn.Module):
         for k in range(self.K):
             u = make_unit(self.unit_name, input_size=self.input_size, hidden_size=self.hidden_size,
                           batch_first=self.batch_first, weight_noise=float(self.weight_noise[k]), **self.unit_kw)
-            u = u.to(device=self.weight_hh.device, dtype=self.weight_hh.dtype)
+            u = u.to(device=self.weight_ih.device, dtype=self.weight_ih.dtype)
             with torch.no_grad():
                 u.weight_ih.copy_(self.weight_ih[k])
-                u.weight_hh.copy_(self.weight_hh[k])
+                if self.weight_hh is not None:
+                    u.weight_hh.copy_(self.weight_hh[k])
                 u.bias.copy_(self.bias[k])
                 if self.peephole is not None:
                     u.peephole.copy_(self.peephole[k])
@@ -130,13 +131,16 @@ class StackedUnit(nn.Module):
             noise = []
             for k in range(self.K):
                 s = float(self.weight_noise[k])
-                noise.append((s * torch.randn_like(W[k]), s * torch.randn_like(U[k])) if s > 0 else None)
+                noise.append((s * torch.randn_like(W[k]), None if U is None else s * torch.randn_like(U[k]))
+                             if s > 0 else None)
         if isinstance(noise, tuple) and len(noise) == 2 and isinstance(noise[0], Tensor):
-            return W + noise[0], U + noise[1]
+            return W + noise[0], (U if U is None else U + noise[1])
         if any(n is not None for n in noise):
-            zW, zU = torch.zeros_like(W[0]), torch.zeros_like(U[0])
+            zW = torch.zeros_like(W[0])
             W = W + torch.stack([n[0] if n is not None else zW for n in noise])
-            U = U + torch.stack([n[1] if n is not None else zU for n in noise])
+            if U is not None:                # (a unit without a recurrent matrix has no U and draws none)
+                zU = torch.zeros_like(U[0])
+                U = U + torch.stack([n[1] if n is not None else zU for n in noise])
         return W, U
 
     def forward(self, x: Tensor, state=None, lengths: Tensor | None = None, noise=None):

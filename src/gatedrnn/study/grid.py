@@ -30,11 +30,12 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from ..nn import unit_family, unit_names
+from ..nn import canonical_unit, unit_family, unit_names
 from ..status import FINISHED, RunStatus
 from ..train import TrainConfig
 
-UNITS = ("tanh", "gru", "lstm")   # the paper's; every name of gatedrnn.nn.unit_names() is accepted
+UNITS = ("tanh", "gru", "lstm")   # the paper's; every name of gatedrnn.nn.unit_names() is accepted, and
+# package.module:ClassName (a unit of one's own: imported only where a command line names it, nn/imported.py)
 MUSIC = ("jsb", "nottingham", "musedata", "piano")
 # `reproduce --ablation FAMILY`: the full unit and every component ablation of it (docs/VARIANTS.md),
 # trained under one protocol with an equal tuning budget each
@@ -128,7 +129,7 @@ class StudyConfig(BaseModel):
 
     budget: str = "custom"
     datasets: list[str] = Field(default_factory=lambda: [*MUSIC, *SPEECH])
-    units: list[Literal[tuple(unit_names())]] = Field(default_factory=lambda: list(UNITS))
+    units: list[str] = Field(default_factory=lambda: list(UNITS))
     lr_candidates: int = Field(10, gt=0, description="learning rates drawn per (dataset, unit)")
     lr_low: float = -12.0
     lr_high: float = -6.0
@@ -158,6 +159,13 @@ class StudyConfig(BaseModel):
                                            description="rungs as fractions of each dataset's epochs")
     halving_eta: int = Field(2, ge=2, description="after a rung, the better ceil(n/eta) candidates go on")
     data_dir: str | None = None
+
+    @field_validator("units")
+    @classmethod
+    def _units(cls, v: list[str]) -> list[str]:
+        # registered names in lower case, import paths as written (their form only: reading a study never
+        # imports the code its files name)
+        return [canonical_unit(u) for u in v]
 
     @field_validator("halving_rungs")
     @classmethod
@@ -344,7 +352,8 @@ def run_id_of(config: dict) -> str:
     h = hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:12]
     # a folder name: user datasets ('midi:/a/b?step=0.25') keep only safe characters (built-in names have none else)
     name = re.sub(r"[^A-Za-z0-9._-]+", "_", str(config["dataset"])).strip("_")
-    return f"{name}-{config['unit']}-lr{config['lr']:.4g}-s{config['seed']}-{h}"
+    unit = re.sub(r"[^A-Za-z0-9._-]+", "_", str(config["unit"]))     # 'torch.nn:GRU' -> 'torch.nn_GRU'
+    return f"{name}-{unit}-lr{config['lr']:.4g}-s{config['seed']}-{h}"
 
 
 @dataclass(frozen=True)
