@@ -31,6 +31,31 @@ def _epochs_csv(s: str) -> list[int]:
     return out
 
 
+def _budgets_csv(s: str) -> list[int]:
+    """--param-budgets: comma-separated positive whole numbers of parameters (digits, `_` allowed: 20_000)."""
+    out = []
+    for x in csv(s):
+        try:
+            v = int(x)
+        except ValueError:
+            v = None
+        if v is None or v <= 0:
+            raise argparse.ArgumentTypeError(f"expected comma-separated positive numbers of parameters, e.g. "
+                                             f"5000,20000,80000,320000; got {s!r}")
+        out.append(v)
+    if not out:
+        raise argparse.ArgumentTypeError(f"expected comma-separated positive numbers of parameters, e.g. "
+                                         f"5000,20000,80000,320000; got {s!r}")
+    return out
+
+
+def _add_size_flag(p) -> None:
+    p.add_argument("--param-budgets", type=_budgets_csv, metavar="N1,N2,...",
+                   help="the size axis: each (dataset, unit) at each of these recurrent-parameter budgets, its "
+                        "own cell (hidden size matched to the budget; lr search, selection, seeds per cell), "
+                        "e.g. 5000,20000,80000,320000 (budget size; default: Table 1's sizes)")
+
+
 def add_study_commands(sub) -> None:
     p = sub.add_parser(
         "reproduce", help="the whole study: lr search, seeds, Table 1/2, learning curves, report.html",
@@ -40,8 +65,8 @@ def add_study_commands(sub) -> None:
     p.add_argument("--budget", choices=list(BUDGETS), default="smoke",
                    help="preset: smoke (a minute or two), laptop (make reproduce: JSB, a few minutes), quick (hours on 2 cores), speech (the FSDD sets, a few "
                         "core-hours), paper (the full protocol, early stopping), paper-faithful (the released "
-                        "code's stopping rule: the best of 500 epochs, halving search; docs/STUDY.md); "
-                        "flags below override single fields (default smoke)")
+                        "code's stopping rule: the best of 500 epochs, halving search; docs/STUDY.md), size "
+                        "(it at 5k..320k parameters on JSB); flags below override single fields (default smoke)")
     p.add_argument("--out", type=Path, help="results directory (default results/<budget>)")
     p.add_argument("--datasets", type=csv, help="comma-separated, e.g. jsb,nottingham (default: the budget's)")
     p.add_argument("--units", type=csv, help="comma-separated unit names: tanh, gru, lstm (the paper's), "
@@ -71,6 +96,7 @@ def add_study_commands(sub) -> None:
                    help="epochs of the halving rungs (default: 30,60 %% of the epochs: 150,300 for 500)")
     p.add_argument("--halving-eta", type=number(int, 2),
                    help="after each rung the better ceil(n/eta) candidates go on (default 2)")
+    _add_size_flag(p)
     p.add_argument("--seeds", type=positive_int, help="seeds of each selected configuration")
     p.add_argument("--report-seeds", choices=["fresh", "include-search"],
                    help="fresh: the reported seeds are others than the search run's (budgets paper, "
@@ -124,10 +150,28 @@ def study_from_args(args):
                 lr_base=args.lr_base, lr_seed=args.lr_seed, lr_draw=args.lr_draw, lr_extend=args.lr_extend,
                 seeds=args.seeds, report_seeds=getattr(args, "report_seeds", None),
                 data_dir=args.data_dir, train=train, search=getattr(args, "search", None),
-                halving_rungs=getattr(args, "halving_rungs", None), halving_eta=getattr(args, "halving_eta", None))
+                halving_rungs=getattr(args, "halving_rungs", None), halving_eta=getattr(args, "halving_eta", None),
+                param_budgets=getattr(args, "param_budgets", None))
     if args.lr_range:
         over.update(lr_low=args.lr_range[0], lr_high=args.lr_range[1])
     return budget_config(args.budget, **over)
+
+
+def _sized_cells(study, grid) -> dict:
+    """The size axis in a dry run: {"jsb/gru@20000": [hidden size, recurrent parameters]} as the runs will
+    build them (the data's input size read here; a dataset not readable here is left out)."""
+    from ..nn.counting import count_parameters
+    from ..train import TrainConfig, given_options, resolve_hidden_size
+    out = {}
+    for dataset, unit, budget in grid.sized_cells():
+        try:
+            ds = load_dataset(dataset, study.data_dir)
+        except Exception:   # noqa: BLE001 — a dry run shows what it can
+            continue
+        cfg = TrainConfig(**grid.search_specs(dataset, unit, budget=budget)[0].config)
+        n = resolve_hidden_size(cfg, ds.kind, ds.input_size)
+        out[f"{dataset}/{unit}@{budget}"] = [n, count_parameters(unit, ds.input_size, n, **given_options(cfg))]
+    return out
 
 
 def cmd_reproduce(args) -> int:
@@ -140,6 +184,8 @@ def cmd_reproduce(args) -> int:
                 "lr_candidates": g.lrs, "runs": g.n_runs()}
         if study.search == "halving":
             plan["halving_rungs"] = {d: g.rungs(d) for d in g.datasets}
+        if g.sized:
+            plan["hidden_sizes"] = _sized_cells(study, g)
         print(json.dumps(plan, indent=2))
         return 0
     if args.scheduler and importlib.util.find_spec("distributed") is None:
