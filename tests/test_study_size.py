@@ -20,7 +20,8 @@ from gatedrnn.study.size import answer
 from gatedrnn.train import TrainConfig, resolve_hidden_size
 from _fabricate import FabricatedStore, summary as _summary
 
-MUSIC_INPUT = 88   # the music sets' piano keys: the input size the budgets are matched at
+MUSIC_INPUT = 88   # the music sets' piano keys: the input size the runs are built with
+TABLE1_INPUT = 100  # Table 1's nominal input size for music: the size the budgets are matched at
 
 
 def _paper_count(unit: str, I: int, n: int) -> int:
@@ -36,9 +37,10 @@ def test_the_axis_makes_one_cell_per_budget_with_the_matched_hidden_size():
     g = G.Grid(study, datasets=["jsb"])
     assert g.sized and g.sized_cells() == [("jsb", u, b) for b in (5_000, 20_000) for u in ("tanh", "gru", "lstm")]
     assert g.n_runs() == 6 * (2 + 3)
-    # by hand: the closest count to the budget (tanh 39 units = 4,992; GRU 16 = 5,040; LSTM 12 = 4,884 ...)
-    hand = {("tanh", 5_000): 39, ("gru", 5_000): 16, ("lstm", 5_000): 12,
-            ("tanh", 20_000): 104, ("gru", 20_000): 48, ("lstm", 20_000): 39}
+    # by hand, Table 1's convention (input 100): the closest count to the budget (tanh 36 units = 4,932;
+    # GRU 14 = 4,830; LSTM 11 = 4,961); at 20,000 Table 1's own sizes (100, 46, 36)
+    hand = {("tanh", 5_000): 36, ("gru", 5_000): 14, ("lstm", 5_000): 11,
+            ("tanh", 20_000): 100, ("gru", 20_000): 46, ("lstm", 20_000): 36}
     ids = set()
     for _, u, b in g.sized_cells():
         specs = g.search_specs("jsb", u, budget=b)
@@ -47,7 +49,7 @@ def test_the_axis_makes_one_cell_per_budget_with_the_matched_hidden_size():
         n = resolve_hidden_size(TrainConfig(**specs[0].config), "music", MUSIC_INPUT)
         assert n == hand[(u, b)]
         assert count_parameters(u, MUSIC_INPUT, n) == _paper_count(u, MUSIC_INPUT, n)
-        best = min(range(1, 400), key=lambda k: (abs(_paper_count(u, MUSIC_INPUT, k) - b), k))
+        best = min(range(1, 400), key=lambda k: (abs(_paper_count(u, TABLE1_INPUT, k) - b), k))
         assert n == best
         ids |= {s.run_id for s in specs + seeds}
     assert len(ids) == g.n_runs()          # no run shared between budgets
@@ -102,8 +104,9 @@ def test_dry_run_shows_each_cells_matched_size():
     assert r.returncode == 0, r.stderr
     plan = json.loads(r.stdout)
     assert plan["study"]["param_budgets"] == [5000, 20000] and plan["runs"] == 4 * (2 + 1)
-    assert plan["hidden_sizes"] == {"jsb/tanh@5000": [39, 4992], "jsb/lstm@5000": [12, 4884],
-                                    "jsb/tanh@20000": [104, 20072], "jsb/lstm@20000": [39, 20085]}
+    # [hidden size, recurrent parameters as built at the data's 88 inputs]; matched at Table 1's input 100
+    assert plan["hidden_sizes"] == {"jsb/tanh@5000": [36, 4500], "jsb/lstm@5000": [11, 4433],
+                                    "jsb/tanh@20000": [100, 18900], "jsb/lstm@20000": [36, 18108]}
 
 
 # ------------------------------------------------------------------ tables from a fabricated store
@@ -113,7 +116,7 @@ UNITS = ("tanh", "gru", "lstm")
 # LSTM is best and the GRU runner-up — the order changes, and tanh stays behind at both
 TEST_NLL = {5_000: {"tanh": [9.30, 9.40, 9.35], "gru": [8.80, 8.90, 8.82], "lstm": [8.95, 9.05, 9.00]},
             20_000: {"tanh": [9.00, 9.10, 9.05], "gru": [8.60, 8.70, 8.66], "lstm": [8.40, 8.55, 8.45]}}
-HIDDEN = {5_000: {"tanh": 39, "gru": 16, "lstm": 12}, 20_000: {"tanh": 104, "gru": 48, "lstm": 39}}
+HIDDEN = {5_000: {"tanh": 36, "gru": 14, "lstm": 11}, 20_000: {"tanh": 100, "gru": 46, "lstm": 36}}
 
 
 @pytest.fixture(scope="module")
@@ -151,7 +154,7 @@ def test_table2_per_budget_with_parameters_and_tests_per_budget(sized_study):
         # the paper's numbers stand only beside the paper's size (~20k for music), not beside 5k
         assert (r["paper_test"] == "") == (b == 5_000)
     md = (sized_study / "table2.md").read_text()
-    assert "| JSB Chorales | GRU | 5,040 (5,000) | 16 |" in md and "## Best unit per dataset and budget" in md
+    assert "| JSB Chorales | GRU | 4,326 (5,000) | 14 |" in md and "## Best unit per dataset and budget" in md
     tests = _csv(sized_study / "table2_tests.csv")
     assert [(r["budget"], r["best"], r["runner_up"]) for r in tests] == [("5000", "gru", "lstm"),
                                                                          ("20000", "lstm", "gru")]

@@ -75,7 +75,8 @@ class TrainConfig(BaseModel):
                       "own (docs/UNITS.md)")
     hidden_size: int | None = Field(None, gt=0, description="hidden units; none = Table 1's size for the task "
                                     "(music 100/46/36, speech 400/227/195 for tanh/GRU/LSTM)")
-    budget: int | None = Field(None, gt=0, description="match the hidden size to this many recurrent parameters")
+    budget: int | None = Field(None, gt=0, description="match the hidden size to this many recurrent parameters, "
+                               "counted as Table 1 counts them (at the nominal input size: music 100, speech 20)")
     peepholes: bool = Field(True, description="LSTM: diagonal peepholes v_i, v_f, v_o (the paper's form)")
     reset_after: bool = Field(False, description="GRU: Cho et al.'s r ⊙ (U h) instead of the paper's U (r ⊙ h)")
     forget_bias: float = Field(0.0, allow_inf_nan=False, description="LSTM family: initial forget-gate bias b_f "
@@ -244,9 +245,11 @@ def given_options(cfg: TrainConfig | dict) -> dict:
 def resolve_hidden_size(cfg: TrainConfig, kind: str, input_size: int) -> int:
     if cfg.hidden_size is not None:
         return cfg.hidden_size
-    if cfg.budget is not None:   # the unit as it is built (e.g. the LSTM without peepholes)
-        return match_hidden_size(cfg.unit, input_size, cfg.budget, **given_options(cfg))
-    # Table 1: the paper's sizes (matched with its nominal input size, see nn/counting.py)
+    # Table 1's convention: counted at the nominal input size of the data's kind (music 100, speech 20; see
+    # nn/counting.py), so a budget of 20,100 on music is the paper's own sizes; `budget` changes only the
+    # budget (the unit as it is built, e.g. the LSTM without peepholes)
+    if cfg.budget is not None:
+        return match_hidden_size(cfg.unit, TABLE1_INPUT[kind], cfg.budget, **given_options(cfg))
     return match_hidden_size(cfg.unit, TABLE1_INPUT[kind], BUDGET[kind])
 
 

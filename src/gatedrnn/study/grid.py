@@ -67,6 +67,7 @@ HALVING_EVAL_TRAIN_EVERY = 10
 # key of every full-search study (all studies made before halving existed) is unchanged.
 SEARCH_FIELDS = ("search", "halving_rungs", "halving_fractions", "halving_eta")
 # The size axis (issue 20): budgets of the `size` preset, recurrent parameters (Table 1's convention)
+# (matched as Table 1 matches, at the nominal input size, 20,000 gives the paper's own sizes: 100 / 46 / 36)
 SIZE_BUDGETS = (5_000, 20_000, 80_000, 320_000)
 
 # ----------------------------------------------------------------------------------- budgets
@@ -397,7 +398,7 @@ class RunSpec:
 def make_spec(study: StudyConfig, dataset: str, unit: str, lr: float, seed: int,
               budget: int | None = None) -> RunSpec:
     """One run; `budget` (the size axis) sets TrainConfig.budget, so the run's hidden size is matched to
-    that many recurrent parameters at the data's input size. None: Table 1's size (the field stays at its
+    that many recurrent parameters by Table 1's convention (nominal input size). None: Table 1's size (the field stays at its
     default, so the config and the run id are those of a study without the axis)."""
     size = {} if budget is None else {"budget": int(budget)}
     cfg = TrainConfig(dataset=dataset, unit=unit, lr=lr, seed=seed, data_dir=study.data_dir,

@@ -101,7 +101,8 @@ def size_markdown(rows: list[dict], name=lambda d: d, unit_name=lambda u: u) -> 
             f"Answer: {answer(orders, name, unit_name)}\n\n"
             "Each (unit, budget) is a cell of its own: its learning rate selected on validation, its reported "
             "seeds' test NLL (nats per step) as mean ± half-width of the 95 % Student-t interval. Parameters: "
-            "the recurrent layer's, as the runs built it (Table 1's convention at the data's input size). "
+            "the recurrent layer's, as the runs built it (at the data's input size; each budget is matched by Table 1's "
+            "convention, at the nominal input size, so 20,000 on music gives the paper's sizes). "
             "Figure: size.png / size.svg; numbers: size.csv.\n\n" + "\n".join(lines) + "\n\n## Order and gap per "
             "budget\n\n" + "\n".join(olines) + "\n"
             + ("\n## Published points (markers in the figure)\n\n" + "\n".join(refs) + "\n" if refs else ""))
