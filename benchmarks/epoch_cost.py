@@ -3,46 +3,31 @@ split evaluated every 10th epoch as a halving study does, so an epoch = training
 the per-epoch cost a study's estimate multiplies by its epochs (docs/STUDY.md). Median of epochs 1..E.
 
     python benchmarks/epoch_cost.py [--epochs 4] [--out benchmarks/results/epoch_cost-DATE.json]
+
+The measurement lives in benchmarks/study_cost.py (`--epoch-cost E`), the one benchmark of the training
+loop's cost: it times train.train itself through the loop's timing hooks (gatedrnn.train.LoopTimer). This
+command line and its result file are kept; rows now also carry each epoch's checkpoint I/O (`io_s`, not in
+the epoch's time, as before) and its phases. (Until 2026-12 this script timed the epoch from metrics.jsonl:
+the training seconds and the evaluation seconds the loop records, which are the same spans.)
 """
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
-import statistics
-import tempfile
-import time
+import sys
+from pathlib import Path
 
-import torch
-
-from gatedrnn.train import TrainConfig, train
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import study_cost  # noqa: E402  (beside this file)
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--epochs", type=int, default=4)
     ap.add_argument("--out")
-    args = ap.parse_args()
-    torch.set_num_threads(1)
-    rows = {}
-    for ds in ("jsb", "nottingham", "musedata", "piano"):
-        for unit in ("tanh", "gru", "lstm"):
-            d = tempfile.mkdtemp()
-            cfg = TrainConfig(dataset=ds, unit=unit, epochs=args.epochs, patience=0, eval_train_every=10, lr=3e-3)
-            train(cfg, d, log=lambda m: None)
-            h = [json.loads(line) for line in open(f"{d}/metrics.jsonl")]
-            ep = [b["seconds"] - a["seconds"] + b["eval_seconds"] for a, b in zip(h, h[1:])]
-            rows[f"{ds}/{unit}"] = {"median_s": statistics.median(ep), "min_s": min(ep), "epochs": ep}
-            print(f"{ds:10s} {unit:5s} median {statistics.median(ep):.3f} s  min {min(ep):.3f} s", flush=True)
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("cpu family")), "?")
-    meta = {"date": time.strftime("%Y-%m-%d %H:%M:%S"), "machine": platform.processor() or platform.machine(),
-            "cpu_family": cpu, "avx512": "avx512f" in open("/proc/cpuinfo").read(), "cores": os.cpu_count(),
-            "load_at_end": os.getloadavg(), "torch": torch.__version__, "threads": 1, "epochs": args.epochs}
-    if args.out:
-        with open(args.out, "w") as f:
-            json.dump({"meta": meta, "rows": rows}, f, indent=2)
+    args = ap.parse_args(argv)
+    study_cost.epoch_cost(args.epochs, args.out)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
