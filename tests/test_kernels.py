@@ -429,15 +429,18 @@ def test_stacked_gradcheck():
 
 
 def test_bench_command_is_registered_and_reports():
-    """The bench CLI parses and its report renders (no timing is run or checked here)."""
+    """The bench CLI (gatedrnn/cli/bench.py) parses and its report (gatedrnn.nn.bench) renders (no timing is
+    run or checked here)."""
     import argparse
 
+    from gatedrnn.cli import bench as cli_bench
     from gatedrnn.nn import bench
     p = argparse.ArgumentParser()
     sub = p.add_subparsers()
-    bench.add_bench_command(sub)
+    cli_bench.add_bench_command(sub)
     args = p.parse_args(["bench", "--suite", "music", "--unit", "gru", "--threads", "1", "--out", "x.json"])
-    assert args.func is bench._cmd and args.threads == 1
+    assert args.func is cli_bench._cmd and args.threads == 1
+    assert p.parse_args(["bench"]).suite == ["music", "speech"] and p.parse_args(["bench"]).unit == ["lstm", "gru", "tanh"]
     assert bench.flops("lstm", 64, 200, 88, 36, False) == 2 * 200 * 64 * (88 + 36) * 144 + 4 * 12800 * 144 * 36 \
         + 2 * 12800 * 144 * 88
     t = {"median_ms": 1.0, "min_ms": 1.0, "n": 1}
