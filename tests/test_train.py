@@ -15,12 +15,13 @@ import pytest
 import torch
 from pydantic import ValidationError
 
+from _paths import data_dir
 from gatedrnn.heads import BernoulliHead
 from gatedrnn.model import SequenceModel
 from gatedrnn.train import RMSPropMomentum, TrainConfig, evaluate, train
 
 REPO = Path(__file__).resolve().parents[1]
-DATA = os.environ.get("GATEDRNN_DATA_DIR") or str(REPO.parent / "shared" / "data")
+DATA = str(data_dir())
 
 
 def toy_dataset(seed=0, n=(6, 3, 3), W=4, nan=False):
