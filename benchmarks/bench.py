@@ -4,7 +4,7 @@
 """
 import sys
 
-from gatedrnn.nn.bench import main
+from gatedrnn.cli.bench import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -2,25 +2,37 @@
 (music dataset x unit at the Table 1 sizes), "before" and "after" measured in the same run, interleaved.
 
     GATEDRNN_DATA_DIR=/work/shared/data nice -n 5 .venv/bin/python benchmarks/study_cost.py \\
-        --before /tmp/before/src --repeats 3            # (git worktree add /tmp/before ab66720)
+        [--before /tmp/before/src] --repeats 3            # (git worktree add /tmp/before <commit>)
 
-One training epoch, as train.train runs it (batch 16, weight noise 0.075, RMSProp, gradient norm clipped to
-1), is replicated with CPU timers around its parts, one torch thread per process:
-  recurrence     the unit's forward and backward (+ drawing the weight noise)
-  read-out+loss  Linear(H, 88) + Bernoulli NLL, forward and backward, the loss and its finiteness check
-  optimiser      zero_grad, clip_grad_norm_, RMSProp step
-  batching       length-bucketed batches (collate) of the epoch
-  evaluation     evaluate() on train and valid, as the loop calls it after every epoch (steady state:
-                 the second call; the first, which also collates/caches, is recorded as eval_first)
-  I/O            best.pt + checkpoint.pt + metrics.jsonl (100 rows), as written after an epoch
+Each worker trains a run with train.train itself — the real loop (batch 16, weight noise 0.075, RMSProp,
+gradient norm clipped to 1, both splits evaluated after every epoch, a checkpoint every epoch) — and reads
+where its time went from the loop's timing hooks (gatedrnn.train.LoopTimer, process CPU clock), one torch
+thread per process. Epoch 1 is the warm-up; the run is paused after it and resumed for as many epochs as
+--min-cpu CPU seconds need (at most --max-epochs). Per epoch, mean over those epochs:
+  batching       the epoch's length-bucketed batches (collation), moved to the device
+  forward        forward passes and losses (weight noise, recurrence, read-out, the finiteness check)
+  backward       backward passes
+  optimiser      zero_grad, gradient clipping, the RMSProp step
+  evaluation     the training and validation splits (eval_train_steady, eval_valid_steady)
+  I/O            best.pt when improved, checkpoint.pt, metrics.jsonl, and the loop's bookkeeping ("other")
 Times are process CPU seconds (core-seconds: what a study pays), so other load on the machine inflates
 them less than wall-clock; each worker is a fresh process (PYTHONPATH selects the code: --before / --after),
 and (dataset, unit, code) are interleaved repeat by repeat; the result keeps every repeat, the median
 and the minimum.
 
-Layout (--layout): K runs of one (dataset, unit) trained as ONE program (gatedrnn.nn.StackedUnit, K
-models in each kernel call, a stacked optimiser, one thread) against K separate one-thread processes
-started together — per-model core-seconds per epoch (training + evaluation) and the wall-clock of the
+Since the loop has its timing hooks (2026-12), the workers time the loop itself instead of a copy of it timed
+in parts: the columns are the loop's phases (results before then split recurrence and read-out instead of
+forward and backward, and timed evaluation and I/O outside the loop), and --before must name code that has
+the hooks (a worker refuses older code; the default is the 'after' code alone).
+
+--epoch-cost E (the measurement of the former benchmarks/epoch_cost.py, which still runs it with its own
+command line): a study run's per-epoch wall time (training split evaluated every 10th epoch, lr 3e-3) for
+E epochs of each unit on each music set, in this process, written to --out in epoch_cost's format
+({"meta", "rows": {"dataset/unit": {"median_s", "min_s", "epochs", ...}}}).
+
+Layout (--layout): K runs of one (dataset, unit) trained as ONE program (train.train_many with its
+recurrences stacked, K models in each kernel call, forced here; one thread) against K separate one-thread
+processes started together — per-model core-seconds per epoch (training + evaluation) and the wall-clock of the
 whole group.
 
 Extrapolation: the epoch counts of the running/finished paper study (results/paper/runs/*/metrics.jsonl,
@@ -49,12 +61,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 DATASETS = ("jsb", "nottingham", "musedata", "piano")
 UNITS = ("tanh", "gru", "lstm")
-PARTS = {   # table column -> fields of the per-epoch breakdown
-    "recurrence": ("rec_fwd", "rec_bwd", "noise"),
-    "read-out+loss": ("readout_fwd", "readout_bwd", "loss"),
-    "optimiser": ("zero_grad", "clip", "step"),
-    "batching": ("batching",),
-}
+# the loop's training phases (gatedrnn.train.LoopTimer) -> the table's columns
+PHASES = ("batches", "forward", "backward", "optimiser")
+PARTS = {"batching": ("batches",), "forward": ("forward",), "backward": ("backward",), "optimiser": ("optimiser",)}
 
 
 # ============================================================================ workers (one process each)
@@ -65,224 +74,126 @@ def _setup():
     return torch
 
 
-def worker_epoch(dataset: str, unit: str, min_cpu: float, max_epochs: int, eval_calls: int, seed: int = 0) -> dict:
-    """Per-epoch CPU breakdown of one training run (the loop of train.train, timed in parts)."""
-    torch = _setup()
+def _timed_loop(T, cfgs: list, min_cpu: float, max_epochs: int, clock) -> tuple[list[dict], float]:
+    """Train cfgs (one run, or several as train_many trains them) with the loop's timing hooks: epoch 1 is
+    the warm-up (first calls, caches) and is paused after; then, resuming, as many more epochs as `min_cpu`
+    CPU seconds need by epoch 1's cost (at least 1, at most max_epochs). Returns the timed epochs'
+    {phase: seconds} and the wall seconds of the timed call per epoch."""
+    quiet = lambda m: None
+    with tempfile.TemporaryDirectory() as d:
+        dirs = [Path(d) / str(k) for k in range(len(cfgs))]
+        warm = T.LoopTimer(time.process_time)
+        T.train_many(cfgs, dirs, log=quiet, stop_after=1, timer=warm)
+        n = max(1, min(max_epochs, math.ceil(min_cpu / max(sum(warm.epochs[0][p] for p in T.LoopTimer.PHASES),
+                                                          1e-9))))
+        timer = T.LoopTimer(clock)
+        w = time.perf_counter()
+        T.train_many(cfgs, dirs, log=quiet, stop_after=1 + n, timer=timer)
+        return timer.epochs, (time.perf_counter() - w) / n
+
+
+def _per_epoch(epochs: list[dict], K: int = 1) -> dict:
+    """Mean seconds per epoch (and per model: /K) of each phase of the loop."""
+    from gatedrnn.train import LoopTimer
+    return {p: statistics.mean(e[p] for e in epochs) / K for p in LoopTimer.PHASES}
+
+
+def _loop_module():
+    """gatedrnn.train of the code under PYTHONPATH, which must have the loop's timing hooks."""
     import gatedrnn
     import gatedrnn.train as T
-    from gatedrnn.data.batching import iterate_batches
+    if not hasattr(T, "LoopTimer"):
+        raise SystemExit(f"{gatedrnn.__file__}: this code predates the training loop's timing hooks "
+                         "(gatedrnn.train.LoopTimer), which study_cost.py times; compare code from then on")
+    return T
 
-    cpu = time.process_time
-    cfg = T.TrainConfig(dataset=dataset, unit=unit, lr=1e-3, seed=seed)
+
+def worker_epoch(dataset: str, unit: str, min_cpu: float, max_epochs: int, seed: int = 0) -> dict:
+    """Per-epoch CPU seconds of one run of train.train, by the loop's phases (train.LoopTimer)."""
+    _setup()
+    import gatedrnn
+    T = _loop_module()
+    cfg = T.TrainConfig(dataset=dataset, unit=unit, lr=1e-3, seed=seed, epochs=max_epochs + 1, patience=0)
+    epochs, wall = _timed_loop(T, [cfg], min_cpu, max_epochs, time.process_time)
+    ph = _per_epoch(epochs)
+    per = {p: ph[p] for p in PHASES}
+    per["epoch_total"] = sum(per.values())
     ds = T.prepare_data(cfg)
-    spec = T.model_spec(cfg, ds)
-    torch.manual_seed(cfg.seed)
-    model = T.build_model(spec, cfg.weight_noise)
-    opt = T.make_optimizer(cfg, model.parameters())
-    tp, vp = ds.splits["train"], ds.splits["valid"]
-    rnn = model.rnn
-    acc = dict.fromkeys(("batching", "noise", "rec_fwd", "readout_fwd", "loss", "readout_bwd", "rec_bwd",
-                         "zero_grad", "clip", "step", "epoch_total"), 0.0)
-    mark = {}
-    orig_fwd, orig_noise = rnn.forward, rnn.noisy_weights
-
-    def noisy():
-        t = cpu()
-        r = orig_noise()
-        acc["noise"] += cpu() - t
-        return r
-
-    def fwd(*a, **k):   # the recurrence's forward; a hook on its output marks where its backward starts
-        t = cpu()
-        h, s = orig_fwd(*a, **k)
-        mark["rnn"] = cpu() - t
-        if h.requires_grad:
-            h.register_hook(lambda g: mark.__setitem__("hook", cpu()))
-        return h, s
-
-    rnn.noisy_weights, rnn.forward = noisy, fwd
-    model.train()
-    for i, b in enumerate(iterate_batches(tp, cfg.batch_size, shuffle=True, seed=99, epoch=0)):   # warm-up
-        model.nll(b.inputs, b.targets, b.mask, b.lengths).sum().backward()
-        if i >= 2:
-            break
-    opt.zero_grad(set_to_none=True)
-    acc = dict.fromkeys(acc, 0.0)
-    epochs = frames = batches = 0
-    w0 = time.perf_counter()
-    while epochs < max_epochs and (epochs == 0 or acc["epoch_total"] < min_cpu):
-        epochs += 1
-        e0 = cpu()
-        it = iter(iterate_batches(tp, cfg.batch_size, shuffle=True, seed=cfg.seed, epoch=epochs))
-        while True:
-            t = cpu()
-            b = next(it, None)
-            if b is None:
-                acc["batching"] += cpu() - t
-                break
-            b = b.to("cpu")
-            t1 = cpu()
-            acc["batching"] += t1 - t
-            n = int(b.lengths.sum())
-            opt.zero_grad(set_to_none=True)
-            t2 = cpu()
-            acc["zero_grad"] += t2 - t1
-            n0 = acc["noise"]
-            nll = model.nll(b.inputs, b.targets, b.mask, b.lengths)
-            t3 = cpu()
-            acc["rec_fwd"] += mark["rnn"] - (acc["noise"] - n0)
-            acc["readout_fwd"] += (t3 - t2) - mark["rnn"]
-            loss = nll.sum() / n
-            finite = bool(torch.isfinite(loss))
-            t4 = cpu()
-            acc["loss"] += t4 - t3
-            loss.backward()
-            t5 = cpu()
-            acc["readout_bwd"] += mark["hook"] - t4
-            acc["rec_bwd"] += t5 - mark["hook"]
-            gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_norm)
-            finite = finite and bool(torch.isfinite(gnorm))
-            t6 = cpu()
-            acc["clip"] += t6 - t5
-            opt.step()
-            t7 = cpu()
-            acc["step"] += t7 - t6
-            _ = float(loss.detach()) * n
-            acc["loss"] += cpu() - t7
-            frames += n
-            batches += 1
-        acc["epoch_total"] += cpu() - e0
-    wall_train = time.perf_counter() - w0
-    per = {k: v / epochs for k, v in acc.items()}
-    per["other"] = per["epoch_total"] - sum(v for k, v in per.items() if k != "epoch_total")
-    rnn.forward, rnn.noisy_weights = orig_fwd, orig_noise
-    ev, ev_wall, ev_train = [], [], []
-    for _ in range(eval_calls):
-        t, w = cpu(), time.perf_counter()
-        T.evaluate(model, tp, cfg.eval_batch_size, "cpu")
-        ev_train.append(cpu() - t)
-        T.evaluate(model, vp, cfg.eval_batch_size, "cpu")
-        ev.append(cpu() - t)
-        ev_wall.append(time.perf_counter() - w)
-    steady = min(range(1, len(ev)), key=ev.__getitem__) if len(ev) > 1 else 0
-    model.train()
-    with tempfile.TemporaryDirectory() as d:
-        d = Path(d)
-        hist = [{"epoch": e, "updates": 15 * e, "seconds": 0.5 * e, "eval_seconds": 0.1, "train_nll": 8.0,
-                 "train_nll_running": 8.1, "valid_nll": 8.2, "lr": 1e-3} for e in range(100)]
-        state = {"epoch": 100, "updates": 1500, "seconds": 50.0, "best_valid": 8.0, "best_epoch": 90,
-                 "bad_epochs": 10, "skipped": 0, "history": hist, "status": "running"}
-        ios = []
-        for _ in range(3):
-            t = cpu()
-            T.atomic_torch_save(model.state_dict(), d / "best.pt")
-            T._save_checkpoint(d / "checkpoint.pt", cfg.model_dump(), model, opt, state)
-            T._write_metrics(d, hist)
-            ios.append(cpu() - t)
-    return {"dataset": dataset, "unit": unit, "hidden": spec["hidden_size"], "gatedrnn_file": gatedrnn.__file__,
-            "epochs_timed": epochs, "train_frames": frames // epochs, "batches": batches // epochs,
-            "per_epoch": per, "eval_first": ev[0], "eval_steady": ev[steady],
-            "eval_train_steady": ev_train[steady], "eval_valid_steady": ev[steady] - ev_train[steady],
-            "eval_calls": ev, "eval_wall": ev_wall, "io": min(ios), "wall_train_per_epoch": wall_train / epochs,
+    return {"dataset": dataset, "unit": unit, "hidden": T.model_spec(cfg, ds)["hidden_size"],
+            "gatedrnn_file": gatedrnn.__file__, "epochs_timed": len(epochs),
+            "train_frames": sum(len(x) for x, _ in ds.splits["train"]),
+            "batches": math.ceil(len(ds.splits["train"]) / cfg.batch_size), "per_epoch": per,
+            "eval_steady": ph["eval_train"] + ph["eval_valid"], "eval_train_steady": ph["eval_train"],
+            "eval_valid_steady": ph["eval_valid"], "io": ph["checkpoint"], "other": ph["other"],
+            "epochs": epochs, "wall_per_epoch": wall,
             "maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
 def worker_stacked(dataset: str, unit: str, K: int, same_seed: bool, min_cpu: float, max_epochs: int) -> dict:
-    """K models of one (dataset, unit) trained as one program: StackedUnit (one kernel call for all K per
-    batch), the fused read-out per model, per-model gradient clipping and a stacked RMSProp (the update
-    of torch.optim.RMSprop). Per-model CPU seconds per epoch, training and evaluation."""
-    torch = _setup()
-    import gatedrnn.train as T
-    from gatedrnn.data.batching import eval_batches, iterate_batches
-    from gatedrnn.kernels import readout
-    from gatedrnn.nn import StackedUnit
-
-    cpu = time.process_time
-    cfg = T.TrainConfig(dataset=dataset, unit=unit)
-    ds = T.prepare_data(cfg)
-    spec = T.model_spec(cfg, ds)
-    models = []
-    for k in range(K):
-        torch.manual_seed(k)
-        models.append(T.build_model(spec, cfg.weight_noise))
-    st = StackedUnit.from_units([m.rnn for m in models])
-    V = torch.nn.Parameter(torch.stack([m.head.linear.weight.detach() for m in models]))
-    c = torch.nn.Parameter(torch.stack([m.head.linear.bias.detach() for m in models]))
-    params = list(st.parameters()) + [V, c]
-    sq = [torch.zeros_like(p) for p in params]
-    lr = torch.tensor([1e-3 * (1.3 ** k) for k in range(K)])
-    seeds = [0] * K if same_seed else list(range(K))
-    tp, vp = ds.splits["train"], ds.splits["valid"]
-    I, O = ds.input_size, ds.target_size
-
-    def stack(batches):
-        B = max(b.inputs.shape[0] for b in batches)
-        Tn = max(b.inputs.shape[1] for b in batches)
-        x, y = torch.zeros(K, B, Tn, I), torch.zeros(K, B, Tn, O)
-        L = torch.zeros(K, B, dtype=torch.long)
-        for k, b in enumerate(batches):
-            n, t = b.inputs.shape[:2]
-            x[k, :n, :t], y[k, :n, :t], L[k, :n] = b.inputs, b.targets, b.lengths
-        return x, y, L
-
-    def step(batches):
-        x, y, L = stack(batches)
-        Tn = x.shape[2]
-        mask = torch.arange(Tn).view(1, 1, Tn) < L.unsqueeze(-1)
-        out, _ = st(x, lengths=L)
-        n = L.sum(1).clamp_min(1)
-        loss = sum(readout.bernoulli_nll(out[k], V[k], c[k], y[k], mask[k]).sum() / n[k] for k in range(K))
-        for p in params:
-            p.grad = None
-        loss.backward()
-        with torch.no_grad():
-            norms = torch.sqrt(sum(p.grad.pow(2).flatten(1).sum(1) for p in params))
-            coef = (1.0 / (norms + 1e-6)).clamp(max=1.0)
-            for p, s in zip(params, sq):
-                shape = (K,) + (1,) * (p.dim() - 1)
-                g = p.grad * coef.view(shape)
-                s.mul_(0.95).addcmul_(g, g, value=0.05)
-                p.addcdiv_(g * lr.view(shape), s.sqrt().add_(1e-6), value=-1.0)
-
-    def evaluate(pairs):
-        tot = torch.zeros(K, dtype=torch.float64)
-        st.eval()
-        with torch.no_grad():
-            for b in eval_batches(pairs, cfg.eval_batch_size):
-                x = b.inputs.unsqueeze(0).expand(K, *b.inputs.shape)       # the same batch for every model
-                out, _ = st(x.float() if x.dtype != torch.uint8 else x.float(), lengths=b.lengths)
-                for k in range(K):
-                    tot[k] += float(readout.bernoulli_nll(out[k], V[k], c[k], b.targets.float(), b.mask).sum(
-                        dtype=torch.float64))
-        st.train()
-        return tot
-
-    st.train()
-    for i, bs in enumerate(zip(*[iterate_batches(tp, cfg.batch_size, shuffle=True, seed=s + 99, epoch=0)
-                                 for s in seeds])):
-        step(bs)
-        if i >= 2:
-            break
-    epochs, train_cpu = 0, 0.0
-    w0 = time.perf_counter()
-    while epochs < max_epochs and (epochs == 0 or train_cpu < min_cpu):
-        epochs += 1
-        t = cpu()
-        for bs in zip(*[iterate_batches(tp, cfg.batch_size, shuffle=True, seed=s, epoch=epochs) for s in seeds]):
-            step(bs)
-        train_cpu += cpu() - t
-    wall_train = time.perf_counter() - w0
-    ev = []
-    for _ in range(2):
-        t = cpu()
-        evaluate(tp)
-        evaluate(vp)
-        ev.append(cpu() - t)
-    return {"dataset": dataset, "unit": unit, "K": K, "same_seed": same_seed, "epochs_timed": epochs,
-            "train_per_epoch": train_cpu / epochs, "eval_first": ev[0], "eval_steady": ev[1],
-            "train_per_model": train_cpu / epochs / K, "eval_per_model": ev[1] / K,
-            "wall_train_per_epoch": wall_train / epochs,
+    """K runs of one (dataset, unit) trained as ONE program by train.train_many, their recurrences stacked
+    (one K-model kernel call per batch; forced here even where train.stacking_wins would not stack): the
+    learning-rate search's K learning rates of one seed (same_seed), or K seeds. Per-model CPU seconds per
+    epoch, training and evaluation."""
+    _setup()
+    T = _loop_module()
+    from gatedrnn.nn import unit_family
+    T.STACK_WINS_UP_TO = {unit_family(unit): 1 << 30}
+    cfgs = [T.TrainConfig(dataset=dataset, unit=unit, lr=1e-3 * (1.3 ** k if same_seed else 1),
+                          seed=0 if same_seed else k, epochs=max_epochs + 1, patience=0) for k in range(K)]
+    epochs, wall = _timed_loop(T, cfgs, min_cpu, max_epochs, time.process_time)
+    ph = _per_epoch(epochs, K)
+    train = sum(ph[p] for p in PHASES)
+    return {"dataset": dataset, "unit": unit, "K": K, "same_seed": same_seed, "epochs_timed": len(epochs),
+            "train_per_epoch": train * K, "eval_steady": (ph["eval_train"] + ph["eval_valid"]) * K,
+            "train_per_model": train, "eval_per_model": ph["eval_train"] + ph["eval_valid"],
+            "phases_per_model": ph, "wall_per_epoch": wall,
             "maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def epoch_cost(epochs: int, out: str | None, datasets=DATASETS, units=UNITS, budgets=None, lr: float = 3e-3) -> dict:
+    """benchmarks/epoch_cost.py's measurement (its command line and result file): one run of each unit on
+    each dataset (at each recurrent-parameter budget of `budgets`, else Table 1's sizes) as a study's run
+    trains it — one thread, lr 3e-3, the training split evaluated every 10th epoch as a halving study does —
+    for `epochs` epochs in this process; an epoch = its training pass + its evaluation (wall seconds, the
+    loop's own phases; checkpoint I/O apart, as `io_s`). Median of epochs 1..E; an epoch after a
+    divergence is not measured."""
+    torch = _setup()
+    T = _loop_module()
+    load_before = os.getloadavg()
+    rows = {}
+    for ds in datasets:
+        for budget in budgets or [None]:
+            for unit in units:
+                cfg = T.TrainConfig(dataset=ds, unit=unit, budget=budget, epochs=epochs, patience=0,
+                                    eval_train_every=10, lr=lr)
+                timer = T.LoopTimer(time.perf_counter)
+                with tempfile.TemporaryDirectory() as d:
+                    T.train(cfg, d, log=lambda m: None, timer=timer)
+                    res = json.loads((Path(d) / "result.json").read_text())
+                ep = [sum(e[p] for p in (*PHASES, "eval_train", "eval_valid")) for e in timer.epochs
+                      if e["eval_valid"] > 0]
+                key = f"{ds}/{unit}" if budget is None else f"{ds}/{unit}@{budget}"
+                med = statistics.median(ep) if ep else None
+                rows[key] = {"median_s": med, "min_s": min(ep) if ep else None, "epochs": ep,
+                             "io_s": [e["checkpoint"] for e in timer.epochs],
+                             "phases": [{p: e[p] for p in T.LoopTimer.PHASES} for e in timer.epochs],
+                             "status": res.get("status"), "hidden_size": res.get("hidden_size"),
+                             "parameters": res.get("recurrent_parameters"), "load_after": os.getloadavg()[0]}
+                print(f"{key:24s} hidden {res.get('hidden_size')}  median "
+                      f"{med if med is not None else float('nan'):.3f} s  min "
+                      f"{min(ep) if ep else float('nan'):.3f} s  {res.get('status')}  (load {os.getloadavg()[0]:.1f})",
+                      flush=True)
+    cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    family = next((x.split(":", 1)[1].strip() for x in cpuinfo.splitlines() if x.startswith("cpu family")), "?")
+    meta = {"date": time.strftime("%Y-%m-%d %H:%M:%S"), "machine": platform.processor() or platform.machine(),
+            "cpu_family": family, "avx512": "avx512f" in cpuinfo, "cores": os.cpu_count(),
+            "load_before": load_before, "load_at_end": os.getloadavg(), "torch": torch.__version__, "threads": 1,
+            "epochs": epochs, "lr": lr, "niceness": os.nice(0),
+            "timed_by": "gatedrnn.train.LoopTimer (benchmarks/study_cost.py --epoch-cost)"}
+    res = {"meta": meta, "rows": rows}
+    if out:
+        Path(out).write_text(json.dumps(res, indent=2))
+    return res
 
 
 # ============================================================================ orchestration
@@ -321,7 +232,7 @@ def summarise(rows: list[dict]) -> dict:
         cols = {name: sum(r["per_epoch"][f] for f in fields) for name, fields in PARTS.items()}
         cols["training"] = r["per_epoch"]["epoch_total"]
         cols["evaluation"] = r["eval_steady"]
-        cols["io"] = r["io"]
+        cols["io"] = r["io"] + r.get("other", 0.0)     # checkpoint, metrics, and the loop's bookkeeping
         cols["epoch"] = cols["training"] + cols["evaluation"] + cols["io"]
         cols["eval_over_training"] = cols["evaluation"] / cols["training"]
         if "eval_train_steady" in r:   # the two splits apart (results from 2026-12-02 on)
@@ -411,7 +322,7 @@ def layout(args, src: str) -> list[dict]:
                           f"{r['eval_per_model']:.3f} s eval per model-epoch", flush=True)
                 # K separate one-thread processes, started together
                 w = time.perf_counter()
-                procs = [_start(["--worker", "epoch", ds, unit, str(args.min_cpu), "1", "2", str(k)], src)
+                procs = [_start(["--worker", "epoch", ds, unit, str(args.min_cpu), "1", str(k)], src)
                          for k in range(K)]
                 res = []
                 for p in procs:
@@ -444,7 +355,7 @@ def markdown(res: dict) -> str:
           f"Code: {res['after']['label']}. ") + f"{res['settings']['repeats']} repeats, "
          "interleaved; core-seconds (process CPU time) per epoch, median (minimum).", ""]
     S = res["summary"]
-    cols = ["recurrence", "read-out+loss", "optimiser", "batching", "training", "evaluation", "io", "epoch"]
+    cols = [*PARTS, "training", "evaluation", "io", "epoch"]
     L.append("| dataset | unit | H | code | " + " | ".join(cols) + " | eval / training |")
     L.append("|---|---|---|---|" + "---|" * (len(cols) + 1))
     f = lambda s: f"{s['median']:.3f} ({s['min']:.3f})"
@@ -480,7 +391,7 @@ def markdown(res: dict) -> str:
                 r = lambda k: b["cols"][k]["median"] / a["cols"][k]["median"]
                 L.append(f"| {ds} | {unit} | {r('epoch'):.1f}x | {r('training'):.1f}x | {r('evaluation'):.1f}x |")
     if res.get("layout"):
-        L += ["", "Layout: K runs as one program (StackedUnit) vs K separate one-thread processes started together "
+        L += ["", "Layout: K runs as one program (train_many, recurrences stacked) vs K separate one-thread processes started together "
               "(per model-epoch core-seconds, median (min) over repeats; 'same seed' = identical batch order, as "
               "the learning-rate search; else one seed per model, as the seed repeats):", "",
               "| dataset/unit | K | layout | training | evaluation | total | group wall s |", "|---|---|---|---|---|---|---|"]
@@ -547,10 +458,11 @@ def machine() -> dict:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--before", default="/tmp/before/src",
-                    help="src/ of the 'before' code (a git worktree); '' = measure the 'after' code only")
+    ap.add_argument("--before", default="",
+                    help="src/ of the 'before' code (a git worktree of a commit with train.LoopTimer); '' (default) = "
+                         "measure the 'after' code only")
     ap.add_argument("--after", default=str(REPO / "src"), help="src/ of the 'after' code")
-    ap.add_argument("--before-label", default="ab66720 (before the micro-kernel tile fix)")
+    ap.add_argument("--before-label", default="before")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--datasets", default=",".join(DATASETS))
     ap.add_argument("--units", default=",".join(UNITS))
@@ -561,15 +473,22 @@ def main(argv=None) -> int:
     ap.add_argument("--layout-repeats", type=int, default=2)
     ap.add_argument("--runs", default=str(REPO / "results" / "paper" / "runs"),
                     help="the paper study's run directories (read only), for the epoch counts")
-    ap.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "study_cost"))
+    ap.add_argument("--out", help="<out>.json and <out>.md (default benchmarks/results/study_cost); with "
+                    "--epoch-cost the .json (default: none written)")
+    ap.add_argument("--epoch-cost", type=int, metavar="E",
+                    help="only the per-epoch wall time of a study's run, E epochs of each unit on each music set in "
+                         "this process (benchmarks/epoch_cost.py's measurement and file); --out is then the .json")
     ap.add_argument("--worker", nargs="+", help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
+    if a.epoch_cost:
+        epoch_cost(a.epoch_cost, a.out, datasets=a.datasets.split(","), units=a.units.split(","))
+        return 0
     if a.worker:
         kind, rest = a.worker[0], a.worker[1:]
         if kind == "epoch":
-            ds, unit, min_cpu, max_epochs, eval_calls = rest[:5]
-            seed = int(rest[5]) if len(rest) > 5 else 0
-            r = worker_epoch(ds, unit, float(min_cpu), int(max_epochs), int(eval_calls), seed)
+            ds, unit, min_cpu, max_epochs = rest[:4]
+            seed = int(rest[4]) if len(rest) > 4 else 0
+            r = worker_epoch(ds, unit, float(min_cpu), int(max_epochs), seed)
         else:
             ds, unit, K, same, min_cpu, max_epochs = rest
             r = worker_stacked(ds, unit, int(K), bool(int(same)), float(min_cpu), int(max_epochs))
@@ -585,7 +504,7 @@ def main(argv=None) -> int:
            "after": {"src": a.after, "label": f"{_git('rev-parse', '--short', 'HEAD')} (working tree)",
                      "commit": _git("rev-parse", "HEAD"), "dirty": bool(_git("status", "--porcelain", "--", "src"))},
            "settings": {"repeats": a.repeats, "min_cpu": a.min_cpu, "max_epochs": a.max_epochs, "threads": 1,
-                        "eval_calls": 2, "batch_size": 16, "eval_batch_size": 64, "weight_noise": 0.075,
+                        "timed_by": "gatedrnn.train.LoopTimer", "batch_size": 16, "eval_batch_size": 64, "weight_noise": 0.075,
                         "command": "GATEDRNN_DATA_DIR=... nice -n 5 python " + shlex.join(
                             [str(Path(__file__).relative_to(REPO))] + (argv if argv is not None else sys.argv[1:]))},
            "rows": [], "loadavg": []}
@@ -595,7 +514,7 @@ def main(argv=None) -> int:
         order = tuple(codes) if rep % 2 == 0 else tuple(codes)[::-1]
         for i, (ds, unit) in enumerate(cells):
             for code in (order if i % 2 == 0 else order[::-1]):
-                r = _run(["--worker", "epoch", ds, unit, str(a.min_cpu), str(a.max_epochs), "2"], codes[code])
+                r = _run(["--worker", "epoch", ds, unit, str(a.min_cpu), str(a.max_epochs)], codes[code])
                 r.update(code=code, repeat=rep, loadavg=os.getloadavg())
                 res["rows"].append(r)
                 p = r["per_epoch"]
@@ -609,7 +528,7 @@ def main(argv=None) -> int:
     res["paper_epochs"] = paper_epochs(Path(a.runs))
     res["extrapolation"] = extrapolate(res["summary"], res["paper_epochs"])
     res["loadavg_end"] = os.getloadavg()
-    out = Path(a.out)
+    out = Path(a.out or REPO / "benchmarks" / "results" / "study_cost")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(res, indent=1, default=str) + "\n")
     md = markdown(res)

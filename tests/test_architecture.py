@@ -3,13 +3,17 @@ heads → model → train → generate/analysis → study → cli), and no funct
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
+
+import pytest
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "gatedrnn"
 # The layer of each top-level module or package of gatedrnn, bottom first. A module may import from its own
 # layer or any layer below it, never from above.
 LAYERS = {
-    "status": 0, "utils": 0, "data": 0, "kernels": 0,
+    "status": 0, "utils": 0, "palette": 0, "data": 0, "kernels": 0,
     "nn": 1,
     "heads": 2,
     "model": 3,
@@ -80,3 +84,27 @@ def test_the_layer_test_sees_an_upward_import(tmp_path, monkeypatch):
     (pkg / "data" / "bad.py").write_text("from ..train import TrainConfig\nfrom . import sources\n")
     monkeypatch.setattr(__import__(__name__), "SRC", pkg)
     assert _imported_parts(pkg / "data" / "bad.py") == {"train", "data"}
+
+
+def _modules_after_importing(module: str) -> set[str]:
+    """sys.modules after `import module` in a fresh interpreter (this one has imported everything)."""
+    code = f"import sys, {module}; print(' '.join(sys.modules))"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    return set(r.stdout.split())
+
+
+def test_a_studys_report_imports_no_training_code():
+    """study/ knows runs, not tensors: the report takes its colours from palette.py, not from analysis.py (the
+    analysis of trained models, torch and matplotlib figures)."""
+    mods = _modules_after_importing("gatedrnn.study.report")
+    assert "gatedrnn.study.report" in mods           # control: the import ran
+    assert not {"gatedrnn.analysis", "matplotlib"} & mods
+
+
+@pytest.mark.xfail(strict=True, reason="study/grid.py imports gatedrnn.train (TrainConfig: TRAIN_FIELDS, run ids) "
+                   "and gatedrnn.nn (unit names and families) at import, and both import torch; they need a "
+                   "torch-free home first (issue 22 item 4)")
+@pytest.mark.parametrize("module", ["gatedrnn.study.tables", "gatedrnn.study.report"])
+def test_study_tables_and_report_import_no_torch(module):
+    assert "torch" not in _modules_after_importing(module)

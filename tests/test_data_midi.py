@@ -21,8 +21,8 @@ COL = {p: p - 21 for p in (C4, E4, G4, 62)}
 
 
 @pytest.fixture(autouse=True)
-def _own_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("GATEDRNN_CACHE", str(tmp_path / "cache"))
+def _own_cache(own_cache):
+    pass
 
 
 def write_midi(path, notes, tempo=120.0, drums=(), program=0):

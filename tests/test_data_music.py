@@ -60,11 +60,8 @@ def load(name, fmt="mat", width="88") -> SequenceDataset:
 
 
 @pytest.fixture(autouse=True)
-def _isolated(tmp_path, monkeypatch):
-    monkeypatch.setenv("GATEDRNN_CACHE", str(tmp_path / "cache"))
+def _isolated(data_env, monkeypatch):
     monkeypatch.setenv("GATEDRNN_OFFLINE", "1")
-    monkeypatch.delenv("GATEDRNN_MIRROR", raising=False)
-    monkeypatch.delenv("GATEDRNN_ALLOW_UNVERIFIED", raising=False)
 
 
 def _check_stats(ds, name):

@@ -22,11 +22,10 @@ PUBLIC_URLS = {n: kf.urls for n, kf in KNOWN_FILES.items()}
 
 
 @pytest.fixture(autouse=True)
-def _isolated(tmp_path, monkeypatch):
-    """Empty cache in tmp, no env data dir / mirror, and no URL other than localhost may be opened."""
-    monkeypatch.setenv("GATEDRNN_CACHE", str(tmp_path / "cache"))
-    for v in ("GATEDRNN_DATA_DIR", "GATEDRNN_MIRROR", "GATEDRNN_OFFLINE", "GATEDRNN_ALLOW_UNVERIFIED"):
-        monkeypatch.delenv(v, raising=False)
+def _isolated(data_env, monkeypatch):
+    """Empty cache in tmp (conftest.data_env), no env data dir / mirror, and no URL other than localhost may
+    be opened."""
+    monkeypatch.delenv("GATEDRNN_DATA_DIR", raising=False)
     monkeypatch.setenv("GATEDRNN_DOWNLOAD_TIMEOUT", "5")
     real_open = sources._open_url
     opened = []

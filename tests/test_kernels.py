@@ -429,15 +429,18 @@ def test_stacked_gradcheck():
 
 
 def test_bench_command_is_registered_and_reports():
-    """The bench CLI parses and its report renders (no timing is run or checked here)."""
+    """The bench CLI (gatedrnn/cli/bench.py) parses and its report (gatedrnn.nn.bench) renders (no timing is
+    run or checked here)."""
     import argparse
 
+    from gatedrnn.cli import bench as cli_bench
     from gatedrnn.nn import bench
     p = argparse.ArgumentParser()
     sub = p.add_subparsers()
-    bench.add_bench_command(sub)
+    cli_bench.add_bench_command(sub)
     args = p.parse_args(["bench", "--suite", "music", "--unit", "gru", "--threads", "1", "--out", "x.json"])
-    assert args.func is bench._cmd and args.threads == 1
+    assert args.func is cli_bench._cmd and args.threads == 1
+    assert p.parse_args(["bench"]).suite == ["music", "speech"] and p.parse_args(["bench"]).unit == ["lstm", "gru", "tanh"]
     assert bench.flops("lstm", 64, 200, 88, 36, False) == 2 * 200 * 64 * (88 + 36) * 144 + 4 * 12800 * 144 * 36 \
         + 2 * 12800 * 144 * 88
     t = {"median_ms": 1.0, "min_ms": 1.0, "n": 1}
@@ -859,6 +862,94 @@ def test_gate_recurrence_operands_are_checked():
         kernels.recurrence("gru", grec, *args)
     out, hT, cT, gT = kernels.recurrence("lstm", grec, *args, R=z(K, 3 * H, 3 * H))   # zero weights:
     assert torch.equal(gT, torch.full((K, B, 3 * H), 0.5))                         # every gate σ(0)
+
+
+# ------------------------------------------------------------------ GRU flag combinations the kernel refuses
+# Each GRU ablation is its own step structure in gru.cpp, none of them in the Cho form: combined, the kernel
+# ran one structure on another's layout (reset_after + no_reset_gate never wrote the W-side gradients;
+# reset_after + no_update_gate / minimal read a third gate block that is not there).
+GRU_ABLATIONS = ("no_reset_gate", "no_update_gate", "minimal")
+REFUSED_GRU = [{"reset_after": True, a: True} for a in GRU_ABLATIONS] + [
+    {a: True, b: True} for i, a in enumerate(GRU_ABLATIONS) for b in GRU_ABLATIONS[i + 1:]]
+
+
+@pytest.mark.parametrize("flags", REFUSED_GRU, ids=lambda f: "+".join(f))
+def test_gru_kernel_refuses_flag_combinations_it_does_not_compute(flags):
+    K, T, B, I, H = 1, 3, 2, 4, 5
+    z = lambda *s: torch.zeros(*s)
+    args = (z(K, T, B, I), z(K, B, H), None, z(K, 2 * H, I), z(K, 2 * H, H), z(K, 2 * H), None, None)
+    assert not kernels.supports("gru", flags)
+    for fn in (kernels.recurrence, kernels.inference):
+        with pytest.raises(ValueError, match="at most one of"):
+            fn("gru", flags, *args)
+    for a in GRU_ABLATIONS:             # control: each alone, in the paper's reset placement, is computed
+        assert kernels.supports("gru", {"reset_after": False, a: True})
+        assert kernels.recurrence("gru", {a: True}, *args) is not None
+
+
+def _gru_ablation_with_reset_placement():
+    """The three GRU ablations as units of one's own that also take the option reset_after (their cell()
+    honours it where the unit has a reset role): with reset_after=True their declarations ask the GRU
+    kernel for a refused combination."""
+    from gatedrnn.nn.declaration import Declaration
+    from gatedrnn.nn.gru_variants import MGU, GRUNoResetGate, GRUNoUpdateGate
+
+    def candidate(self, Wx, s, h, p):   # s: the gate in the reset role
+        return torch.tanh(Wx + (s * (h @ p["U"].mT) if self.reset_after else (s * h) @ p["U"].mT))
+
+    class NRG(GRUNoResetGate):
+        declares = Declaration(gates=("z", ""), options={"reset_after": False}, kernel="gru",
+                               flags={"no_reset_gate": True})
+        cell = GRUNoResetGate.cell     # no reset gate: the placement changes nothing
+
+    class NUG(GRUNoUpdateGate):
+        declares = Declaration(gates=("r", ""), options={"reset_after": False}, kernel="gru",
+                               flags={"no_update_gate": True})
+
+        def cell(self, wx_t, h, p):
+            Wx_r, Wx = self.blocks(wx_t)
+            return candidate(self, Wx, torch.sigmoid(Wx_r + h @ p["U_r"].mT), h, p)
+
+    class MinimalUnit(MGU):
+        declares = Declaration(gates=("f", ""), options={"reset_after": False}, kernel="gru",
+                               flags={"minimal": True})
+
+        def cell(self, wx_t, h, p):
+            Wx_f, Wx = self.blocks(wx_t)
+            f = torch.sigmoid(Wx_f + h @ p["U_f"].mT)
+            return (1 - f) * h + f * candidate(self, Wx, f, h, p)
+
+    return [NRG, NUG, MinimalUnit]
+
+
+@pytest.mark.parametrize("idx", range(3), ids=["nrg", "nug", "mgu"])
+@pytest.mark.parametrize("reset_after", [False, True])
+def test_a_unit_asking_for_a_refused_combination_runs_its_reference(idx, reset_after, kernel_calls, wgrad_mode):
+    """float64: with reset_after=False the kernel runs and equals cell()'s loop (so the test unit is right);
+    with True the unit declares no kernel it can have, runs its reference loop and computes what its cell()
+    computes (before the refusal, nrg's W-side gradients came out unwritten)."""
+    cls = _gru_ablation_with_reset_placement()[idx]
+    B, T, I, H = 5, 6, 3, 4
+    u = make(cls, {"reset_after": reset_after}, I, H, torch.float64)
+    assert (u.kernel_spec() is None) == reset_after
+    assert u.path() == ("reference" if reset_after else "fused")
+    x = torch.randn(B, T, I, dtype=torch.float64)
+    lengths = torch.tensor([6, 2, 5, 1, 6])
+    assert_same(run(u, x, lengths), run(u, x, lengths, fused=False), 1e-12)
+    assert kernel_calls == ([] if reset_after else [True])
+
+
+def test_no_registered_unit_asks_for_a_refused_combination():
+    """Every registered unit with a kernel declared gets it, in each of its option forms."""
+    for name in unit_names():
+        cls = make_unit(name, 1, 1).__class__
+        forms = [{}] + [{k: not v} for k, v in cls.declares.options.items() if isinstance(v, bool)]
+        for kw in forms:
+            try:
+                u = make_unit(name, 2, 3, **kw)
+            except ValueError:          # a form the unit refuses (gru-ra with reset_after=False)
+                continue
+            assert (u.kernel_spec() is None) == (cls.declares.kernel is None), (name, kw)
 
 
 # ------------------------------------------------------------------ the one decision: fused_path

@@ -1,15 +1,14 @@
 """K models trained as one program equal the same K models trained one by one."""
 import json
-import os
 from pathlib import Path
 
 import pytest
 
+from _paths import data_dir
 from gatedrnn import train as T
 from gatedrnn.train import TrainConfig, train, train_many
 
-REPO = Path(__file__).resolve().parents[1]
-DATA = os.environ.get("GATEDRNN_DATA_DIR") or str(REPO.parent / "shared" / "data")
+DATA = str(data_dir())
 
 
 def _cfg(**kw):

@@ -15,12 +15,13 @@ import pytest
 import torch
 from pydantic import ValidationError
 
+from _paths import data_dir
 from gatedrnn.heads import BernoulliHead
 from gatedrnn.model import SequenceModel
 from gatedrnn.train import RMSPropMomentum, TrainConfig, evaluate, train
 
 REPO = Path(__file__).resolve().parents[1]
-DATA = os.environ.get("GATEDRNN_DATA_DIR") or str(REPO.parent / "shared" / "data")
+DATA = str(data_dir())
 
 
 def toy_dataset(seed=0, n=(6, 3, 3), W=4, nan=False):
@@ -257,6 +258,46 @@ def test_training_split_evaluated_every_nth_epoch_changes_nothing_else(tmp_path)
     with pytest.raises(SystemExit) as e:
         main([*args, "--eval-train-every", "0", "--out", str(tmp_path / "c")])
     assert e.value.code == 2
+
+
+TRAINING_PHASES = ("batches", "forward", "backward", "optimiser")
+
+
+def _stripped(history):
+    return [{k: v for k, v in r.items() if "seconds" not in k} for r in history]
+
+
+@pytest.mark.parametrize("unit, K", [("gru", 1), ("lstm", 2)], ids=["one-model", "two-stacked"])
+def test_loop_timer_books_every_phase_and_changes_nothing(tmp_path, unit, K):
+    """The loop's timing hooks (train.LoopTimer; benchmarks/study_cost.py times the real loop with them):
+    the training phases add up to the epoch's training seconds, the evaluation phases to its eval_seconds,
+    all phases to the epoch's span; a timed run computes exactly what an untimed one does. Two LSTMs of
+    hidden size 8 take the stacked path (train.stacking_wins)."""
+    from gatedrnn.train import LoopTimer, stacking_wins, train_many
+    assert (K > 1) == stacking_wins(unit, 8)
+    cfgs = [TrainConfig(dataset="jsb", unit=unit, hidden_size=8, limit_sequences=24, crop_length=48, batch_size=4,
+                        epochs=3, lr=0.003, seed=k, data_dir=DATA) for k in range(K)]
+    dirs = {name: [tmp_path / f"{name}{k}" for k in range(K)] for name in ("plain", "timed")}
+    plain = train_many(cfgs, dirs["plain"], log=lambda m: None)
+    timer = LoopTimer()
+    t0 = time.perf_counter()
+    timed = train_many(cfgs, dirs["timed"], log=lambda m: None, timer=timer)
+    wall = time.perf_counter() - t0
+    for a, b, da, db in zip(plain, timed, dirs["plain"], dirs["timed"]):
+        for k in ("train_nll", "valid_nll", "test_nll", "best_epoch", "updates", "epochs"):
+            assert a[k] == b[k], k
+        assert _stripped(_history(da)) == _stripped(_history(db))
+    assert [e["epoch"] for e in timer.epochs] == [1, 2, 3]
+    hist = _history(dirs["timed"][0])
+    for e, row, prev in zip(timer.epochs, hist[1:], hist):
+        assert set(e) == {"epoch", *LoopTimer.PHASES}
+        assert all(e[p] > 0 for p in (*TRAINING_PHASES, "eval_train", "eval_valid", "checkpoint")), e
+        training = sum(e[p] for p in TRAINING_PHASES)           # the loop's wall-clock is shared by the models
+        assert training == pytest.approx(K * (row["seconds"] - prev["seconds"]), rel=0.02, abs=2e-3)
+        assert e["eval_train"] + e["eval_valid"] == pytest.approx(
+            sum(_history(d)[e["epoch"]]["eval_seconds"] for d in dirs["timed"]), rel=0.02, abs=2e-3)
+        assert e["other"] < 0.1 * training
+    assert sum(sum(e[p] for p in LoopTimer.PHASES) for e in timer.epochs) < wall
 
 
 @pytest.mark.slow

@@ -24,12 +24,12 @@ def _poison(monkeypatch, bad_calls: set[int]):
     """forward_backward returns a non-finite loss on the given call numbers (0-based)."""
     real, calls = T.forward_backward, [0]
 
-    def fake(model, b, n, tbptt):
+    def fake(model, b, n, tbptt, timer=None):
         k = calls[0]
         calls[0] += 1
         if k in bad_calls:
             return math.inf, False
-        return real(model, b, n, tbptt)
+        return real(model, b, n, tbptt, timer)
     monkeypatch.setattr(T, "forward_backward", fake)
     return calls
 

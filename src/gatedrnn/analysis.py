@@ -32,6 +32,7 @@ import torch
 from torch import Tensor
 
 from .model import SequenceModel
+from .palette import OTHER_COLORS, UNIT_COLORS, unit_color  # noqa: F401  (this module's names too)
 
 SATURATION = 0.05          # a gate below this or above 1 − this counts as saturated
 MAX_DISTANCE = 100         # k of the gradient-flow curve: 0..MAX_DISTANCE
@@ -191,20 +192,6 @@ def analyze_runs(run_dirs: Sequence[Path], out: Path, *, max_distance: int = MAX
 
 
 # ------------------------------------------------------------------------------------ figures
-UNIT_COLORS = {"tanh": "#d62728", "gru": "#1f77b4", "lstm": "#2ca02c"}
-# the rest of matplotlib's tab10 cycle, for units beyond the paper's three (ablation variants)
-OTHER_COLORS = ("#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf")
-
-
-def unit_color(unit: str, units: Sequence[str]) -> str:
-    """The paper's units keep their colours; any other unit takes the next colour of OTHER_COLORS in the
-    order of `units` (the study's, or a figure's), so no two units of a figure share one."""
-    if unit in UNIT_COLORS:
-        return UNIT_COLORS[unit]
-    others = [u for u in units if u not in UNIT_COLORS]
-    return OTHER_COLORS[others.index(unit) % len(OTHER_COLORS)] if unit in others else OTHER_COLORS[4]
-
-
 def _by(rows, *keys):
     groups: dict = {}
     for r in rows:

@@ -363,20 +363,25 @@ def evaluate(model: SequenceModel, pairs, batch_size: int, device) -> dict:
             "nll_seq": total / max(len(pairs), 1), "steps": steps, "sequences": len(pairs)}
 
 
-def forward_backward(model: SequenceModel, b, n: int, tbptt: int | None) -> tuple[float, bool]:
+def forward_backward(model: SequenceModel, b, n: int, tbptt: int | None, timer=None) -> tuple[float, bool]:
     """Loss (mean NLL per step of batch b, n steps) and its gradient, accumulated in the parameters.
-    Returns (loss, finite); a non-finite loss is not back-propagated.
+    Returns (loss, finite); a non-finite loss is not back-propagated. `timer`: a LoopTimer (the loop's), whose
+    phases forward and backward end here.
 
     tbptt=K: truncated back-propagation through time. The batch runs in windows of K steps; the state is
     carried across windows but detached, so no gradient flows further back than K steps (Williams &
     Peng 1990). Still ONE update per batch (the windows' gradients are summed), so the protocol is
     otherwise unchanged; weight noise is drawn afresh per window (a forward pass each)."""
+    timer = timer or NO_TIMER
     T = b.inputs.shape[1]
     if not tbptt or T <= tbptt:
         loss = model.nll(b.inputs, b.targets, b.mask, b.lengths).sum() / n
-        if not torch.isfinite(loss):
+        finite = bool(torch.isfinite(loss))
+        timer.lap("forward")
+        if not finite:
             return float(loss.detach()), False
         loss.backward()
+        timer.lap("backward")
         return float(loss.detach()), True
     total, state = 0.0, None
     for s in range(0, T, tbptt):
@@ -386,9 +391,12 @@ def forward_backward(model: SequenceModel, b, n: int, tbptt: int | None) -> tupl
             break
         params, state = model(b.inputs[:, s:e], lengths, state)
         loss = (model.head.nll(params, b.targets[:, s:e]) * b.mask[:, s:e].to(params.dtype)).sum() / n
-        if not torch.isfinite(loss):
+        finite = bool(torch.isfinite(loss))
+        timer.lap("forward")
+        if not finite:
             return float(loss.detach()), False
         loss.backward()
+        timer.lap("backward")
         state = tuple(x.detach() for x in state) if isinstance(state, tuple) else state.detach()
         total += float(loss.detach())
     return total, True
@@ -396,6 +404,60 @@ def forward_backward(model: SequenceModel, b, n: int, tbptt: int | None) -> tupl
 
 def _finite(x: float) -> bool:
     return math.isfinite(x)
+
+
+# ---------------------------------------------------------------------------- timing the loop
+class LoopTimer:
+    """Where the loop's time goes, phase by phase: `train(..., timer=LoopTimer())`, then `timer.epochs`
+    holds one {"epoch": e, phase: seconds, ...} per epoch the call trained (not the untrained model's
+    evaluation before epoch 1). The loop calls `lap(phase)` after each piece of work, booking the time since
+    the previous lap to that phase, so an epoch's phases add up to its whole span:
+
+        batches     drawing the epoch's batches (length buckets, collation) and moving them to the device
+        forward     forward passes and losses: weight noise, recurrences, read-outs, the finiteness check
+        backward    backward passes
+        optimiser   zero_grad, gradient clipping, the optimiser step
+        eval_train  the training split's NLL (the epochs eval_train_every selects)
+        eval_valid  the validation split's NLL
+        checkpoint  best.pt (when the model improved), checkpoint.pt, metrics.jsonl
+        other       the rest: bookkeeping, log lines, the progress bar
+
+    `clock`: time.perf_counter (wall seconds, the default) or time.process_time (CPU seconds: what a study
+    pays; benchmarks/study_cost.py). Models trained together (train_many) share one timer, so their phases
+    add up. Without a timer the loop calls NO_TIMER, whose hooks do nothing: a timed run computes exactly
+    what an untimed one does."""
+    PHASES = ("batches", "forward", "backward", "optimiser", "eval_train", "eval_valid", "checkpoint", "other")
+
+    def __init__(self, clock=time.perf_counter):
+        self.clock = clock
+        self.epochs: list[dict] = []
+        self._last = 0.0
+
+    def begin(self, epoch: int) -> None:
+        self.epochs.append({"epoch": epoch, **dict.fromkeys(self.PHASES, 0.0)})
+        self._last = self.clock()
+
+    def lap(self, phase: str) -> None:
+        now = self.clock()
+        self.epochs[-1][phase] += now - self._last
+        self._last = now
+
+    def end(self) -> None:
+        self.lap("other")
+
+
+class _NoTimer:
+    def begin(self, epoch: int) -> None:
+        pass
+
+    def lap(self, phase: str) -> None:
+        pass
+
+    def end(self) -> None:
+        pass
+
+
+NO_TIMER = _NoTimer()
 
 
 # ---------------------------------------------------------------------------- the loop
@@ -440,20 +502,20 @@ def stacking_wins(unit: str, hidden_size: int) -> bool:
 
 
 def train(cfg: TrainConfig, out_dir: str | Path, *, progress: bool = False, resume: bool = True,
-          log=print, stop_after: int | None = None, log_every: float = 0.0) -> dict:
+          log=print, stop_after: int | None = None, log_every: float = 0.0, timer: LoopTimer | None = None) -> dict:
     """Train one model; returns the result dict (also written to out_dir/result.json).
 
     stop_after=E pauses the run after epoch E (checkpointed, no result.json) and returns
     {"status": "paused", "epoch", "best_valid", "best_epoch"}; calling again continues it (successive
     halving uses this). Without a progress bar, one line per epoch goes to `log` (at most one per
-    `log_every` seconds)."""
+    `log_every` seconds). `timer`: a LoopTimer, filled with the time of each phase of each epoch."""
     return train_many([cfg], [out_dir], progress=progress, resume=resume, log=log, stop_after=stop_after,
-                      log_every=log_every)[0]
+                      log_every=log_every, timer=timer)[0]
 
 
 def train_many(cfgs: list[TrainConfig], out_dirs: list[str | Path], *, progress: bool = False,
                resume: bool = True, log=print, stop_after: int | None = None,
-               log_every: float = 0.0) -> list[dict]:
+               log_every: float = 0.0, timer: LoopTimer | None = None) -> list[dict]:
     """Train K >= 1 models that share a dataset and an architecture (the fields in SHARED) in one loop;
     returns their result dicts, in order (a single run is K = 1: `train`).
 
@@ -482,7 +544,7 @@ def train_many(cfgs: list[TrainConfig], out_dirs: list[str | Path], *, progress:
         ds = prepare_data(cfgs[0])
         for r in todo:
             r.start(ds, device, resume, log)
-        _loop(todo, ds, device, progress, log, stop_after, log_every)
+        _loop(todo, ds, device, progress, log, stop_after, log_every, timer or NO_TIMER)
         for r in todo:
             r.result = r.finish(ds, device)
     return [r.result for r in runs]
@@ -597,7 +659,8 @@ class _Run:
         self.running += loss * n
         self.frames += n
 
-    def end_epoch(self, epoch: int, train_seconds: float, ds, device, log, log_every: float) -> dict | None:
+    def end_epoch(self, epoch: int, train_seconds: float, ds, device, log, log_every: float,
+                  timer=NO_TIMER) -> dict | None:
         """Evaluate, early-stop, checkpoint; returns the epoch's metrics row (None if the run diverged)."""
         cfg, state = self.cfg, self.state
         if state["status"] == RunStatus.RUNNING and state["updates"] == self.updates_before and state["skipped"]:
@@ -614,9 +677,12 @@ class _Run:
                                      "diverged": True})
             return None
 
+        timer.lap("other")
         t1 = time.perf_counter()
         tr = self.evaluate(ds, "train", device) if epoch % cfg.eval_train_every == 0 else None
+        timer.lap("eval_train")
         va = self.evaluate(ds, "valid", device)
+        timer.lap("eval_valid")
         row = {"epoch": epoch, "updates": state["updates"], "seconds": state["seconds"],
                "eval_seconds": time.perf_counter() - t1,
                **({"train_nll": tr["nll"], "train_nll_seqavg": tr["nll_seqavg"]} if tr else {}),
@@ -638,6 +704,7 @@ class _Run:
                 state["status"] = RunStatus.EARLY_STOPPED
         self.save_checkpoint()
         _write_metrics(self.out, state["history"])
+        timer.lap("checkpoint")
         return row
 
     def finish(self, ds, device) -> dict:
@@ -658,8 +725,10 @@ class _Run:
         _save_checkpoint(self.ckpt_path, self.cfg_json, self.model, self.opt, self.state, self.rng)
 
 
-def _loop(runs: list[_Run], ds, device, progress: bool, log, stop_after: int | None, log_every: float) -> None:
-    """Epochs until every run has stopped (completed, early-stopped, diverged or paused at stop_after)."""
+def _loop(runs: list[_Run], ds, device, progress: bool, log, stop_after: int | None, log_every: float,
+          timer=NO_TIMER) -> None:
+    """Epochs until every run has stopped (completed, early-stopped, diverged or paused at stop_after);
+    `timer` (LoopTimer or NO_TIMER) books each phase of each epoch."""
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -686,6 +755,7 @@ def _loop(runs: list[_Run], ds, device, progress: bool, log, stop_after: int | N
         # a run resumed from a later checkpoint than the others waits for them
         epoch = min(r.state["epoch"] for r in live) + 1
         active = [r for r in live if r.state["epoch"] == epoch - 1]
+        timer.begin(epoch)
         for r in active:
             r.begin_epoch(epoch)
         t0 = time.perf_counter()
@@ -699,13 +769,14 @@ def _loop(runs: list[_Run], ds, device, progress: bool, log, stop_after: int | N
                     del batches[r]
                 else:
                     step.append((r, b.to(device)))
-            _step(step, stacks, device)
+            timer.lap("batches")
+            _step(step, stacks, device, timer)
             for r, _ in step:
                 if r.state["status"] == RunStatus.DIVERGED:
                     del batches[r]
         train_seconds = (time.perf_counter() - t0) / len(active)   # wall-clock shared by the models
         for r in active:
-            row = r.end_epoch(epoch, train_seconds, ds, device, log, log_every)
+            row = r.end_epoch(epoch, train_seconds, ds, device, log, log_every, timer)
             if row is None or bar is not None:
                 continue
             if time.monotonic() - r.last_line >= log_every or r.state["status"] != RunStatus.RUNNING:
@@ -724,11 +795,12 @@ def _loop(runs: list[_Run], ds, device, progress: bool, log, stop_after: int | N
             else:
                 bar.set_postfix(best=f"{min(r.state['best_valid'] for r in runs):.3f}",
                                 training=sum(r.state["status"] == RunStatus.RUNNING for r in runs))
+        timer.end()
     if bar is not None:
         bar.close()
 
 
-def _step(step: list, stacks: dict | None, device) -> None:
+def _step(step: list, stacks: dict | None, device, timer=NO_TIMER) -> None:
     """One update of every model in `step` ((run, batch) pairs). Full-sequence steps of two or more
     models share one stacked recurrence; the rest run the single-model forward_backward."""
     full = [(r, b) for r, b in step if not r.cfg.tbptt or b.inputs.shape[1] <= r.cfg.tbptt]
@@ -739,15 +811,18 @@ def _step(step: list, stacks: dict | None, device) -> None:
             continue
         n = int(b.lengths.sum())
         r.opt.zero_grad(set_to_none=True)
+        timer.lap("optimiser")
         with r.own_rng():
-            loss, finite = forward_backward(r.model, b, n, r.cfg.tbptt)  # loss: mean NLL per step of the batch
+            loss, finite = forward_backward(r.model, b, n, r.cfg.tbptt, timer)  # loss: mean NLL per step
         r.update(loss, finite, n)
+        timer.lap("optimiser")
     if full:
-        for (r, b), (loss, finite, n) in zip(full, _forward_backward_stacked(full, stacks, device)):
+        for (r, b), (loss, finite, n) in zip(full, _forward_backward_stacked(full, stacks, device, timer)):
             r.update(loss, finite, n)
+        timer.lap("optimiser")
 
 
-def _forward_backward_stacked(group: list, stacks: dict, device) -> list[tuple[float, bool, int]]:
+def _forward_backward_stacked(group: list, stacks: dict, device, timer=NO_TIMER) -> list[tuple[float, bool, int]]:
     """forward_backward for K models at once: each unit's noisy weights (its own draws), stacked so the
     gradient flows back to each model's parameters; one K-model recurrence over the batches zero-padded
     to a common (B, T) (padded rows have length 0: they touch neither state nor loss); each model's own
@@ -787,8 +862,10 @@ def _forward_backward_stacked(group: list, stacks: dict, device) -> list[tuple[f
         if finite:
             total.append(loss)
         out.append((float(loss.detach()), finite, n))
+    timer.lap("forward")
     if total:
         torch.stack(total).sum().backward()
+    timer.lap("backward")
     return out
 
 

@@ -5,7 +5,7 @@
     gatedrnn sample     draw a piece (MIDI) or audio (WAV) from a trained run  (.generate)
     gatedrnn table1     Table 1: parameter counts beside the paper's          (.train)
     gatedrnn data       verify / stats / download the datasets                (.data)
-    gatedrnn bench      time the fused units                                  (gatedrnn.nn.bench)
+    gatedrnn bench      time the fused units                                  (.bench, gatedrnn.nn.bench)
     gatedrnn reproduce  the whole study; report, status                       (.study)
 
 This module holds the parser and main() (bad input: one line, exit 2); options.py what every command
@@ -34,7 +34,7 @@ COMMANDS = {
     "table1": ("gatedrnn.cli.train", "add_table1_command",
                "print Table 1 (parameter-matched sizes) with our counts beside the paper's"),
     "data": ("gatedrnn.cli.data", "add_data_commands", "verify / stats / download the datasets"),
-    "bench": ("gatedrnn.nn.bench", "add_bench_command",
+    "bench": ("gatedrnn.cli.bench", "add_bench_command",
               "time the fused units against torch.nn (forward+backward, paper sizes)"),
     "reproduce": ("gatedrnn.cli.study", "add_study_commands",
                   "the whole study: lr search, seeds, Table 1/2, learning curves, report.html"),

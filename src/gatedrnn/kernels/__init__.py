@@ -32,8 +32,9 @@ readout.py), the model's forward-only evaluation (model.py) and the run's record
 (train.py, result.json "path"). The caller says which kernel computes its equations (None: none) and
 passes its own switch (`fused=False`: always the reference); the kernels say whether they apply.
 
-The fast path is a C++ loop (fused.cpp) built lazily on first use with the system compiler and cached
-once per machine (see loader.py). If it cannot be built or loaded, ONE warning says so and every unit
+The fast path is C++ (fused.cpp: the loops over time; tanh.cpp, gru.cpp, lstm.cpp: each unit's step;
+readout.cpp), built lazily on first use with the system compiler and cached once per machine (see
+loader.py). If it cannot be built or loaded, ONE warning says so and every unit
 falls back to the reference loop. Set `GATEDRNN_NO_KERNELS=1` to disable it altogether.
 """
 from __future__ import annotations
@@ -51,7 +52,7 @@ from .autograd import GRU, LSTM, TANH, FusedRecurrence, mask_bytes, row_strided
 from .scan import GATED, gated_scan, linear_scan
 
 __all__ = ["KINDS", "OPTIONS", "FLAGS", "READOUTS", "fused_path", "recurrence", "inference", "available",
-           "build_error", "reset", "needs_grad"]
+           "build_error", "reset", "needs_grad", "check_flags", "supports"]
 
 KINDS = {"tanh": TANH, "gru": GRU, "lstm": LSTM}
 # the flags each kind understands (all default False). The ablations (nn/*_variants.py) are flags of a
@@ -60,14 +61,15 @@ KINDS = {"tanh": TANH, "gru": GRU, "lstm": LSTM}
 # no input / output activation: c̃ resp. h = o ⊙ c without the tanh.
 # GRU: without reset gate (r = 1): blocks (z, candidate), h̃ = tanh(W x + U h_{t−1} + b); without update
 # gate (z = 1): blocks (r, candidate), h = h̃; minimal: blocks (f, candidate), f both the reset and the
-# update gate (h̃ = tanh(W x + U (f ⊙ h_{t−1}) + b), h = (1 − f) ⊙ h_{t−1} + f ⊙ h̃).
+# update gate (h̃ = tanh(W x + U (f ⊙ h_{t−1}) + b), h = (1 − f) ⊙ h_{t−1} + f ⊙ h̃). One at a time, and
+# only in the paper's reset placement (reset_after off): `check_flags`.
 # LSTM gate recurrence (not an elementwise change: one more GEMM per step, a gate state carried like c):
 # the pre-activations of i, f, o gain R [i;f;o]_{t−1}; needs all three gates (with peepholes or not, and
 # the activation flags), R and the gate state pass as keyword tensors of `recurrence` (see above).
 VARIANT_BITS = {"lstm": {"no_input_gate": 1, "no_forget_gate": 2, "no_output_gate": 4, "no_input_activation": 8,
                          "no_output_activation": 16, "coupled_input_forget": 32,
-                         "gate_recurrence": 64},                                     # = LVar in fused.cpp
-                "gru": {"no_reset_gate": 1, "no_update_gate": 2, "minimal": 4},      # = GVar
+                         "gate_recurrence": 64},                                     # = LVar in lstm.cpp
+                "gru": {"no_reset_gate": 1, "no_update_gate": 2, "minimal": 4},      # = GVar in gru.cpp
                 "tanh": {}}
 # each kind's own options (the paper units' forms): the GRU's reset placement, the LSTM's peepholes
 OPTIONS: dict[str, tuple[str, ...]] = {"tanh": (), "gru": ("reset_after",), "lstm": ("peepholes",)}
@@ -151,20 +153,48 @@ def fused_path(kernel: str | None, *tensors: Tensor | None, mask: Tensor | None 
     return all(t.is_cpu and t.numel() > 0 for t in ts) and available()
 
 
-def _code(kind: str, flags: Mapping[str, bool]) -> tuple[int, bool, bool, int]:
-    """(unit code, reset_after, peepholes, LSTM ablation bits) for the C ABI; unknown kinds or flags are a
-    programming error."""
+def check_flags(kind: str, flags: Mapping[str, bool]) -> None:
+    """Raise ValueError unless the kernel `kind` computes these flags: a known kind, flags it understands,
+    and a combination its step structures implement. Refused combinations:
+    - LSTM: gate_recurrence with a removed or coupled gate (it needs i, f, o);
+    - GRU: more than one of its ablation flags, or one with reset_after. Each GRU ablation is its own step
+      structure (gru.cpp): no_reset_gate the one-GEMM form, no_update_gate / minimal the paper form's two
+      stages with one gate block; the Cho form (reset_after) has three blocks and a W-side gradient of its
+      own. Combined, the kernel would run one structure on another's layout: reset_after with
+      no_reset_gate never writes the W-side gradients, with no_update_gate or minimal it reads a third
+      block that is not there."""
     if kind not in KINDS:
         raise ValueError(f"unknown kernel kind {kind!r}; expected one of {sorted(KINDS)}")
     extra = set(flags) - set(FLAGS[kind])
     if extra:
         raise ValueError(f"kernel {kind!r} has no flag(s) {sorted(extra)}; it understands {list(FLAGS[kind])}")
-    lvar = sum(bit for name, bit in VARIANT_BITS[kind].items() if flags.get(name, False))
-    if kind == "lstm" and lvar & autograd.GREC:
+    on = [name for name in VARIANT_BITS[kind] if flags.get(name, False)]
+    if kind == "lstm" and "gate_recurrence" in on:
         clash = [n for n in ("no_input_gate", "no_forget_gate", "no_output_gate", "coupled_input_forget")
-                 if flags.get(n, False)]
+                 if n in on]
         if clash:
             raise ValueError(f"gate_recurrence needs the gates i, f, o; it cannot be combined with {clash}")
+    if kind == "gru" and (len(on) > 1 or (on and flags.get("reset_after", False))):
+        given = (["reset_after"] if flags.get("reset_after", False) else []) + on
+        raise ValueError(f"the GRU kernel computes at most one of {list(VARIANT_BITS['gru'])}, and none of "
+                         f"them with reset_after; got {given}")
+
+
+def supports(kind: str, flags: Mapping[str, bool]) -> bool:
+    """Does the kernel `kind` compute these flags (`check_flags` passes)? A unit whose declaration asks for
+    a refused combination runs its reference loop (`gatedrnn.nn.RecurrentUnit.kernel_spec`)."""
+    try:
+        check_flags(kind, flags)
+    except ValueError:
+        return False
+    return True
+
+
+def _code(kind: str, flags: Mapping[str, bool]) -> tuple[int, bool, bool, int]:
+    """(unit code, reset_after, peepholes, ablation bits) for the C ABI; unknown kinds or flags, or a
+    combination the kernel does not compute, are a programming error (`check_flags`)."""
+    check_flags(kind, flags)
+    lvar = sum(bit for name, bit in VARIANT_BITS[kind].items() if flags.get(name, False))
     return KINDS[kind], bool(flags.get("reset_after", False)), bool(flags.get("peepholes", False)), lvar
 
 

@@ -1,7 +1,8 @@
 """The fused forward/backward as one torch.autograd.Function per call, for K >= 1 models at once.
 
-Everything runs in C++ (fused.cpp), in one thread-parallel region per pass: the work items are
-(model, chunk of batch rows), each running the whole time loop. Per step, forward computes b + W x_t
+Everything runs in C++ (the loops over time of fused.cpp, the unit's step of tanh.cpp, gru.cpp or
+lstm.cpp), in one thread-parallel region per pass: the work items are (model, chunk of batch rows),
+each running the whole time loop. Per step, forward computes b + W x_t
 and U h_{t-1} with a register-blocked micro-kernel and one fused elementwise pass; backward computes
 the gate gradients, dh_{t-1}, and accumulates dW, dU, db (and dx) as per-chunk partial sums. The C++
 side also makes the zero-padded weight copies the micro-kernel wants and adds up the partial sums:
@@ -25,14 +26,14 @@ from torch import Tensor
 
 from . import loader
 
-NB = 16  # must equal NB in fused.cpp
+NB = 16  # must equal NB in common.h
 # Weight gradients: accumulated inside the backward loop (per-chunk partial sums, rank-n updates per
 # step) unless a partial dU is larger than this; then the loop stores the gate gradients of every step
 # and dW, dU, db, dx are a few large torch GEMMs after it. In-loop measured faster at all the paper's
 # sizes (up to 4·195 x 195 and 400 x 400) on the 2-core machine.
 DEFER_BYTES = 4 * 1024 * 1024
 TANH, GRU, LSTM = 0, 1, 2
-GREC = 64   # the LSTM's gate-recurrence bit (LV_GREC in fused.cpp; kernels.VARIANT_BITS["lstm"]["gate_recurrence"])
+GREC = 64   # the LSTM's gate-recurrence bit (LV_GREC in lstm.cpp; kernels.VARIANT_BITS["lstm"]["gate_recurrence"])
 # Sparse input projection: music inputs are piano rolls (~4 of 88 keys on per step), so b + W x_t (forward)
 # and dW += dgxᵀ x_t (backward) run over the nonzero entries of x only, in the same order as the dense
 # micro-kernel, whose skipped terms are exact zeros: the same sums (tests check equality). Used when at
@@ -63,7 +64,7 @@ _i64 = ctypes.c_int64
 _i32 = ctypes.c_int32
 
 
-class _Fwd(ctypes.Structure):   # = FwdArgs in fused.cpp
+class _Fwd(ctypes.Structure):   # = FwdArgs in abi.h
     _fields_ = [("T", _i64), ("B", _i64), ("H", _i64), ("I", _i64),
                 ("unit", _i32), ("reset_after", _i32), ("peep", _i32), ("nthreads", _i32),
                 ("x", _p), ("sT", _i64), ("sB", _i64), ("W", _p), ("U", _p), ("b", _p), ("v", _p), ("mask", _p),
@@ -73,7 +74,7 @@ class _Fwd(ctypes.Structure):   # = FwdArgs in fused.cpp
                 ("WT", _p), ("bx", _p), ("ldx", _i64), ("UT", _p), ("ldu", _i64), ("off2", _i64), ("RT", _p)]
 
 
-class _Bwd(ctypes.Structure):   # = BwdArgs in fused.cpp
+class _Bwd(ctypes.Structure):   # = BwdArgs in abi.h
     _fields_ = [("T", _i64), ("B", _i64), ("H", _i64), ("I", _i64),
                 ("unit", _i32), ("reset_after", _i32), ("peep", _i32), ("nthreads", _i32),
                 ("x", _p), ("sT", _i64), ("sB", _i64), ("W", _p), ("U", _p), ("v", _p), ("mask", _p),
@@ -198,7 +199,7 @@ def run_forward(unit: int, reset_after: bool, peep: bool, x: Tensor, h0: Tensor,
                 g0: Tensor | None = None):
     """Training mode: returns out, hT, cT, Hs, Cs, act, aux (what backward needs). inference=True: keeps
     nothing for backward (returns out, hT, cT). cT is None but for the LSTM. lvar: the LSTM ablation bits
-    (LV_* in fused.cpp; 0 = the paper's LSTM). With the gate recurrence (LSTM, lvar & GREC; R (K, 3H, 3H)
+    (LV_* in lstm.cpp; 0 = the paper's LSTM). With the gate recurrence (LSTM, lvar & GREC; R (K, 3H, 3H)
     required, g0 (K, B, 3H) or None = zeros) the final gate state gT follows cT, and in training mode the
     gate-state sequence Gs (K, T+1, B, 3H) follows aux."""
     lib = loader.load()

@@ -4,7 +4,7 @@
 
 is what `BernoulliHead.nll(BernoulliHead(h), y) * mask` computes (BCE-with-logits summed over the
 outputs), to float rounding. torch spends most of that read-out in elementwise passes over (B, T, O)
-temporaries (BCE, sum, mask); fused.cpp (`gr_bernoulli`) instead runs blocks of 48 valid steps through
+temporaries (BCE, sum, mask); readout.cpp (`gr_bernoulli`) instead runs blocks of 48 valid steps through
 the micro-kernel GEMM and one elementwise pass, never materialising the logits, and skips padded steps.
 Backward recomputes a and gives dh = da V, dV = Σ daᵀ h, dc = Σ da with da = g_t (σ(a) − y).
 
@@ -28,7 +28,7 @@ _i64 = ctypes.c_int64
 _i32 = ctypes.c_int32
 
 
-class _Bern(ctypes.Structure):   # = BernArgs in fused.cpp
+class _Bern(ctypes.Structure):   # = BernArgs in readout.cpp
     _fields_ = [("B", _i64), ("T", _i64), ("H", _i64), ("O", _i64), ("nthreads", _i32), ("backward", _i32),
                 ("y_u8", _i32), ("pad_", _i32), ("h", _p), ("hsB", _i64), ("hsT", _i64), ("V", _p), ("c", _p), ("y", _p), ("ysB", _i64),
                 ("ysT", _i64), ("mask", _p), ("msB", _i64), ("msT", _i64), ("nll", _p), ("P", _p),

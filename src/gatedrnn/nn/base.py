@@ -177,9 +177,14 @@ class RecurrentUnit(nn.Module):
         """(kind, flags) of the fused kernel computing this unit's equations, or None (reference loop): the
         declaration's. Only the class that declares it and the subclasses that keep its equations get it: a
         subclass overriding cell(), reference(), state_h(), init_state(), kernel_inputs() or
-        kernel_state() computes something the kernel does not know, so it runs its own reference loop."""
+        kernel_state() computes something the kernel does not know, so it runs its own reference loop. So
+        does a unit whose flags, with its options, ask for a combination the kernel does not compute
+        (`kernels.supports`; e.g. a GRU ablation with reset_after=True)."""
         kind = _declared_kernel(type(self))
-        return None if kind is None else (kind, self.declared.kernel_flags())
+        if kind is None:
+            return None
+        flags = self.declared.kernel_flags()
+        return (kind, flags) if kernels.supports(kind, flags) else None
 
     def kernel_flags(self) -> dict[str, bool]:
         """The flags of the declared kernel for this unit (`Declaration.kernel_flags`); {} without one."""

@@ -1,9 +1,10 @@
 """`gatedrnn bench`: forward+backward time of the paper's units (fused kernels and the reference loop)
 against torch.nn.LSTM / GRU / RNN(tanh) of the same hidden size, at the paper's sizes.
 
-Writes a JSON result (machine, torch version, threads, load, compile time, the large-GEMM rate, the
-arithmetic floor = FLOPs / that rate, every median) and prints a Markdown table. The same code runs
-from `python benchmarks/bench.py`.
+`run()` measures and returns the result (machine, torch version, threads, load, compile time, the
+large-GEMM rate, the arithmetic floor = FLOPs / that rate, every median); `markdown()` renders its table.
+The command line — flags, the JSON file, the printed table — is gatedrnn/cli/bench.py (also
+`python benchmarks/bench.py`); benchmarks/bench_*.py reuse the timing helpers here.
 
 Suites (batch-first input, random data, input not requiring grad):
   music:   batch 64 x 200 steps x 88 inputs; LSTM 36 / GRU 46 / tanh 100 (Table 1, music); both without a
@@ -16,16 +17,12 @@ It lives in gatedrnn.nn (not in kernels/, which must not import the units it wou
 """
 from __future__ import annotations
 
-import argparse
 import datetime as _dt
-import json
 import os
 import platform
 import socket
 import statistics
-import sys
 import time
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -274,50 +271,3 @@ def markdown(res: dict) -> str:
                          + (f"**{s['cpu_ratio_per_model_vs_one']:.2f}** ({s['cpu_ratio_per_model_vs_one_min']:.2f}) |"
                             if "cpu_ratio_per_model_vs_one" in s else "— |"))
     return "\n".join(lines)
-
-
-def default_out() -> Path:
-    return Path("benchmarks") / "results" / f"{socket.gethostname()}-{_dt.date.today().isoformat()}.json"
-
-
-def _cmd(args) -> int:
-    res = run(suites=tuple(args.suite), repeats=args.repeats, ref_repeats=args.reference_repeats,
-              threads=args.threads, units=tuple(args.unit), stacked_K=args.stacked)
-    out = Path(args.out) if args.out else default_out()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(res, indent=2) + "\n")
-    print()
-    print(markdown(res))
-    print(f"\nwrote {out}")
-    return 0
-
-
-def add_bench_command(subparsers) -> argparse.ArgumentParser:
-    p = subparsers.add_parser(
-        "bench", help="time the fused units against torch.nn (forward+backward, paper sizes)",
-        description="Forward+backward time of the paper's units — fused C++ kernels and the reference "
-                    "loop — against torch.nn.LSTM/GRU/RNN of the same hidden size, at the paper's music "
-                    "and speech sizes; writes a JSON result and prints a Markdown table. Compiles the "
-                    "kernels first if needed.")
-    p.add_argument("--suite", nargs="+", choices=sorted(SUITES), default=["music", "speech"])
-    p.add_argument("--unit", nargs="+", choices=["lstm", "gru", "tanh"], default=["lstm", "gru", "tanh"])
-    p.add_argument("--repeats", type=int, default=15, help="timed repeats for fused and torch.nn (median)")
-    p.add_argument("--reference-repeats", type=int, default=3, help="timed repeats of the slow reference loop")
-    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
-    p.add_argument("--stacked", type=int, default=10,
-                   help="K for the many-models-as-one lines, one per --unit at the music sizes (0: skip)")
-    p.add_argument("--out", default=None, help="JSON path (default benchmarks/results/<hostname>-<date>.json)")
-    p.set_defaults(func=_cmd)
-    return p
-
-
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="gatedrnn")
-    sub = parser.add_subparsers(dest="command", required=True)
-    add_bench_command(sub)
-    args = parser.parse_args(["bench", *(sys.argv[1:] if argv is None else argv)])
-    return args.func(args)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -24,7 +24,7 @@ class GRU(RecurrentUnit):
     Paper symbols: W_z, U_z, b_z, W_r, U_r, b_r, W, U, b."""
 
     name = "gru"
-    # fused.cpp computes cell() below exactly, either reset placement (the kernel's flag reset_after)
+    # the GRU kernel (kernels/gru.cpp) computes cell() below exactly, either reset placement (the kernel's flag reset_after)
     declares = Declaration(gates=("z", "r", ""), options={"reset_after": False}, kernel="gru")
 
     def cell(self, wx_t: Tensor, h: Tensor, p: dict[str, Tensor]) -> Tensor:

@@ -16,7 +16,7 @@ class TanhRNN(RecurrentUnit):
     `forward(x, state=None, lengths=None) -> (output, h)`. Paper symbols: W, U, b."""
 
     name = "tanh"
-    declares = Declaration(gates=("",), kernel="tanh")   # fused.cpp computes cell() below exactly
+    declares = Declaration(gates=("",), kernel="tanh")   # kernels/tanh.cpp computes cell() below exactly
 
     def cell(self, wx_t: Tensor, h: Tensor, p: dict[str, Tensor]) -> Tensor:
         # wx_t = W x_t + b (for all t at once, see RecurrentUnit.reference)

@@ -18,7 +18,7 @@ import platform
 import time
 from pathlib import Path
 
-from ..analysis import OTHER_COLORS, UNIT_COLORS, unit_color
+from ..palette import OTHER_COLORS, UNIT_COLORS, unit_color
 from ..status import FINISHED, RunStatus
 from .grid import Grid, StudyConfig
 from .store import Store

@@ -22,7 +22,6 @@ import json
 import math
 from pathlib import Path
 
-from ..nn import unit_family
 from ..status import RunStatus
 from .grid import ENDED, OK_STATUSES, Grid, StudyConfig
 from .stats import holm, mean_ci, paired_t
@@ -556,6 +555,7 @@ def table1_markdown(t1) -> str:
 # ------------------------------------------------------------------------------------ ablation
 def ablation_variants(study: StudyConfig) -> list[str]:
     """The study's units that modify a paper unit (gatedrnn.nn: lstm-*, gru-*, mgu), in its order."""
+    from ..nn import unit_family   # (the unit registry, and with it torch, only where a table needs it)
     return [u for u in study.units if unit_family(u) != u]
 
 
@@ -570,6 +570,7 @@ def ablation_rows(data: dict, t2: list[dict] | None = None) -> list[dict]:
         return []
     by_cell = {(r["dataset"], r["unit"], r.get("budget")): r for r in (t2 if t2 is not None else table2_rows(data))}
     cells = {(c["dataset"], c["unit"], c["budget"]): c for c in data["cells"]}
+    from ..nn import unit_family
     families = list(dict.fromkeys(unit_family(u) for u in variants))
     out = []
     for dataset, budget in groups(data):
