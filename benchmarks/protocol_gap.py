@@ -32,21 +32,18 @@ OK = ("completed", "early_stopped")
 
 
 def _results(study: str) -> list[dict]:
+    """The finished runs a study reports — its seed runs and each cell's selecting run, listed by run id in
+    its reported_runs.txt (a study without the listing: every finished run, as for paper-released-full, whose
+    only cells are its three seeds)."""
+    listing = ROOT / study / "reported_runs.txt"
+    names = ([line.strip() for line in listing.read_text().splitlines() if line.strip()] if listing.exists()
+             else [f"runs/{f.parent.name}" for f in sorted((ROOT / study / "runs").glob("*/result.json"))])
     out = []
-    for f in sorted((ROOT / study / "runs").glob("*/result.json")):
-        r = json.loads(f.read_text())
-        if r.get("status") in OK:
+    for name in names:
+        f = ROOT / study / name / "result.json"
+        if f.exists() and (r := json.loads(f.read_text())).get("status") in OK:
             out.append(r)
     return out
-
-
-def _selected(study: str) -> dict[tuple[str, str], float]:
-    """(dataset, unit) -> the selected learning rate, from the study's lr_search.csv (the driver's choice)."""
-    import csv
-    p = ROOT / study / "lr_search.csv"
-    if not p.exists():
-        return {}
-    return {(r["dataset"], r["unit"]): float(r["lr"]) for r in csv.DictReader(p.open()) if r["selected"] == "True"}
 
 
 def _mean(runs: list[dict], key: str, seeds) -> tuple[float | None, int]:
@@ -54,20 +51,20 @@ def _mean(runs: list[dict], key: str, seeds) -> tuple[float | None, int]:
     return (statistics.fmean(vals) if vals else None), len(vals)
 
 
-def _cell_runs(runs, dataset, unit, lr):
-    return [r for r in runs if r["config"]["dataset"] == dataset and r["config"]["unit"] == unit
-            and lr is not None and abs(r["config"]["lr"] - lr) <= 1e-12 * max(1.0, lr)]
+def _cell_runs(runs, dataset, unit):
+    return [r for r in runs if r["config"]["dataset"] == dataset and r["config"]["unit"] == unit]
+
+
+def _lr(runs) -> float | None:
+    return runs[0]["config"]["lr"] if runs else None
 
 
 def rows() -> list[dict]:
     paper_runs, faithful_runs, released = _results("paper"), _results("paper-faithful"), _results("paper-released-full")
-    sel_paper, sel_faithful = _selected("paper"), _selected("paper-faithful")
     out = []
     for d, units in PAPER.items():
         for u, paper in units.items():
-            pr = _cell_runs(paper_runs, d, u, sel_paper.get((d, u)))
-            fr = _cell_runs(faithful_runs, d, u, sel_faithful.get((d, u)))
-            rr = [r for r in released if r["config"]["dataset"] == d and r["config"]["unit"] == u]
+            pr, fr, rr = (_cell_runs(runs, d, u) for runs in (paper_runs, faithful_runs, released))
             ours, n_ours = _mean(pr, "test_nll", range(0, 5))
             fresh, n_fresh = _mean(pr, "test_nll", range(1, 6))
             faith, n_faith = _mean(fr, "test_nll", range(1, 6))
@@ -79,8 +76,7 @@ def rows() -> list[dict]:
                         "faithful": faith, "n_faithful": n_faith, "d_stopping": diff(faith, fresh),
                         "faithful_seqavg": faith_sa, "d_metric": diff(faith_sa, faith),
                         "released": rel, "n_released": n_rel, "d_released": diff(rel, faith),
-                        "left": diff(paper, faith_sa), "lr_paper": sel_paper.get((d, u)),
-                        "lr_faithful": sel_faithful.get((d, u))})
+                        "left": diff(paper, faith_sa), "lr_paper": _lr(pr), "lr_faithful": _lr(fr)})
     return out
 
 

@@ -205,3 +205,25 @@ def test_analyze_command_writes_every_output(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "gatedrnn", "analyze", str(tmp_path)], capture_output=True,
                          text=True, env=env, timeout=120)
     assert bad.returncode == 2 and "neither a results directory" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_a_study_is_analyzed_through_its_listed_runs(tmp_path):
+    """A results directory's runs are the ones its reported_runs.txt names by run id (not the runs whose
+    learning rate is close to Table 2's): a run not listed is left out, one listed without a model is skipped,
+    and a study without the listing is one line, exit 2."""
+    import shutil
+    from gatedrnn.analysis import table2_runs
+    from gatedrnn.cli import main
+    study = tmp_path / "study"
+    for name in ("jsb-gru-lr0.001-s1-aaaa", "jsb-gru-lr0.001-s2-bbbb", "jsb-gru-lr0.001-s0-cccc"):
+        (study / "runs" / name).mkdir(parents=True)
+        for f in ("best.pt", "result.json"):
+            (study / "runs" / name / f).write_text("x")
+    shutil.rmtree(study / "runs" / "jsb-gru-lr0.001-s2-bbbb")
+    (study / "runs" / "jsb-gru-lr0.001-s2-bbbb").mkdir()          # listed, but no model (e.g. it diverged)
+    (study / "table2.csv").write_text("dataset,unit,lr\njsb,gru,0.001\n")
+    with pytest.raises(FileNotFoundError, match="reported_runs.txt"):
+        table2_runs(study)
+    assert main(["analyze", str(study)]) == 2
+    (study / "reported_runs.txt").write_text("runs/jsb-gru-lr0.001-s1-aaaa\nruns/jsb-gru-lr0.001-s2-bbbb\n")
+    assert [p.name for p in table2_runs(study)] == ["jsb-gru-lr0.001-s1-aaaa"]   # s0 has a model but is not listed

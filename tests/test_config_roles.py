@@ -91,6 +91,7 @@ def test_reproduce_help_lists_a_flag_for_every_field_that_is_one():
     ("--search halving", "search", "halving"),
     ("--search halving --halving-rungs 20,10", "halving_rungs", [10, 20]),
     ("--search halving --halving-eta 3", "halving_eta", 3),
+    ("--param-budgets 20_000,5000", "param_budgets", [5000, 20000]),
     ("--data-dir /elsewhere", "data_dir", "/elsewhere"),
 ])
 def test_each_generated_flag_sets_its_field(args, field, want):
@@ -128,6 +129,7 @@ def test_the_released_command_line_computes_the_committed_runs_ids():
     (["--lr-candidates", "0"], "argument --lr-candidates: expected an integer > 0, got '0'"),
     (["--lr-base", "3"], "argument --lr-base: invalid choice: '3'"),
     (["--halving-eta", "1"], "argument --halving-eta: expected an integer >= 2, got '1'"),
+    (["--param-budgets", "5000,-1"], "argument --param-budgets: expected comma-separated positive numbers"),
     (["--lr-range", "-5", "-8"], "lr range must have low < high"),
 ])
 def test_an_invalid_value_of_a_generated_flag_is_one_line_exit_2(args, needle, capsys):

@@ -2,7 +2,9 @@
 their equations (numpy, written from the paper, sharing no code with gatedrnn.nn); the parallel scan
 (nn/scan.py) against the step loop (values and gradients, padded and not, every chunking regime); gradcheck;
 padding; parameter counts by hand; weight noise; K stacked models; the model's evaluation path; no fused
-kernel ever runs for them."""
+recurrence kernel ever runs for them. Their scan runs three ways — the gated C++ kernel (gates and scan in
+one pass), coefficients() + the generic C++ scan, coefficients() + the chunked torch scan — and each is
+held to the step loop (SCAN_PATHS)."""
 import numpy as np
 import pytest
 import torch
@@ -17,6 +19,28 @@ from gatedrnn.nn.scan import SEQUENTIAL_BELOW, chunk_size, linear_scan, sequenti
 
 def sig(a):
     return 1.0 / (1.0 + np.exp(-a))
+
+
+SCAN_PATHS = ["gated kernel", "scan kernel", "torch"]
+
+
+@pytest.fixture
+def scan_path(request, monkeypatch):
+    """Force one of the SCAN_PATHS (the kernels say no to the others) and check that it ran."""
+    path = request.param
+    real, seen = kernels.fused_path, []
+
+    def decide(kernel, *ts, **kw):
+        if kernel in kernels.GATED and path != "gated kernel" or kernel == "linear_scan" and path == "torch":
+            return False
+        ok = real(kernel, *ts, **kw)
+        if ok and kernel in kernels.SCANS:
+            seen.append(kernel)
+        return ok
+    monkeypatch.setattr(kernels, "fused_path", decide)
+    yield path
+    want = {"gated kernel": set(kernels.GATED), "scan kernel": {"linear_scan"}, "torch": set()}[path]
+    assert set(seen) <= want and (bool(seen) == bool(want)), (path, seen)
 
 
 def ref_numpy(unit, P, X, h0=None, lengths=None):
@@ -96,9 +120,10 @@ def test_padding_carries_the_state_and_outputs_zero(unit, fused):
 
 
 @pytest.mark.parametrize("unit", MIN_UNITS)
-def test_scan_equals_the_step_loop_values_and_gradients(unit):
-    """The fast path (one matrix product + the chunked scan) against cell() step by step, float64, on a
-    padded batch whose T runs the chunked form with a tail: outputs, final state and every gradient."""
+@pytest.mark.parametrize("scan_path", SCAN_PATHS, indirect=True)
+def test_scan_equals_the_step_loop_values_and_gradients(unit, scan_path):
+    """The fast path (one matrix product + each of the scan paths) against cell() step by step, float64, on
+    a padded batch whose T runs the chunked form with a tail: outputs, final state and every gradient."""
     T = 3 * chunk_size(203) * 4 + 5
     assert T >= SEQUENTIAL_BELOW and T % chunk_size(T)
     x = torch.randn(3, T, 5, dtype=torch.float64)
@@ -131,9 +156,11 @@ def test_gradcheck_float64(unit):
 
 
 @pytest.mark.parametrize("T", [1, 2, SEQUENTIAL_BELOW - 1, SEQUENTIAL_BELOW, 50, 97, 401])
-def test_linear_scan_equals_sequential(T):
-    """nn/scan.py alone: every chunking regime (plain loop; chunks with and without a tail), masked or not,
-    values and gradients against the step-by-step recurrence in plain autograd ops."""
+@pytest.mark.parametrize("scan_path", ["scan kernel", "torch"], indirect=True)
+def test_linear_scan_equals_sequential(T, scan_path):
+    """nn/scan.py alone, the C++ scan and the torch form (every chunking regime: plain loop; chunks with and
+    without a tail), masked or not, values and gradients against the step-by-step recurrence in plain
+    autograd ops."""
     g = torch.Generator().manual_seed(T)
     a = torch.rand(3, T, 4, dtype=torch.float64, generator=g)
     b = torch.randn(3, T, 4, dtype=torch.float64, generator=g)
@@ -299,3 +326,33 @@ def test_model_evaluation_path_and_no_kernel(unit, head, no_fused):
     m.train()
     m.nll(x, y, mask, lengths).sum().backward()
     assert m.rnn.weight_ih.grad is not None
+
+
+@pytest.mark.parametrize("unit", MIN_UNITS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_the_gated_kernel_is_the_training_path_and_matches_float32(unit, dtype):
+    """By default a minimal unit's forward runs the gated kernel (one pass: gates and scan), in float32 as in
+    float64, and equals the numpy re-derivation; its gradients equal the step loop's."""
+    calls = []
+    real = kernels.gated_scan
+    try:
+        kernels.gated_scan = lambda *a, **k: calls.append(a[0]) or real(*a, **k)
+        m, P = make(unit)
+        m = m.to(dtype)
+        x = torch.randn(4, 60, 5, dtype=dtype, requires_grad=True)
+        lengths = torch.tensor([60, 31, 1, 59])
+        out, h = m(x, lengths=lengths)
+    finally:
+        kernels.gated_scan = real
+    assert calls == [unit]
+    ref, href = ref_numpy(unit, P, x.detach().double().numpy(), lengths=lengths.numpy())
+    tol = dict(rtol=1e-4, atol=1e-5) if dtype == torch.float32 else dict(rtol=1e-11, atol=1e-12)
+    np.testing.assert_allclose(out.detach().double().numpy(), ref, **tol)
+    np.testing.assert_allclose(h.detach().double().numpy(), href, **tol)
+    (out.sum() + h.sum()).backward()
+    g = x.grad.clone()
+    m.fused = False
+    x.grad = None
+    out2, h2 = m(x, lengths=lengths)
+    (out2.sum() + h2.sum()).backward()
+    torch.testing.assert_close(g, x.grad, **tol)

@@ -375,3 +375,29 @@ def test_ablation_smoke_study_writes_ablation_tables_and_forest_plot(tmp_path):
     page = (out / "report.html").read_text()
     assert "href='ablation_forest.svg'" in page and "Ablation: what each component is worth" in page
 
+
+
+def test_size_axis_tiny_study_trains_each_budget_and_writes_the_size_table_and_figure(tmp_path):
+    """`reproduce --param-budgets A,B` (issue 20): every (unit, budget) trains at its matched hidden size (as
+    its runs record it), Table 2 has a row per budget with the parameters, the tests are per budget, and
+    size.md/.csv and the figure size.png/.svg are written and shown in the report."""
+    out = tmp_path / "size"
+    _cli("reproduce", "--out", out, "--no-progress", "--jobs", "0", "--datasets", "jsb", "--units", "tanh,gru",
+         "--param-budgets", "2000,6000", "--lr-candidates", "1", "--seeds", "2", "--epochs", "2", "--patience", "2",
+         "--limit-sequences", "8", "--crop-length", "32", "--batch-size", "4")
+    for name in ("size.md", "size.csv", "size.png", "size.svg", *OUTPUTS):
+        assert (out / name).is_file() and (out / name).stat().st_size > 0, name
+    from gatedrnn.nn.counting import match_hidden_size
+    rows = _store_rows(out)
+    assert {(r["unit"], r["config"]["budget"]) for r in rows} == {(u, b) for u in ("tanh", "gru") for b in (2000, 6000)}
+    for r in rows:
+        assert r["summary"]["hidden_size"] == match_hidden_size(r["unit"], 88, r["config"]["budget"]), r["run_id"]
+    import csv
+    with open(out / "size.csv") as f:
+        size = list(csv.DictReader(f))
+    assert [(r["budget"], r["unit"]) for r in size] == [("2000", "tanh"), ("2000", "gru"), ("6000", "tanh"),
+                                                        ("6000", "gru")]
+    assert all(abs(int(r["parameters"]) - int(r["budget"])) < 0.1 * int(r["budget"]) for r in size)
+    with open(out / "table2_tests.csv") as f:
+        assert [r["budget"] for r in csv.DictReader(f)] == ["2000", "6000"]
+    assert "Test NLL against size" in (out / "report.html").read_text()

@@ -22,7 +22,7 @@ def data(monkeypatch):
     cells = [_cell("tanh", _hist([10, 8, 7, 7.5], 1.0), _hist([10, 9, 8, 6], 1.0)),
              _cell("gru", _hist([10, 7, 6, 5], 2.0)),
              _cell("lstm", _hist([10, 1, 1, 1], 1.0), status="diverged")]
-    return {"grid": SimpleNamespace(datasets=["jsb"]), "cells": cells}
+    return {"grid": SimpleNamespace(datasets=["jsb"], budgets=[None], sized=False), "cells": cells}
 
 
 def test_marks_targets_and_spreads_by_hand(data):

@@ -131,24 +131,16 @@ def time_scale(a: np.ndarray) -> np.ndarray:
 
 # ------------------------------------------------------------------------------------ runs
 def table2_runs(results: Path) -> list[Path]:
-    """The run directories behind a study's Table 2: every seed of each (dataset, unit)'s selected lr."""
-    table = results / "table2.csv"
-    if not table.exists():
-        raise FileNotFoundError(f"{table} is missing (expected a results directory built by `gatedrnn reproduce`)")
-    chosen = {}
-    with open(table) as f:
-        for row in csv.DictReader(f):
-            if row.get("lr") and not row["unit"].startswith("reference"):
-                chosen[(row["dataset"], row["unit"])] = float(row["lr"])
+    """The run directories behind a study's Table 2 — each cell's seed runs and its selecting run — as the
+    study lists them by run id in `reported_runs.txt`; those with a model (best.pt) and a result."""
+    listing = results / "reported_runs.txt"
+    if not listing.exists():
+        raise FileNotFoundError(f"{listing} is missing (expected a results directory built by `gatedrnn reproduce`; "
+                                f"`gatedrnn report {results}` writes it)")
     runs = []
-    for d in sorted((results / "runs").glob("*/")):
-        try:
-            cfg = json.loads((d / "config.json").read_text())
-        except (OSError, json.JSONDecodeError):
-            continue
-        lr = chosen.get((cfg.get("dataset"), cfg.get("unit")))
-        if lr is not None and math.isclose(cfg["lr"], lr, rel_tol=1e-3) and (d / "best.pt").exists() \
-                and (d / "result.json").exists():
+    for line in listing.read_text().splitlines():
+        d = results / line.strip()
+        if line.strip() and (d / "best.pt").exists() and (d / "result.json").exists():
             runs.append(d)
     return runs
 

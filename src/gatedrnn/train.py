@@ -91,7 +91,8 @@ class TrainConfig(BaseModel):
                                     description="hidden units; none = Table 1's size for the task (music 100/46/36, "
                                                 "speech 400/227/195 for tanh/GRU/LSTM)")
     budget: int | None = Field(None, gt=0, **role("architecture"),
-                               description="match the hidden size to this many recurrent parameters")
+                               description="match the hidden size to this many recurrent parameters, counted as "
+                                           "Table 1 counts them (at the nominal input size: music 100, speech 20)")
     peepholes: bool = Field(True, **role("architecture"),
                             description="LSTM: diagonal peepholes v_i, v_f, v_o (the paper's form)")
     reset_after: bool = Field(False, **role("architecture"),
@@ -276,9 +277,11 @@ def given_options(cfg: TrainConfig | dict) -> dict:
 def resolve_hidden_size(cfg: TrainConfig, kind: str, input_size: int) -> int:
     if cfg.hidden_size is not None:
         return cfg.hidden_size
-    if cfg.budget is not None:   # the unit as it is built (e.g. the LSTM without peepholes)
-        return match_hidden_size(cfg.unit, input_size, cfg.budget, **given_options(cfg))
-    # Table 1: the paper's sizes (matched with its nominal input size, see nn/counting.py)
+    # Table 1's convention: counted at the nominal input size of the data's kind (music 100, speech 20; see
+    # nn/counting.py), so a budget of 20,100 on music is the paper's own sizes; `budget` changes only the
+    # budget (the unit as it is built, e.g. the LSTM without peepholes)
+    if cfg.budget is not None:
+        return match_hidden_size(cfg.unit, TABLE1_INPUT[kind], cfg.budget, **given_options(cfg))
     return match_hidden_size(cfg.unit, TABLE1_INPUT[kind], BUDGET[kind])
 
 

@@ -28,12 +28,14 @@ def add_study_commands(sub) -> None:
     p.add_argument("--budget", choices=list(BUDGETS), default="smoke",
                    help="preset: smoke (a minute or two), laptop (make reproduce: JSB, a few minutes), quick (hours on 2 cores), speech (the FSDD sets, a few "
                         "core-hours), paper (the full protocol, early stopping), paper-faithful (the released "
-                        "code's stopping rule: the best of 500 epochs, halving search; docs/STUDY.md); "
-                        "flags below override single fields (default smoke)")
+                        "code's stopping rule: the best of 500 epochs, halving search; docs/STUDY.md), size "
+                        "(it at 5k..320k parameters on JSB); flags below override single fields (default smoke)")
     p.add_argument("--out", type=Path, help="results directory (default results/<budget>)")
     add_config_flags(p, StudyConfig, STUDY_FLAGS, default_from="the budget",
-                     types={"halving_rungs": csv_of(positive_int, "epochs, e.g. 25,50,100,200")},
-                     metavars={"halving_rungs": "E1,E2,...", "data_dir": "DIR"})
+                     types={"halving_rungs": csv_of(positive_int, "epochs, e.g. 25,50,100,200"),
+                            "param_budgets": csv_of(positive_int, "positive numbers of parameters, e.g. "
+                                                                  "5000,20000,80000,320000")},
+                     metavars={"halving_rungs": "E1,E2,...", "param_budgets": "N1,N2,...", "data_dir": "DIR"})
     p.add_argument("--ablation", choices=list(ABLATIONS), action="append",
                    help="the full unit and every component ablation of it (" +
                         "; ".join(f"{k}: {','.join(v)}" for k, v in ABLATIONS.items()) +
@@ -85,6 +87,23 @@ def study_from_args(args):
     return budget_config(args.budget, train=train, **over)
 
 
+def _sized_cells(study, grid) -> dict:
+    """The size axis in a dry run: {"jsb/gru@20000": [hidden size, recurrent parameters]} as the runs will
+    build them (the data's input size read here; a dataset not readable here is left out)."""
+    from ..nn.counting import count_parameters
+    from ..train import TrainConfig, given_options, resolve_hidden_size
+    out = {}
+    for dataset, unit, budget in grid.sized_cells():
+        try:
+            ds = load_dataset(dataset, study.data_dir)
+        except Exception:   # noqa: BLE001 — a dry run shows what it can
+            continue
+        cfg = TrainConfig(**grid.search_specs(dataset, unit, budget=budget)[0].config)
+        n = resolve_hidden_size(cfg, ds.kind, ds.input_size)
+        out[f"{dataset}/{unit}@{budget}"] = [n, count_parameters(unit, ds.input_size, n, **given_options(cfg))]
+    return out
+
+
 def cmd_reproduce(args) -> int:
     from ..study.runner import run_study
     study = study_from_args(args)
@@ -95,6 +114,8 @@ def cmd_reproduce(args) -> int:
                 "lr_candidates": g.lrs, "runs": g.n_runs()}
         if study.search == "halving":
             plan["halving_rungs"] = {d: g.rungs(d) for d in g.datasets}
+        if g.sized:
+            plan["hidden_sizes"] = _sized_cells(study, g)
         print(json.dumps(plan, indent=2))
         return 0
     if args.scheduler and importlib.util.find_spec("distributed") is None:

@@ -48,6 +48,7 @@ from torch import Tensor
 
 from . import autograd, loader
 from .autograd import GRU, LSTM, TANH, FusedRecurrence, mask_bytes, row_strided
+from .scan import GATED, gated_scan, linear_scan
 
 __all__ = ["KINDS", "OPTIONS", "FLAGS", "READOUTS", "fused_path", "recurrence", "inference", "available",
            "build_error", "reset", "needs_grad"]
@@ -71,6 +72,9 @@ VARIANT_BITS = {"lstm": {"no_input_gate": 1, "no_forget_gate": 2, "no_output_gat
 # each kind's own options (the paper units' forms): the GRU's reset placement, the LSTM's peepholes
 OPTIONS: dict[str, tuple[str, ...]] = {"tanh": (), "gru": ("reset_after",), "lstm": ("peepholes",)}
 FLAGS: dict[str, tuple[str, ...]] = {k: (*OPTIONS[k], *VARIANT_BITS[k]) for k in KINDS}
+# the linear recurrence h_t = a_t ⊙ h_{t−1} + b_t (scan.py): any coefficients, or minGRU's / minLSTM's from
+# their pre-activations
+SCANS = ("linear_scan", *GATED)
 READOUTS = ("bernoulli",)   # the fused read-out + loss of the music head (readout.py)
 
 _state_lock = threading.Lock()
@@ -126,7 +130,7 @@ def fused_path(kernel: str | None, *tensors: Tensor | None, mask: Tensor | None 
     """THE decision whether a fused kernel runs; every caller asks here. True when
     - the caller allows it: `fused` (a unit's or head's own switch) is not False;
     - the caller declares a kernel that computes exactly its equations: `kernel` is a kind of KINDS or a
-      read-out of READOUTS (None: it declares none, its own code runs);
+      read-out of READOUTS or the linear scan of SCANS (None: it declares none, its own code runs);
     - the tensors (None entries skipped) and the mask are on the CPU, and none is empty; the tensors
       share one float dtype, float32 or float64, except compact (uint8) inputs or targets, which are
       taken only where no gradient is wanted;
@@ -134,8 +138,8 @@ def fused_path(kernel: str | None, *tensors: Tensor | None, mask: Tensor | None 
     Operand shapes are the kernel function's own business (`recurrence`, `readout.bernoulli_nll`)."""
     if fused is False or kernel is None:
         return False
-    if kernel not in KINDS and kernel not in READOUTS:
-        raise ValueError(f"unknown kernel {kernel!r}; expected one of {sorted(KINDS) + list(READOUTS)}")
+    if kernel not in KINDS and kernel not in READOUTS and kernel not in SCANS:
+        raise ValueError(f"unknown kernel {kernel!r}; expected one of {sorted(KINDS) + list(READOUTS + SCANS)}")
     ts = [t for t in tensors if t is not None]
     floats = [t for t in ts if t.dtype != torch.uint8]
     if not floats or floats[0].dtype not in _DTYPES or any(t.dtype != floats[0].dtype for t in floats):

@@ -2,7 +2,8 @@
 
 The kernels are plain C++ with a C ABI — no torch headers — in several files compiled into one shared
 library that ctypes loads: fused.cpp (the loops over time, the C ABI), one file per unit family
-(tanh.cpp, gru.cpp, lstm.cpp), readout.cpp, and the headers common.h, abi.h, unit.h. Every
+(tanh.cpp, gru.cpp, lstm.cpp), readout.cpp, scan.cpp (the linear recurrence of the units without a
+recurrent matrix), and the headers common.h, abi.h, unit.h. Every
 kernels/*.cpp is compiled, in parallel (one compiler process per file, as many at once as the process
 may use CPUs), with the system C++ compiler, then linked. The first build says so on stderr (one line).
 The library is cached under `$GATEDRNN_CACHE/kernels` (default `$XDG_CACHE_HOME/gatedrnn`, i.e.
@@ -198,6 +199,16 @@ def _bind(lib: ctypes.CDLL) -> ctypes.CDLL:
         fn = getattr(lib, name)
         fn.restype = ctypes.c_int
         fn.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int]
+    i64, vp = ctypes.c_int64, ctypes.c_void_p
+    lib.gr_scan_forward.restype = ctypes.c_int
+    lib.gr_scan_forward.argtypes = [ctypes.c_int32, i64, i64, i64, i64, vp, vp, vp, vp, vp, vp]
+    lib.gr_scan_backward.restype = ctypes.c_int
+    lib.gr_scan_backward.argtypes = [ctypes.c_int32, i64, i64, i64, i64, vp, vp, vp, vp, vp, vp, vp, vp]
+    i32 = ctypes.c_int32
+    lib.gr_gated_scan_forward.restype = ctypes.c_int
+    lib.gr_gated_scan_forward.argtypes = [i32, i32, i64, i64, i64, i64, vp, vp, vp, vp, vp]
+    lib.gr_gated_scan_backward.restype = ctypes.c_int
+    lib.gr_gated_scan_backward.argtypes = [i32, i32, i64, i64, i64, i64, vp, vp, vp, vp, vp, vp, vp]
     lib.gr_bernoulli.restype = ctypes.c_int
     lib.gr_bernoulli.argtypes = [ctypes.c_void_p, ctypes.c_int]
     lib.gr_num_parts.restype = ctypes.c_int64

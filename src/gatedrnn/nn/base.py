@@ -287,13 +287,18 @@ class RecurrentUnit(nn.Module):
 
     def scan(self, xt: Tensor, state: Tensor, mask: Tensor | None, W: Tensor, b: Tensor):
         """The fast path of a unit that declares `scan=True`, on a leading model dimension K like `reference`:
-        ONE matrix product W x_t + b for every step (time-major, as `reference`'s), `coefficients()` on all
-        steps at once, then the linear scan (nn/scan.py; a padded step carries the state and outputs 0).
+        ONE matrix product W x_t + b for every step (time-major, as `reference`'s), then the gates and the
+        scan in one C++ pass where the declaration names a `scan_kernel` and the kernels apply, else
+        `coefficients()` on all steps at once and the linear scan (nn/scan.py; a padded step carries the
+        state and outputs 0).
         Returns (out (K, T, B, H), final state (K, B, H))."""
         from .scan import linear_scan
         K, T, B, I = xt.shape
         H = self.hidden_size
         wx = torch.baddbmm(b.unsqueeze(1), xt.reshape(K, T * B, I), W.mT).view(K, T, B, -1)
+        kind = self.declares.scan_kernel
+        if kind is not None and not torch.jit.is_tracing() and kernels.fused_path(kind, wx, state, mask=mask):
+            return kernels.gated_scan(kind, wx, state, mask)   # the gates and the scan in one C++ pass
         a, c = self.coefficients(wx.split(H, dim=-1), self._symbols(W, None, b, None))   # (K, T, B, H) each
         return linear_scan(a, c, state, mask)
 

@@ -72,6 +72,9 @@ class Declaration:
                recurrent=False, no peepholes, extra matrices or kernel): the unit then trains and evaluates
                as one matrix product over all steps and a parallel scan (nn/scan.py) instead of cell() step
                by step (which stays the reference, and what tracing runs)
+    scan_kernel the fused kernel that computes the class's coefficients() and the scan together, exactly
+               (a kind of gatedrnn.kernels.GATED: "mingru", "minlstm"), or None: coefficients() in torch and
+               the generic scan kernel (needs scan=True)
     """
     gates: tuple[str, ...]
     peepholes: tuple[str, ...] = ()
@@ -81,6 +84,7 @@ class Declaration:
     flags: Mapping[str, bool] = field(default_factory=dict)
     recurrent: bool = True
     scan: bool = False
+    scan_kernel: str | None = None
 
     def __post_init__(self):
         # checked when the class is defined, so a wrong declaration never reaches a run
@@ -97,6 +101,8 @@ class Declaration:
                             "or extra matrices (the kernels and those parameters act on the recurrence)")
         if self.scan and self.recurrent:
             raise TypeError("scan=True needs recurrent=False: a linear scan's coefficients read only the input")
+        if self.scan_kernel is not None and (not self.scan or self.scan_kernel not in kernels.GATED):
+            raise TypeError(f"scan_kernel {self.scan_kernel!r} needs scan=True and one of {sorted(kernels.GATED)}")
         if self.kernel is not None:
             if self.kernel not in kernels.KINDS:
                 raise TypeError(f"unknown kernel {self.kernel!r}; expected one of {sorted(kernels.KINDS)}")

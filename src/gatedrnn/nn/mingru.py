@@ -27,7 +27,7 @@ class MinGRU(RecurrentUnit):
     `fused=False` runs cell() step by step instead of the scan."""
 
     name = "mingru"
-    declares = Declaration(gates=("z", "h"), recurrent=False, scan=True)
+    declares = Declaration(gates=("z", "h"), recurrent=False, scan=True, scan_kernel="mingru")
 
     def cell(self, wx_t: Tensor, h: Tensor, p: dict[str, Tensor]) -> Tensor:
         Wx_z, Wx_h = wx_t.split(self.hidden_size, dim=-1)   # W_z x_t + b_z, W_h x_t + b_h, for all t at once

@@ -30,7 +30,7 @@ class MinLSTM(RecurrentUnit):
     W_i, b_i, W_h, b_h. `fused=False` runs cell() step by step instead of the scan."""
 
     name = "minlstm"
-    declares = Declaration(gates=("f", "i", "h"), recurrent=False, scan=True)
+    declares = Declaration(gates=("f", "i", "h"), recurrent=False, scan=True, scan_kernel="minlstm")
 
     def cell(self, wx_t: Tensor, h: Tensor, p: dict[str, Tensor]) -> Tensor:
         Wx_f, Wx_i, Wx_h = wx_t.split(self.hidden_size, dim=-1)   # W_g x_t + b_g, for all t at once

@@ -20,6 +20,10 @@ is cut into chunks of C ≈ √(T/2) steps, and
 about 2C + T/C small operations on slabs of T/C steps instead of T operations on one step each (T = 1,600:
 ~120 instead of 1,600). Sequences shorter than SEQUENTIAL_BELOW steps run the plain loop.
 
+Where the fused kernels apply (CPU, float32/float64, `kernels.fused_path`) the recurrence runs as a C++ loop
+instead (kernels/scan.cpp: the step-by-step recurrence itself, forward and adjoint); the chunked form is the
+path for other devices and dtypes, and under torch.jit.trace.
+
 Gradient (a custom autograd.Function, checked by gradcheck in float64): the adjoint of a linear scan is a
 linear scan backwards in time. With g_t = ∂L/∂out_t (0 at masked steps) and λ_t = ∂L/∂h_t,
     λ_{T−1} = g_{T−1} + ∂L/∂h_T,   λ_t = a_{t+1} ⊙ λ_{t+1} + g_t,
@@ -33,6 +37,8 @@ import math
 
 import torch
 from torch import Tensor
+
+from .. import kernels
 
 SEQUENTIAL_BELOW = 32   # shorter sequences: the plain loop (the chunked form saves nothing)
 
@@ -138,6 +144,15 @@ def linear_scan(a: Tensor, b: Tensor, h0: Tensor, mask: Tensor | None = None) ->
         raise ValueError(f"linear_scan: mask {tuple(mask.shape)} is not a leading part of {tuple(a.shape)}")
     if a.shape[1] == 0:
         return b.new_zeros(b.shape), h0
+    if not torch.jit.is_tracing() and kernels.fused_path("linear_scan", a, b, h0, mask=mask):
+        # the C++ loop (kernels/scan.cpp): the sequential recurrence itself, a few hundred times fewer
+        # operations than the chunked torch form below, which runs where the kernels do not apply
+        M, T = a.shape[:2]
+        R = 1 if mask is None else math.prod(mask.shape[2:])
+        S = tuple(a.shape[2:])
+        out, hT = kernels.linear_scan(a.reshape(M, T, R, -1), b.reshape(M, T, R, -1), h0.reshape(M, R, -1),
+                                      None if mask is None else mask.reshape(M, T, R))
+        return out.view(M, T, *S), hT.view(M, *S)
     m = None if mask is None else mask.to(device=a.device, dtype=a.dtype)
     if m is not None:
         m = m.reshape(*m.shape, *(1,) * (a.dim() - m.dim()))

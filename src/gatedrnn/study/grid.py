@@ -69,6 +69,9 @@ HALVING_EVAL_TRAIN_EVERY = 10
 # StudyConfig fields of the halving search: part of StudyConfig.key() only for search="halving", so the
 # key of every full-search study (all studies made before halving existed) is unchanged.
 SEARCH_FIELDS = ("search", "halving_rungs", "halving_fractions", "halving_eta")
+# The size axis (issue 20): budgets of the `size` preset, recurrent parameters (Table 1's convention)
+# (matched as Table 1 matches, at the nominal input size, 20,000 gives the paper's own sizes: 100 / 46 / 36)
+SIZE_BUDGETS = (5_000, 20_000, 80_000, 320_000)
 
 # ----------------------------------------------------------------------------------- budgets
 # Each preset is a complete StudyConfig minus data_dir; CLI flags override single fields.
@@ -123,6 +126,12 @@ BUDGETS: dict[str, dict] = {
     # chosen by successive halving of the 10 candidates (rungs 150, 300; seed 0) and reported by seeds 1..5.
     "paper-faithful": dict(datasets=[*MUSIC], lr_candidates=10, seeds=5, report_seeds="fresh",
                            search="halving", train=dict(epochs=500, patience=0)),
+    # Does the answer depend on the size? (issue 20; the paper tested ~20k parameters): paper-faithful's
+    # protocol on JSB at four budgets, 5k to 320k recurrent parameters, for the paper's units and the minimal
+    # ones, each (unit, budget) its own cell (search, selection, 3 fresh seeds). Cost: docs/STUDY.md.
+    "size": dict(datasets=["jsb"], units=["tanh", "gru", "lstm", "mingru", "minlstm"],
+                 param_budgets=list(SIZE_BUDGETS), lr_candidates=10, seeds=3, report_seeds="fresh",
+                 search="halving", train=dict(epochs=500, patience=0)),
 }
 
 
@@ -184,6 +193,10 @@ class StudyConfig(BaseModel):
     halving_fractions: list[float] = Field(default_factory=lambda: list(HALVING_FRACTIONS), **role("no_flag"),
                                            description="rungs as fractions of each dataset's epochs")
     halving_eta: int = Field(2, ge=2, description="after a rung, the better ceil(n/eta) candidates go on")
+    param_budgets: list[int] | None = Field(
+        None, description="the size axis: each (dataset, unit) at each of these recurrent-parameter budgets, its "
+        "own cell (hidden size matched to the budget, TrainConfig.budget; lr search, selection, seeds per cell), "
+        "e.g. 5000,20000,80000,320000; none: Table 1's sizes, one cell per (dataset, unit)")
     data_dir: str | None = Field(None, description=TrainConfig.model_fields["data_dir"].description)
 
     @field_validator("units")
@@ -208,6 +221,16 @@ class StudyConfig(BaseModel):
         if not v or any(not 0 < f < 1 for f in v):
             raise ValueError(f"halving fractions must lie in (0, 1), got {v}")
         return sorted(set(float(f) for f in v))
+
+    @field_validator("param_budgets", mode="before")
+    @classmethod
+    def _budgets(cls, v):
+        if v is None:
+            return v
+        if not isinstance(v, (list, tuple)) or not v or any(
+                isinstance(b, bool) or not isinstance(b, int) or b <= 0 for b in v):
+            raise ValueError(f"parameter budgets must be positive whole numbers of parameters, got {v}")
+        return sorted(set(v))
 
     @field_validator("train")
     @classmethod
@@ -289,6 +312,8 @@ class StudyConfig(BaseModel):
         if d["search"] == "full":
             for k in SEARCH_FIELDS:
                 d.pop(k)
+        if d["param_budgets"] is None:
+            d.pop("param_budgets")      # added 2026-12-03 (the size axis): the studies before it keep their keys
         d["train"] = {k: v for k, v in sorted(d["train"].items()) if k not in NOT_IN_ID}
         d["per_dataset"] = {n: {k: v for k, v in sorted(f.items()) if k not in NOT_IN_ID}
                             for n, f in sorted(d["per_dataset"].items())}
@@ -396,10 +421,20 @@ class RunSpec:
                 "seed": self.seed, "config": self.config}
 
 
-def make_spec(study: StudyConfig, dataset: str, unit: str, lr: float, seed: int) -> RunSpec:
+def make_spec(study: StudyConfig, dataset: str, unit: str, lr: float, seed: int,
+              budget: int | None = None) -> RunSpec:
+    """One run; `budget` (the size axis) sets TrainConfig.budget, so the run's hidden size is matched to
+    that many recurrent parameters by Table 1's convention (nominal input size). None: Table 1's size (the field stays at its
+    default, so the config and the run id are those of a study without the axis)."""
+    size = {} if budget is None else {"budget": int(budget)}
     cfg = TrainConfig(dataset=dataset, unit=unit, lr=lr, seed=seed, data_dir=study.data_dir,
-                      **study.train_fields(dataset)).model_dump()
+                      **size, **study.train_fields(dataset)).model_dump()
     return RunSpec(run_id_of(cfg), cfg["dataset"], unit, float(lr), int(seed), cfg)
+
+
+def cell_label(dataset: str, unit: str, budget: int | None = None) -> str:
+    """'jsb/gru', or with the size axis 'jsb/gru@20000' (logs, the store's halving record, summaries)."""
+    return f"{dataset}/{unit}" if budget is None else f"{dataset}/{unit}@{budget}"
 
 
 class Grid:
@@ -415,20 +450,35 @@ class Grid:
         self.units = list(study.units)
         self.lrs = lr_candidates(study.lr_candidates, study.lr_low, study.lr_high, study.lr_base, study.lr_seed,
                                 study.lr_draw)
-        self._drawn: dict[tuple[str, str], list[RunSpec]] = {}
+        # the size axis: [None] without it (Table 1's sizes, one cell per (dataset, unit))
+        self.budgets: list[int | None] = list(study.param_budgets) if study.param_budgets else [None]
+        self._drawn: dict[tuple[str, str, int | None], list[RunSpec]] = {}
+
+    @property
+    def sized(self) -> bool:
+        """Whether the study has the size axis (cells per budget)."""
+        return self.budgets != [None]
 
     def cells(self) -> list[tuple[str, str]]:
+        """(dataset, unit) pairs, each once (with the size axis a pair has one cell per budget: sized_cells)."""
         return [(d, u) for d in self.datasets for u in self.units]
 
-    def search_specs(self, dataset: str, unit: str, rows: dict[str, dict] | None = None) -> list[RunSpec]:
+    def sized_cells(self) -> list[tuple[str, str, int | None]]:
+        """Every cell the study selects and reports: (dataset, unit, budget), by dataset, then budget, then
+        unit; budget None without the size axis."""
+        return [(d, u, b) for d in self.datasets for b in self.budgets for u in self.units]
+
+    def search_specs(self, dataset: str, unit: str, rows: dict[str, dict] | None = None,
+                     budget: int | None = None) -> list[RunSpec]:
         """The cell's search runs, by learning rate. With edge extension (study.lr_extend) the candidates
         depend on the outcomes so far (`rows`: results by run id): while every candidate has ended and
         the selection is the smallest (largest) one, one more is added beyond that edge (extension_lr),
         at most lr_extend per side — a pure function of the rows, as halving's decisions are."""
-        if (dataset, unit) not in self._drawn:      # made once: the runner asks at every poll
-            self._drawn[(dataset, unit)] = [make_spec(self.study, dataset, unit, lr, self.study.search_seed)
-                                            for lr in self.lrs]
-        specs = self._drawn[(dataset, unit)]
+        key = (dataset, unit, budget)
+        if key not in self._drawn:      # made once: the runner asks at every poll
+            self._drawn[key] = [make_spec(self.study, dataset, unit, lr, self.study.search_seed, budget)
+                                for lr in self.lrs]
+        specs = self._drawn[key]
         if not self.study.lr_extend or rows is None:
             return list(specs)
         added = {"low": 0, "high": 0}
@@ -444,26 +494,27 @@ class Grid:
                 return specs
             added[side] += 1
             lr = extension_lr(self.study, side, added[side])
-            specs = sorted([*specs, make_spec(self.study, dataset, unit, lr, self.study.search_seed)],
+            specs = sorted([*specs, make_spec(self.study, dataset, unit, lr, self.study.search_seed, budget)],
                            key=lambda s: s.lr)
 
-    def seed_specs(self, dataset: str, unit: str, lr: float) -> list[RunSpec]:
-        return [make_spec(self.study, dataset, unit, lr, s) for s in self.study.seed_list()]
+    def seed_specs(self, dataset: str, unit: str, lr: float, budget: int | None = None) -> list[RunSpec]:
+        return [make_spec(self.study, dataset, unit, lr, s, budget) for s in self.study.seed_list()]
 
     def rungs(self, dataset: str) -> list[int]:
         """Halving rungs of this dataset's runs ([] for a full search)."""
         return self.study.rungs(int(self.search_specs(dataset, self.units[0])[0].config["epochs"]))
 
-    def search_outcome(self, dataset: str, unit: str, rows: dict[str, dict]) -> tuple[bool, dict | None]:
+    def search_outcome(self, dataset: str, unit: str, rows: dict[str, dict],
+                       budget: int | None = None) -> tuple[bool, dict | None]:
         """(search finished, selected search row or None) of one cell from the store rows by run id,
         for either search (full: every candidate finished, lowest validation NLL; halving: the survivor)."""
-        specs = self.search_specs(dataset, unit, rows)
+        specs = self.search_specs(dataset, unit, rows, budget)
         return search_outcome(self.study, [rows.get(s.run_id) for s in specs], [s.lr for s in specs],
                               int(specs[0].config["epochs"]))
 
     def n_runs(self) -> int:
         """Distinct runs of the whole study (seed 0 of the selected lr is a search run)."""
-        return len(self.cells()) * (len(self.lrs) + self.study.new_seed_runs())
+        return len(self.sized_cells()) * (len(self.lrs) + self.study.new_seed_runs())
 
 
 # ------------------------------------------------------------------------------------ selection

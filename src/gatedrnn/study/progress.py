@@ -55,10 +55,12 @@ def _epoch_seconds(history: list[dict]) -> list[float]:
 
 def progress_rows(data: dict) -> list[dict]:
     """One row per (dataset, unit) with reported seeds: NLL at the update and second marks, and updates and
-    seconds to the dataset's target."""
+    seconds to the dataset's target. With the size axis: per (dataset, budget), rows with a "budget"."""
     out = []
-    for dataset in data["grid"].datasets:
-        cells = [c for c in data["cells"] if c["dataset"] == dataset and _histories(c)]
+    grid = data["grid"]
+    for dataset, budget in [(d, b) for d in grid.datasets for b in grid.budgets]:
+        cells = [c for c in data["cells"] if c["dataset"] == dataset and c.get("budget") == budget
+                 and _histories(c)]
         if not cells:
             continue
         hists = {c["unit"]: _histories(c) for c in cells}
@@ -72,7 +74,8 @@ def progress_rows(data: dict) -> list[dict]:
                   for u, hs in hists.items()}
         target = max(finals.values())
         for unit, hs in hists.items():
-            row = {"dataset": dataset, "unit": unit, "seeds": len(hs), "updates_per_epoch": per_epoch,
+            row = {"dataset": dataset, "unit": unit, **({"budget": budget} if grid.sized else {}),
+                   "seeds": len(hs), "updates_per_epoch": per_epoch,
                    "median_epoch_seconds": sec_epoch, "target_valid_nll": target}
             for e in EPOCH_MARKS:
                 row[f"valid_at_{e}_epochs_of_updates"] = _spread([_best_by(h, "updates", e * per_epoch) for h in hs])
@@ -98,7 +101,8 @@ def progress_markdown(rows: list[dict], name=lambda d: d, unit_name=lambda u: u)
            ["target (worst unit's median best)", "updates to target", "seconds to target"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
-        cells = [name(r["dataset"]), unit_name(r["unit"]), str(r["seeds"])]
+        cells = [name(r["dataset"]), unit_name(r["unit"]) + (f" ({r['budget']:,})" if r.get("budget") else ""),
+                 str(r["seeds"])]
         cells += [_cell(r[f"valid_at_{e}_epochs_of_updates"]) for e in EPOCH_MARKS]
         cells += [_cell(r[f"valid_at_{e}_epochs_of_seconds"]) for e in EPOCH_MARKS]
         cells += [f"{r['target_valid_nll']:.3f}", _cell(r["updates_to_target"], 0), _cell(r["seconds_to_target"], 1)]

@@ -4,6 +4,7 @@ tables they show are computed and written by study/tables.py.
     table*.md, table*.csv, lr_search.csv    study/tables.py
     curves_epochs.{png,svg}    train/valid NLL against epochs, one row per dataset, mean curve + seed band
     curves_seconds.{png,svg}   the same against cumulative training seconds
+    size.{png,svg}             a study with the size axis: test NLL against parameters (study/size.py)
     ablation_forest.{png,svg}  a study with ablation variants: each variant's test NLL minus its full unit's
                                (paired by seed) ± 95 % CI, one panel per dataset
     report.html                all of the above in one self-contained page
@@ -21,7 +22,7 @@ from ..analysis import OTHER_COLORS, UNIT_COLORS, unit_color
 from ..status import FINISHED, RunStatus
 from .grid import Grid, StudyConfig
 from .store import Store
-from .tables import ALPHA, _f, _name, collect, extended_candidates, unit_name, write_tables
+from .tables import ALPHA, _f, _name, cell_name, collect, extended_candidates, group_name, groups, unit_name, write_tables
 
 # ------------------------------------------------------------------------------------ figures
 def _curves(cell) -> list[list[dict]]:
@@ -86,7 +87,7 @@ def _extension_html(data: dict) -> str:
     study = data["study"]
     if not study.lr_extend:
         return ""
-    added = [f"{html.escape(_name(c['dataset']))}/{html.escape(unit_name(c['unit']))}: "
+    added = [f"{html.escape(cell_name(c))}: "
              + ", ".join(f"{lr:.3g}" for lr in lrs) for c, lrs in extended_candidates(data)]
     return (f"; edge extension, at most {study.lr_extend} per side: "
             + ("; ".join(added) if added else "none needed"))
@@ -96,17 +97,17 @@ def make_figures(data: dict, out: Path) -> dict[str, Path]:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    datasets = data["grid"].datasets
+    panels = groups(data)        # (dataset, budget): one row of panels each (budget None without the size axis)
     files = {}
     for xkey, xlabel, name in (("epoch", "epoch", "curves_epochs"), ("seconds", "training seconds (cumulative)",
                                                                       "curves_seconds")):
-        fig, axes = plt.subplots(len(datasets), 2, figsize=(10, 3.2 * len(datasets)), squeeze=False)
-        for i, dataset in enumerate(datasets):
+        fig, axes = plt.subplots(len(panels), 2, figsize=(10, 3.2 * len(panels)), squeeze=False)
+        for i, (dataset, budget) in enumerate(panels):
             for j, (key, title) in enumerate((("train_nll", "train"), ("valid_nll", "validation"))):
                 ax = axes[i][j]
                 drawn = []
                 for c in data["cells"]:
-                    if c["dataset"] != dataset:
+                    if c["dataset"] != dataset or c["budget"] != budget:
                         continue
                     hist = _curves(c)
                     if not hist:
@@ -121,7 +122,7 @@ def make_figures(data: dict, out: Path) -> dict[str, Path]:
                 yr = _y_range(drawn)
                 if yr is not None:
                     ax.set_ylim(*yr)
-                ax.set_title(f"{_name(dataset)}: {title}", fontsize=10)
+                ax.set_title(f"{group_name(dataset, budget)}: {title}", fontsize=10)
                 ax.set_xlabel(xlabel)
                 ax.set_ylabel("NLL (nats/step)")
                 ax.grid(True, which="both", alpha=0.3)
@@ -134,9 +135,10 @@ def make_figures(data: dict, out: Path) -> dict[str, Path]:
     return files
 
 
-def ablation_figure(rows: list[dict], datasets: list[str], out: Path) -> dict[str, Path]:
-    """The forest plot of tables.ablation_rows: per dataset (a panel) and variant (a row), the mean paired
-    difference to the full unit ± its 95 % CI; filled markers are significant after Holm."""
+def ablation_figure(rows: list[dict], datasets: list, out: Path) -> dict[str, Path]:
+    """The forest plot of tables.ablation_rows: per dataset (a panel; with the size axis, per (dataset,
+    budget) of `datasets`) and variant (a row), the mean paired difference to the full unit ± its 95 % CI;
+    filled markers are significant after Holm."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -144,8 +146,9 @@ def ablation_figure(rows: list[dict], datasets: list[str], out: Path) -> dict[st
     fig, axes = plt.subplots(1, len(datasets), figsize=(1.5 + 4.2 * len(datasets), 1.8 + 0.42 * len(variants)),
                              squeeze=False, sharey=True)
     for ax, dataset in zip(axes[0], datasets):
+        dataset, budget = dataset if isinstance(dataset, tuple) else (dataset, None)
         for r in rows:
-            if r["dataset"] != dataset or r["role"] != "variant":
+            if r["dataset"] != dataset or r.get("budget") != budget or r["role"] != "variant":
                 continue
             y = variants.index(r["unit"])
             if r["diff_mean"] is None:
@@ -157,7 +160,7 @@ def ablation_figure(rows: list[dict], datasets: list[str], out: Path) -> dict[st
             ax.errorbar(r["diff_mean"], y, xerr=ci, fmt="o", color=col, capsize=3,
                         markerfacecolor=col if r["significant"] else "white")
         ax.axvline(0.0, color="#444", linewidth=0.8)
-        ax.set_title(_name(dataset), fontsize=10)
+        ax.set_title(group_name(dataset, budget), fontsize=10)
         ax.set_xlabel("Δ test NLL: variant − full unit (nats/step)")
         ax.grid(True, axis="x", alpha=0.3)
     axes[0][0].set_yticks(range(len(variants)), variants)
@@ -256,7 +259,10 @@ def _protocol_html(data) -> list[str]:
                  f"{', '.join(f'{x:.3g}' for x in data['grid'].lrs)}{_extension_html(data)}</li>"
                  f"<li>selection: lowest validation NLL of the seed-{study.search_seed} run{halving}; then seeds "
                  f"{study.seed_list()}</li>"
-                 f"<li>training fields shared by every run: <code>{html.escape(json.dumps(study.train, sort_keys=True))}</code>; "
+                 + (f"<li>size axis: every (dataset, unit) at {', '.join(f'{b:,}' for b in study.param_budgets)} "
+                    "recurrent parameters, each its own cell (hidden size matched to the budget at the data's "
+                    "input size)</li>" if study.param_budgets else "")
+                 + f"<li>training fields shared by every run: <code>{html.escape(json.dumps(study.train, sort_keys=True))}</code>; "
                  "everything else: the defaults of <code>gatedrnn.train.TrainConfig</code> (each run's full config "
                  "is its <code>config.json</code>)</li>"
                  f"<li>executor: {html.escape(str(data['executor']))}</li>"
@@ -268,7 +274,8 @@ def _protocol_html(data) -> list[str]:
 
 
 def write_html(data, out: Path, t1_md: str, t2_md: str, figs: dict, lr_rows: list[dict],
-               ablation_md: str | None = None, progress_md: str | None = None, tuning_md: str | None = None) -> Path:
+               ablation_md: str | None = None, progress_md: str | None = None, tuning_md: str | None = None,
+               size_md: str | None = None) -> Path:
     from ..utils import environment
     study = data["study"]
     env_runs = next((r["environment"] for r in data["rows"].values() if r.get("environment")), None)
@@ -276,6 +283,10 @@ def write_html(data, out: Path, t1_md: str, t2_md: str, figs: dict, lr_rows: lis
              f"<p>Built {time.strftime('%Y-%m-%d %H:%M:%S')} from <code>store.sqlite</code> "
              f"({len(data['rows'])} runs recorded).</p>",
              _md_to_html_tables(t2_md)]
+    if size_md:                  # the size axis: the answer across budgets, beside Table 2
+        parts.append(_md_to_html_tables(size_md))
+        if "size.svg" in figs:
+            parts.append(f"<div class='fig'>{_svg_inline(figs['size.svg'])}</div>")
     for name, title in (("curves_epochs.svg", "Learning curves against epochs"),
                         ("curves_seconds.svg", "Learning curves against training seconds")):
         if name in figs:
@@ -341,7 +352,12 @@ def build_report(out_dir: str | Path, *, figures: bool = True, log=print) -> dic
         try:
             figs = make_figures(data, out)
             if written["ablation_rows"]:
-                figs.update(ablation_figure(written["ablation_rows"], data["grid"].datasets, out))
+                figs.update(ablation_figure(written["ablation_rows"],
+                                            groups(data) if data["grid"].sized else data["grid"].datasets, out))
+            if written["size_rows"]:
+                from .size import size_figure
+                figs.update(size_figure(written["size_rows"], out, lambda u: unit_color(u, data["study"].units),
+                                        _save, _name, unit_name))
             if written["tuning_rows"]:
                 from .tuning import tuning_figures
                 figs.update(tuning_figures(written["tuning_rows"], out,
@@ -352,7 +368,7 @@ def build_report(out_dir: str | Path, *, figures: bool = True, log=print) -> dic
     files.update(figs)
     files["report.html"] = write_html(data, out, written["table1_md"], written["table2_md"], figs,
                                       written["lr_rows"], written["ablation_md"], written["progress_md"],
-                                      written["tuning_md"])
+                                      written["tuning_md"], written["size_md"])
     log(f"wrote {', '.join(sorted(files))} in {out}")
     return files
 

@@ -18,18 +18,19 @@ from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 from ..status import RunStatus
-from .grid import Grid, RunSpec, StudyConfig, halving_decide, reached, select_lr
+from .grid import Grid, RunSpec, StudyConfig, cell_label, halving_decide, reached, select_lr
 from .store import Store, new_owner
 
 
 class _Cell:
-    """One (dataset, unit): its search runs (all at once, or rung by rung for halving), then (after
-    selection) its seed runs."""
+    """One (dataset, unit[, budget]): its search runs (all at once, or rung by rung for halving), then
+    (after selection) its seed runs."""
 
-    def __init__(self, grid: Grid, dataset: str, unit: str):
-        self.dataset, self.unit = dataset, unit
+    def __init__(self, grid: Grid, dataset: str, unit: str, budget: int | None = None):
+        self.dataset, self.unit, self.budget = dataset, unit, budget
+        self.label = cell_label(dataset, unit, budget)
         self.grid = grid
-        self.search = grid.search_specs(dataset, unit)
+        self.search = grid.search_specs(dataset, unit, budget=budget)
         self.halving = grid.study.search == "halving"
         self.rungs = grid.rungs(dataset) if self.halving else []
         self.seeds: list[RunSpec] | None = None
@@ -45,7 +46,7 @@ class _Cell:
             self.decision = d
             return [(self.search[i], stop) for i, stop in d["need"]], d["done"], d["selected"]
         if self.grid.study.lr_extend:   # edge extension: the candidates grow with the outcomes
-            self.search = self.grid.search_specs(self.dataset, self.unit, results)
+            self.search = self.grid.search_specs(self.dataset, self.unit, results, self.budget)
         if all(s.run_id in results for s in self.search):
             return [], True, select_lr([results[s.run_id] for s in self.search])
         return [(s, None) for s in self.search], False, None
@@ -145,7 +146,7 @@ class _Sweep:
         self.store.set_meta("executor", self.executor.describe())
         self.owner = new_owner()
         self.runs_root = str(self.store.runs_dir.resolve())
-        self.cells = [_Cell(grid, d, u) for d, u in grid.cells()]
+        self.cells = [_Cell(grid, d, u, b) for d, u, b in grid.sized_cells()]
         self.inflight: dict = {}          # future -> RunSpec
         self.tried: set[str] = set()      # run ids this invocation attempted (failed ones are not retried now)
         self.results: dict[str, dict] = {}
@@ -188,7 +189,7 @@ class _Sweep:
         _, finished, selected = cell.search_needs(self.results)
         for s in cell.search:
             if s.lr not in before:     # edge extension (study.lr_extend)
-                self.log(f"{cell.dataset}/{cell.unit}: the selected rate is an edge of the candidates; "
+                self.log(f"{cell.label}: the selected rate is an edge of the candidates; "
                          f"adding lr {s.lr:.4g}")
                 self.bar.total += 1
         if not finished:
@@ -196,16 +197,16 @@ class _Sweep:
         cell.selected = selected
         if cell.halving:
             trace = " → ".join(f"{len(t['kept']) + len(t['cut'])} at epoch {t['rung']}" for t in cell.decision["trace"])
-            self.log(f"{cell.dataset}/{cell.unit}: halving {trace} → "
+            self.log(f"{cell.label}: halving {trace} → "
                      f"{'lr %.4g' % selected['lr'] if selected else 'no selection'}")
-            self.halving_meta[f"{cell.dataset}/{cell.unit}"] = cell.halving_record()
+            self.halving_meta[cell.label] = cell.halving_record()
             self.store.set_meta("halving", self.halving_meta)
         if selected is None:
             cell.no_selection, cell.seeds = True, []
-            self.log(f"{cell.dataset}/{cell.unit}: no learning rate gave a finite validation NLL; no seed runs")
+            self.log(f"{cell.label}: no learning rate gave a finite validation NLL; no seed runs")
             self.bar.total -= self.study.new_seed_runs()
         else:
-            cell.seeds = self.grid.seed_specs(cell.dataset, cell.unit, selected["lr"])
+            cell.seeds = self.grid.seed_specs(cell.dataset, cell.unit, selected["lr"], cell.budget)
 
     def submit_needed(self, cell: _Cell) -> bool:
         """Claim and submit the runs the cell needs, as capacity allows; True if it still needs any."""
@@ -311,7 +312,7 @@ class _Sweep:
         self.store.close()
         summary = {"runs": len(self.results), "ran_here": self.ran_here, "failed": sorted(self.failed),
                    "notes": self.grid.notes, "seconds": elapsed, "out_dir": str(self.out),
-                   "selected": {f"{c.dataset}/{c.unit}": (c.selected or {}).get("lr") for c in self.cells}}
+                   "selected": {c.label: (c.selected or {}).get("lr") for c in self.cells}}
         if self.study.search == "halving":
-            summary["halving"] = {f"{c.dataset}/{c.unit}": c.halving_record() for c in self.cells}
+            summary["halving"] = {c.label: c.halving_record() for c in self.cells}
         return summary

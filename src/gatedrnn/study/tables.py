@@ -8,6 +8,8 @@ cell ran and selected, the statistics over seeds, and the tables as rows, Markdo
     lr_search.csv              every learning-rate candidate's validation NLL; the selected one marked
     ablation.md / ablation.csv only for a study with ablation variants (gatedrnn.nn): each variant's test NLL
                                beside its full unit's, the difference paired by seed, Holm-corrected tests
+    size.md / size.csv         only for a study with the size axis (param_budgets): test NLL against
+                               parameters, the units' order per budget (study/size.py)
 
 Deterministic: the same store gives byte-identical files (no timings, no dates). The figures and the HTML
 page that show these tables are study/report.py.
@@ -57,6 +59,27 @@ def unit_name(unit: str) -> str:
     return UNIT_NAMES.get(unit, unit)
 
 
+def group_name(dataset: str, budget: int | None) -> str:
+    """A dataset's name, with the size axis its budget too: 'JSB Chorales, 20,000 parameters'."""
+    return _name(dataset) if budget is None else f"{_name(dataset)}, {budget:,} parameters"
+
+
+def cell_name(c: dict) -> str:
+    """'JSB Chorales/GRU', with the size axis 'JSB Chorales/GRU (20,000)'."""
+    return f"{_name(c['dataset'])}/{unit_name(c['unit'])}" + (
+        "" if c.get("budget") is None else f" ({c['budget']:,})")
+
+
+def groups(data: dict) -> list[tuple[str, int | None]]:
+    """What the tests and figures compare units within: (dataset, budget), budget None without the size axis."""
+    return [(d, b) for d in data["grid"].datasets for b in data["grid"].budgets]
+
+
+def _sized(data: dict, budget: int | None) -> dict:
+    """{"budget": budget} for a row of a study with the size axis, {} otherwise (its files keep their columns)."""
+    return {"budget": budget} if data["grid"].sized else {}
+
+
 def _f(x, digits=3) -> str:
     return "–" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}f}"
 
@@ -92,23 +115,23 @@ def collect(out_dir: str | Path) -> dict:
         store.close()
 
     cells = []
-    for dataset, unit in grid.cells():
+    for dataset, unit, budget in grid.sized_cells():
         search = []
-        for spec in grid.search_specs(dataset, unit, rows):
+        for spec in grid.search_specs(dataset, unit, rows, budget):
             r = rows.get(spec.run_id)
             search.append({"run_id": spec.run_id, "lr": spec.lr, "seed": spec.seed,
                            "status": r["status"] if r else MISSING,
                            "valid_nll": r["valid_nll"] if r else None, "test_nll": r["test_nll"] if r else None,
                            "train_nll": r["train_nll"] if r else None})
         # full: every candidate finished, the lowest validation NLL; halving: the survivor of the rungs
-        complete, chosen = grid.search_outcome(dataset, unit, rows)
+        complete, chosen = grid.search_outcome(dataset, unit, rows, budget)
         seeds = []
         if chosen is not None:
-            for spec in grid.seed_specs(dataset, unit, chosen["lr"]):
+            for spec in grid.seed_specs(dataset, unit, chosen["lr"], budget):
                 r = rows.get(spec.run_id)
                 seeds.append({"run_id": spec.run_id, "seed": spec.seed, "lr": spec.lr,
                               "status": r["status"] if r else MISSING, "row": r})
-        cells.append({"dataset": dataset, "unit": unit, "search": search, "search_complete": complete,
+        cells.append({"dataset": dataset, "unit": unit, "budget": budget, "search": search, "search_complete": complete,
                       "selected_lr": chosen["lr"] if chosen else None, "seeds": seeds,
                       "selected_run": chosen.get("run_id") if chosen else None,
                       # the selecting run's own numbers (optimistic: it won the search on validation)
@@ -143,7 +166,7 @@ def edge_selections(data: dict) -> list[str]:
     for c in data["cells"]:
         lrs = sorted(x["lr"] for x in c["search"])
         if c["selected_lr"] is not None and len(lrs) > 1 and c["selected_lr"] in (lrs[0], lrs[-1]):
-            out.append(f"{_name(c['dataset'])}/{unit_name(c['unit'])}")
+            out.append(cell_name(c))
     return out
 
 
@@ -167,6 +190,13 @@ def reported_run_ids(data: dict) -> list[str]:
 
 
 # ------------------------------------------------------------------------------------- tables
+def _paper_size(budget: int | None, kind: str | None) -> bool:
+    """Whether a cell's budget is the paper's size for its kind (within 10 % of Table 1's budget; no budget:
+    Table 1's sizes) — where the paper's numbers stand beside ours."""
+    from ..nn.counting import BUDGET
+    return budget is None or (kind in BUDGET and abs(budget - BUDGET[kind]) <= 0.1 * BUDGET[kind])
+
+
 def table2_rows(data: dict) -> list[dict]:
     rows = []
     for c in data["cells"]:
@@ -175,12 +205,15 @@ def table2_rows(data: dict) -> list[dict]:
         sa = [_seqavg(r, "test") for r in ok]
         te_sa = mean_ci([v for v in sa if v is not None] if all(v is not None for v in sa) else [])
         paper = PAPER_TABLE2.get(_key(c["dataset"]), {}).get(c["unit"])
+        if not _paper_size(c["budget"], data["kinds"].get(c["dataset"])):
+            paper = None        # the size axis: the paper's numbers are of its one size (~20k music, ~168k speech)
         # the speech sets here are open stand-ins for the paper's private ones: only music compares
         comparable = paper is not None and data["kinds"].get(c["dataset"]) == "music"
         n_div = sum(s["status"] == RunStatus.DIVERGED for s in c["seeds"])
         n_fail = sum(s["status"] == RunStatus.FAILED for s in c["seeds"])
         n_missing = sum(s["status"] not in ENDED for s in c["seeds"])
-        hidden = ok[0]["summary"].get("hidden_size") if ok and ok[0].get("summary") else None
+        summary = (ok[0].get("summary") or {}) if ok else {}
+        hidden = summary.get("hidden_size")
         # a finished search with nothing selected: every candidate diverged or failed (said, not left blank)
         if c["selected_lr"] is not None:
             search = "selected"
@@ -191,7 +224,9 @@ def table2_rows(data: dict) -> list[dict]:
             n_sf = sum(x["status"] == RunStatus.FAILED for x in c["search"])
             search = f"no candidate trained: {n_sd} diverged, {n_sf} failed"
         rows.append({
-            "dataset": c["dataset"], "unit": c["unit"], "hidden_size": hidden, "lr": c["selected_lr"], "search": search,
+            "dataset": c["dataset"], "unit": c["unit"], **_sized(data, c["budget"]), "hidden_size": hidden,
+            **({"parameters": summary.get("recurrent_parameters")} if data["grid"].sized else {}),
+            "lr": c["selected_lr"], "search": search,
             "seeds_ok": tr.n, "seeds_diverged": n_div, "seeds_failed": n_fail, "seeds_missing": n_missing,
             "train_mean": tr.mean, "train_ci": tr.half_width, "valid_mean": va.mean, "valid_ci": va.half_width,
             "test_mean": te.mean, "test_ci": te.half_width,
@@ -206,19 +241,19 @@ def table2_rows(data: dict) -> list[dict]:
 
 
 def significance_rows(data: dict) -> list[dict]:
-    """Per dataset: the unit with the lowest mean test NLL vs the runner-up, paired by seed;
-    Holm–Bonferroni over the datasets that could be tested."""
+    """Per dataset (with the size axis: per dataset and budget): the unit with the lowest mean test NLL vs
+    the runner-up, paired by seed; Holm–Bonferroni over the datasets (and budgets) that could be tested."""
     out = []
-    for dataset in data["grid"].datasets:
+    for dataset, budget in groups(data):
         per_unit = {}
         for c in data["cells"]:
-            if c["dataset"] == dataset:
+            if c["dataset"] == dataset and c["budget"] == budget:
                 by_seed = _test_nll_by_seed(c)
                 if by_seed:
                     per_unit[c["unit"]] = by_seed
         ranked = sorted(per_unit, key=lambda u: (sum(per_unit[u].values()) / len(per_unit[u]), u))
         complete = len(ranked) == len(data["study"].units)
-        row = {"dataset": dataset, "best": ranked[0] if complete else None,
+        row = {"dataset": dataset, **_sized(data, budget), "best": ranked[0] if complete else None,
                "runner_up": ranked[1] if complete and len(ranked) > 1 else None, "pairs": 0, "mean_diff": None,
                "t": None, "p": None,
                "note": "" if complete else (f"incomplete: results for {', '.join(ranked)} only" if ranked
@@ -294,7 +329,8 @@ def table1_rows(data: dict) -> list[dict]:
 
 
 def lr_search_rows(data: dict) -> list[dict]:
-    return [{"dataset": c["dataset"], "unit": c["unit"], "lr": s["lr"], "seed": s["seed"], "status": s["status"],
+    return [{"dataset": c["dataset"], "unit": c["unit"], **_sized(data, c["budget"]), "lr": s["lr"], "seed": s["seed"],
+             "status": s["status"],
              "valid_nll": s["valid_nll"], "selected": c["selected_lr"] == s["lr"], "run_id": s["run_id"]}
             for c in data["cells"] for s in c["search"]]
 
@@ -348,7 +384,7 @@ def stopping_summary(data: dict) -> dict:
                 n["patience"] += 1
             elif status == RunStatus.COMPLETED:
                 n["cap"] += 1
-                cell = f"{_name(c['dataset'])}/{unit_name(c['unit'])}"
+                cell = cell_name(c)
                 if cell not in cap_cells:
                     cap_cells.append(cell)
             elif status == RunStatus.DIVERGED:
@@ -410,12 +446,16 @@ def _protocol_notes(data, kinds) -> list[str]:
 def table2_markdown(data, t2, sig, base) -> str:
     study = data["study"]
     kinds = {data["kinds"].get(d) for d in data["grid"].datasets} - {None}
-    head = ["dataset", "unit", "lr (selected on valid)", "seeds ok / diverged / failed",
+    sized = data["grid"].sized      # the size axis: each row's budget, hidden units and parameters
+    head = ["dataset", "unit", *(["parameters (budget)", "hidden units"] if sized else []),
+            "lr (selected on valid)", "seeds ok / diverged / failed",
             "train NLL (ours)", "train (paper)", "Δ train", "test NLL (ours)", "test (paper)", "Δ test",
             "test NLL, per-sequence mean", f"selecting run (seed {study.search_seed}): test NLL"]
     body = []
     for r in t2:
-        body.append([_name(r["dataset"]), unit_name(r["unit"]),
+        size = [f"{r['parameters']:,} ({r['budget']:,})" if r["parameters"] else f"– ({r['budget']:,})",
+                r["hidden_size"] or "–"] if sized else []
+        body.append([_name(r["dataset"]), unit_name(r["unit"]), *size,
                      (f"– ({r['search']})" if r["search"].startswith("no candidate") else "–")
                      if r["lr"] is None else f"{r['lr']:.3g}",
                      f"{r['seeds_ok']} / {r['seeds_diverged']} / {r['seeds_failed']}"
@@ -429,18 +469,23 @@ def table2_markdown(data, t2, sig, base) -> str:
         if "error" in b:
             body.append([_name(b["dataset"]), b["model"], *[""] * (len(head) - 2)])
             continue
-        body.append([_name(b["dataset"]), f"*reference: {b['description']}*", "", "",
+        body.append([_name(b["dataset"]), f"*reference: {b['description']}*", *([""] * (2 if sized else 0)), "", "",
                      _f(b["train"]), "", "", _f(b["test"]), "", "", "", ""])
     md = ["# Table 2: average negative log-likelihood (nats per step), train / test\n",
           f"Budget `{study.budget}`: {len(data['grid'].lrs)} learning-rate candidates"
           + (f" (+ up to {study.lr_extend} per side where the selection was an edge: edge extension)"
              if study.lr_extend else "") + ", "
           f"{study.seeds} seeds; mean ± half-width of the 95 % Student-t confidence interval over seeds.\n",
+          (f"\nThe size axis: every (dataset, unit) at {len(data['grid'].budgets)} budgets of recurrent parameters "
+           f"({', '.join(f'{b:,}' for b in data['grid'].budgets)}), each its own cell (search, selection, seeds); "
+           "a cell's hidden size is the one whose count (Table 1's convention: recurrent layer, one bias per "
+           "gate, LSTM peepholes) at the data's input size is closest to its budget. Test NLL against "
+           "parameters: size.md, size.csv, size.png.\n" if sized else ""),
           _md_table(head, body),
-          "\n## Best unit per dataset\n",
+          "\n## Best unit per dataset" + (" and budget" if sized else "") + "\n",
           _md_table(["dataset", "best (lowest mean test NLL)", "runner-up", "pairs (seeds)",
                      "mean test-NLL gap", "paired t", "p", "p (Holm)", f"significant at {ALPHA}", "note"],
-                    [[_name(s["dataset"]), unit_name(s["best"]) if s["best"] else "–",
+                    [[group_name(s["dataset"], s.get("budget")), unit_name(s["best"]) if s["best"] else "–",
                       unit_name(s["runner_up"]) if s["runner_up"] else "–", s["pairs"], _f(s["mean_diff"]),
                       _f(s["t"], 2), _p(s["p"]), _p(s["p_holm"]), "yes" if s["significant"] else "no",
                       s["note"]] for s in sig]),
@@ -450,7 +495,7 @@ def table2_markdown(data, t2, sig, base) -> str:
         md.append(f"- The selected learning rate is the smallest or largest candidate for: {', '.join(edge)} — "
                   "the optimum may lie outside the candidates (widen --lr-range, add candidates, or "
                   "--lr-extend).\n")
-    extended = [f"{_name(c['dataset'])}/{unit_name(c['unit'])} ({len(added)})"
+    extended = [f"{cell_name(c)} ({len(added)})"
                 for c, added in extended_candidates(data)]
     if extended:
         md.append(f"- Edge extension added candidates (count in brackets) for: {', '.join(extended)}.\n")
@@ -523,17 +568,17 @@ def ablation_rows(data: dict, t2: list[dict] | None = None) -> list[dict]:
     variants = ablation_variants(study)
     if not variants:
         return []
-    by_cell = {(r["dataset"], r["unit"]): r for r in (t2 if t2 is not None else table2_rows(data))}
-    cells = {(c["dataset"], c["unit"]): c for c in data["cells"]}
+    by_cell = {(r["dataset"], r["unit"], r.get("budget")): r for r in (t2 if t2 is not None else table2_rows(data))}
+    cells = {(c["dataset"], c["unit"], c["budget"]): c for c in data["cells"]}
     families = list(dict.fromkeys(unit_family(u) for u in variants))
     out = []
-    for dataset in data["grid"].datasets:
+    for dataset, budget in groups(data):
         for family in families:
             has_full = family in study.units
-            full = _test_nll_by_seed(cells[(dataset, family)]) if has_full else {}
+            full = _test_nll_by_seed(cells[(dataset, family, budget)]) if has_full else {}
             for unit in ([family] if has_full else []) + [u for u in variants if unit_family(u) == family]:
-                t = by_cell[(dataset, unit)]
-                row = {"dataset": dataset, "unit": unit, "family": family,
+                t = by_cell[(dataset, unit, budget)]
+                row = {"dataset": dataset, **_sized(data, budget), "unit": unit, "family": family,
                        "role": "full" if unit == family else "variant", "lr": t["lr"],
                        "seeds_ok": t["seeds_ok"], "seeds_diverged": t["seeds_diverged"],
                        "seeds_failed": t["seeds_failed"], "seeds_missing": t["seeds_missing"],
@@ -544,7 +589,7 @@ def ablation_rows(data: dict, t2: list[dict] | None = None) -> list[dict]:
                 if t["search"] != "selected":   # e.g. every candidate diverged: said, not left blank
                     row["note"] = "learning-rate search incomplete" if t["search"] == "incomplete" else t["search"]
                 if unit != family:
-                    mine = _test_nll_by_seed(cells[(dataset, unit)])
+                    mine = _test_nll_by_seed(cells[(dataset, unit, budget)])
                     common = sorted(set(mine) & set(full))
                     a, b = [mine[s] for s in common], [full[s] for s in common]
                     tt, p, n = paired_t(a, b)
@@ -582,7 +627,7 @@ def ablation_markdown(data: dict, rows: list[dict]) -> str:
     body = []
     for r in rows:
         full = r["role"] == "full"
-        body.append([_name(r["dataset"]), f"{unit_name(r['unit'])} (full)" if full else r["unit"],
+        body.append([group_name(r["dataset"], r.get("budget")), f"{unit_name(r['unit'])} (full)" if full else r["unit"],
                      "–" if r["lr"] is None else f"{r['lr']:.3g}",
                      f"{r['seeds_ok']} / {r['seeds_diverged']} / {r['seeds_failed']}"
                      + (f" ({r['seeds_missing']} not run yet)" if r["seeds_missing"] else ""),
@@ -614,8 +659,9 @@ def ablation_markdown(data: dict, rows: list[dict]) -> str:
 # ------------------------------------------------------------------------------------ writers
 def write_tables(data: dict, out: Path) -> dict:
     """Write table1/table2 (Markdown, CSV), table2_tests.csv and lr_search.csv into `out`; returns
-    {"files": {name: path}, "table1_md", "table2_md", "lr_rows", "ablation_rows", "ablation_md"} for the page
-    that shows them. A study with ablation variants also gets ablation.md and ablation.csv."""
+    {"files": {name: path}, "table1_md", "table2_md", "lr_rows", "ablation_rows", "ablation_md", ...} for the
+    page that shows them. A study with ablation variants also gets ablation.md and ablation.csv; one with the
+    size axis size.md and size.csv."""
     t2, sig, base = table2_rows(data), significance_rows(data), baseline_rows(data)
     t1 = table1_rows(data)
     lr_rows = lr_search_rows(data)
@@ -648,6 +694,14 @@ def write_tables(data: dict, out: Path) -> dict:
         (out / "tuning.md").write_text(tune_md)
         _write_csv(out / "tuning_curves.csv", tune)
         files.update({"tuning.md": out / "tuning.md", "tuning_curves.csv": out / "tuning_curves.csv"})
+    size_rows, size_md = [], None
+    if data["grid"].sized:      # the size axis: test NLL against parameters (study/size.py)
+        from . import size
+        size_rows = size.size_rows(t2)
+        size_md = size.size_markdown(size_rows, _name, unit_name)
+        (out / "size.md").write_text(size_md)
+        _write_csv(out / "size.csv", size_rows)
+        files.update({"size.md": out / "size.md", "size.csv": out / "size.csv"})
     abl = ablation_rows(data, t2)
     abl_md = ablation_markdown(data, abl) if abl else None
     if abl:
@@ -655,4 +709,5 @@ def write_tables(data: dict, out: Path) -> dict:
         _write_csv(out / "ablation.csv", abl)
         files.update({"ablation.md": out / "ablation.md", "ablation.csv": out / "ablation.csv"})
     return {"files": files, "table1_md": t1_md, "table2_md": t2_md, "lr_rows": lr_rows, "ablation_rows": abl,
-            "ablation_md": abl_md, "progress_md": prog_md, "tuning_rows": tune, "tuning_md": tune_md}
+            "ablation_md": abl_md, "progress_md": prog_md, "tuning_rows": tune, "tuning_md": tune_md,
+            "size_rows": size_rows, "size_md": size_md}

@@ -83,7 +83,8 @@ def tuning_curve(valid: list[float], test: list[float | None], a: float = -math.
 
 
 def tuning_rows(data: dict) -> list[dict]:
-    """tuning_curves.csv: one row per (dataset, unit, n) for every cell with at least one candidate."""
+    """tuning_curves.csv: one row per (dataset, unit, n) for every cell with at least one candidate (with the
+    size axis: per (dataset, unit, budget, n), rows with a "budget")."""
     out = []
     for c in data["cells"]:
         cand = _candidates(c, data["rows"])
@@ -92,7 +93,8 @@ def tuning_rows(data: dict) -> list[dict]:
         a, b = _support(c, data["rows"], data.get("kinds", {}).get(c["dataset"]))
         b = max(b, max(v for v, _ in cand))
         for r in tuning_curve([v for v, _ in cand], [t for _, t in cand], a, b):
-            out.append({"dataset": c["dataset"], "unit": c["unit"], "candidates": len(cand), **r})
+            out.append({"dataset": c["dataset"], "unit": c["unit"],
+                        **({"budget": c["budget"]} if data["grid"].sized else {}), "candidates": len(cand), **r})
     return out
 
 
@@ -100,18 +102,19 @@ def tuning_markdown(rows: list[dict], name=lambda d: d, unit_name=lambda u: u, h
     """Per dataset and unit: the expected best validation NLL (implied test NLL) at n = 1, 2, 3, 5 and N."""
     cells = {}
     for r in rows:
-        cells.setdefault((r["dataset"], r["unit"]), []).append(r)
+        cells.setdefault((r["dataset"], r["unit"], r.get("budget")), []).append(r)
     marks = sorted({1, 2, 3, 5} | {len(v) for v in cells.values()})
     head = ["dataset", "unit", "candidates"] + [f"n = {m}" for m in marks]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for (d, u), rs in cells.items():
+    for (d, u, b), rs in cells.items():
         by_n = {r["n"]: r for r in rs}
         cols = []
         for m in marks:
             r = by_n.get(m)
             cols.append("–" if r is None else f"{r['expected_best_valid']:.3f}"
                         + ("" if r["implied_test"] is None else f" ({r['implied_test']:.3f})"))
-        lines.append("| " + " | ".join([name(d), unit_name(u), str(len(rs)), *cols]) + " |")
+        lines.append("| " + " | ".join([name(d), unit_name(u) + ("" if b is None else f" ({b:,})"), str(len(rs)),
+                                        *cols]) + " |")
     note = ("\nA successive-halving study: a candidate cut at a rung counts with the best validation NLL it "
             "reached by then (worse than trained to the end), so the curve is pessimistic at small n; a cut "
             "candidate has no test NLL, so the implied test NLL is shown only where no cut candidate can be "
@@ -133,21 +136,24 @@ def tuning_figures(rows: list[dict], out, colour, save, name=lambda d: d, unit_n
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     files = {}
-    for d in dict.fromkeys(r["dataset"] for r in rows):
+    # one figure per dataset (with the size axis per dataset and budget: tuning_curves_<dataset>_<budget>)
+    for d, b in dict.fromkeys((r["dataset"], r.get("budget")) for r in rows):
+        mine = [r for r in rows if r["dataset"] == d and r.get("budget") == b]
         fig, ax = plt.subplots(figsize=(6, 4))
-        for u in dict.fromkeys(r["unit"] for r in rows if r["dataset"] == d):
-            rs = [r for r in rows if r["dataset"] == d and r["unit"] == u]
+        for u in dict.fromkeys(r["unit"] for r in mine):
+            rs = [r for r in mine if r["unit"] == u]
             n = [r["n"] for r in rs]
             ax.plot(n, [r["expected_best_valid"] for r in rs], marker="o", ms=3, color=colour(u), label=unit_name(u))
             ax.fill_between(n, [r["band_low"] for r in rs], [r["band_high"] for r in rs], color=colour(u),
                             alpha=0.15, linewidth=0)
-        pts = [r["expected_best_valid"] for r in rows if r["dataset"] == d]
+        pts = [r["expected_best_valid"] for r in mine]
         span = max(pts) - min(pts) or 0.5
         ax.set_ylim(min(pts) - 0.3 * span, max(pts) + 0.3 * span)    # the band's lower edge is near a: clipped
         ax.set_xlabel("learning-rate candidates tried (n)")
         ax.set_ylabel("expected best validation NLL")
-        ax.set_title(f"{name(d)}: tuning curves (band: 80 % confidence)", fontsize=10)
+        ax.set_title(f"{name(d)}{'' if b is None else f', {b:,} parameters'}: tuning curves (band: 80 % "
+                     "confidence)", fontsize=10)
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=8)
-        files.update(save(fig, out, f"tuning_curves_{d}"))
+        files.update(save(fig, out, f"tuning_curves_{d}" + ("" if b is None else f"_{b}")))
     return files
