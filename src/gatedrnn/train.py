@@ -37,18 +37,30 @@ from .nn import canonical_unit, unit_names, unit_options
 from .nn.imported import allow_units, check_unit, is_import_path, source_record
 from .nn.counting import BUDGET, TABLE1_INPUT, count_parameters, match_hidden_size
 from .status import RunStatus
-from .utils import (WeightsFileError, atomic_torch_save, atomic_write_text, environment, load_state, load_weights,
-                    resolve_device, write_json)
+from .utils import (WeightsFileError, atomic_torch_save, atomic_write_text, environment, fields_with, load_state,
+                    load_weights, resolve_device, role, write_json)
 
 CHECKPOINT_VERSION = 1
 UNIT_NAMES = tuple(unit_names())   # the paper's three units, the ablation variants, the minimal units
-# Fields that do not change what a run computes (where the data lives, which device runs it, how often
-# the training split's NLL is recorded: evaluation draws no random numbers and changes no weights).
-NOT_COMPUTED = ("data_dir", "device", "eval_train_every")
 # The fields that are options of a unit: each unit's declaration says which it takes (gatedrnn.nn.Declaration).
 # A field at its default passes nothing, so the unit keeps its own default (lstm-fb1: forget_bias 1);
 # another value reaches the unit, or, if the unit does not take that option, is refused with the config.
 UNIT_OPTIONS = ("peepholes", "reset_after", "forget_bias")
+
+
+# The roles of TrainConfig's fields, each tagged on the field (`**role(...)`, utils.role); the sets of fields
+# the code works with are derived from them (below the class: NOT_COMPUTED, SHARED; study/grid.py: NOT_IN_ID,
+# NOT_SHARED, TRAIN_FIELDS). A field without a role is a study-wide setting of how each model is trained.
+TRAIN_ROLES = {
+    "data": "which data a run reads: models trained together share it",
+    "architecture": "the model that is built: models trained together share it; a study keeps it at the "
+                    "paper's (Table 1's sizes)",
+    "placement": "where a run happens (its data folder, its device): models trained together share it; it does "
+                 "not change what the run computes",
+    "recording": "how often a learning curve is recorded: evaluation draws no random numbers and changes no "
+                 "weights, so it does not change what the run computes",
+    "per_run": "set on each run by a study itself (the grid's axes, the study's data folder), not study-wide",
+}
 
 
 def same_run(saved: dict, cfg_json: dict) -> bool:
@@ -68,24 +80,31 @@ class TrainConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
     # what
-    dataset: str = Field("jsb", description="dataset: jsb | nottingham | musedata | piano (music), fsdd-a | "
-                         "fsdd-b (speech), wav:FOLDER (your recordings), midi:FOLDER (your MIDI files)")
-    unit: str = Field("gru", description="recurrent unit: the paper's tanh, gru, lstm, an ablation variant, "
-                      "mingru, minlstm (docs/VARIANTS.md), or package.module:ClassName, a torch.nn.Module of your "
-                      "own (docs/UNITS.md)")
-    hidden_size: int | None = Field(None, gt=0, description="hidden units; none = Table 1's size for the task "
-                                    "(music 100/46/36, speech 400/227/195 for tanh/GRU/LSTM)")
-    budget: int | None = Field(None, gt=0, description="match the hidden size to this many recurrent parameters, "
-                               "counted as Table 1 counts them (at the nominal input size: music 100, speech 20)")
-    peepholes: bool = Field(True, description="LSTM: diagonal peepholes v_i, v_f, v_o (the paper's form)")
-    reset_after: bool = Field(False, description="GRU: Cho et al.'s r ⊙ (U h) instead of the paper's U (r ⊙ h)")
-    forget_bias: float = Field(0.0, allow_inf_nan=False, description="LSTM family: initial forget-gate bias b_f "
-                               "(0: the unit's own, lstm-fb1's 1)")
+    dataset: str = Field("jsb", **role("data", "per_run"),
+                         description="dataset: jsb | nottingham | musedata | piano (music), fsdd-a | fsdd-b (speech), "
+                                     "wav:FOLDER (your recordings), midi:FOLDER (your MIDI files)")
+    unit: str = Field("gru", **role("architecture", "per_run"),
+                      description="recurrent unit: the paper's tanh, gru, lstm, an ablation variant, mingru, minlstm "
+                                  "(docs/VARIANTS.md), or package.module:ClassName, a torch.nn.Module of your own "
+                                  "(docs/UNITS.md)")
+    hidden_size: int | None = Field(None, gt=0, **role("architecture"),
+                                    description="hidden units; none = Table 1's size for the task (music 100/46/36, "
+                                                "speech 400/227/195 for tanh/GRU/LSTM)")
+    budget: int | None = Field(None, gt=0, **role("architecture"),
+                               description="match the hidden size to this many recurrent parameters, counted as "
+                                           "Table 1 counts them (at the nominal input size: music 100, speech 20)")
+    peepholes: bool = Field(True, **role("architecture"),
+                            description="LSTM: diagonal peepholes v_i, v_f, v_o (the paper's form)")
+    reset_after: bool = Field(False, **role("architecture"),
+                              description="GRU: Cho et al.'s r ⊙ (U h) instead of the paper's U (r ⊙ h)")
+    forget_bias: float = Field(0.0, allow_inf_nan=False, **role("architecture"),
+                               description="LSTM family: initial forget-gate bias b_f (0: the unit's own, "
+                                           "lstm-fb1's 1)")
     # how
     optimizer: Literal["rmsprop", "rmsprop-momentum"] = Field(
         "rmsprop", description="plain RMSProp, or the authors' released variant (momentum, rms floor, "
                                "update-norm clip)")
-    lr: float = Field(3e-3, gt=0, lt=1, allow_inf_nan=False, description="learning rate")
+    lr: float = Field(3e-3, gt=0, lt=1, allow_inf_nan=False, **role("per_run"), description="learning rate")
     rms_decay: float = Field(0.95, gt=0, lt=1, allow_inf_nan=False,
                              description="decay of the squared-gradient average (released code: 0.95)")
     momentum: float = Field(0.9, ge=0, lt=1, allow_inf_nan=False, description="rmsprop-momentum only")
@@ -114,28 +133,32 @@ class TrainConfig(BaseModel):
     # epoch's cost that a cheap search (--search halving) may spend less often.
     # (A non-finite training-split NLL, which ends a run as diverged, is then seen only at the epochs it is
     # evaluated; the updates' own finiteness check and the validation NLL still see every epoch.)
-    eval_train_every: int = Field(1, gt=0, description="evaluate the training split after every N-th epoch "
-                                  "(and before training); the validation split after every epoch (a "
-                                  "--search halving study: 10 unless given)")
+    eval_train_every: int = Field(1, gt=0, **role("recording"),
+                                  description="evaluate the training split after every N-th epoch (and before "
+                                              "training); the validation split after every epoch (a --search "
+                                              "halving study: 10 unless given)")
     epochs: int = Field(500, ge=0, description="maximum epochs")
     # 0: the released code's rule — every epoch up to `epochs` runs, the best-validation model is kept
     patience: int = Field(20, ge=0, description="early stopping: epochs without a better validation NLL (0: no "
                           "early stopping; the best-validation model of all epochs is kept)")
-    seed: int = Field(0, ge=0, description="seed of the initialisation, batch order and weight noise")
+    seed: int = Field(0, ge=0, **role("per_run"), description="seed of the initialisation, batch order and "
+                                                              "weight noise")
     # data
-    data_dir: str | None = Field(None, description="folder holding the data files (else env "
-                                 "GATEDRNN_DATA_DIR, else the download cache)")
-    data_format: Literal["auto", "mat", "pickle"] = Field("auto", description="music: the .mat files or the "
-                                                          "original pickles")
-    width: Literal["88", "paper"] = Field("88", description="music: 88 piano keys, or the paper's width")
-    limit_sequences: int | None = Field(None, gt=0, description="use only N sequences of each split (which "
-                                        "ones: --subset)")
-    subset: Literal["first", "spread"] = Field("spread", description="with --limit-sequences: N sequences "
-                                               "spread evenly over each split (a split stored by speaker or "
-                                               "piece keeps every one), or the first N (FSDD's first 1,200 "
-                                               "fsdd-a training sequences are all one speaker's)")
-    crop_length: int | None = Field(None, gt=1, description="crop every sequence to at most N steps")
-    device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
+    data_dir: str | None = Field(None, **role("placement", "per_run"),
+                                 description="folder holding the data files (else env GATEDRNN_DATA_DIR, else the "
+                                             "download cache)")
+    data_format: Literal["auto", "mat", "pickle"] = Field(
+        "auto", **role("data"), description="music: the .mat files or the original pickles")
+    width: Literal["88", "paper"] = Field("88", **role("data"),
+                                          description="music: 88 piano keys, or the paper's width")
+    limit_sequences: int | None = Field(None, gt=0, **role("data"),
+                                        description="use only N sequences of each split (which ones: --subset)")
+    subset: Literal["first", "spread"] = Field(
+        "spread", **role("data"), description="with --limit-sequences: N sequences spread evenly over each split (a "
+        "split stored by speaker or piece keeps every one), or the first N (FSDD's first 1,200 fsdd-a training "
+        "sequences are all one speaker's)")
+    crop_length: int | None = Field(None, gt=1, **role("data"), description="crop every sequence to at most N steps")
+    device: str = Field("auto", **role("placement"), description="auto | cpu | cuda | cuda:N")
 
     @field_validator("dataset")
     @classmethod
@@ -187,6 +210,15 @@ class TrainConfig(BaseModel):
         if self.hidden_size is not None and self.budget is not None:
             raise ValueError("give hidden_size or budget, not both")
         return self
+
+
+# Fields that do not change what a run computes: where the data lives, which device runs it, how often the
+# training split's NLL is recorded (same_run compares configs without them; a run's id leaves them out)
+NOT_COMPUTED = fields_with(TrainConfig, "placement", "recording")
+# What models trained together must share: the data they read, the architecture whose recurrences are
+# stacked, the device. Everything else (lr, seed, weight noise, optimiser, clipping, skipping, tbptt, batch
+# size, patience, epochs, ...) is each model's own.
+SHARED = fields_with(TrainConfig, "data", "architecture", "placement")
 
 
 # ---------------------------------------------------------------------------- optimiser
@@ -461,13 +493,6 @@ NO_TIMER = _NoTimer()
 
 
 # ---------------------------------------------------------------------------- the loop
-# What models trained together must share: the data they read and the architecture whose recurrences
-# are stacked. Everything else (lr, seed, weight noise, optimiser, clipping, skipping, tbptt, batch size,
-# patience, epochs, ...) is each model's own.
-SHARED = ("dataset", "data_dir", "data_format", "width", "limit_sequences", "subset", "crop_length", "unit", "hidden_size",
-          "budget", "peepholes", "reset_after", "forget_bias", "device")
-
-
 def check_compatible(cfgs: list[TrainConfig]) -> None:
     base = cfgs[0].model_dump()
     for i, c in enumerate(cfgs[1:], 1):

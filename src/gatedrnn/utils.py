@@ -169,3 +169,26 @@ def resolve_device(name: str = "auto") -> torch.device:
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {name!r} requested but CUDA is not available on this machine")
     return dev
+
+
+# ------------------------------------------------------------------------ config field roles
+# A config field says once what it is (`Field(..., **role("data"))`); every set of fields that one rule
+# applies to (left out of the run id, shared by the models trained together, a study's to set, a flag of
+# a command) is derived from the tags, never written out beside the config.
+def role(*names: str, flag: str | None = None) -> dict:
+    """Keyword arguments of pydantic's Field: the field's roles (names its config module explains), and,
+    for fields given together on the command line, the one flag they share (e.g. lr_low and lr_high:
+    --lr-range LOW HIGH)."""
+    extra: dict = {"roles": list(names)}
+    if flag is not None:
+        extra["flag"] = flag
+    return {"json_schema_extra": extra}
+
+
+def roles_of(field) -> tuple[str, ...]:
+    return tuple((field.json_schema_extra or {}).get("roles", ()))
+
+
+def fields_with(model, *names: str) -> tuple[str, ...]:
+    """The fields of a pydantic model that carry any of these roles, in the model's order."""
+    return tuple(k for k, f in model.model_fields.items() if set(roles_of(f)) & set(names))

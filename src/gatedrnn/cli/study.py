@@ -1,59 +1,22 @@
 """`gatedrnn reproduce | report | status`: the study from the command line (thin: parse, then call).
-The TrainConfig fields a study shares (grid.TRAIN_FIELDS) are flags generated from TrainConfig."""
+reproduce's flags are generated: one per StudyConfig field (but those of role "no_flag") and one per TrainConfig
+field a study shares (grid.TRAIN_FIELDS), each over the budget's preset."""
 from __future__ import annotations
 
-import argparse
 import importlib.util
 import json
 import sys
 from pathlib import Path
 
 from ..data import load_dataset
-from ..study.grid import ABLATIONS, BUDGETS, LOG_BASES, TRAIN_FIELDS, Grid, budget_config
+from ..study.grid import ABLATIONS, BUDGETS, TRAIN_FIELDS, Grid, StudyConfig, budget_config
 from ..train import TrainConfig, name_units
-from .options import TRAIN_RENAME, add_config_flags, config_from_args, csv, finite_float, nonneg_int, number, positive_int
+from ..utils import fields_with
+from .options import TRAIN_RENAME, add_config_flags, config_from_args, csv_of, finite_float, nonneg_int, positive_int
 from .train import add_import_unit_flag
 
-
-def _epochs_csv(s: str) -> list[int]:
-    out = []
-    for x in csv(s):
-        try:
-            v = int(x)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected comma-separated epochs, e.g. 25,50,100,200; got {s!r}") \
-                from None
-        if v <= 0:
-            raise argparse.ArgumentTypeError(f"halving rungs must be positive epochs, got {s!r}")
-        out.append(v)
-    if not out:
-        raise argparse.ArgumentTypeError(f"expected comma-separated epochs, e.g. 25,50,100,200; got {s!r}")
-    return out
-
-
-def _budgets_csv(s: str) -> list[int]:
-    """--param-budgets: comma-separated positive whole numbers of parameters (digits, `_` allowed: 20_000)."""
-    out = []
-    for x in csv(s):
-        try:
-            v = int(x)
-        except ValueError:
-            v = None
-        if v is None or v <= 0:
-            raise argparse.ArgumentTypeError(f"expected comma-separated positive numbers of parameters, e.g. "
-                                             f"5000,20000,80000,320000; got {s!r}")
-        out.append(v)
-    if not out:
-        raise argparse.ArgumentTypeError(f"expected comma-separated positive numbers of parameters, e.g. "
-                                         f"5000,20000,80000,320000; got {s!r}")
-    return out
-
-
-def _add_size_flag(p) -> None:
-    p.add_argument("--param-budgets", type=_budgets_csv, metavar="N1,N2,...",
-                   help="the size axis: each (dataset, unit) at each of these recurrent-parameter budgets, its "
-                        "own cell (hidden size matched to the budget; lr search, selection, seeds per cell), "
-                        "e.g. 5000,20000,80000,320000 (budget size; default: Table 1's sizes)")
+# The StudyConfig fields that are flags of `gatedrnn reproduce` (all but those of role "no_flag")
+STUDY_FLAGS = tuple(f for f in StudyConfig.model_fields if f not in fields_with(StudyConfig, "no_flag"))
 
 
 def add_study_commands(sub) -> None:
@@ -68,41 +31,16 @@ def add_study_commands(sub) -> None:
                         "code's stopping rule: the best of 500 epochs, halving search; docs/STUDY.md), size "
                         "(it at 5k..320k parameters on JSB); flags below override single fields (default smoke)")
     p.add_argument("--out", type=Path, help="results directory (default results/<budget>)")
-    p.add_argument("--datasets", type=csv, help="comma-separated, e.g. jsb,nottingham (default: the budget's)")
-    p.add_argument("--units", type=csv, help="comma-separated unit names: tanh, gru, lstm (the paper's), "
-                                             "ablation variants, e.g. lstm,lstm-nig, mingru, minlstm "
-                                             "(docs/VARIANTS.md), or package.module:ClassName, a torch.nn.Module "
-                                             "of your own, e.g. torch.nn:GRU (docs/UNITS.md)")
+    add_config_flags(p, StudyConfig, STUDY_FLAGS, default_from="the budget",
+                     types={"halving_rungs": csv_of(positive_int, "epochs, e.g. 25,50,100,200"),
+                            "param_budgets": csv_of(positive_int, "positive numbers of parameters, e.g. "
+                                                                  "5000,20000,80000,320000")},
+                     metavars={"halving_rungs": "E1,E2,...", "param_budgets": "N1,N2,...", "data_dir": "DIR"})
     p.add_argument("--ablation", choices=list(ABLATIONS), action="append",
                    help="the full unit and every component ablation of it (" +
                         "; ".join(f"{k}: {','.join(v)}" for k, v in ABLATIONS.items()) +
                         "); repeat for both; added to --units")
-    p.add_argument("--lr-candidates", type=positive_int, help="learning rates per (dataset, unit)")
-    p.add_argument("--lr-range", type=finite_float, nargs=2, metavar=("LOW", "HIGH"),
-                   help="exponent range of the log-uniform draw (default -12 -6)")
-    p.add_argument("--lr-base", choices=list(LOG_BASES), help="log base of the draw: e, 2 or 10 (default 2)")
-    p.add_argument("--lr-seed", type=nonneg_int, help="seed of the learning-rate draw (default 0)")
-    p.add_argument("--lr-draw", choices=["random", "stratified"],
-                   help="independent draws (the paper; budget paper) or one per equal slice of the range "
-                        "(budgets smoke, quick)")
-    p.add_argument("--lr-extend", type=nonneg_int,
-                   help="edge extension: while the selected rate is the smallest (largest) candidate, add one a "
-                        "stratum beyond that edge, at most N per side (budget quick: 2; default 0)")
-    p.add_argument("--search", choices=["full", "halving"],
-                   help="full: every lr candidate trains to the end (the paper; default); halving: successive "
-                        "halving — all candidates start, the worse half by validation NLL stops at each rung, "
-                        "the survivor trains to the end (docs/STUDY.md)")
-    p.add_argument("--halving-rungs", type=_epochs_csv, metavar="E1,E2,...",
-                   help="epochs of the halving rungs (default: 30,60 %% of the epochs: 150,300 for 500)")
-    p.add_argument("--halving-eta", type=number(int, 2),
-                   help="after each rung the better ceil(n/eta) candidates go on (default 2)")
-    _add_size_flag(p)
-    p.add_argument("--seeds", type=positive_int, help="seeds of each selected configuration")
-    p.add_argument("--report-seeds", choices=["fresh", "include-search"],
-                   help="fresh: the reported seeds are others than the search run's (budgets paper, "
-                        "paper-faithful); include-search: the selecting run is reported seed 0 (the others)")
     add_config_flags(p, TrainConfig, TRAIN_FIELDS, rename=TRAIN_RENAME, default_from="the budget")
-    p.add_argument("--data-dir", help="data directory (or env GATEDRNN_DATA_DIR)")
     p.add_argument("--jobs", type=nonneg_int,
                    help="local worker processes (default: CPU count; 0 = in this process)")
     p.add_argument("--threads", type=positive_int, default=1, help="torch threads per run (default 1)")
@@ -140,21 +78,13 @@ def add_study_commands(sub) -> None:
 
 def study_from_args(args):
     """The StudyConfig of a `reproduce` command line: the budget's preset, the flags given over it."""
-    # 0 given for a field whose default is None (limit_sequences, crop_length, tbptt): none, over the budget
-    train = {f: None if v == 0 and TrainConfig.model_fields[f].default is None else v
-             for f, v in config_from_args(args, TrainConfig, TRAIN_FIELDS).items()}
-    units = args.units
+    over = config_from_args(args, StudyConfig, STUDY_FLAGS)
     if getattr(args, "ablation", None):
-        units = list(dict.fromkeys([*(units or []), *(u for fam in args.ablation for u in ABLATIONS[fam])]))
-    over = dict(datasets=args.datasets, units=units, lr_candidates=args.lr_candidates,
-                lr_base=args.lr_base, lr_seed=args.lr_seed, lr_draw=args.lr_draw, lr_extend=args.lr_extend,
-                seeds=args.seeds, report_seeds=getattr(args, "report_seeds", None),
-                data_dir=args.data_dir, train=train, search=getattr(args, "search", None),
-                halving_rungs=getattr(args, "halving_rungs", None), halving_eta=getattr(args, "halving_eta", None),
-                param_budgets=getattr(args, "param_budgets", None))
-    if args.lr_range:
-        over.update(lr_low=args.lr_range[0], lr_high=args.lr_range[1])
-    return budget_config(args.budget, **over)
+        over["units"] = list(dict.fromkeys([*over.get("units", []),
+                                            *(u for fam in args.ablation for u in ABLATIONS[fam])]))
+    # 0 given for a field whose default is None (limit_sequences, crop_length, tbptt): none, over the budget
+    train = config_from_args(args, TrainConfig, TRAIN_FIELDS, zero_is_none=True)
+    return budget_config(args.budget, train=train, **over)
 
 
 def _sized_cells(study, grid) -> dict:

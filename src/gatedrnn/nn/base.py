@@ -19,7 +19,6 @@ A unit that declares `recurrent=False` holds no `weight_hh` (None, like `peephol
 from __future__ import annotations
 
 import contextlib
-import math
 
 import torch
 from torch import Tensor, nn
@@ -27,7 +26,7 @@ from torch.nn.utils.rnn import PackedSequence, pad_packed_sequence, pack_padded_
 
 from .. import kernels
 from . import dispatch, gemm
-from .declaration import Declaration
+from .declaration import Declaration, check_sizes
 
 
 class RecurrentUnit(nn.Module):
@@ -46,12 +45,7 @@ class RecurrentUnit(nn.Module):
     def __init__(self, input_size: int, hidden_size: int, batch_first: bool = True, *,
                  weight_noise: float = 0.0, fused: bool | None = None, **options):
         super().__init__()
-        if not (isinstance(input_size, int) and input_size > 0):
-            raise ValueError(f"input_size must be a positive integer, got {input_size!r}")
-        if not (isinstance(hidden_size, int) and hidden_size > 0):
-            raise ValueError(f"hidden_size must be a positive integer, got {hidden_size!r}")
-        if weight_noise < 0 or not math.isfinite(weight_noise):
-            raise ValueError(f"weight_noise must be a finite std >= 0, got {weight_noise!r}")
+        input_size, hidden_size = check_sizes(input_size, hidden_size, weight_noise)
         self.input_size = input_size
         self.hidden_size = hidden_size
         self.batch_first = batch_first

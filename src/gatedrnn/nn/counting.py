@@ -19,6 +19,7 @@ a search over such counts; one that never comes near the budget is refused in on
 from __future__ import annotations
 
 from . import imported
+from .declaration import check_sizes
 from .registry import UNITS, unit_class, unit_options
 
 # (task, unit) -> (units, the paper's printed count in thousands)
@@ -43,9 +44,7 @@ def count_parameters(unit: str | type, input_size: int, hidden_size: int, *, pee
     with the paper's convention, built with its `options` (those it declares, e.g. the LSTM's
     peepholes=False, which drops its three peephole vectors). `peepholes=True` is every unit's default and
     passes nothing; peepholes=False to a unit that does not take it is refused (OptionError, a ValueError)."""
-    I, n = int(input_size), int(hidden_size)
-    if I <= 0 or n <= 0:
-        raise ValueError(f"input_size and hidden_size must be positive, got {input_size}, {hidden_size}")
+    I, n = check_sizes(input_size, hidden_size)
     if not peepholes:
         options["peepholes"] = False
     cls = unit_class(unit)

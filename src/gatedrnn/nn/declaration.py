@@ -20,6 +20,7 @@ counted: counting.py then counts an instance's parameters.
 from __future__ import annotations
 
 import math
+import operator
 from dataclasses import dataclass, field, replace
 from typing import Mapping
 
@@ -30,6 +31,24 @@ class OptionError(TypeError, ValueError):
     """An option a unit does not take, or a value it refuses. A TypeError, as Python's own for an
     unexpected keyword argument, and a ValueError, so that a config validator (pydantic) reports it as
     the field's error and the command line prints one line."""
+
+
+def check_sizes(input_size, hidden_size, weight_noise: float = 0.0) -> tuple[int, int]:
+    """The one check of a recurrent layer's sizes (and weight-noise std): every unit class (base.py), a unit
+    of one's own (imported.py) and the parameter count (counting.py) ask it. Returns the sizes as ints
+    (an integer of any kind, e.g. numpy's, is accepted; a float is not)."""
+    sizes = []
+    for name, v in (("input_size", input_size), ("hidden_size", hidden_size)):
+        try:
+            n = operator.index(v)
+        except TypeError:
+            n = 0
+        if n <= 0:
+            raise ValueError(f"{name} must be a positive integer, got {v!r}")
+        sizes.append(n)
+    if weight_noise < 0 or not math.isfinite(weight_noise):
+        raise ValueError(f"weight_noise must be a finite std >= 0, got {weight_noise!r}")
+    return sizes[0], sizes[1]
 
 
 @dataclass(frozen=True)

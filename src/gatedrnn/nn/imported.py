@@ -37,7 +37,6 @@ import contextlib
 import hashlib
 import importlib
 import inspect
-import math
 import os
 import re
 from typing import Any
@@ -46,7 +45,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence
 
-from .declaration import OptionError
+from .declaration import OptionError, check_sizes
 
 ENV = "GATEDRNN_IMPORT_UNITS"
 _NAME = r"[A-Za-z_][A-Za-z0-9_]*"
@@ -184,12 +183,7 @@ class ImportedUnit(nn.Module):
         if options:
             raise OptionError(f"unit {path!r} takes no option {next(iter(options))!r} (a unit named by import "
                               f"path is built as {CONTRACT})")
-        if not (isinstance(input_size, int) and input_size > 0):
-            raise ValueError(f"input_size must be a positive integer, got {input_size!r}")
-        if not (isinstance(hidden_size, int) and hidden_size > 0):
-            raise ValueError(f"hidden_size must be a positive integer, got {hidden_size!r}")
-        if weight_noise < 0 or not math.isfinite(weight_noise):
-            raise ValueError(f"weight_noise must be a finite std >= 0, got {weight_noise!r}")
+        input_size, hidden_size = check_sizes(input_size, hidden_size, weight_noise)
         cls = import_unit(unit) if isinstance(unit, str) else unit
         if not isinstance(unit, str):
             check_class(cls, path)

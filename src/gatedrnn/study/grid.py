@@ -32,7 +32,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from ..nn import canonical_unit, unit_family, unit_names
 from ..status import FINISHED, RunStatus
-from ..train import TrainConfig
+from ..train import NOT_COMPUTED, TrainConfig
+from ..utils import fields_with, role
 
 UNITS = ("tanh", "gru", "lstm")   # the paper's; every name of gatedrnn.nn.unit_names() is accepted, and
 # package.module:ClassName (a unit of one's own: imported only where a command line names it, nn/imported.py)
@@ -42,16 +43,18 @@ MUSIC = ("jsb", "nottingham", "musedata", "piano")
 ABLATIONS = {family: [n for n in unit_names() if n == family or unit_family(n) == family and n != "tanh"]
              for family in ("lstm", "gru")}
 SPEECH = ("fsdd-a", "fsdd-b")
-# Fields of TrainConfig that do not change what a run computes (where the data lives, which device runs
-# it, how often the training split's learning curve is recorded): left out of the run id, so a halving
-# study's halted run is the full search's run paused.
-NOT_IN_ID = ("data_dir", "device", "eval_train_every")
-# The TrainConfig fields a study may set for all its runs (flags of `gatedrnn reproduce`): all but the
-# grid's axes, where the data lives (StudyConfig.data_dir) and the architecture, which the study keeps at
-# the paper's (the units at Table 1's matched sizes).
-NOT_SHARED = ("dataset", "unit", "lr", "seed", "data_dir",
-              "hidden_size", "budget", "peepholes", "reset_after", "forget_bias")
+# The fields of TrainConfig that do not change what a run computes (train.NOT_COMPUTED: where the data lives,
+# which device runs it, how often the training split's learning curve is recorded; TrainConfig's roles say
+# which): left out of the run id, so a halving study's halted run is the full search's run paused.
+NOT_IN_ID = NOT_COMPUTED
+# The TrainConfig fields a study may set for all its runs (flags of `gatedrnn reproduce`): all but those it
+# sets on each run itself (the grid's axes, its data folder: role "per_run") and the architecture, which the
+# study keeps at the paper's (the units at Table 1's matched sizes).
+NOT_SHARED = fields_with(TrainConfig, "per_run", "architecture")
 TRAIN_FIELDS = tuple(f for f in TrainConfig.model_fields if f not in NOT_SHARED)
+# The exponent range of the log-uniform learning-rate draw unless a study says otherwise (StudyConfig's
+# default, lr_candidates'; the command line's help reads it from StudyConfig)
+LR_RANGE = (-12.0, -6.0)
 
 LOG_BASES = {"e": math.e, "2": 2.0, "10": 10.0}
 # Successive halving: default rungs as fractions of a run's epochs (500 epochs: 150, 300). Chosen on the
@@ -132,21 +135,39 @@ BUDGETS: dict[str, dict] = {
 }
 
 
+# The roles of StudyConfig's fields (utils.role): every other field is a flag of `gatedrnn reproduce`,
+# generated from the field (cli/options.py), its default the budget's preset, else the field's.
+STUDY_ROLES = {
+    "no_flag": "not a flag of `gatedrnn reproduce`: the preset (--budget, its own flag), the TrainConfig "
+               "fields (their own flags, TRAIN_FIELDS), or set only in a preset or from Python",
+}
+
+
 class StudyConfig(BaseModel):
     """Everything that defines a study (the grid and how each run is trained)."""
     model_config = ConfigDict(extra="forbid")
 
-    budget: str = "custom"
-    datasets: list[str] = Field(default_factory=lambda: [*MUSIC, *SPEECH])
-    units: list[str] = Field(default_factory=lambda: list(UNITS))
+    budget: str = Field("custom", **role("no_flag"), description="the preset this study starts from (BUDGETS)")
+    datasets: list[str] = Field(default_factory=lambda: [*MUSIC, *SPEECH],
+                                description="datasets, comma-separated, e.g. jsb,nottingham")
+    units: list[str] = Field(default_factory=lambda: list(UNITS),
+                             description="comma-separated unit names: tanh, gru, lstm (the paper's), ablation "
+                                         "variants, e.g. lstm,lstm-nig, mingru, minlstm (docs/VARIANTS.md), or "
+                                         "package.module:ClassName, a torch.nn.Module of your own, e.g. "
+                                         "torch.nn:GRU (docs/UNITS.md)")
     lr_candidates: int = Field(10, gt=0, description="learning rates drawn per (dataset, unit)")
-    lr_low: float = -12.0
-    lr_high: float = -6.0
-    lr_base: Literal["e", "2", "10"] = "2"
+    # one flag for both: --lr-range LOW HIGH
+    lr_low: float = Field(LR_RANGE[0], allow_inf_nan=False, **role(flag="lr_range"),
+                          description="exponent range of the log-uniform draw")
+    lr_high: float = Field(LR_RANGE[1], allow_inf_nan=False, **role(flag="lr_range"),
+                           description="exponent range of the log-uniform draw")
+    lr_base: Literal["e", "2", "10"] = Field("2", description="log base of the draw: e, 2 or 10")
     lr_seed: int = Field(0, ge=0, description="seed of the learning-rate draws")
-    lr_draw: Literal["random", "stratified"] = "random"
+    lr_draw: Literal["random", "stratified"] = Field(
+        "random", description="random: independent draws (the paper); stratified: one in each equal slice of "
+                              "the range")
     seeds: int = Field(5, gt=0, description="seeds of the selected configuration")
-    search_seed: int = Field(0, ge=0, description="seed of the learning-rate search runs")
+    search_seed: int = Field(0, ge=0, **role("no_flag"), description="seed of the learning-rate search runs")
     # The run that selects a rate is the best of the candidates on validation, so its own numbers are
     # optimistic (results/paper: seed 0 had the best validation NLL of the five in 9 of 12 cells).
     # "fresh": the reported seeds are `seeds` others (search seed 0: seeds 1..N), the selecting run shown
@@ -154,24 +175,29 @@ class StudyConfig(BaseModel):
     report_seeds: Literal["include-search", "fresh"] = Field(
         "include-search", description="fresh: report seeds other than the search seed (the selecting run is "
         "shown apart); include-search: the search run is one of the reported seeds")
-    train: dict = Field(default_factory=dict, description="TrainConfig fields shared by every run")
-    per_dataset: dict[str, dict] = Field(default_factory=dict,
+    train: dict = Field(default_factory=dict, **role("no_flag"),
+                        description="TrainConfig fields shared by every run")
+    per_dataset: dict[str, dict] = Field(default_factory=dict, **role("no_flag"),
                                          description="TrainConfig fields for one dataset, over `train`")
     lr_extend: int = Field(0, ge=0, description="edge extension of a full search: while the selected rate is "
                            "the smallest (largest) candidate, add one drawn a stratum below (above) it, at most "
                            "this many per side; 0: the candidates as drawn (the paper)")
     search: Literal["full", "halving"] = Field(
-        "full", description="full: every candidate trains to the end (the paper); halving: successive halving")
+        "full", description="full: every candidate trains to the end (the paper); halving: successive halving — "
+                            "all candidates start, the worse by validation NLL stop at each rung, the survivor "
+                            "trains to the end (docs/STUDY.md)")
     halving_rungs: list[int] | None = Field(
-        None, description="epochs at which the worse candidates stop (None: halving_fractions of the epochs)")
-    halving_fractions: list[float] = Field(default_factory=lambda: list(HALVING_FRACTIONS),
+        None, description="epochs at which the worse candidates stop (none: halving_fractions of the epochs, "
+                          f"{','.join(f'{f:.0%}' for f in HALVING_FRACTIONS)}: "
+                          f"{','.join(str(round(f * 500)) for f in HALVING_FRACTIONS)} for 500)")
+    halving_fractions: list[float] = Field(default_factory=lambda: list(HALVING_FRACTIONS), **role("no_flag"),
                                            description="rungs as fractions of each dataset's epochs")
     halving_eta: int = Field(2, ge=2, description="after a rung, the better ceil(n/eta) candidates go on")
     param_budgets: list[int] | None = Field(
-        None, description="the size axis: recurrent-parameter budgets; each (dataset, unit, budget) is a cell "
-        "whose hidden size is matched to its budget (TrainConfig.budget); None: Table 1's sizes, one cell per "
-        "(dataset, unit)")
-    data_dir: str | None = None
+        None, description="the size axis: each (dataset, unit) at each of these recurrent-parameter budgets, its "
+        "own cell (hidden size matched to the budget, TrainConfig.budget; lr search, selection, seeds per cell), "
+        "e.g. 5000,20000,80000,320000; none: Table 1's sizes, one cell per (dataset, unit)")
+    data_dir: str | None = Field(None, description=TrainConfig.model_fields["data_dir"].description)
 
     @field_validator("units")
     @classmethod
@@ -312,7 +338,7 @@ def budget_config(budget: str, **overrides) -> StudyConfig:
 
 
 # ----------------------------------------------------------------------------- learning rates
-def lr_candidates(n: int, low: float = -12.0, high: float = -6.0, base: str = "2", seed: int = 0,
+def lr_candidates(n: int, low: float = LR_RANGE[0], high: float = LR_RANGE[1], base: str = "2", seed: int = 0,
                   draw: str = "random") -> list[float]:
     """n learning rates drawn log-uniformly: base ** U(low, high), seeded (numpy PCG64), rounded to 4
     significant digits (so run ids do not depend on the last bits of a float), sorted ascending.
