@@ -351,3 +351,10 @@ def test_dispatch_rule_is_the_measured_one():
     assert dispatch.gemm_wins("lstm", {"peepholes": False}, 1, 1, 32, 32, 1)
     assert not dispatch.gemm_wins("lstm", {"peepholes": False}, 1, 1, 32, 32, 1, masked=True)
     assert not dispatch.gemm_wins("lstm", {"peepholes": True}, 1, 1, 32, 32, 1)
+    # the peephole LSTM at batch <= 4: fused up to H = 512 (its GEMM path is a Python loop), GEMM at 1024
+    for B in (1, 4):
+        for th in (1, 2):
+            assert not dispatch.gemm_wins("lstm", {"peepholes": True}, 1, B, 512, 512, th), (B, th)
+            assert dispatch.gemm_wins("lstm", {"peepholes": True}, 1, B, 1024, 1024, th), (B, th)
+    assert dispatch.gemm_wins("lstm", {"peepholes": True}, 1, 16, 512, 512, 1)
+    assert dispatch.gemm_wins("lstm", {"peepholes": False}, 1, 4, 512, 512, 1)

@@ -31,7 +31,21 @@ NB = 16  # must equal NB in common.h
 # step) unless a partial dU is larger than this; then the loop stores the gate gradients of every step
 # and dW, dU, db, dx are a few large torch GEMMs after it. In-loop measured faster at all the paper's
 # sizes (up to 4·195 x 195 and 400 x 400) on the 2-core machine.
+# At batch <= DEFER_BATCH, from 1/64 of it (64 KiB: the LSTM from H = 64, GRU 69, tanh 128): a
+# rank-1..4 update reads and writes all of dU and dW for a handful of FMAs per element, every step, and
+# the deferred GEMMs were 1.6-2.4x faster for the whole backward at H = 128-256, batch 1-4 (LSTM and
+# GRU, one thread; about even at H = 64 and at batch 8; the in-loop sparse dW of the paper's music
+# inputs kept at H = 36).
 DEFER_BYTES = 4 * 1024 * 1024
+DEFER_BATCH = 4
+
+
+def defers(GH: int, H: int, B: int, element_size: int) -> bool:
+    """Does the backward leave the weight gradients to GEMMs after the loop (see DEFER_BYTES)?"""
+    nbytes = GH * _pad(H) * element_size
+    return nbytes > DEFER_BYTES or (B <= DEFER_BATCH and nbytes >= DEFER_BYTES >> 6)
+
+
 TANH, GRU, LSTM = 0, 1, 2
 GREC = 64   # the LSTM's gate-recurrence bit (LV_GREC in lstm.cpp; kernels.VARIANT_BITS["lstm"]["gate_recurrence"])
 # Sparse input projection: music inputs are piano rolls (~4 of 88 keys on per step), so b + W x_t (forward)
@@ -268,7 +282,7 @@ def run_backward(unit: int, reset_after: bool, peep: bool, x: Tensor, W: Tensor,
     R = R.contiguous() if grec else None
     ggT = _c(ggT) if grec else None
     dg0 = x.new_empty(K, B, 3 * H) if grec else None
-    defer = GH * _pad(H) * x.element_size() > DEFER_BYTES
+    defer = defers(GH, H, B, x.element_size())
     sep_x = unit == GRU and reset_after
     sparse = sparse and not defer
     dx = None

@@ -119,58 +119,95 @@ inline int64_t padn(int64_t n) { return (n + NB - 1) / NB * NB; }
 // C[M x Np] = (Cin ? Cin : 0) + A[M x K] * B[K x Np]; Np a multiple of NB, B padded with zeros.
 // A is addressed as A[m * ars + k * aks] (so Aᵀ works too); Cin may equal C (in-place accumulation)
 // and may have row stride 0 (a broadcast bias row).
-// Register-blocked with GCC vector extensions of the target's native width (VBYTES): R rows x NB
-// columns of C stay in vector registers, one broadcast FMA per row, k and native vector. (Vectors
-// wider than the registers, e.g. 64-byte ones on AVX2, are split by GCC through the stack.)
-template <typename T> struct Vec { typedef T type __attribute__((vector_size(VBYTES))); };
+// Register-blocked with GCC vector extensions of the target's native width (VBYTES): R rows x NV*NB
+// columns of C stay in vector registers, one broadcast FMA per row, k and native vector. Every element
+// is summed the same way whatever the tile — Cin (or 0), then + a_k b_k for k = 0, 1, ... in order, one
+// FMA each — so the blocking below (which depends on M and K) never changes a result.
+template <typename T> struct Vec {
+    typedef T type __attribute__((vector_size(VBYTES)));
+    // the same vector read from / written to memory of T's alignment (C's rows need not be vector
+    // aligned). Through std::memcpy into an array of vectors GCC 12 spilled the tile to the stack and
+    // copied it in 16-byte halves, which made a rank-1 update (K = 1, batch 1) ~3x the loads and stores.
+    typedef T mem __attribute__((vector_size(VBYTES), aligned(sizeof(T)), may_alias));
+};
 
 template <typename T, int R, int NV>
 inline __attribute__((always_inline)) void micro(int64_t K, const T* __restrict A, int64_t ars, int64_t aks,
                                                         const T* __restrict Bm, int64_t ldb,
                                                         T* C, int64_t ldc, const T* Cin, int64_t ldcin) {
     typedef typename Vec<T>::type V;
+    typedef typename Vec<T>::mem VM;
     constexpr int L = VBYTES / int(sizeof(T));   // lanes per register
     constexpr int NVV = NV * NB / L;             // registers per row of the tile
     V acc[R][NVV];
     for (int r = 0; r < R; ++r)
-        for (int v = 0; v < NVV; ++v) {
-            if (Cin) std::memcpy(&acc[r][v], Cin + r * ldcin + v * L, sizeof(V));
-            else acc[r][v] = V{};
-        }
+        for (int v = 0; v < NVV; ++v)
+            acc[r][v] = Cin ? V(*reinterpret_cast<const VM*>(Cin + r * ldcin + v * L)) : V{};
     for (int64_t k = 0; k < K; ++k) {
         V b[NVV];
-        for (int v = 0; v < NVV; ++v) std::memcpy(&b[v], Bm + k * ldb + v * L, sizeof(V));
+        for (int v = 0; v < NVV; ++v) b[v] = *reinterpret_cast<const VM*>(Bm + k * ldb + v * L);
         for (int r = 0; r < R; ++r) {
             const T a = A[r * ars + k * aks];
             for (int v = 0; v < NVV; ++v) acc[r][v] += a * b[v];
         }
     }
     for (int r = 0; r < R; ++r)
-        for (int v = 0; v < NVV; ++v) std::memcpy(C + r * ldc + v * L, &acc[r][v], sizeof(V));
+        for (int v = 0; v < NVV; ++v) *reinterpret_cast<VM*>(C + r * ldc + v * L) = acc[r][v];
 }
 
-// column blocks of 2*NB (8 x 32 floats = 16 AVX-512 accumulators: 10 loads per 16 FMAs), then NB
-template <typename T, int NV>
+// The column blocks of the register-blocked part: 2*NB (8 x 32 floats = 16 AVX-512 accumulators: 10
+// loads per 16 FMAs) where 4+ rows of them fit in the register file (AVX-512), else NB.
+template <typename T>
+constexpr int main_blocks() { return micro_rows<T, 2>() >= 4 ? 2 : 1; }
+
+// rows [0, M) (a multiple of R) of the column block at n0
+template <typename T, int NV, int R>
 inline void gemm_cols(int64_t M, int64_t n0, int64_t K, const T* A, int64_t ars, int64_t aks, const T* Bm,
                              int64_t ldb, T* C, int64_t ldc, const T* Cin, int64_t ldcin) {
-    constexpr int R = micro_rows<T, NV>();
-    int64_t m = 0;
-#define GR_MICRO(RR) micro<T, RR, NV>(K, A + m * ars, ars, aks, Bm + n0, ldb, C + m * ldc + n0, ldc, \
-                                      Cin ? Cin + m * ldcin + n0 : nullptr, ldcin)
-    for (; m + R <= M; m += R) GR_MICRO(R);
-    if constexpr (R > 4) if (m + 4 <= M) { GR_MICRO(4); m += 4; }
-    if constexpr (R > 2) if (m + 2 <= M) { GR_MICRO(2); m += 2; }
-    for (; m < M; ++m) GR_MICRO(1);
-#undef GR_MICRO
+    for (int64_t m = 0; m + R <= M; m += R)
+        micro<T, R, NV>(K, A + m * ars, ars, aks, Bm + n0, ldb, C + m * ldc + n0, ldc,
+                        Cin ? Cin + m * ldcin + n0 : nullptr, ldcin);
+}
+
+// A few rows (m0, RR of them) across all columns, in blocks as wide as keep WIDE accumulators in flight
+// (then halved for the rest of the columns): with one or two rows the NB-wide tile holds only 2-4
+// accumulators, and each waits for its previous FMA (latency 4, two FMA pipes: 8 independent chains
+// keep them busy) — at batch 1 the products U h, d U were latency-bound at a quarter of the FMA rate.
+constexpr int WIDE = 8;
+template <typename T, int RR>
+constexpr int wide_blocks() {
+    constexpr int n = WIDE * (VBYTES / int(sizeof(T))) / (NB * RR);
+    return n >= 4 ? 4 : n >= 2 ? 2 : 1;
+}
+template <typename T, int RR, int NV>
+inline void gemm_rows(int64_t m0, int64_t n0, int64_t Np, int64_t K, const T* A, int64_t ars, int64_t aks,
+                             const T* Bm, int64_t ldb, T* C, int64_t ldc, const T* Cin, int64_t ldcin) {
+    for (; n0 + NV * NB <= Np; n0 += NV * NB)
+        micro<T, RR, NV>(K, A + m0 * ars, ars, aks, Bm + n0, ldb, C + m0 * ldc + n0, ldc,
+                         Cin ? Cin + m0 * ldcin + n0 : nullptr, ldcin);
+    if constexpr (NV > 1) gemm_rows<T, RR, NV / 2>(m0, n0, Np, K, A, ars, aks, Bm, ldb, C, ldc, Cin, ldcin);
 }
 
 template <typename T>
 void gemm(int64_t M, int64_t Np, int64_t K, const T* A, int64_t ars, int64_t aks, const T* Bm,
           int64_t ldb, T* C, int64_t ldc, const T* Cin, int64_t ldcin) {
-    int64_t n0 = 0;
-    if (micro_rows<T, 2>() >= 4)   // two column vectors per call only where 4+ rows of them fit (AVX-512)
-        for (; n0 + 2 * NB <= Np; n0 += 2 * NB) gemm_cols<T, 2>(M, n0, K, A, ars, aks, Bm, ldb, C, ldc, Cin, ldcin);
-    for (; n0 < Np; n0 += NB) gemm_cols<T, 1>(M, n0, K, A, ars, aks, Bm, ldb, C, ldc, Cin, ldcin);
+    constexpr int NV = main_blocks<T>(), R = micro_rows<T, NV>();
+    int64_t m = 0;
+    if (M >= R) {   // the register-blocked part: R rows share each loaded B vector
+        const int64_t Mr = M / R * R;
+        int64_t n0 = 0;
+        for (; n0 + NV * NB <= Np; n0 += NV * NB) gemm_cols<T, NV, R>(Mr, n0, K, A, ars, aks, Bm, ldb, C, ldc, Cin, ldcin);
+        for (; n0 < Np; n0 += NB) gemm_cols<T, 1, R>(Mr, n0, K, A, ars, aks, Bm, ldb, C, ldc, Cin, ldcin);
+        m = Mr;
+    }
+    // the rest (all rows when M < R: batch 1 to 5): groups of 4, 2, 1 rows with wide column blocks
+    if constexpr (R > 4)
+        for (; m + 4 <= M; m += 4)
+            gemm_rows<T, 4, wide_blocks<T, 4>()>(m, 0, Np, K, A, ars, aks, Bm, ldb, C, ldc, Cin, ldcin);
+    if constexpr (R > 2)
+        for (; m + 2 <= M; m += 2)
+            gemm_rows<T, 2, wide_blocks<T, 2>()>(m, 0, Np, K, A, ars, aks, Bm, ldb, C, ldc, Cin, ldcin);
+    for (; m < M; ++m) gemm_rows<T, 1, wide_blocks<T, 1>()>(m, 0, Np, K, A, ars, aks, Bm, ldb, C, ldc, Cin, ldcin);
 }
 
 // ---------------------------------------------------------------- row helpers
@@ -191,6 +228,18 @@ void add_to(int64_t n, const T* __restrict src, T* __restrict dst) {
 template <typename T>
 void axpy_row(int64_t N, T a, const T* __restrict w, T* __restrict g) {
     for (int64_t j = 0; j < N; ++j) g[j] += a * w[j];
+}
+
+// dst (rows x cols, row stride ldd) = the sum of the P partial-sum slots of src (slot p at p * slot, row
+// stride lds), added in slot order: row by row, so the adds vectorise (element by element, with the
+// slot loop inside, they did not: ~0.2 ms of a batch-1 LSTM-128 backward)
+template <typename T>
+void sum_slots(int64_t rows, int64_t cols, const T* src, int64_t lds, int64_t slot, int64_t P, T* dst,
+               int64_t ldd) {
+    for (int64_t r = 0; r < rows; ++r) {
+        std::memcpy(dst + r * ldd, src + r * lds, cols * sizeof(T));
+        for (int64_t p = 1; p < P; ++p) add_to<T>(cols, src + p * slot + r * lds, dst + r * ldd);
+    }
 }
 
 // Rows [lo, hi) of a chunk that are active (unmasked) at step t: rows outside it are padded at this
@@ -231,11 +280,19 @@ void pad_cols(Buf<T>& dst, const T* src, int64_t rows, int64_t cols, int64_t ld)
     for (int64_t r = 0; r < rows; ++r) std::memcpy(dst.data() + r * ld, src + r * cols, cols * sizeof(T));
 }
 
-// dst[j * ld + off + g] = src[g * cols + j] (g < rows, j < cols): a transposed block into a padded matrix
+// dst[j * ld + off + g] = src[g * cols + j] (g < rows, j < cols): a transposed block into a padded matrix.
+// In tiles of 16 x 16: element by element along a row of src, every store went to another row of dst
+// (ld apart, 2 KiB for the LSTM-128's 4H columns: a new page every second store), and transposing W
+// and U took ~0.5 ms per call at H = 128 — a quarter of a 100-step batch-1 forward.
 template <typename T>
 void put_transposed(T* dst, int64_t ld, int64_t off, const T* src, int64_t rows, int64_t cols) {
-    for (int64_t g = 0; g < rows; ++g)
-        for (int64_t j = 0; j < cols; ++j) dst[j * ld + off + g] = src[g * cols + j];
+    constexpr int64_t TB = 16;
+    for (int64_t g0 = 0; g0 < rows; g0 += TB)
+        for (int64_t j0 = 0; j0 < cols; j0 += TB) {
+            const int64_t g1 = std::min(rows, g0 + TB), j1 = std::min(cols, j0 + TB);
+            for (int64_t j = j0; j < j1; ++j)
+                for (int64_t g = g0; g < g1; ++g) dst[j * ld + off + g] = src[g * cols + j];
+        }
 }
 
 // ---------------------------------------------------------------- the parallel region

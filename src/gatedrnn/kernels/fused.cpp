@@ -151,32 +151,76 @@ struct Carried {
     }
 };
 
+// The input projection gx = b + W x_t of a chunk's rows at each step (row stride ldx). Dense inputs of a
+// chunk of at most AHEAD_ROWS rows (batch 1-4): AHEAD steps at a time, as one GEMM per row over those
+// steps — the per-step product of one row was a matrix-vector product that streamed all of Wᵀ through
+// the cache at every step, and at the LSTM-128's 4H x 128 Wᵀ and Uᵀ together filled the 512 KiB L2, so
+// neither stayed (batch 1: ~40 % of a forward step). Each value is the same sum either way (gemm).
+// Otherwise, per step: the active rows [lo, hi) only; sparse inputs over their nonzeros (sparse_gx).
+constexpr int64_t AHEAD_ROWS = 4, AHEAD = 24;
+template <typename T>
+struct InputProj {
+    const FwdArgs& a;
+    int64_t r0, n, ldx;
+    bool sparse, xu8, ahead;
+    int64_t done = -1;   // ahead: the first step of the block in gx
+    Buf<T> gx, xcv;
+    Buf<int32_t> idx;
+    InputProj(const FwdArgs& a_, int64_t r0_, int64_t n_)
+        : a(a_), r0(r0_), n(n_), ldx(a_.ldx), sparse((a_.flags & 1) != 0), xu8((a_.flags & 2) != 0),
+          ahead(!sparse && !xu8 && n_ <= AHEAD_ROWS), gx((ahead ? std::min(AHEAD, a_.T) : 1) * n_ * ldx),
+          xcv(xu8 && !sparse ? n_ * a_.I : 0), idx(sparse ? a_.I : 0) {}
+
+    // row 0 of step t's projection (rows [lo, hi) valid)
+    const T* step(int64_t t, int64_t lo, int64_t hi) {
+        const int64_t I = a.I, m_ = hi - lo;
+        const T* WT = static_cast<const T*>(a.WT);
+        const T* bx = static_cast<const T*>(a.bx);
+        if (ahead) {
+            const int64_t t0 = t / AHEAD * AHEAD;
+            if (t0 != done) {   // steps t0 .. t0+AHEAD-1, row by row: row i of step t0 + s at (s n + i) ldx
+                for (int64_t i = 0; i < n; ++i)
+                    gemm<T>(std::min(AHEAD, a.T - t0), ldx, I, static_cast<const T*>(a.x) + t0 * a.sT + (r0 + i) * a.sB,
+                            a.sT, 1, WT, ldx, gx.data() + i * ldx, n * ldx, bx, 0);
+                done = t0;
+            }
+            return gx.data() + (t - t0) * n * ldx;
+        }
+        T* g = gx.data();
+        if (xu8) {   // byte inputs (inference on compact batches): exact small integers
+            const uint8_t* xt = static_cast<const uint8_t*>(a.x) + t * a.sT + (r0 + lo) * a.sB;
+            if (sparse) return sparse_gx<T, uint8_t>(m_, I, xt, a.sB, WT, ldx, bx, g + lo * ldx, idx.data()), g;
+            for (int64_t i = 0; i < m_; ++i)
+                for (int64_t q = 0; q < I; ++q) xcv[i * I + q] = T(xt[i * a.sB + q]);
+            gemm<T>(m_, ldx, I, xcv.data(), I, 1, WT, ldx, g + lo * ldx, ldx, bx, 0);
+            return g;
+        }
+        const T* xt = static_cast<const T*>(a.x) + t * a.sT + (r0 + lo) * a.sB;
+        if (sparse) sparse_gx<T, T>(m_, I, xt, a.sB, WT, ldx, bx, g + lo * ldx, idx.data());
+        else gemm<T>(m_, ldx, I, xt, a.sB, 1, WT, ldx, g + lo * ldx, ldx, bx, 0);
+        return g;
+    }
+};
+
 // Training mode (Hs != null): writes Hs, Cs, Gs, act, aux for backward. Inference mode (Hs == null):
 // keeps nothing for backward — the chunk's state lives in ping-pong rows (read from h0/c0/g0, final
 // state written to hT/cT/gT), the activations in one step of scratch rows. Both run the same step.
 template <typename T>
 static void forward_rows(const FwdArgs& a, const Kernel<T>& k, int64_t r0, int64_t r1) {
     const int64_t Tn = a.T, B = a.B, H = a.H, I = a.I, n = r1 - r0;
-    const int64_t GH = k.G * H, W3 = k.gs, ldu = a.ldu, ldx = a.ldx;
+    const int64_t GH = k.G * H, W3 = k.gs, ldu = a.ldu;
     const bool infer = a.Hs == nullptr;
-    const bool sparse = (a.flags & 1) != 0;
     const bool xu8 = (a.flags & 2) != 0;   // x holds bytes (uint8), not T
-    const uint8_t* x8 = static_cast<const uint8_t*>(a.x);
-    const T* x = static_cast<const T*>(a.x);
-    const T* WT = static_cast<const T*>(a.WT);
-    const T* bx = static_cast<const T*>(a.bx);
     const T* UT = static_cast<const T*>(a.UT);
     T* out = static_cast<T*>(a.out);
     T* act = static_cast<T*>(a.act);
     T* aux = static_cast<T*>(a.aux);
     Carried<T> hs(H, infer, a.Hs, B, r0, n), cs(k.cell ? H : 0, infer, a.Cs, B, r0, n),
         gs(W3, infer, a.Gs, B, r0, n);
-    Buf<T> gbuf(n * ldu), gxbuf(n * ldx);
+    Buf<T> gbuf(n * ldu);
     Buf<T> actb(infer && k.acts ? n * GH : 0), auxb(infer && k.acts ? n * H : 0);
-    Buf<int32_t> idx(sparse ? I : 0);
-    Buf<T> xcv(xu8 && !sparse ? n * I : 0);
+    InputProj<T> xin(a, r0, n);
     T* g = gbuf.data();
-    T* gx = gxbuf.data();
     hs.init(a.h0);
     cs.init(a.c0);
     gs.init(a.g0);
@@ -210,20 +254,7 @@ static void forward_rows(const FwdArgs& a, const Kernel<T>& k, int64_t r0, int64
         for (int64_t i = hi; i < n; ++i) carry(i);
         if (lo >= hi) continue;
         const int64_t m_ = hi - lo;
-        if (xu8) {   // byte inputs (inference on compact batches): exact small integers
-            const uint8_t* xt = x8 + t * a.sT + (r0 + lo) * a.sB;
-            if (sparse) {
-                sparse_gx<T, uint8_t>(m_, I, xt, a.sB, WT, ldx, bx, gx + lo * ldx, idx.data());
-            } else {
-                for (int64_t i = 0; i < m_; ++i)
-                    for (int64_t q = 0; q < I; ++q) xcv[i * I + q] = T(xt[i * a.sB + q]);
-                gemm<T>(m_, ldx, I, xcv.data(), I, 1, WT, ldx, gx + lo * ldx, ldx, bx, 0);
-            }
-        } else {
-            const T* xt = x + t * a.sT + (r0 + lo) * a.sB;
-            if (sparse) sparse_gx<T, T>(m_, I, xt, a.sB, WT, ldx, bx, gx + lo * ldx, idx.data());
-            else gemm<T>(m_, ldx, I, xt, a.sB, 1, WT, ldx, gx + lo * ldx, ldx, bx, 0);   // b + W x_t
-        }
+        const T* gx = xin.step(t, lo, hi);   // b + W x_t
         gemm<T>(m_, k.n1, H, hp + lo * H, H, 1, UT, ldu, g + lo * ldu, ldu, nullptr, 0);  // U h_{t-1}
         k.forward_step(FwdStep<T>{a, H, lo, hi, mt, gx, g, hp, hn, cp, cn, gp, gn, at, ut, ot});
     }
@@ -398,25 +429,15 @@ static void backward_all(const BwdArgs* a0, int64_t K) {
         const BwdOps<T>& o = ops[k];
         const int64_t GH = kern[k]->G * H;
         if (x.dG == nullptr) {
-            T* dW = static_cast<T*>(x.dW);
-            T* dU = static_cast<T*>(x.dU);
-            T* db = static_cast<T*>(x.db);
-            const bool sparse = (x.flags & 1) != 0;
-            for (int64_t g = 0; g < GH; ++g) {
-                for (int64_t i = 0; i < I; ++i) {
-                    T s = sparse ? o.dWTp[i * GH + g] : o.dWp[g * ldi + i];
-                    for (int64_t p = 1; p < P; ++p) s += sparse ? o.dWTp[(p * I + i) * GH + g] : o.dWp[(p * GH + g) * ldi + i];
-                    dW[g * I + i] = s;
-                }
-                for (int64_t j = 0; j < H; ++j) {
-                    T s = o.dUp[g * ldh + j];
-                    for (int64_t p = 1; p < P; ++p) s += o.dUp[(p * GH + g) * ldh + j];
-                    dU[g * H + j] = s;
-                }
-                T s = o.dbp[g];
-                for (int64_t p = 1; p < P; ++p) s += o.dbp[p * GH + g];
-                db[g] = s;
+            if ((x.flags & 1) != 0) {   // sparse: dWᵀ per slot, (I, GH)
+                Buf<T> dWT(I * GH);
+                sum_slots<T>(I, GH, o.dWTp.data(), GH, I * GH, P, dWT.data(), GH);
+                put_transposed<T>(static_cast<T*>(x.dW), I, 0, dWT.data(), I, GH);
+            } else {
+                sum_slots<T>(GH, I, o.dWp.data(), ldi, GH * ldi, P, static_cast<T*>(x.dW), I);
             }
+            sum_slots<T>(GH, H, o.dUp.data(), ldh, GH * ldh, P, static_cast<T*>(x.dU), H);
+            sum_slots<T>(1, GH, o.dbp.data(), GH, GH, P, static_cast<T*>(x.db), GH);
         }
         kern[k]->reduce_backward(x, o, P);
     }

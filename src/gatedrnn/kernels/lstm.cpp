@@ -293,13 +293,8 @@ struct Lstm final : Kernel<T> {
                     }
         }
         if (x.dv) {
-            T* dv = static_cast<T*>(x.dv);
             const int64_t PH = lstm_layout(H, lvar, true).P * H;
-            for (int64_t j = 0; j < PH; ++j) {
-                T s = o.dvr[j];
-                for (int64_t b = 1; b < B; ++b) s += o.dvr[b * PH + j];
-                dv[j] = s;
-            }
+            sum_slots<T>(1, PH, o.dvr.data(), PH, PH, B, static_cast<T*>(x.dv), PH);
         }
     }
 };

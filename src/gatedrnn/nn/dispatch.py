@@ -50,6 +50,12 @@ def gemm_spec(unit) -> tuple[str, dict, Tensor | None] | None:
 # 1024 (2^23) -> from 2^22 for the LSTM.
 GEMM_FROM_VALUES = {1: {"tanh": 1 << 19, "gru": 1 << 19, "lstm": 1 << 19},
                     2: {"tanh": 1 << 19, "gru": 1 << 19, "lstm": 1 << 22}}
+# The peephole LSTM at batch <= SMALL_BATCH (results/torch-lstm-cross-t1-20261203.json, after the kernels'
+# small-batch work: matrix-vector tiles, the input projection ahead, deferred weight gradients): the fused
+# kernel 0.95x torch.nn at H = 256 and 1.14x at 512, batch 1 (CPU time), its GEMM path (a Python loop of
+# torch ops per step, having no torch primitive) 3.2x and 2.0x; at batch 4 fused 1.13x / GEMM 2.3x (H = 256)
+# and a tie at 512 -> fused below 2^22 values at any thread count (H = 1024, 2^23: the GEMM path).
+SMALL_BATCH, PEEP_SMALL_BATCH_GEMM_FROM = 4, 1 << 22
 
 
 def gemm_wins(kind: str, flags, K: int, B: int, I: int, H: int, threads: int | None = None,
@@ -57,11 +63,15 @@ def gemm_wins(kind: str, flags, K: int, B: int, I: int, H: int, threads: int | N
     """The measured rule: is the GEMM path faster than the fused kernel for K models of this kind, batch B,
     input I, hidden H (at `threads`, default torch's; `masked`: padded steps)? docs/KERNELS.md, "Two paths".
     - W and U together hold at least GEMM_FROM_VALUES[threads][kind] values (more than 2 threads: as 2,
-      the largest count measured): the GEMM path;
+      the largest count measured): the GEMM path; the peephole LSTM at batch <= SMALL_BATCH: from
+      PEEP_SMALL_BATCH_GEMM_FROM values;
     - torch.nn.LSTM's own form (no peepholes), one model, one sequence, no padding: torch's LSTM primitive
       (oneDNN) beat the fused kernel at batch 1 at every size measured."""
     threads = min(max(threads or torch.get_num_threads(), 1), 2)
     G = {"tanh": 1, "gru": 3, "lstm": 4}[kind]
+    peep = kind == "lstm" and bool(flags.get("peepholes", False))
+    if peep and B <= SMALL_BATCH:
+        return G * H * (I + H) >= PEEP_SMALL_BATCH_GEMM_FROM
     if G * H * (I + H) >= GEMM_FROM_VALUES[threads][kind]:
         return True
     return kind == "lstm" and not flags.get("peepholes", False) and K == 1 and B == 1 and not masked
