@@ -13,7 +13,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "gatedrnn"
 # The layer of each top-level module or package of gatedrnn, bottom first. A module may import from its own
 # layer or any layer below it, never from above.
 LAYERS = {
-    "status": 0, "utils": 0, "palette": 0, "data": 0, "kernels": 0,
+    "status": 0, "utils": 0, "palette": 0, "units": 0, "data": 0, "kernels": 0,
     "nn": 1,
     "heads": 2,
     "model": 3,
