@@ -17,7 +17,7 @@ LAYERS = {
     "nn": 1,
     "heads": 2,
     "model": 3,
-    "train": 4,
+    "config": 4, "train": 4,
     "generate": 5, "analysis": 5,
     "study": 6,
     "cli": 7, "__main__": 7, "__init__": 7,
