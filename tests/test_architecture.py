@@ -13,11 +13,11 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "gatedrnn"
 # The layer of each top-level module or package of gatedrnn, bottom first. A module may import from its own
 # layer or any layer below it, never from above.
 LAYERS = {
-    "status": 0, "utils": 0, "palette": 0, "data": 0, "kernels": 0,
+    "status": 0, "utils": 0, "palette": 0, "units": 0, "data": 0, "kernels": 0,
     "nn": 1,
     "heads": 2,
     "model": 3,
-    "train": 4,
+    "config": 4, "train": 4,
     "generate": 5, "analysis": 5,
     "study": 6,
     "cli": 7, "__main__": 7, "__init__": 7,
@@ -86,12 +86,16 @@ def test_the_layer_test_sees_an_upward_import(tmp_path, monkeypatch):
     assert _imported_parts(pkg / "data" / "bad.py") == {"train", "data"}
 
 
-def _modules_after_importing(module: str) -> set[str]:
-    """sys.modules after `import module` in a fresh interpreter (this one has imported everything)."""
-    code = f"import sys, {module}; print(' '.join(sys.modules))"
+def _modules_after(code: str) -> set[str]:
+    """sys.modules after running `code` in a fresh interpreter (this one has imported everything)."""
+    code = f"{code}\nimport sys; print(' '.join(sys.modules))"
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     return set(r.stdout.split())
+
+
+def _modules_after_importing(module: str) -> set[str]:
+    return _modules_after(f"import {module}")
 
 
 def test_a_studys_report_imports_no_training_code():
@@ -102,9 +106,21 @@ def test_a_studys_report_imports_no_training_code():
     assert not {"gatedrnn.analysis", "matplotlib"} & mods
 
 
-@pytest.mark.xfail(strict=True, reason="study/grid.py imports gatedrnn.train (TrainConfig: TRAIN_FIELDS, run ids) "
-                   "and gatedrnn.nn (unit names and families) at import, and both import torch; they need a "
-                   "torch-free home first (issue 22 item 4)")
-@pytest.mark.parametrize("module", ["gatedrnn.study.tables", "gatedrnn.study.report"])
+@pytest.mark.parametrize("module", ["gatedrnn.study.tables", "gatedrnn.study.report", "gatedrnn.config",
+                                    "gatedrnn.units"])
 def test_study_tables_and_report_import_no_torch(module):
-    assert "torch" not in _modules_after_importing(module)
+    """The study names units and keys runs by their config (config.py, units.py), without the training code."""
+    mods = _modules_after_importing(module)
+    assert module in mods                            # control: the import ran
+    assert "torch" not in mods
+
+
+def test_a_studys_runs_are_named_without_torch():
+    """Building a study's grid validates every run's TrainConfig and hashes its run id: unit names, families
+    and config fields only, no torch. A config that gives a unit option reads that unit's declaration (the
+    class, torch): the control that the check sees torch when it is imported."""
+    grid = ("from gatedrnn.study.grid import Grid, budget_config\n"
+            "g = Grid(budget_config('ablation'))\n"
+            "assert len([s.run_id for d, u in g.cells() for s in g.search_specs(d, u)]) == 120")
+    assert "torch" not in _modules_after(grid)
+    assert "torch" in _modules_after("from gatedrnn.config import TrainConfig; TrainConfig(unit='lstm', forget_bias=1)")

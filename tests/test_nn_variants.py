@@ -678,7 +678,7 @@ def test_a_declaration_is_checked_when_the_class_is_defined():
 def test_a_new_unit_is_one_class():
     """A unit of one's own: one class that declares itself and writes its cell(); counting (by name of
     the class, and matching), options, the reference loop and the path record follow, with no other
-    file touched (registering it is one more entry in registry.UNITS)."""
+    file touched (registering it is one more entry in gatedrnn.units.BUILTIN_UNITS)."""
     from gatedrnn.nn import Declaration, RecurrentUnit
     from gatedrnn.nn.counting import count_parameters, match_hidden_size
 

@@ -1,4 +1,7 @@
-"""Small shared helpers: atomic file writes, environment/version records, device choice."""
+"""Small shared helpers: atomic file writes, environment/version records, device choice, config field roles.
+
+Importing it imports no torch (the config and a study's grid use the roles and the file writes): the helpers
+that read or write tensors import it when called."""
 from __future__ import annotations
 
 import json
@@ -8,8 +11,10 @@ import socket
 import sys
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 
 def _umask() -> int:
@@ -67,6 +72,7 @@ def atomic_torch_save(obj, path: Path) -> None:
     try:
         os.fchmod(fd, new_file_mode())    # the umask's mode, as for every run file (atomic_write_bytes)
         os.close(fd)
+        import torch
         torch.save(obj, tmp)
         os.replace(tmp, path)
     except BaseException:
@@ -91,6 +97,8 @@ def load_weights(path, device="cpu"):
     study), so a crafted checkpoint must never run code. Raises UnsafeFileError naming the file for
     such a file, WeightsFileError naming it for a truncated or corrupt one."""
     import pickle
+
+    import torch
     path = Path(path)
     try:
         return torch.load(path, map_location=device, weights_only=True)
@@ -118,6 +126,7 @@ def load_state(module: torch.nn.Module, state, path) -> None:
     """module.load_state_dict(state) for a state read from `path`; a state that does not fit the
     module (another size or unit, missing or extra entries, not a dict of tensors) raises
     WeightsFileError naming the file and the first differences, in one line."""
+    import torch
     path = Path(path)
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise WeightsFileError(f"{path}: does not hold the model's weights (expected a dict of tensors, got "
@@ -143,6 +152,7 @@ def load_state(module: torch.nn.Module, state, path) -> None:
 def environment() -> dict:
     """Machine and versions, recorded with every run and benchmark."""
     import numpy
+    import torch
 
     from . import __version__
     cpu = platform.processor() or ""
@@ -163,6 +173,7 @@ def environment() -> dict:
 
 
 def resolve_device(name: str = "auto") -> torch.device:
+    import torch
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dev = torch.device(name)

@@ -15,7 +15,7 @@ from ..data import DataError, canonical_name, load_dataset, prefix_of
 from ..data.music import MUSIC_SETS, dataset_stats, format_stats_table
 from ..data.sources import KNOWN_FILES, ChecksumError, DataNotFoundError, find_or_fetch, verify
 from ..data.speech import find_fsdd, format_speech_stats, fsdd_verify_row, speech_stats
-from ..train import TrainConfig
+from ..config import TrainConfig
 from .options import TRAIN_RENAME, add_config_flags
 
 __all__ = ["add_data_commands"]

@@ -52,11 +52,11 @@ def csv(s: str) -> list[str]:
 def unit_choice(s: str) -> str:
     """--unit: a registered unit name or package.module:ClassName (checked for its form; imported later,
     because it is named here)."""
-    from ..train import UNIT_NAMES, canonical_unit   # (the registry's; nothing is imported for an import path)
+    from ..units import canonical_unit, unit_names   # (torch-free; nothing is imported for an import path)
     try:
         return canonical_unit(s)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid choice: {s!r} (choose from {', '.join(UNIT_NAMES)}, or "
+        raise argparse.ArgumentTypeError(f"invalid choice: {s!r} (choose from {', '.join(unit_names())}, or "
                                          f"package.module:ClassName)") from None
 
 

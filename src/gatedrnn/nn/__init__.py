@@ -6,9 +6,10 @@ Each unit class declares itself once (`declares = Declaration(...)`, declaration
 peepholes, extra matrices, the options it takes, its fused kernel and flags); counting, size matching,
 the kernel flags and the options `gatedrnn train` passes all derive from it.
 
-Registry: `UNITS` maps every name to its class, `unit_names()` lists them (the paper's three first),
-`unit_family(name)` gives the paper unit a name modifies ("tanh", "gru", "lstm"; mgu counts as "gru"),
-`unit_options(name, **given)` the options it is built with (refusing those it does not take),
+Registry: `UNITS` maps every name to its class (built from the torch-free list of names and families,
+gatedrnn/units.py, which also answers the next three without torch), `unit_names()` lists them (the
+paper's three first), `unit_family(name)` gives the paper unit a name modifies ("tanh", "gru", "lstm"; mgu
+counts as "gru"), `unit_options(name, **given)` the options it is built with (refusing those it does not take),
 `make_unit(name, ...)` builds one (registry.py). Variants: lstm_variants.py, gru_variants.py,
 docs/VARIANTS.md. The minimal units of Feng et al. 2024 (no recurrent matrix, a linear scan): mingru.py,
 minlstm.py, scan.py. A unit of one's own by import path, package.module:ClassName: imported.py.

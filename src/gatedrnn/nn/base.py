@@ -25,6 +25,7 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pad_packed_sequence, pack_padded_sequence
 
 from .. import kernels
+from ..units import registered_name
 from . import dispatch, gemm
 from .declaration import Declaration, check_sizes
 
@@ -33,14 +34,22 @@ class RecurrentUnit(nn.Module):
     """Base class: a single recurrent layer run over a whole sequence.
 
     Subclasses declare themselves once, `declares = Declaration(...)` (declaration.py: gate blocks,
-    peepholes, extra matrices, options, kernel and flags), set `name` (the registry's; `family`: the
-    paper unit a variant modifies) and implement `cell(wx_t, state, p)`. Every unit has the same API:
+    peepholes, extra matrices, options, kernel and flags) and implement `cell(wx_t, state, p)`. A built-in
+    unit's `name` and `family` (the paper unit a variant modifies) are its entry in gatedrnn.units; a unit
+    of one's own sets `name` (and `family`) itself. Every unit has the same API:
     `Unit(input_size, hidden_size, batch_first=True, *, weight_noise=0.0, fused=None, **its options)`.
     """
 
     name: str = ""
     family: str = ""
     declares: Declaration | None = None
+
+    def __init_subclass__(cls, **kw):
+        # a built-in unit is named once, in gatedrnn.units (torch-free, so configs and studies read the names)
+        super().__init_subclass__(**kw)
+        entry = registered_name(cls.__module__, cls.__qualname__)
+        if entry is not None:
+            cls.name, cls.family = entry
 
     def __init__(self, input_size: int, hidden_size: int, batch_first: bool = True, *,
                  weight_noise: float = 0.0, fused: bool | None = None, **options):

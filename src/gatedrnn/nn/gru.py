@@ -23,7 +23,6 @@ class GRU(RecurrentUnit):
     weight_noise=0.0)`, `forward(x, state=None, lengths=None) -> (output, h)`.
     Paper symbols: W_z, U_z, b_z, W_r, U_r, b_r, W, U, b."""
 
-    name = "gru"
     # the GRU kernel (kernels/gru.cpp) computes cell() below exactly, either reset placement (the kernel's flag reset_after)
     declares = Declaration(gates=("z", "r", ""), options={"reset_after": False}, kernel="gru")
 

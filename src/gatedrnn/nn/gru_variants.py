@@ -35,12 +35,10 @@ from .variant import Variant
 class GRUVariant(Variant, RecurrentUnit):
     """Base of gru-nrg, gru-nug and mgu. API: `Cls(input_size, hidden_size, batch_first=True,
     weight_noise=0.0, fused=None)`, `forward(x, state=None, lengths=None) -> (output, h)`."""
-    family = "gru"
 
 
 class GRUNoResetGate(GRUVariant):
     """gru-nrg: no reset gate. Paper symbols: W_z, U_z, b_z, W, U, b."""
-    name = "gru-nrg"
     declares = Declaration(gates=("z", ""), kernel="gru", flags={"no_reset_gate": True})   # the GRU kernel, r_t = 1
 
     def cell(self, wx_t: Tensor, h: Tensor, p: dict[str, Tensor]) -> Tensor:
@@ -53,7 +51,6 @@ class GRUNoResetGate(GRUVariant):
 
 class GRUNoUpdateGate(GRUVariant):
     """gru-nug: no update gate. Paper symbols: W_r, U_r, b_r, W, U, b."""
-    name = "gru-nug"
     # fused: the paper GRU's two stages with z_t = 1
     declares = Declaration(gates=("r", ""), kernel="gru", flags={"no_update_gate": True})
 
@@ -68,8 +65,6 @@ class GRUNoUpdateGate(GRUVariant):
 class GRUResetAfter(Variant, GRU):
     """gru-ra: the GRU with reset_after=True, h̃_t = tanh(W x_t + r_t ⊙ (U h_{t-1}) + b); its cell() is
     gru.py's, and so is its kernel (reset_after=True). Paper symbols: those of the GRU."""
-    name = "gru-ra"
-    family = "gru"
     # the GRU kernel with its flag reset_after on; the option is accepted (True) so that code copying a
     # GRU's options can rebuild it
     declares = Declaration(gates=GRU.declares.gates, options={"reset_after": True}, kernel="gru")
@@ -84,7 +79,6 @@ class GRUResetAfter(Variant, GRU):
 
 class MGU(GRUVariant):
     """mgu: the minimal gated unit (Zhou et al. 2016). Symbols: W_f, U_f, b_f, W, U, b."""
-    name = "mgu"
     # fused: the paper GRU's two stages with r_t = z_t = f_t
     declares = Declaration(gates=("f", ""), kernel="gru", flags={"minimal": True})
 

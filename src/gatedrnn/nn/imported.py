@@ -38,18 +38,16 @@ import hashlib
 import importlib
 import inspect
 import os
-import re
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence
 
+from ..units import is_import_path   # (the form of a path: torch-free, for configs; re-exported here)
 from .declaration import OptionError, check_sizes
 
 ENV = "GATEDRNN_IMPORT_UNITS"
-_NAME = r"[A-Za-z_][A-Za-z0-9_]*"
-_PATH = re.compile(rf"^{_NAME}(\.{_NAME})*:{_NAME}$")
 _allowed: set[str] = set()
 _imported: dict[str, type] = {}
 CONTRACT = "Class(input_size, hidden_size, batch_first=True) with forward(x) -> (output, state)"
@@ -58,11 +56,6 @@ CONTRACT = "Class(input_size, hidden_size, batch_first=True) with forward(x) -> 
 class UnitImportError(ValueError):
     """A unit named by import path that cannot be used: not named on the command line, a module that does
     not import, a missing class, a class that breaks the contract. One line (the CLI: exit 2)."""
-
-
-def is_import_path(unit: Any) -> bool:
-    """Is `unit` written as an import path, package.module:ClassName? (Syntax only: nothing is imported.)"""
-    return isinstance(unit, str) and bool(_PATH.match(unit))
 
 
 def allow_units(*paths: str) -> None:

@@ -25,7 +25,6 @@ class LSTM(RecurrentUnit):
     forget_bias=0.0, weight_noise=0.0)`, `forward(x, state=None, lengths=None) -> (output, (h, c))`.
     Paper symbols: W_i, U_i, v_i, b_i, W_f, U_f, v_f, b_f, W_c, U_c, b_c, W_o, U_o, v_o, b_o."""
 
-    name = "lstm"
     # the LSTM kernel (kernels/lstm.cpp) computes cell() below exactly, with or without peepholes (the kernel's flag peepholes)
     declares = Declaration(gates=("i", "f", "c", "o"), peepholes=("i", "f", "o"),
                            options={"peepholes": True, "forget_bias": 0.0}, kernel="lstm")

@@ -56,8 +56,6 @@ class LSTMVariant(Variant, LSTM):
     The gates and peepholes are fixed by the class's declaration (no `peepholes=` option); `forget_bias`
     initialises b_f (default: the class's, 0 except lstm-fb1; lstm-nfg, without a forget gate, takes none)."""
 
-    family = "lstm"
-
     @classmethod
     def resolve_options(cls, **given) -> dict:
         if "forget_bias" in given and "f" not in cls.declares.gates:   # say why, not only that
@@ -67,7 +65,6 @@ class LSTMVariant(Variant, LSTM):
 
 class LSTMNoInputGate(LSTMVariant):
     """lstm-nig: i_t = 1. Paper symbols: W_f, U_f, v_f, b_f, W_c, U_c, b_c, W_o, U_o, v_o, b_o."""
-    name = "lstm-nig"
     declares = Declaration(gates=("f", "c", "o"), peepholes=("f", "o"), options=FORGET_BIAS,
                            kernel="lstm", flags={"no_input_gate": True})   # fused (kernels.VARIANT_BITS)
 
@@ -85,7 +82,6 @@ class LSTMNoInputGate(LSTMVariant):
 
 class LSTMNoForgetGate(LSTMVariant):
     """lstm-nfg: f_t = 1. Paper symbols: W_i, U_i, v_i, b_i, W_c, U_c, b_c, W_o, U_o, v_o, b_o."""
-    name = "lstm-nfg"
     declares = Declaration(gates=("i", "c", "o"), peepholes=("i", "o"),
                            kernel="lstm", flags={"no_forget_gate": True})   # fused (kernels.VARIANT_BITS)
 
@@ -103,7 +99,6 @@ class LSTMNoForgetGate(LSTMVariant):
 
 class LSTMNoOutputGate(LSTMVariant):
     """lstm-nog: o_t = 1. Paper symbols: W_i, U_i, v_i, b_i, W_f, U_f, v_f, b_f, W_c, U_c, b_c."""
-    name = "lstm-nog"
     declares = Declaration(gates=("i", "f", "c"), peepholes=("i", "f"), options=FORGET_BIAS,
                            kernel="lstm", flags={"no_output_gate": True})   # fused (kernels.VARIANT_BITS)
 
@@ -121,7 +116,6 @@ class LSTMNoOutputGate(LSTMVariant):
 
 class LSTMNoInputActivation(LSTMVariant):
     """lstm-niaf: c̃_t is linear. Paper symbols: those of the LSTM."""
-    name = "lstm-niaf"
     declares = Declaration(gates=GATES, peepholes=PEEPHOLES, options=FORGET_BIAS,
                            kernel="lstm", flags={"no_input_activation": True})   # fused (kernels.VARIANT_BITS)
 
@@ -140,7 +134,6 @@ class LSTMNoInputActivation(LSTMVariant):
 
 class LSTMNoOutputActivation(LSTMVariant):
     """lstm-noaf: h_t = o_t ⊙ c_t. Paper symbols: those of the LSTM."""
-    name = "lstm-noaf"
     declares = Declaration(gates=GATES, peepholes=PEEPHOLES, options=FORGET_BIAS,
                            kernel="lstm", flags={"no_output_activation": True})   # fused (kernels.VARIANT_BITS)
 
@@ -160,7 +153,6 @@ class LSTMNoOutputActivation(LSTMVariant):
 class LSTMNoPeepholes(LSTMVariant):
     """lstm-np: no v_i, v_f, v_o. Paper symbols: W_i, U_i, b_i, W_f, U_f, b_f, W_c, U_c, b_c, W_o, U_o, b_o.
     Fused: the LSTM kernel without peepholes computes cell() below."""
-    name = "lstm-np"
     declares = Declaration(gates=GATES, options=FORGET_BIAS, kernel="lstm")   # kernel flag peepholes=False
 
     def cell(self, wx_t: Tensor, state, p: dict[str, Tensor]):
@@ -178,7 +170,6 @@ class LSTMNoPeepholes(LSTMVariant):
 
 class LSTMCoupledGates(LSTMVariant):
     """lstm-cifg: i_t = 1 − f_t. Paper symbols: W_f, U_f, v_f, b_f, W_c, U_c, b_c, W_o, U_o, v_o, b_o."""
-    name = "lstm-cifg"
     declares = Declaration(gates=("f", "c", "o"), peepholes=("f", "o"), options=FORGET_BIAS,
                            kernel="lstm", flags={"coupled_input_forget": True})   # fused (kernels.VARIANT_BITS)
 
@@ -206,7 +197,6 @@ class LSTMFullGateRecurrence(LSTMVariant):
     U h_{t-1} it adds R [i;f;o]_{t-1} to the pre-activations of i, f, o (one more GEMM per step), and
     backward carries dL/d[i;f;o] to the previous step through Rᵀ. `kernel_inputs` hands the kernel R (this
     pass's, with its weight noise) and the gate state [i | f | o]; `kernel_state` splits the final one."""
-    name = "lstm-fgr"
     declares = Declaration(gates=GATES, peepholes=PEEPHOLES, extra={"weight_gate": (3, 3)},   # R_gk, below
                            options=FORGET_BIAS, kernel="lstm", flags={"gate_recurrence": True})
     sources = ("i", "f", "o")
@@ -273,7 +263,6 @@ class LSTMFullGateRecurrence(LSTMVariant):
 class LSTMForgetBias1(LSTMVariant):
     """lstm-fb1: the paper's LSTM with b_f initialised to 1 (its equations unchanged, so the LSTM kernel
     with peepholes runs it). Paper symbols: those of the LSTM."""
-    name = "lstm-fb1"
     declares = Declaration(gates=GATES, peepholes=PEEPHOLES, options={"forget_bias": 1.0},
                            kernel="lstm")   # the LSTM kernel with peepholes
     cell = LSTM.cell

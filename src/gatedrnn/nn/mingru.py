@@ -26,7 +26,6 @@ class MinGRU(RecurrentUnit):
     `forward(x, state=None, lengths=None) -> (output, h)`. Paper symbols: W_z, b_z, W_h, b_h.
     `fused=False` runs cell() step by step instead of the scan."""
 
-    name = "mingru"
     declares = Declaration(gates=("z", "h"), recurrent=False, scan=True, scan_kernel="mingru")
 
     def cell(self, wx_t: Tensor, h: Tensor, p: dict[str, Tensor]) -> Tensor:

@@ -29,7 +29,6 @@ class MinLSTM(RecurrentUnit):
     `forward(x, state=None, lengths=None) -> (output, h)` (the state is h alone). Paper symbols: W_f, b_f,
     W_i, b_i, W_h, b_h. `fused=False` runs cell() step by step instead of the scan."""
 
-    name = "minlstm"
     declares = Declaration(gates=("f", "i", "h"), recurrent=False, scan=True, scan_kernel="minlstm")
 
     def cell(self, wx_t: Tensor, h: Tensor, p: dict[str, Tensor]) -> Tensor:

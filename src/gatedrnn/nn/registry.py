@@ -1,42 +1,29 @@
 """The unit registry: every unit name -> its class (the paper's three, the ablation variants, then the
-minimal units of 2024), each class listed once and named by its own `name`; what a unit takes is its
+minimal units of 2024), built from the torch-free list of them, gatedrnn.units (which also answers
+`unit_names`, `canonical_unit` and `unit_family` without torch; re-exported here); what a unit takes is its
 declaration's (declaration.py). A unit may also be named by import path, package.module:ClassName
 (imported.py: imported only where named on the command line). See the package doc
 (gatedrnn/nn/__init__.py)."""
 from __future__ import annotations
 
+import importlib
+
+from ..units import MIN_UNITS, PAPER_UNITS, BUILTIN_UNITS, canonical_unit, unit_names
+from ..units import unit_family as _family
 from .base import RecurrentUnit
 from .declaration import OptionError
-from .gru import GRU
-from .gru_variants import GRU_VARIANTS
 from .imported import ImportedUnit, import_unit, is_import_path
-from .lstm import LSTM
-from .lstm_variants import LSTM_VARIANTS
-from .mingru import MinGRU
-from .minlstm import MinLSTM
-from .tanh import TanhRNN
 
-PAPER_UNITS: tuple[str, ...] = ("tanh", "gru", "lstm")
-MIN_UNITS: tuple[str, ...] = ("mingru", "minlstm")     # Feng et al. 2024: no recurrent matrix, a linear scan
-UNITS: dict[str, type[RecurrentUnit]] = {c.name: c for c in (
-    TanhRNN, GRU, LSTM, *LSTM_VARIANTS.values(), *GRU_VARIANTS.values(), MinGRU, MinLSTM)}
+__all__ = ["MIN_UNITS", "PAPER_UNITS", "UNITS", "canonical_unit", "unit_names", "unit_class", "unit_family",
+           "unit_options", "make_unit"]
 
 
-def unit_names() -> list[str]:
-    """Every valid unit name: the paper's three, the LSTM variants, the GRU variants, the minimal units.
-    (Any package.module:ClassName is a unit too: `canonical_unit`.)"""
-    return list(UNITS)
+def _builtin_class(where: str) -> type[RecurrentUnit]:
+    module, name = where.split(":")
+    return getattr(importlib.import_module(f"{__package__}.{module}"), name)
 
 
-def canonical_unit(unit: str) -> str:
-    """The name a config records for `unit`: a registered name in lower case, or an import path as written
-    (checked for its form only: nothing is imported). ValueError for anything else."""
-    if isinstance(unit, str) and unit.lower() in UNITS:
-        return unit.lower()
-    if is_import_path(unit):
-        return unit
-    raise ValueError(f"unknown unit {unit!r}; expected one of: {', '.join(UNITS)}, or package.module:ClassName "
-                     f"(a torch.nn.Module of your own)")
+UNITS: dict[str, type[RecurrentUnit]] = {name: _builtin_class(b.where) for name, b in BUILTIN_UNITS.items()}
 
 
 def unit_class(unit: str | type) -> type:
@@ -52,14 +39,12 @@ def unit_class(unit: str | type) -> type:
     return UNITS[key]
 
 
-def unit_family(name: str) -> str:
-    """The paper unit `name` is (or modifies): "tanh", "gru" or "lstm"; a unit that modifies none is its own
-    family (the minimal units; a unit named by import path, which is not imported to answer this). LSTM-family
-    units carry an (h, c, …) state; the options each takes are its declaration's (`unit_options`)."""
-    if is_import_path(name):
-        return name
-    cls = unit_class(name)
-    return cls.family or cls.name
+def unit_family(unit: str | type) -> str:
+    """The paper unit `unit` is (or modifies): gatedrnn.units.unit_family for a name (no torch needed); a
+    unit class's own `family`, else its `name`."""
+    if isinstance(unit, type):
+        return unit.family or unit.name
+    return _family(unit)
 
 
 def unit_options(unit: str | type, **given) -> dict:

@@ -15,7 +15,6 @@ class TanhRNN(RecurrentUnit):
     """tanh-RNN. API: `TanhRNN(input_size, hidden_size, batch_first=True, weight_noise=0.0)`,
     `forward(x, state=None, lengths=None) -> (output, h)`. Paper symbols: W, U, b."""
 
-    name = "tanh"
     declares = Declaration(gates=("",), kernel="tanh")   # kernels/tanh.cpp computes cell() below exactly
 
     def cell(self, wx_t: Tensor, h: Tensor, p: dict[str, Tensor]) -> Tensor:

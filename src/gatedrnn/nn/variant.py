@@ -16,8 +16,9 @@ from torch import Tensor
 
 
 class Variant:
-    """Mixin (first base) of every ablation variant. `name`: its registry name (gatedrnn.nn.UNITS);
-    `family`: the paper unit it modifies ("lstm" or "gru")."""
+    """Mixin (first base) of every ablation variant. `name`: its registry name; `family`: the paper unit it
+    modifies ("lstm" or "gru") — a built-in variant's are its entry in gatedrnn.units (set when the class is
+    defined), a variant of one's own sets both."""
 
     name: str = ""
     family: str = ""

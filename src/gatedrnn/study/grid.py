@@ -30,12 +30,13 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from ..nn import canonical_unit, unit_family, unit_names
+# (the config and the unit names are torch-free: a study knows runs, not tensors)
+from ..config import NOT_COMPUTED, TrainConfig
 from ..status import FINISHED, RunStatus
-from ..train import NOT_COMPUTED, TrainConfig
+from ..units import PAPER_UNITS, canonical_unit, unit_family, unit_names
 from ..utils import fields_with, role
 
-UNITS = ("tanh", "gru", "lstm")   # the paper's; every name of gatedrnn.nn.unit_names() is accepted, and
+UNITS = PAPER_UNITS   # a study's default; every name of gatedrnn.units.unit_names() is accepted, and
 # package.module:ClassName (a unit of one's own: imported only where a command line names it, nn/imported.py)
 MUSIC = ("jsb", "nottingham", "musedata", "piano")
 # `reproduce --ablation FAMILY`: the full unit and every component ablation of it (docs/VARIANTS.md),
@@ -43,7 +44,7 @@ MUSIC = ("jsb", "nottingham", "musedata", "piano")
 ABLATIONS = {family: [n for n in unit_names() if n == family or unit_family(n) == family and n != "tanh"]
              for family in ("lstm", "gru")}
 SPEECH = ("fsdd-a", "fsdd-b")
-# The fields of TrainConfig that do not change what a run computes (train.NOT_COMPUTED: where the data lives,
+# The fields of TrainConfig that do not change what a run computes (config.NOT_COMPUTED: where the data lives,
 # which device runs it, how often the training split's learning curve is recorded; TrainConfig's roles say
 # which): left out of the run id, so a halving study's halted run is the full search's run paused.
 NOT_IN_ID = NOT_COMPUTED

@@ -23,6 +23,7 @@ import math
 from pathlib import Path
 
 from ..status import RunStatus
+from ..units import unit_family
 from .grid import ENDED, OK_STATUSES, Grid, StudyConfig
 from .stats import holm, mean_ci, paired_t
 from .store import Store
@@ -393,7 +394,7 @@ def stopping_summary(data: dict) -> dict:
 
 def _no_early_stopping(data) -> bool:
     """Every dataset of the study trains with patience 0 (the released code's rule: all epochs, best kept)."""
-    from ..train import TrainConfig
+    from ..config import TrainConfig
     default = TrainConfig.model_fields["patience"].default
     ds = data["grid"].datasets
     return bool(ds) and all(data["study"].train_fields(d).get("patience", default) == 0 for d in ds)
@@ -555,7 +556,6 @@ def table1_markdown(t1) -> str:
 # ------------------------------------------------------------------------------------ ablation
 def ablation_variants(study: StudyConfig) -> list[str]:
     """The study's units that modify a paper unit (gatedrnn.nn: lstm-*, gru-*, mgu), in its order."""
-    from ..nn import unit_family   # (the unit registry, and with it torch, only where a table needs it)
     return [u for u in study.units if unit_family(u) != u]
 
 
@@ -570,7 +570,6 @@ def ablation_rows(data: dict, t2: list[dict] | None = None) -> list[dict]:
         return []
     by_cell = {(r["dataset"], r["unit"], r.get("budget")): r for r in (t2 if t2 is not None else table2_rows(data))}
     cells = {(c["dataset"], c["unit"], c["budget"]): c for c in data["cells"]}
-    from ..nn import unit_family
     families = list(dict.fromkeys(unit_family(u) for u in variants))
     out = []
     for dataset, budget in groups(data):
