@@ -18,8 +18,9 @@ setup: $(BIN)/gatedrnn
 	@if [ -n "$(GATEDRNN_DATA_DIR)" ] && ! grep -q "GATEDRNN_DATA_DIR=\"$(GATEDRNN_DATA_DIR)\"" $(BIN)/activate; then \
 		echo 'export GATEDRNN_DATA_DIR="$(GATEDRNN_DATA_DIR)"  # added by make setup' >> $(BIN)/activate; fi
 
+# The suite on every core (pytest-xdist; its tests are independent: each writes only under its own tmp_path).
 test: setup
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n auto
 
 # The main job for now: a short GRU training on JSB Chorales that prints its test NLL.
 demo: setup
