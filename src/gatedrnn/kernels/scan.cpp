@@ -212,36 +212,39 @@ void gated_backward(int kind, int64_t M, int64_t Tn, int64_t R, int64_t C, const
 
 }  // namespace
 
-extern "C" {
-
-// dtype: 0 float32, 1 float64. Returns 0, or 1 for an unknown dtype.
-int gr_scan_forward(int32_t dtype, int64_t M, int64_t Tn, int64_t R, int64_t C, const void* a, const void* b,
-                    const void* h0, const uint8_t* mask, void* Hs, void* out) {
+// Runs f(T{}) with T the element type `dtype` names (0 float32, 1 float64): 0, or 1 for an unknown dtype.
+// The one place the C entry points below turn their dtype code into a type.
+template <class F>
+int by_dtype(int32_t dtype, F&& f) {
     if (dtype == 0)
-        scan_forward<float>(M, Tn, R, C, static_cast<const float*>(a), static_cast<const float*>(b),
-                            static_cast<const float*>(h0), mask, static_cast<float*>(Hs), static_cast<float*>(out));
+        f(float{});
     else if (dtype == 1)
-        scan_forward<double>(M, Tn, R, C, static_cast<const double*>(a), static_cast<const double*>(b),
-                             static_cast<const double*>(h0), mask, static_cast<double*>(Hs),
-                             static_cast<double*>(out));
+        f(double{});
     else
         return 1;
     return 0;
 }
 
+extern "C" {
+
+// dtype: 0 float32, 1 float64. Returns 0, or 1 for an unknown dtype.
+int gr_scan_forward(int32_t dtype, int64_t M, int64_t Tn, int64_t R, int64_t C, const void* a, const void* b,
+                    const void* h0, const uint8_t* mask, void* Hs, void* out) {
+    return by_dtype(dtype, [&](auto t) {
+        using T = decltype(t);
+        scan_forward<T>(M, Tn, R, C, static_cast<const T*>(a), static_cast<const T*>(b), static_cast<const T*>(h0),
+                        mask, static_cast<T*>(Hs), static_cast<T*>(out));
+    });
+}
+
 int gr_scan_backward(int32_t dtype, int64_t M, int64_t Tn, int64_t R, int64_t C, const void* a, const void* Hs,
                      const void* gout, const void* ghT, const uint8_t* mask, void* da, void* db, void* dh0) {
-    if (dtype == 0)
-        scan_backward<float>(M, Tn, R, C, static_cast<const float*>(a), static_cast<const float*>(Hs),
-                             static_cast<const float*>(gout), static_cast<const float*>(ghT), mask,
-                             static_cast<float*>(da), static_cast<float*>(db), static_cast<float*>(dh0));
-    else if (dtype == 1)
-        scan_backward<double>(M, Tn, R, C, static_cast<const double*>(a), static_cast<const double*>(Hs),
-                              static_cast<const double*>(gout), static_cast<const double*>(ghT), mask,
-                              static_cast<double*>(da), static_cast<double*>(db), static_cast<double*>(dh0));
-    else
-        return 1;
-    return 0;
+    return by_dtype(dtype, [&](auto t) {
+        using T = decltype(t);
+        scan_backward<T>(M, Tn, R, C, static_cast<const T*>(a), static_cast<const T*>(Hs),
+                         static_cast<const T*>(gout), static_cast<const T*>(ghT), mask, static_cast<T*>(da),
+                         static_cast<T*>(db), static_cast<T*>(dh0));
+    });
 }
 
 // kind: 0 minGRU, 1 minLSTM; dtype as above. Returns 0, or 1 for an unknown dtype or kind.
@@ -249,15 +252,11 @@ int gr_gated_scan_forward(int32_t kind, int32_t dtype, int64_t M, int64_t Tn, in
                           const void* wx, const void* h0, const uint8_t* mask, void* Hs, void* out) {
     if (kind != 0 && kind != 1)
         return 1;
-    if (dtype == 0)
-        gated_forward<float>(kind, M, Tn, R, C, static_cast<const float*>(wx), static_cast<const float*>(h0),
-                             mask, static_cast<float*>(Hs), static_cast<float*>(out));
-    else if (dtype == 1)
-        gated_forward<double>(kind, M, Tn, R, C, static_cast<const double*>(wx), static_cast<const double*>(h0),
-                              mask, static_cast<double*>(Hs), static_cast<double*>(out));
-    else
-        return 1;
-    return 0;
+    return by_dtype(dtype, [&](auto t) {
+        using T = decltype(t);
+        gated_forward<T>(kind, M, Tn, R, C, static_cast<const T*>(wx), static_cast<const T*>(h0), mask,
+                         static_cast<T*>(Hs), static_cast<T*>(out));
+    });
 }
 
 int gr_gated_scan_backward(int32_t kind, int32_t dtype, int64_t M, int64_t Tn, int64_t R, int64_t C,
@@ -265,17 +264,12 @@ int gr_gated_scan_backward(int32_t kind, int32_t dtype, int64_t M, int64_t Tn, i
                            void* dwx, void* dh0) {
     if (kind != 0 && kind != 1)
         return 1;
-    if (dtype == 0)
-        gated_backward<float>(kind, M, Tn, R, C, static_cast<const float*>(wx), static_cast<const float*>(Hs),
-                              static_cast<const float*>(gout), static_cast<const float*>(ghT), mask,
-                              static_cast<float*>(dwx), static_cast<float*>(dh0));
-    else if (dtype == 1)
-        gated_backward<double>(kind, M, Tn, R, C, static_cast<const double*>(wx), static_cast<const double*>(Hs),
-                               static_cast<const double*>(gout), static_cast<const double*>(ghT), mask,
-                               static_cast<double*>(dwx), static_cast<double*>(dh0));
-    else
-        return 1;
-    return 0;
+    return by_dtype(dtype, [&](auto t) {
+        using T = decltype(t);
+        gated_backward<T>(kind, M, Tn, R, C, static_cast<const T*>(wx), static_cast<const T*>(Hs),
+                          static_cast<const T*>(gout), static_cast<const T*>(ghT), mask, static_cast<T*>(dwx),
+                          static_cast<T*>(dh0));
+    });
 }
 
 }  // extern "C"
