@@ -337,7 +337,7 @@ def test_dispatch_rule_is_the_measured_one():
         for B in (1, 16, 64):
             for th in (1, 2):
                 assert not dispatch.gemm_wins(kind, flags, 1, B, I, H, th), (kind, B, th)
-    # since the packed operands (results/torch-t1-20261204.json): one thread, the fused kernel for the
+    # since the packed operands (results/torch-t1-packed-20261203.json): one thread, the fused kernel for the
     # peephole LSTM and the tanh unit at every size, for the GRU but at batch 64 from H = 512
     peep = {"peepholes": True}
     for H in (128, 256, 512, 1024):
@@ -345,7 +345,7 @@ def test_dispatch_rule_is_the_measured_one():
             assert not dispatch.gemm_wins("lstm", peep, 1, B, H, H, 1), (H, B)
             assert not dispatch.gemm_wins("tanh", {}, 1, B, H, H, 1), (H, B)
             assert dispatch.gemm_wins("gru", {}, 1, B, H, H, 1) == (B >= 64 and H >= 512), (H, B)
-    # two threads (results/torch-lstm-t2-20261204.json): the peephole LSTM's fused kernel at every size;
+    # two threads (results/torch-lstm-t2-packed-20261203.json): the peephole LSTM's fused kernel at every size;
     # GRU and tanh as measured before (GEMM from H = 512)
     for B in (1, 16, 64):
         assert not dispatch.gemm_wins("lstm", peep, 1, B, 1024, 1024, 2), B

@@ -31,7 +31,7 @@ NB = 16  # must equal NB in common.h
 # step) unless a partial dU holds at least DEFER_BYTES; then the loop stores the gate gradients of every
 # step and dW, dU, db, dx are a few large torch GEMMs after it. A rank-n update reads and writes all of
 # dU and dW every step: in-loop measured faster at the paper's sizes (up to 4·195 x 195 and 400 x 400,
-# ~650 KB, batch 64) on the 2-core machine; deferred faster from 768 KiB (2026-12-04, one thread, with
+# ~650 KB, batch 64) on the 2-core machine; deferred faster from 768 KiB (2026-12-03, one thread, with
 # the packed operands of fused.cpp: LSTM H = 256 batch 16 / 64 0.88x / 0.78x the in-loop time, H = 512
 # 0.61x / 0.86x; GRU H = 256-512 0.77-0.92x; tanh H = 512 0.77-0.93x; at H = 128 about even).
 # At batch <= DEFER_BATCH, from 1/12 of it (64 KiB: the LSTM from H = 64, GRU 69, tanh 128): a

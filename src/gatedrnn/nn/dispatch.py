@@ -44,11 +44,11 @@ def gemm_spec(unit) -> tuple[str, dict, Tensor | None] | None:
 # B 1/16/64, T 100. Until 2026-12-03 (results/torch-t{1,2}.json) the fused kernel streamed W and U from L3
 # at every step once they outgrew the L2 and the GEMM path won from 2^19 values in W and U (G·H·(I + H)),
 # the LSTM's at two threads from 2^22. Since its large operands are packed into panels (fused.cpp,
-# 2026-12-04: results/torch-t1-20261204.json, CPU-time medians) the fused kernel is the faster of our two
+# 2026-12-03: results/torch-t1-packed-20261203.json, CPU-time medians) the fused kernel is the faster of our two
 # paths in every one-thread cell of the peephole LSTM (H 32-1024; at H = 1024 0.71/0.90/0.95x torch.nn
 # against the GEMM path's 0.87/1.17/1.14x) and the tanh unit, and of the GRU except at batch >= WIDE_BATCH
 # from 2^20 values (H = 512: fused 1.22x, GEMM 1.00x; H = 1024: 1.16x / 0.90x; at B = 16 they tie at 1024).
-# Two threads (results/torch-lstm-t2-20261204.json): the peephole LSTM likewise; the GRU and tanh unit
+# Two threads (results/torch-lstm-t2-packed-20261203.json): the peephole LSTM likewise; the GRU and tanh unit
 # were not re-measured at two threads and keep the earlier rule (GEMM from 2^19 values).
 # torch.nn.LSTM's form (no peepholes) was not re-measured: it keeps the earlier rule, GEMM from 2^19 values
 # at one thread, 2^22 at two. (The peephole LSTM's earlier batch <= 4 rule, fused below 2^22 values, is
