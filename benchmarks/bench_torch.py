@@ -7,7 +7,8 @@
 Suites (time-major input (T, B, I) without grad, T = 100, loss = sum of the outputs, float32):
   paper   the paper's music sizes, I = 88: LSTM 36, GRU 46, tanh 100; batch 1, 16, 64
   single  one layer, one direction, I = H: H 32 ... 1024, batch 1, 16, 64 (at H = 1024 one repeat after the
-          warm-up, and the GEMM path only: the fused kernel took 2.6-4.9x its time there in the first pass)
+          warm-up; before the packed operands of 2026-12-03 the GEMM path only: the fused kernel took 2.6-4.9x
+          its time there in the first pass)
   big     H = I = 1024, all three paths (--batch), one repeat after the warm-up
   layers  the torch.nn-shaped modules (gatedrnn.LSTM / GRU / TanhRNN, through the dispatch) against
           torch.nn's: 1 layer bidirectional, 2 layers uni- and bidirectional, I = H, --hidden, --batch
@@ -134,8 +135,7 @@ def run(suites, threads: int, repeats: int, units, hidden, batches, out: Path, l
                "settings": {"repeats": repeats, "repeats_h1024": 1, "steps": T, "dtype": "float32",
                             "timed": "zero grads + forward + out.sum() + backward; time-major input without grad",
                             "interleaved": True, "warmup": 1,
-                            "fused_h1024": "not timed: 2.6-4.9x the GEMM path's time at H = 1024 in the first pass "
-                                           "(torch-single-t1-firstpass.log)"},
+                            "repeats_h1024_paths": "fused, gemm and torch.nn (before 2026-12-03: the GEMM path only)"},
                "cells": []}
     info = res["machine"]
     log(f"# bench_torch — {info['cpu']}, torch {info['torch']}, {threads} threads, load {_load()}, "
@@ -172,8 +172,7 @@ def run(suites, threads: int, repeats: int, units, hidden, batches, out: Path, l
                 for H in hidden:
                     for B in batches:
                         if todo(suite, unit, B, H, H):
-                            big = H >= 1024
-                            done(suite, cell_single(unit, B, H, H, 1 if big else repeats, skip_fused=big))
+                            done(suite, cell_single(unit, B, H, H, 1 if H >= 1024 else repeats))
         elif suite == "big":       # the fused kernel at H = 1024 too (one batch size)
             for unit in units:
                 for B in batches:

@@ -563,6 +563,42 @@ def test_sparse_input_path_is_exact(variant, dtype, wgrad_mode, monkeypatch):
                                else 1e-11, rtol=1e-4)
 
 
+@pytest.fixture
+def pack_bytes():
+    """Sets the kernels' packing threshold (fused.cpp g_pack_bytes) for a test; restores it after."""
+    lib = loader.load()
+    old = lib.gr_set_pack_bytes(1 << 40)
+    lib.gr_set_pack_bytes(old)
+    yield lib.gr_set_pack_bytes
+    lib.gr_set_pack_bytes(old)
+
+
+@pytest.mark.parametrize("variant", VARIANTS + [("lstm-fgr", {})], ids=IDS + ["lstm-fgr"])
+@pytest.mark.parametrize("B, padded, dtype", [(13, False, torch.float32), (13, True, torch.float32),
+                                              (3, True, torch.float32), (13, False, torch.float64)])
+def test_packed_operands_are_exact(variant, B, padded, dtype, wgrad_mode, pack_bytes):
+    """Large operands (Wᵀ, Uᵀ, U, W) packed into panels (fused.cpp, common.h gemm_packed; here forced at a
+    small size) give bit-for-bit the unpacked kernel's outputs, states and every gradient — training
+    forward, backward with dx, inference — and the reference's to float rounding. B = 13: the input
+    projection over blocks of steps (tiles of 6, 4, 2 and 1 rows); B = 3: the products of a few rows
+    across panels; padded lengths."""
+    name, kw = variant
+    T, I, H = 11, 21, 19
+    u = make(name, kw, I, H, dtype)
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(B, T, I, generator=g, dtype=dtype)
+    lengths = torch.randint(0, T + 1, (B,), generator=g) if padded else None
+    res, infer = [], []
+    for nbytes in (1 << 40, 0):
+        pack_bytes(nbytes)
+        res.append(run(u, x, lengths))
+        with torch.no_grad():
+            infer.append(u(x, lengths=lengths)[0])
+    assert_same(res[0], res[1], atol=0, rtol=0)
+    assert torch.equal(infer[0], infer[1]) and torch.equal(infer[1], res[1][0])
+    assert_same(res[1], run(u, x, lengths, fused=False), atol=2e-5 if dtype == torch.float32 else 1e-11)
+
+
 @pytest.mark.parametrize("variant", VARIANTS, ids=IDS)
 def test_byte_inputs_for_inference(variant):
     """Compact evaluation batches: uint8 inputs give exactly the float inputs' forward."""

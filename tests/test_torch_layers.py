@@ -330,31 +330,30 @@ def test_dispatch_applies_its_rule(monkeypatch):
     monkeypatch.setattr(dispatch, "gemm_wins", lambda *a, **k: False)
     torch.testing.assert_close(u(x)[0], a, rtol=1e-5, atol=1e-6)
 def test_dispatch_rule_is_the_measured_one():
-    """The rule's cells (docs/KERNELS.md): the fused kernel at the paper's sizes, the GEMM path for large
-    products."""
+    """The rule's cells (docs/KERNELS.md, "Two paths"): the fused kernel at the paper's sizes and, since the
+    packed operands, wherever it measured faster; the GEMM path where it did."""
     for kind, flags, I, H in (("lstm", {"peepholes": True}, 88, 36), ("gru", {"reset_after": False}, 88, 46),
                               ("tanh", {}, 88, 100)):
         for B in (1, 16, 64):
             for th in (1, 2):
                 assert not dispatch.gemm_wins(kind, flags, 1, B, I, H, th), (kind, B, th)
-    for kind in ("lstm", "gru", "tanh"):
-        assert dispatch.gemm_wins(kind, {}, 1, 64, 1024, 1024, 1), kind
-        assert dispatch.gemm_wins(kind, {}, 1, 16, 512, 512, 1), kind
-        assert not dispatch.gemm_wins(kind, {"peepholes": True}, 1, 16, 128, 128, 1), kind
-    assert dispatch.gemm_wins("lstm", {"peepholes": True}, 1, 64, 256, 256, 1)
-    assert not dispatch.gemm_wins("tanh", {}, 1, 64, 256, 256, 1)
-    # two threads: the LSTM's fused kernel further (it won up to H = 512); GRU and tanh as at one thread
-    assert not dispatch.gemm_wins("lstm", {"peepholes": True}, 1, 16, 512, 512, 2)
-    assert dispatch.gemm_wins("lstm", {"peepholes": True}, 1, 16, 1024, 1024, 2)
+    # since the packed operands (results/torch-t1-packed-20261203.json): one thread, the fused kernel for the
+    # peephole LSTM and the tanh unit at every size, for the GRU but at batch 64 from H = 512
+    peep = {"peepholes": True}
+    for H in (128, 256, 512, 1024):
+        for B in (1, 4, 16, 64):
+            assert not dispatch.gemm_wins("lstm", peep, 1, B, H, H, 1), (H, B)
+            assert not dispatch.gemm_wins("tanh", {}, 1, B, H, H, 1), (H, B)
+            assert dispatch.gemm_wins("gru", {}, 1, B, H, H, 1) == (B >= 64 and H >= 512), (H, B)
+    # two threads (results/torch-lstm-t2-packed-20261203.json): the peephole LSTM's fused kernel at every size;
+    # GRU and tanh as measured before (GEMM from H = 512)
+    for B in (1, 16, 64):
+        assert not dispatch.gemm_wins("lstm", peep, 1, B, 1024, 1024, 2), B
     assert dispatch.gemm_wins("tanh", {}, 1, 16, 512, 512, 2) and not dispatch.gemm_wins("gru", {}, 1, 16, 256, 256, 2)
-    # torch.nn.LSTM's form at batch 1, unpadded: torch's own LSTM primitive
+    # torch.nn.LSTM's form: at batch 1, unpadded, torch's own LSTM primitive; else the earlier rule
     assert dispatch.gemm_wins("lstm", {"peepholes": False}, 1, 1, 32, 32, 1)
     assert not dispatch.gemm_wins("lstm", {"peepholes": False}, 1, 1, 32, 32, 1, masked=True)
-    assert not dispatch.gemm_wins("lstm", {"peepholes": True}, 1, 1, 32, 32, 1)
-    # the peephole LSTM at batch <= 4: fused up to H = 512 (its GEMM path is a Python loop), GEMM at 1024
-    for B in (1, 4):
-        for th in (1, 2):
-            assert not dispatch.gemm_wins("lstm", {"peepholes": True}, 1, B, 512, 512, th), (B, th)
-            assert dispatch.gemm_wins("lstm", {"peepholes": True}, 1, B, 1024, 1024, th), (B, th)
-    assert dispatch.gemm_wins("lstm", {"peepholes": True}, 1, 16, 512, 512, 1)
+    assert not dispatch.gemm_wins("lstm", peep, 1, 1, 32, 32, 1)
     assert dispatch.gemm_wins("lstm", {"peepholes": False}, 1, 4, 512, 512, 1)
+    assert dispatch.gemm_wins("lstm", {"peepholes": False}, 1, 16, 256, 256, 1)
+    assert not dispatch.gemm_wins("lstm", {"peepholes": False}, 1, 16, 512, 512, 2)

@@ -28,22 +28,24 @@ from . import loader
 
 NB = 16  # must equal NB in common.h
 # Weight gradients: accumulated inside the backward loop (per-chunk partial sums, rank-n updates per
-# step) unless a partial dU is larger than this; then the loop stores the gate gradients of every step
-# and dW, dU, db, dx are a few large torch GEMMs after it. In-loop measured faster at all the paper's
-# sizes (up to 4·195 x 195 and 400 x 400) on the 2-core machine.
-# At batch <= DEFER_BATCH, from 1/64 of it (64 KiB: the LSTM from H = 64, GRU 69, tanh 128): a
-# rank-1..4 update reads and writes all of dU and dW for a handful of FMAs per element, every step, and
-# the deferred GEMMs were 1.6-2.4x faster for the whole backward at H = 128-256, batch 1-4 (LSTM and
-# GRU, one thread; about even at H = 64 and at batch 8; the in-loop sparse dW of the paper's music
-# inputs kept at H = 36).
-DEFER_BYTES = 4 * 1024 * 1024
+# step) unless a partial dU holds at least DEFER_BYTES; then the loop stores the gate gradients of every
+# step and dW, dU, db, dx are a few large torch GEMMs after it. A rank-n update reads and writes all of
+# dU and dW every step: in-loop measured faster at the paper's sizes (up to 4·195 x 195 and 400 x 400,
+# ~650 KB, batch 64) on the 2-core machine; deferred faster from 768 KiB (2026-12-03, one thread, with
+# the packed operands of fused.cpp: LSTM H = 256 batch 16 / 64 0.88x / 0.78x the in-loop time, H = 512
+# 0.61x / 0.86x; GRU H = 256-512 0.77-0.92x; tanh H = 512 0.77-0.93x; at H = 128 about even).
+# At batch <= DEFER_BATCH, from 1/12 of it (64 KiB: the LSTM from H = 64, GRU 69, tanh 128): a
+# rank-1..4 update is a handful of FMAs per element of dU, and the deferred GEMMs were 1.6-2.4x faster
+# for the whole backward at H = 128-256, batch 1-4 (LSTM and GRU, one thread; about even at H = 64 and
+# at batch 8; the in-loop sparse dW of the paper's music inputs kept at H = 36).
+DEFER_BYTES = 768 * 1024
 DEFER_BATCH = 4
 
 
 def defers(GH: int, H: int, B: int, element_size: int) -> bool:
     """Does the backward leave the weight gradients to GEMMs after the loop (see DEFER_BYTES)?"""
     nbytes = GH * _pad(H) * element_size
-    return nbytes > DEFER_BYTES or (B <= DEFER_BATCH and nbytes >= DEFER_BYTES >> 6)
+    return nbytes >= DEFER_BYTES or (B <= DEFER_BATCH and nbytes >= DEFER_BYTES // 12)
 
 
 TANH, GRU, LSTM = 0, 1, 2

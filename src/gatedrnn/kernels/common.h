@@ -13,6 +13,7 @@
 #include <algorithm>
 #include <atomic>
 #include <new>
+#include <type_traits>
 #ifndef _OPENMP
 #include <thread>
 #endif
@@ -134,18 +135,20 @@ template <typename T> struct Vec {
 template <typename T, int R, int NV>
 inline __attribute__((always_inline)) void micro(int64_t K, const T* __restrict A, int64_t ars, int64_t aks,
                                                         const T* __restrict Bm, int64_t ldb,
-                                                        T* C, int64_t ldc, const T* Cin, int64_t ldcin) {
+                                                        T* C, int64_t ldc, const T* Cin, int64_t ldcin,
+                                                        int64_t ps = NB) {
     typedef typename Vec<T>::type V;
     typedef typename Vec<T>::mem VM;
     constexpr int L = VBYTES / int(sizeof(T));   // lanes per register
     constexpr int NVV = NV * NB / L;             // registers per row of the tile
+    constexpr int VPB = NB / L;                  // registers per NB-column block (block v / VPB at ps)
     V acc[R][NVV];
     for (int r = 0; r < R; ++r)
         for (int v = 0; v < NVV; ++v)
             acc[r][v] = Cin ? V(*reinterpret_cast<const VM*>(Cin + r * ldcin + v * L)) : V{};
     for (int64_t k = 0; k < K; ++k) {
         V b[NVV];
-        for (int v = 0; v < NVV; ++v) b[v] = *reinterpret_cast<const VM*>(Bm + k * ldb + v * L);
+        for (int v = 0; v < NVV; ++v) b[v] = *reinterpret_cast<const VM*>(Bm + v / VPB * ps + k * ldb + v % VPB * L);
         for (int r = 0; r < R; ++r) {
             const T a = A[r * ars + k * aks];
             for (int v = 0; v < NVV; ++v) acc[r][v] += a * b[v];
@@ -163,10 +166,10 @@ constexpr int main_blocks() { return micro_rows<T, 2>() >= 4 ? 2 : 1; }
 // rows [0, M) (a multiple of R) of the column block at n0
 template <typename T, int NV, int R>
 inline void gemm_cols(int64_t M, int64_t n0, int64_t K, const T* A, int64_t ars, int64_t aks, const T* Bm,
-                             int64_t ldb, T* C, int64_t ldc, const T* Cin, int64_t ldcin) {
+                             int64_t ldb, T* C, int64_t ldc, const T* Cin, int64_t ldcin, int64_t ps) {
     for (int64_t m = 0; m + R <= M; m += R)
-        micro<T, R, NV>(K, A + m * ars, ars, aks, Bm + n0, ldb, C + m * ldc + n0, ldc,
-                        Cin ? Cin + m * ldcin + n0 : nullptr, ldcin);
+        micro<T, R, NV>(K, A + m * ars, ars, aks, Bm + n0 / NB * ps, ldb, C + m * ldc + n0, ldc,
+                        Cin ? Cin + m * ldcin + n0 : nullptr, ldcin, ps);
 }
 
 // A few rows (m0, RR of them) across all columns, in blocks as wide as keep WIDE accumulators in flight
@@ -181,33 +184,34 @@ constexpr int wide_blocks() {
 }
 template <typename T, int RR, int NV>
 inline void gemm_rows(int64_t m0, int64_t n0, int64_t Np, int64_t K, const T* A, int64_t ars, int64_t aks,
-                             const T* Bm, int64_t ldb, T* C, int64_t ldc, const T* Cin, int64_t ldcin) {
+                             const T* Bm, int64_t ldb, T* C, int64_t ldc, const T* Cin, int64_t ldcin,
+                             int64_t ps = NB) {
     for (; n0 + NV * NB <= Np; n0 += NV * NB)
-        micro<T, RR, NV>(K, A + m0 * ars, ars, aks, Bm + n0, ldb, C + m0 * ldc + n0, ldc,
-                         Cin ? Cin + m0 * ldcin + n0 : nullptr, ldcin);
-    if constexpr (NV > 1) gemm_rows<T, RR, NV / 2>(m0, n0, Np, K, A, ars, aks, Bm, ldb, C, ldc, Cin, ldcin);
+        micro<T, RR, NV>(K, A + m0 * ars, ars, aks, Bm + n0 / NB * ps, ldb, C + m0 * ldc + n0, ldc,
+                         Cin ? Cin + m0 * ldcin + n0 : nullptr, ldcin, ps);
+    if constexpr (NV > 1) gemm_rows<T, RR, NV / 2>(m0, n0, Np, K, A, ars, aks, Bm, ldb, C, ldc, Cin, ldcin, ps);
 }
 
 template <typename T>
 void gemm(int64_t M, int64_t Np, int64_t K, const T* A, int64_t ars, int64_t aks, const T* Bm,
-          int64_t ldb, T* C, int64_t ldc, const T* Cin, int64_t ldcin) {
+          int64_t ldb, T* C, int64_t ldc, const T* Cin, int64_t ldcin, int64_t ps = NB) {
     constexpr int NV = main_blocks<T>(), R = micro_rows<T, NV>();
     int64_t m = 0;
     if (M >= R) {   // the register-blocked part: R rows share each loaded B vector
         const int64_t Mr = M / R * R;
         int64_t n0 = 0;
-        for (; n0 + NV * NB <= Np; n0 += NV * NB) gemm_cols<T, NV, R>(Mr, n0, K, A, ars, aks, Bm, ldb, C, ldc, Cin, ldcin);
-        for (; n0 < Np; n0 += NB) gemm_cols<T, 1, R>(Mr, n0, K, A, ars, aks, Bm, ldb, C, ldc, Cin, ldcin);
+        for (; n0 + NV * NB <= Np; n0 += NV * NB) gemm_cols<T, NV, R>(Mr, n0, K, A, ars, aks, Bm, ldb, C, ldc, Cin, ldcin, ps);
+        for (; n0 < Np; n0 += NB) gemm_cols<T, 1, R>(Mr, n0, K, A, ars, aks, Bm, ldb, C, ldc, Cin, ldcin, ps);
         m = Mr;
     }
     // the rest (all rows when M < R: batch 1 to 5): groups of 4, 2, 1 rows with wide column blocks
     if constexpr (R > 4)
         for (; m + 4 <= M; m += 4)
-            gemm_rows<T, 4, wide_blocks<T, 4>()>(m, 0, Np, K, A, ars, aks, Bm, ldb, C, ldc, Cin, ldcin);
+            gemm_rows<T, 4, wide_blocks<T, 4>()>(m, 0, Np, K, A, ars, aks, Bm, ldb, C, ldc, Cin, ldcin, ps);
     if constexpr (R > 2)
         for (; m + 2 <= M; m += 2)
-            gemm_rows<T, 2, wide_blocks<T, 2>()>(m, 0, Np, K, A, ars, aks, Bm, ldb, C, ldc, Cin, ldcin);
-    for (; m < M; ++m) gemm_rows<T, 1, wide_blocks<T, 1>()>(m, 0, Np, K, A, ars, aks, Bm, ldb, C, ldc, Cin, ldcin);
+            gemm_rows<T, 2, wide_blocks<T, 2>()>(m, 0, Np, K, A, ars, aks, Bm, ldb, C, ldc, Cin, ldcin, ps);
+    for (; m < M; ++m) gemm_rows<T, 1, wide_blocks<T, 1>()>(m, 0, Np, K, A, ars, aks, Bm, ldb, C, ldc, Cin, ldcin, ps);
 }
 
 // ---------------------------------------------------------------- row helpers
@@ -293,6 +297,43 @@ void put_transposed(T* dst, int64_t ld, int64_t off, const T* src, int64_t rows,
             for (int64_t j = j0; j < j1; ++j)
                 for (int64_t g = g0; g < g1; ++g) dst[j * ld + off + g] = src[g * cols + j];
         }
+}
+
+// ---------------------------------------------------------------- packed operands
+// A large B (K x Np, beyond the 1 MiB L2 here: the LSTM's Uᵀ from H = 256) streamed from L3 at every step
+// in 64-byte pieces of rows ld apart — a new 4 KiB page at every k, which the hardware prefetcher does not
+// cross — ran at ~4 GB/s. Packed once per call into panels of NB columns, each panel (K x NB) contiguous,
+// a product streams whole panels. pack_panels: dst panel j = columns [j NB, j NB + NB) of src (rows of
+// stride ld), at j * K * NB, row stride NB.
+template <typename T>
+void pack_panels(Buf<T>& dst, const T* src, int64_t K, int64_t ld, int64_t Np) {
+    dst.resize(K * Np);
+    for (int64_t j = 0; j < Np / NB; ++j)
+        for (int64_t k = 0; k < K; ++k)
+            std::memcpy(dst.data() + (j * K + k) * NB, src + k * ld + j * NB, NB * sizeof(T));
+}
+
+// C = Cin + A B with B packed (pack_panels over Kp >= K rows: panel j at Bp + j * Kp * NB). Panel by panel,
+// every row of A (R-row tiles, then 4, 2, 1), so each panel comes from L3 once per product; fewer rows than
+// a tile: gemm's row groups across consecutive panels. The same sums as gemm (see above).
+template <typename T>
+void gemm_packed(int64_t M, int64_t Np, int64_t K, const T* A, int64_t ars, int64_t aks, const T* Bp, int64_t Kp,
+                 T* C, int64_t ldc, const T* Cin, int64_t ldcin) {
+    constexpr int R = micro_rows<T, 1>();
+    const int64_t ps = Kp * NB;
+    if (M < R) return gemm<T>(M, Np, K, A, ars, aks, Bp, NB, C, ldc, Cin, ldcin, ps);
+    for (int64_t n0 = 0; n0 < Np; n0 += NB) {
+        const T* Bj = Bp + n0 / NB * ps;
+        auto tile = [&](auto rows, int64_t m) {
+            micro<T, decltype(rows)::value, 1>(K, A + m * ars, ars, aks, Bj, NB, C + m * ldc + n0, ldc,
+                                                Cin ? Cin + m * ldcin + n0 : nullptr, ldcin);
+        };
+        int64_t m = 0;
+        for (; m + R <= M; m += R) tile(std::integral_constant<int, R>{}, m);
+        if constexpr (R > 4) for (; m + 4 <= M; m += 4) tile(std::integral_constant<int, 4>{}, m);
+        if constexpr (R > 2) for (; m + 2 <= M; m += 2) tile(std::integral_constant<int, 2>{}, m);
+        for (; m < M; ++m) tile(std::integral_constant<int, 1>{}, m);
+    }
 }
 
 // ---------------------------------------------------------------- the parallel region

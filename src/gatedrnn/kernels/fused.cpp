@@ -157,25 +157,44 @@ struct Carried {
 // the cache at every step, and at the LSTM-128's 4H x 128 Wᵀ and Uᵀ together filled the 512 KiB L2, so
 // neither stayed (batch 1: ~40 % of a forward step). Each value is the same sum either way (gemm).
 // Otherwise, per step: the active rows [lo, hi) only; sparse inputs over their nonzeros (sparse_gx).
-constexpr int64_t AHEAD_ROWS = 4, AHEAD = 24;
+// With Wᵀ packed (larger than the L2; more rows), the same ahead, S steps at a time as ONE product over
+// their S n rows (copied together), S n ~ BLOCK_ROWS: per step, Wᵀ came from L3 once per row tile.
+constexpr int64_t AHEAD_ROWS = 4, AHEAD = 24, BLOCK_ROWS = 64;
 template <typename T>
 struct InputProj {
     const FwdArgs& a;
+    const T* WTp;   // packed Wᵀ or null
     int64_t r0, n, ldx;
-    bool sparse, xu8, ahead;
-    int64_t done = -1;   // ahead: the first step of the block in gx
+    bool sparse, xu8, ahead, block;
+    int64_t S, done = -1;   // ahead / block: steps per block, the first step of the block in gx
     Buf<T> gx, xcv;
     Buf<int32_t> idx;
-    InputProj(const FwdArgs& a_, int64_t r0_, int64_t n_)
-        : a(a_), r0(r0_), n(n_), ldx(a_.ldx), sparse((a_.flags & 1) != 0), xu8((a_.flags & 2) != 0),
-          ahead(!sparse && !xu8 && n_ <= AHEAD_ROWS), gx((ahead ? std::min(AHEAD, a_.T) : 1) * n_ * ldx),
-          xcv(xu8 && !sparse ? n_ * a_.I : 0), idx(sparse ? a_.I : 0) {}
+    InputProj(const FwdArgs& a_, const T* WTp_, int64_t r0_, int64_t n_)
+        : a(a_), WTp(WTp_), r0(r0_), n(n_), ldx(a_.ldx), sparse((a_.flags & 1) != 0), xu8((a_.flags & 2) != 0),
+          ahead(!sparse && !xu8 && n_ <= AHEAD_ROWS), block(!sparse && !xu8 && !ahead && WTp_),
+          S(std::min(a_.T, ahead ? AHEAD : block ? std::max<int64_t>(1, BLOCK_ROWS / n_) : 1)),
+          gx(S * n_ * ldx), xcv(xu8 && !sparse ? n_ * a_.I : block ? S * n_ * a_.I : 0), idx(sparse ? a_.I : 0) {}
+
+    // block mode: steps t0 .. t0+S-1, all n rows, row i of step t0 + s at (s n + i) ldx
+    void run_block(int64_t t0) {
+        const int64_t I = a.I, s1 = std::min(S, a.T - t0);
+        for (int64_t s = 0; s < s1; ++s)
+            for (int64_t i = 0; i < n; ++i)
+                std::memcpy(xcv.data() + (s * n + i) * I, static_cast<const T*>(a.x) + (t0 + s) * a.sT + (r0 + i) * a.sB,
+                            I * sizeof(T));
+        gemm_packed<T>(s1 * n, ldx, I, xcv.data(), I, 1, WTp, I, gx.data(), ldx, static_cast<const T*>(a.bx), 0);
+    }
 
     // row 0 of step t's projection (rows [lo, hi) valid)
     const T* step(int64_t t, int64_t lo, int64_t hi) {
         const int64_t I = a.I, m_ = hi - lo;
         const T* WT = static_cast<const T*>(a.WT);
         const T* bx = static_cast<const T*>(a.bx);
+        if (block) {
+            const int64_t t0 = t / S * S;
+            if (t0 != done) run_block(t0), done = t0;
+            return gx.data() + (t - t0) * n * ldx;
+        }
         if (ahead) {
             const int64_t t0 = t / AHEAD * AHEAD;
             if (t0 != done) {   // steps t0 .. t0+AHEAD-1, row by row: row i of step t0 + s at (s n + i) ldx
@@ -206,7 +225,7 @@ struct InputProj {
 // keeps nothing for backward — the chunk's state lives in ping-pong rows (read from h0/c0/g0, final
 // state written to hT/cT/gT), the activations in one step of scratch rows. Both run the same step.
 template <typename T>
-static void forward_rows(const FwdArgs& a, const Kernel<T>& k, int64_t r0, int64_t r1) {
+static void forward_rows(const FwdArgs& a, const FwdOps<T>& o, const Kernel<T>& k, int64_t r0, int64_t r1) {
     const int64_t Tn = a.T, B = a.B, H = a.H, I = a.I, n = r1 - r0;
     const int64_t GH = k.G * H, W3 = k.gs, ldu = a.ldu;
     const bool infer = a.Hs == nullptr;
@@ -219,7 +238,7 @@ static void forward_rows(const FwdArgs& a, const Kernel<T>& k, int64_t r0, int64
         gs(W3, infer, a.Gs, B, r0, n);
     Buf<T> gbuf(n * ldu);
     Buf<T> actb(infer && k.acts ? n * GH : 0), auxb(infer && k.acts ? n * H : 0);
-    InputProj<T> xin(a, r0, n);
+    InputProj<T> xin(a, o.WTp.empty() ? nullptr : o.WTp.data(), r0, n);
     T* g = gbuf.data();
     hs.init(a.h0);
     cs.init(a.c0);
@@ -255,7 +274,8 @@ static void forward_rows(const FwdArgs& a, const Kernel<T>& k, int64_t r0, int64
         if (lo >= hi) continue;
         const int64_t m_ = hi - lo;
         const T* gx = xin.step(t, lo, hi);   // b + W x_t
-        gemm<T>(m_, k.n1, H, hp + lo * H, H, 1, UT, ldu, g + lo * ldu, ldu, nullptr, 0);  // U h_{t-1}
+        if (o.UTp.empty()) gemm<T>(m_, k.n1, H, hp + lo * H, H, 1, UT, ldu, g + lo * ldu, ldu, nullptr, 0);  // U h_{t-1}
+        else gemm_packed<T>(m_, k.n1, H, hp + lo * H, H, 1, o.UTp.data(), H, g + lo * ldu, ldu, nullptr, 0);
         k.forward_step(FwdStep<T>{a, H, lo, hi, mt, gx, g, hp, hn, cp, cn, gp, gn, at, ut, ot});
     }
     hs.store(a.hT, Tn);
@@ -265,7 +285,8 @@ static void forward_rows(const FwdArgs& a, const Kernel<T>& k, int64_t r0, int64
 
 // ---------------------------------------------------------------- backward
 template <typename T>
-static void backward_rows(const BwdArgs& a, const Kernel<T>& k, int64_t p, int64_t r0, int64_t r1) {
+static void backward_rows(const BwdArgs& a, const BwdOps<T>& o, const Kernel<T>& k, int64_t p, int64_t r0,
+                          int64_t r1) {
     const int64_t Tn = a.T, B = a.B, H = a.H, I = a.I, n = r1 - r0, ldh = a.ldh, ldi = a.ldi;
     const int64_t GH = k.G * H, W3 = k.gs, ldg = W3 ? a.ldg : 0;
     const T* x = static_cast<const T*>(a.x);
@@ -336,7 +357,8 @@ static void backward_rows(const BwdArgs& a, const Kernel<T>& k, int64_t p, int64
         T* dl = d + lo * GH;          // the active rows' gate gradients
         T* dgl = dgx + lo * GH;
         // dh_{t-1} = direct part + d U   (the paper GRU: only the gate blocks; U_c went through r ⊙ h)
-        gemm<T>(m_, ldh, k.ku, dl, GH, 1, Up, ldh, dh + lo * ldh, ldh, dhd + lo * ldh, ldh);
+        if (o.Upp.empty()) gemm<T>(m_, ldh, k.ku, dl, GH, 1, Up, ldh, dh + lo * ldh, ldh, dhd + lo * ldh, ldh);
+        else gemm_packed<T>(m_, ldh, k.ku, dl, GH, 1, o.Upp.data(), GH, dh + lo * ldh, ldh, dhd + lo * ldh, ldh);
         if (defer) continue;
         // weight gradients of this step (rank-m updates of the per-chunk partial sums)
         for (int64_t i = lo; i < hi; ++i) {
@@ -356,7 +378,8 @@ static void backward_rows(const BwdArgs& a, const Kernel<T>& k, int64_t p, int64
         }
         k.accumulate(s);   // dU += dᵀ h_{t-1} (and the unit's own)
         if (dx) {
-            gemm<T>(m_, ldi, GH, dgl, GH, 1, Wp, ldi, dxs + lo * ldi, ldi, nullptr, 0);   // dx_t = dgx W
+            if (o.Wpp.empty()) gemm<T>(m_, ldi, GH, dgl, GH, 1, Wp, ldi, dxs + lo * ldi, ldi, nullptr, 0);   // dx_t = dgx W
+            else gemm_packed<T>(m_, ldi, GH, dgl, GH, 1, o.Wpp.data(), GH, dxs + lo * ldi, ldi, nullptr, 0);
             for (int64_t i = lo; i < hi; ++i)
                 std::memcpy(dx + t * a.sT + (r0 + i) * a.sB, dxs + i * ldi, I * sizeof(T));
         }
@@ -371,6 +394,13 @@ static void backward_rows(const BwdArgs& a, const Kernel<T>& k, int64_t p, int64
 }
 
 // ---------------------------------------------------------------- drivers (operands, reduction)
+// Operands of more than g_pack_bytes (256 KiB) are packed into panels for the loop's products (common.h gemm_packed):
+// beyond what stays in the L2 next to the rest of a step, a product streams them from L3 at every step.
+// (gr_set_pack_bytes changes it: the tests pack every operand and compare bit for bit.)
+static int64_t g_pack_bytes = 256 * 1024;
+template <typename T>
+static bool packs(int64_t values) { return values * int64_t(sizeof(T)) > g_pack_bytes; }
+
 // W^T (I, ldx) and the bias (ldx), padded to ldx = pad(G*H); U^T (and the unit's own) by the kernel
 template <typename T>
 static void forward_all(const FwdArgs* a0, int64_t K) {
@@ -389,9 +419,12 @@ static void forward_all(const FwdArgs* a0, int64_t K) {
         x.WT = o.WT.data();
         x.bx = o.bx.data();
         kern[k]->prepare_forward(x, o);
+        if (packs<T>(x.H * kern[k]->n1))
+            pack_panels<T>(o.UTp, static_cast<const T*>(x.UT), x.H, x.ldu, kern[k]->n1);
+        if (x.B > AHEAD_ROWS && !(x.flags & 3) && packs<T>(x.I * x.ldx)) pack_panels<T>(o.WTp, o.WT.data(), x.I, x.ldx, x.ldx);
     }
     run_items(K, a[0].B, a[0].nthreads,
-              [&](int64_t k, int64_t, int64_t r0, int64_t r1) { forward_rows<T>(a[k], *kern[k], r0, r1); });
+              [&](int64_t k, int64_t, int64_t r0, int64_t r1) { forward_rows<T>(a[k], ops[k], *kern[k], r0, r1); });
 }
 
 template <typename T>
@@ -419,9 +452,11 @@ static void backward_all(const BwdArgs* a0, int64_t K) {
             x.dWp = o.dWp.data(); x.dWTp = o.dWTp.data(); x.dUp = o.dUp.data(); x.dbp = o.dbp.data();
         }
         kern[k]->prepare_backward(x, o, P);
+        if (packs<T>(GH * ldh)) pack_panels<T>(o.Upp, o.Up.data(), GH, ldh, ldh);
+        if (x.dx && !defer && packs<T>(GH * ldi)) pack_panels<T>(o.Wpp, o.Wp.data(), GH, ldi, ldi);
     }
     run_items(K, B, a[0].nthreads, [&](int64_t k, int64_t p, int64_t r0, int64_t r1) {
-        backward_rows<T>(a[k], *kern[k], p, r0, r1);
+        backward_rows<T>(a[k], ops[k], *kern[k], p, r0, r1);
     });
     // the partial sums, added in chunk order
     for (int64_t k = 0; k < K; ++k) {
@@ -452,6 +487,12 @@ GR_API int64_t gr_num_parts(int64_t B, int64_t nthreads) { return gr::num_chunks
 
 GR_API void gr_set_chunks_per_thread(int64_t c) { gr::g_chunks_per_thread = std::max<int64_t>(1, c); }
 GR_API void gr_set_chunk_rows(int64_t r) { gr::g_chunk_rows = std::max<int64_t>(0, r); }
+// operands larger than this many bytes are packed into panels (see g_pack_bytes); returns the previous value
+GR_API int64_t gr_set_pack_bytes(int64_t b) {
+    const int64_t old = gr::g_pack_bytes;
+    gr::g_pack_bytes = std::max<int64_t>(0, b);
+    return old;
+}
 
 // transparent huge pages for a fresh buffer of `bytes` at p (see advise_huge)
 GR_API void gr_advise_huge(void* p, int64_t bytes) { gr::advise_huge(p, bytes); }

@@ -217,6 +217,8 @@ def _bind(lib: ctypes.CDLL) -> ctypes.CDLL:
     lib.gr_set_chunks_per_thread.argtypes = [ctypes.c_int64]
     lib.gr_set_chunk_rows.restype = None
     lib.gr_set_chunk_rows.argtypes = [ctypes.c_int64]
+    lib.gr_set_pack_bytes.restype = ctypes.c_int64
+    lib.gr_set_pack_bytes.argtypes = [ctypes.c_int64]
     lib.gr_advise_huge.restype = None
     lib.gr_advise_huge.argtypes = [ctypes.c_void_p, ctypes.c_int64]
     return lib

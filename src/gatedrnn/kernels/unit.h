@@ -18,10 +18,12 @@ namespace gr __attribute__((visibility("hidden"))) {
 
 // the operand copies of one model for one call (made by the drivers in fused.cpp and by the kernel's
 // prepare_* hooks; the argument block points into them)
+// WTp, UTp, Upp, Wpp: the loop's own large operands packed into panels (common.h pack_panels; empty:
+// not packed), used only by fused.cpp's products (a unit's own products read the unpacked copies)
 template <typename T>
-struct FwdOps { Buf<T> WT, bx, UT, RT; };
+struct FwdOps { Buf<T> WT, bx, UT, RT, WTp, UTp; };
 template <typename T>
-struct BwdOps { Buf<T> Wp, Up, dWp, dUp, dbp, dWTp, dvr, Rp, dRp; };
+struct BwdOps { Buf<T> Wp, Up, dWp, dUp, dbp, dWTp, dvr, Rp, dRp, Upp, Wpp; };
 
 // One forward step t of one chunk of batch rows. The loop has already handled the rows outside
 // [lo, hi) (padded at this step: state carried, output zero) and computed, for rows [lo, hi),

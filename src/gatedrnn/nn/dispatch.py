@@ -40,22 +40,24 @@ def gemm_spec(unit) -> tuple[str, dict, Tensor | None] | None:
     return spec[0], spec[1], None
 
 
-# The crossover, measured (benchmarks/bench_torch.py, results/torch-t{1,2}.json; docs/KERNELS.md, "Two
-# paths"): the fused kernel streams W and U through its micro-kernel once per step and row block; once they
-# outgrow the cache the platform's GEMM is faster. Single-layer grid, I = H, B 1/16/64, T 100. One thread:
-# fused faster at H <= 128 for all three units; at H = 256 the LSTM's GEMM path wins (1 MiB of U), the GRU's
-# ties, the tanh unit's fused kernel wins; at H >= 512 the GEMM path wins for all three -> the GEMM path from
-# 2^19 values in W and U (G·H·(I + H); 2 MiB in float32). Two threads: the same for the GRU and the tanh
-# unit (fused at H = 256, GEMM from 512); the LSTM's fused kernel won up to H = 512 (2^21 values) and lost at
-# 1024 (2^23) -> from 2^22 for the LSTM.
-GEMM_FROM_VALUES = {1: {"tanh": 1 << 19, "gru": 1 << 19, "lstm": 1 << 19},
-                    2: {"tanh": 1 << 19, "gru": 1 << 19, "lstm": 1 << 22}}
-# The peephole LSTM at batch <= SMALL_BATCH (results/torch-lstm-cross-t1-20261203.json, after the kernels'
-# small-batch work: matrix-vector tiles, the input projection ahead, deferred weight gradients): the fused
-# kernel 0.95x torch.nn at H = 256 and 1.14x at 512, batch 1 (CPU time), its GEMM path (a Python loop of
-# torch ops per step, having no torch primitive) 3.2x and 2.0x; at batch 4 fused 1.13x / GEMM 2.3x (H = 256)
-# and a tie at 512 -> fused below 2^22 values at any thread count (H = 1024, 2^23: the GEMM path).
-SMALL_BATCH, PEEP_SMALL_BATCH_GEMM_FROM = 4, 1 << 22
+# The crossover, measured (benchmarks/bench_torch.py; docs/KERNELS.md, "Two paths"). Single layer, I = H,
+# B 1/16/64, T 100. Until 2026-12-03 (results/torch-t{1,2}.json) the fused kernel streamed W and U from L3
+# at every step once they outgrew the L2 and the GEMM path won from 2^19 values in W and U (G·H·(I + H)),
+# the LSTM's at two threads from 2^22. Since its large operands are packed into panels (fused.cpp,
+# 2026-12-03: results/torch-t1-packed-20261203.json, CPU-time medians) the fused kernel is the faster of our two
+# paths in every one-thread cell of the peephole LSTM (H 32-1024; at H = 1024 0.71/0.90/0.95x torch.nn
+# against the GEMM path's 0.87/1.17/1.14x) and the tanh unit, and of the GRU except at batch >= WIDE_BATCH
+# from 2^20 values (H = 512: fused 1.22x, GEMM 1.00x; H = 1024: 1.16x / 0.90x; at B = 16 they tie at 1024).
+# Two threads (results/torch-lstm-t2-packed-20261203.json): the peephole LSTM likewise; the GRU and tanh unit
+# were not re-measured at two threads and keep the earlier rule (GEMM from 2^19 values).
+# torch.nn.LSTM's form (no peepholes) was not re-measured: it keeps the earlier rule, GEMM from 2^19 values
+# at one thread, 2^22 at two. (The peephole LSTM's earlier batch <= 4 rule, fused below 2^22 values, is
+# covered: fused everywhere.)
+NEVER = 1 << 62
+GEMM_FROM_VALUES = {1: {"tanh": NEVER, "gru": NEVER, "lstm": NEVER},
+                    2: {"tanh": 1 << 19, "gru": 1 << 19, "lstm": NEVER}}
+WIDE_BATCH, GEMM_FROM_VALUES_WIDE = 64, {1: {"gru": 1 << 20}, 2: {}}
+OLD_LSTM_FROM = {1: 1 << 19, 2: 1 << 22}   # torch.nn.LSTM's form (peepholes=False): the earlier rule
 
 
 def gemm_wins(kind: str, flags, K: int, B: int, I: int, H: int, threads: int | None = None,
@@ -63,18 +65,20 @@ def gemm_wins(kind: str, flags, K: int, B: int, I: int, H: int, threads: int | N
     """The measured rule: is the GEMM path faster than the fused kernel for K models of this kind, batch B,
     input I, hidden H (at `threads`, default torch's; `masked`: padded steps)? docs/KERNELS.md, "Two paths".
     - W and U together hold at least GEMM_FROM_VALUES[threads][kind] values (more than 2 threads: as 2,
-      the largest count measured): the GEMM path; the peephole LSTM at batch <= SMALL_BATCH: from
-      PEEP_SMALL_BATCH_GEMM_FROM values;
-    - torch.nn.LSTM's own form (no peepholes), one model, one sequence, no padding: torch's LSTM primitive
-      (oneDNN) beat the fused kernel at batch 1 at every size measured."""
+      the largest count measured), at batch >= WIDE_BATCH GEMM_FROM_VALUES_WIDE's where it has one;
+    - torch.nn.LSTM's form (no peepholes): the earlier rule (OLD_LSTM_FROM), and with one model, one
+      sequence, no padding torch's LSTM primitive (oneDNN), which beat the fused kernel at batch 1 at every
+      size measured."""
     threads = min(max(threads or torch.get_num_threads(), 1), 2)
     G = {"tanh": 1, "gru": 3, "lstm": 4}[kind]
-    peep = kind == "lstm" and bool(flags.get("peepholes", False))
-    if peep and B <= SMALL_BATCH:
-        return G * H * (I + H) >= PEEP_SMALL_BATCH_GEMM_FROM
-    if G * H * (I + H) >= GEMM_FROM_VALUES[threads][kind]:
-        return True
-    return kind == "lstm" and not flags.get("peepholes", False) and K == 1 and B == 1 and not masked
+    values = G * H * (I + H)
+    if kind == "lstm" and not flags.get("peepholes", False):
+        if K == 1 and B == 1 and not masked:
+            return True
+        return values >= OLD_LSTM_FROM[threads]
+    if B >= WIDE_BATCH and kind in GEMM_FROM_VALUES_WIDE[threads]:
+        return values >= GEMM_FROM_VALUES_WIDE[threads][kind]
+    return values >= GEMM_FROM_VALUES[threads][kind]
 
 
 def route(unit, xt: Tensor, W: Tensor, U: Tensor, b: Tensor, v: Tensor | None, mask: Tensor | None,
