@@ -573,7 +573,7 @@ def pack_bytes():
     lib.gr_set_pack_bytes(old)
 
 
-@pytest.mark.parametrize("variant", VARIANTS + [("lstm-fgr", {})], ids=IDS + ["lstm-fgr"])
+@pytest.mark.parametrize("variant", VARIANTS + [("lstm-fgr", {}), ("gru-nug", {})], ids=IDS + ["lstm-fgr", "gru-nug"])
 @pytest.mark.parametrize("B, padded, dtype", [(13, False, torch.float32), (13, True, torch.float32),
                                               (3, True, torch.float32), (13, False, torch.float64)])
 def test_packed_operands_are_exact(variant, B, padded, dtype, wgrad_mode, pack_bytes):
@@ -581,7 +581,9 @@ def test_packed_operands_are_exact(variant, B, padded, dtype, wgrad_mode, pack_b
     small size) give bit-for-bit the unpacked kernel's outputs, states and every gradient — training
     forward, backward with dx, inference — and the reference's to float rounding. B = 13: the input
     projection over blocks of steps (tiles of 6, 4, 2 and 1 rows); B = 3: the products of a few rows
-    across panels; padded lengths."""
+    across panels; padded lengths. The paper GRU's own product U_c (r ⊙ h) packed too, forward (U_c^T's
+    panels after [U_z;U_r]^T's) and backward (rows 2H.. of U's panels); gru-nug: one gate block, U_c^T
+    from column pad(H)."""
     name, kw = variant
     T, I, H = 11, 21, 19
     u = make(name, kw, I, H, dtype)

@@ -276,7 +276,8 @@ static void forward_rows(const FwdArgs& a, const FwdOps<T>& o, const Kernel<T>& 
         const T* gx = xin.step(t, lo, hi);   // b + W x_t
         if (o.UTp.empty()) gemm<T>(m_, k.n1, H, hp + lo * H, H, 1, UT, ldu, g + lo * ldu, ldu, nullptr, 0);  // U h_{t-1}
         else gemm_packed<T>(m_, k.n1, H, hp + lo * H, H, 1, o.UTp.data(), H, g + lo * ldu, ldu, nullptr, 0);
-        k.forward_step(FwdStep<T>{a, H, lo, hi, mt, gx, g, hp, hn, cp, cn, gp, gn, at, ut, ot});
+        k.forward_step(FwdStep<T>{a, H, lo, hi, mt, gx, g, hp, hn, cp, cn, gp, gn, at, ut, ot,
+                                  o.UTp.empty() ? nullptr : o.UTp.data()});
     }
     hs.store(a.hT, Tn);
     cs.store(a.cT, Tn);
@@ -352,7 +353,7 @@ static void backward_rows(const BwdArgs& a, const BwdOps<T>& o, const Kernel<T>&
             if (W3) std::memcpy(dgad + i * ldg, dga + i * ldg, W3 * sizeof(T));
         }
         const BwdStep<T> s{a, t, p, r0, lo, hi, H, GH, ldh, ldg, mt, d, dgx, dh, dhd, dc, dga, dgad, hpad, dU,
-                           scr.data(), zero.data()};
+                           scr.data(), zero.data(), o.Upp.empty() ? nullptr : o.Upp.data()};
         k.backward_step(s);   // the gate gradients of the valid rows
         T* dl = d + lo * GH;          // the active rows' gate gradients
         T* dgl = dgx + lo * GH;
@@ -419,8 +420,8 @@ static void forward_all(const FwdArgs* a0, int64_t K) {
         x.WT = o.WT.data();
         x.bx = o.bx.data();
         kern[k]->prepare_forward(x, o);
-        if (packs<T>(x.H * kern[k]->n1))
-            pack_panels<T>(o.UTp, static_cast<const T*>(x.UT), x.H, x.ldu, kern[k]->n1);
+        // all ldu columns: the paper GRU's U_c^T (from off2) too, for its own product U_c (r ⊙ h)
+        if (packs<T>(x.H * kern[k]->n1)) pack_panels<T>(o.UTp, static_cast<const T*>(x.UT), x.H, x.ldu, x.ldu);
         if (x.B > AHEAD_ROWS && !(x.flags & 3) && packs<T>(x.I * x.ldx)) pack_panels<T>(o.WTp, o.WT.data(), x.I, x.ldx, x.ldx);
     }
     run_items(K, a[0].B, a[0].nthreads,

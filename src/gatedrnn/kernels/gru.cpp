@@ -213,8 +213,11 @@ struct Gru final : Kernel<T> {
         }
         if (!two_stage) return;
         // U_c (r ⊙ h)  (one gate block: U_c (s ⊙ h))
-        gemm<T>(hi - lo, padn(H), H, s.ut + lo * H, H, 1, static_cast<const T*>(s.a.UT) + off2, ldu,
-                s.g + lo * ldu + off2, ldu, nullptr, 0);
+        // (packed: U_c^T's panels start at panel off2 / NB, each H rows)
+        if (s.UTp) gemm_packed<T>(hi - lo, padn(H), H, s.ut + lo * H, H, 1, s.UTp + off2 * H, H,
+                                  s.g + lo * ldu + off2, ldu, nullptr, 0);
+        else gemm<T>(hi - lo, padn(H), H, s.ut + lo * H, H, 1, static_cast<const T*>(s.a.UT) + off2, ldu,
+                     s.g + lo * ldu + off2, ldu, nullptr, 0);
         for (int64_t i = lo; i < hi; ++i) {
             const T* h = s.hp + i * H;
             T* ho = s.hn + i * H;
@@ -247,8 +250,11 @@ struct Gru final : Kernel<T> {
         if (!two_stage) return;
         // d(r ⊙ h_{t-1}) = d_cand U_c, then the reset gate's gradient and the direct path
         T* drh = s.scratch;
-        gemm<T>(hi - lo, ldh, H, s.d + lo * GH + NG, GH, 1, static_cast<const T*>(s.a.Up) + NG * ldh, ldh,
-                drh + lo * ldh, ldh, nullptr, 0);
+        // (packed: U_c is rows NG.. of every panel of U, panels GH rows apart)
+        if (s.Upp) gemm_packed<T>(hi - lo, ldh, H, s.d + lo * GH + NG, GH, 1, s.Upp + NG * NB, GH,
+                                  drh + lo * ldh, ldh, nullptr, 0);
+        else gemm<T>(hi - lo, ldh, H, s.d + lo * GH + NG, GH, 1, static_cast<const T*>(s.a.Up) + NG * ldh, ldh,
+                     drh + lo * ldh, ldh, nullptr, 0);
         for (int64_t i = lo; i < hi; ++i) {
             if (!s.valid(i)) continue;
             const int64_t tb = s.tb(i);

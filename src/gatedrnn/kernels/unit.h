@@ -47,6 +47,7 @@ struct FwdStep {
     T* at;                   // (rows, G*H) activations, (rows, H) aux: in training this step's rows of
     T* ut;                   //   act/aux, in inference scratch rows (null if the kernel keeps none)
     T* ot;                   // (rows, H) output
+    const T* UTp;            // Uᵀ packed in panels of NB columns over all ldu columns (K = H), or null
     bool valid(int64_t i) const { return !mt || mt[i] != 0; }
     // row i's end: a padded row keeps h_{t-1}; the output is h_t, or zero on a padded row
     void finish(int64_t i, bool m) const {
@@ -77,6 +78,7 @@ struct BwdStep {
     T* dU;                   // (GH, ldh) this chunk's partial dU (accumulate())
     T* scratch;              // (rows, the kernel's scratch width)
     const T* zero;           // H zeros
+    const T* Upp;            // U (GH, ldh) packed in panels of NB columns (K = GH rows), or null
     bool valid(int64_t i) const { return !mt || mt[i] != 0; }
     int64_t tb(int64_t i) const { return t * a.B + r0 + i; }   // row i's index in the (T(+1), B, ·) sequences
     const T* go(int64_t i) const {                            // dL/dout_t of row i

@@ -48,15 +48,22 @@ def gemm_spec(unit) -> tuple[str, dict, Tensor | None] | None:
 # paths in every one-thread cell of the peephole LSTM (H 32-1024; at H = 1024 0.71/0.90/0.95x torch.nn
 # against the GEMM path's 0.87/1.17/1.14x) and the tanh unit, and of the GRU except at batch >= WIDE_BATCH
 # from 2^20 values (H = 512: fused 1.22x, GEMM 1.00x; H = 1024: 1.16x / 0.90x; at B = 16 they tie at 1024).
-# Two threads (results/torch-lstm-t2-packed-20261203.json): the peephole LSTM likewise; the GRU and tanh unit
-# were not re-measured at two threads and keep the earlier rule (GEMM from 2^19 values).
+# Since the paper GRU's U_c (r ⊙ h) product is packed too (results/torch-gru-uc-t1-20261203.json, one cell,
+# B = 64, H = 512: fused 0.70x, GEMM 0.91x) the GEMM path from 2^22 values (H = 1024, not re-measured).
+# Two threads (results/torch-lstm-t2-packed-20261203.json, H <= 512; results/torch-t2-packed-20261203.json: GRU
+# and tanh H 32-1024, LSTM H = 1024): the fused kernel in every cell of the peephole LSTM (H = 1024: 0.41/0.68/
+# 0.90x against GEMM 1.45/1.63/1.41x) and the GRU (H = 1024: 0.17/0.35/0.51x against 0.42/0.73/0.88x; H = 512
+# 0.11/0.16/0.34x against 0.53/0.95/0.86x), and of the tanh unit but at batch <= NARROW_BATCH from 2^21 values
+# (H = 1024, B = 1: fused 0.52x, GEMM 0.23x — the fused kernel's one row block runs on one thread; H = 512,
+# B = 1: fused 0.26x, GEMM 0.36x; batch 2-15 not measured). One repeat at H = 1024, load 4-8.
 # torch.nn.LSTM's form (no peepholes) was not re-measured: it keeps the earlier rule, GEMM from 2^19 values
 # at one thread, 2^22 at two. (The peephole LSTM's earlier batch <= 4 rule, fused below 2^22 values, is
 # covered: fused everywhere.)
 NEVER = 1 << 62
 GEMM_FROM_VALUES = {1: {"tanh": NEVER, "gru": NEVER, "lstm": NEVER},
-                    2: {"tanh": 1 << 19, "gru": 1 << 19, "lstm": NEVER}}
-WIDE_BATCH, GEMM_FROM_VALUES_WIDE = 64, {1: {"gru": 1 << 20}, 2: {}}
+                    2: {"tanh": NEVER, "gru": NEVER, "lstm": NEVER}}
+WIDE_BATCH, GEMM_FROM_VALUES_WIDE = 64, {1: {"gru": 1 << 22}, 2: {}}
+NARROW_BATCH, GEMM_FROM_VALUES_NARROW = 1, {1: {}, 2: {"tanh": 1 << 21}}
 OLD_LSTM_FROM = {1: 1 << 19, 2: 1 << 22}   # torch.nn.LSTM's form (peepholes=False): the earlier rule
 
 
@@ -65,7 +72,8 @@ def gemm_wins(kind: str, flags, K: int, B: int, I: int, H: int, threads: int | N
     """The measured rule: is the GEMM path faster than the fused kernel for K models of this kind, batch B,
     input I, hidden H (at `threads`, default torch's; `masked`: padded steps)? docs/KERNELS.md, "Two paths".
     - W and U together hold at least GEMM_FROM_VALUES[threads][kind] values (more than 2 threads: as 2,
-      the largest count measured), at batch >= WIDE_BATCH GEMM_FROM_VALUES_WIDE's where it has one;
+      the largest count measured), at batch >= WIDE_BATCH GEMM_FROM_VALUES_WIDE's and at batch <=
+      NARROW_BATCH GEMM_FROM_VALUES_NARROW's where they have one;
     - torch.nn.LSTM's form (no peepholes): the earlier rule (OLD_LSTM_FROM), and with one model, one
       sequence, no padding torch's LSTM primitive (oneDNN), which beat the fused kernel at batch 1 at every
       size measured."""
@@ -78,6 +86,8 @@ def gemm_wins(kind: str, flags, K: int, B: int, I: int, H: int, threads: int | N
         return values >= OLD_LSTM_FROM[threads]
     if B >= WIDE_BATCH and kind in GEMM_FROM_VALUES_WIDE[threads]:
         return values >= GEMM_FROM_VALUES_WIDE[threads][kind]
+    if B <= NARROW_BATCH and kind in GEMM_FROM_VALUES_NARROW[threads]:
+        return values >= GEMM_FROM_VALUES_NARROW[threads][kind]
     return values >= GEMM_FROM_VALUES[threads][kind]
 
 
