@@ -4,6 +4,8 @@ Importing it imports no torch (the config and a study's grid use the roles and t
 that read or write tensors import it when called."""
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
 import os
 import platform
@@ -149,25 +151,50 @@ def load_state(module: torch.nn.Module, state, path) -> None:
             from None
 
 
+# The widest vector instruction set first: the fused kernels are compiled for the machine (-march=native), so
+# two machines of one "model name" (AVX-512 or not) can train the same seed to different floats.
+_ISAS = ("avx512f", "avx2", "avx", "sse4_2", "sve", "asimd", "neon")
+
+
+def _cpuinfo() -> tuple[str, str]:
+    """(model name, the widest vector ISA of `_ISAS` the CPU flags list) from /proc/cpuinfo, or ("", "")."""
+    name, isa = "", ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name") and not name:
+                    name = line.split(":", 1)[1].strip()
+                elif line.startswith(("flags", "Features")) and not isa:
+                    flags = set(line.split(":", 1)[1].split())
+                    isa = next((i for i in _ISAS if i in flags), "")
+    except OSError:
+        pass
+    return name, isa
+
+
+@functools.lru_cache(maxsize=None)
+def source_digest(root: str | None = None) -> str:
+    """sha256 (16 hex digits) of the package's own source files (.py, .cpp, .h under `root`, default this
+    package): the code a run was trained by, with or without git — `__version__` does not change per commit."""
+    base = Path(root) if root else Path(__file__).parent
+    h = hashlib.sha256()
+    for p in sorted(q for q in base.rglob("*") if q.suffix in (".py", ".cpp", ".h") and q.is_file()):
+        h.update(p.relative_to(base).as_posix().encode() + b"\0" + p.read_bytes() + b"\0")
+    return h.hexdigest()[:16]
+
+
 def environment() -> dict:
-    """Machine and versions, recorded with every run and benchmark."""
+    """Machine and versions, recorded with every run and benchmark (`source`: `source_digest()`)."""
     import numpy
     import torch
 
     from . import __version__
-    cpu = platform.processor() or ""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
+    name, isa = _cpuinfo()
     return {
-        "gatedrnn": __version__, "python": sys.version.split()[0], "torch": torch.__version__,
-        "numpy": numpy.__version__, "platform": platform.platform(), "hostname": socket.gethostname(),
-        "cpu": cpu, "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+        "gatedrnn": __version__, "source": source_digest(), "python": sys.version.split()[0],
+        "torch": torch.__version__, "numpy": numpy.__version__, "platform": platform.platform(),
+        "hostname": socket.gethostname(), "cpu": name or platform.processor() or "", "cpu_isa": isa,
+        "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
     }
 
