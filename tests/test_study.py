@@ -142,7 +142,9 @@ def test_run_ids_of_the_command_line_are_those_of_the_finished_studies():
             (["--budget", "paper", "--datasets", "jsb", "--report-seeds", "include-search"],
              "jsb-tanh-lr0.0002615-s0-749909aadc98", "d23b083895d90e6a",
              "a8b2c8343d62"),
-            (["--budget", "speech"], "fsdd-a-tanh-lr0.0002265-s0-25724302973b", "7ef9252eeca3cdbb", "8ae04eeeff7f"),
+            # the speech study of 2026-12-02 (30 epochs, full search, the search seed reported): its flags today
+            (["--budget", "speech", "--epochs", "30", "--search", "full", "--report-seeds", "include-search"],
+             "fsdd-a-tanh-lr0.0002265-s0-25724302973b", "7ef9252eeca3cdbb", "8ae04eeeff7f"),
             (["--budget", "ablation"], "jsb-lstm-lr0.00272-s0-bf62fe035454", "6ab5f7ffde2c12ed", "2938270ab63a")]:
         study = study_from_args(build_parser().parse_args(["reproduce", *args]))
         g = G.Grid(study)
@@ -150,6 +152,13 @@ def test_run_ids_of_the_command_line_are_those_of_the_finished_studies():
                for s in [*g.search_specs(d, u), *g.seed_specs(d, u, g.lrs[0])]]
         assert ids[0] == first and study.key() == key
         assert hashlib.sha256(" ".join(ids).encode()).hexdigest()[:16] == digest
+    # the speech budget since 2026-12-03 (500-epoch cap, halving at 10/20, fresh seeds): its search runs of the
+    # selected rates are results/speech-epochs-probe's runs (same configs, same ids), so that probe is reused
+    sp = G.Grid(study_from_args(build_parser().parse_args(["reproduce", "--budget", "speech"])))
+    assert sp.study.key() == "3dbb2e79fdfe" and sp.rungs("fsdd-b") == [10, 20]
+    assert {s.lr: s.run_id for s in sp.search_specs("fsdd-b", "lstm")}[0.00228] \
+        == "fsdd-b-lstm-lr0.00228-s0-cc86c10da449"
+    assert [s.seed for s in sp.seed_specs("fsdd-a", "gru", 0.00228)] == [1, 2, 3]
     # the paper budget now reports fresh seeds 1..5: the same runs for seeds 1..4, one more (seed 5)
     old = study_from_args(build_parser().parse_args(["reproduce", "--budget", "paper", "--report-seeds",
                                                      "include-search"]))
