@@ -104,7 +104,7 @@ BUDGETS: dict[str, dict] = {
     # NLL was 2.23 / 3.69 / 6.55 / 14.3 at 8.5e-4 / 1.5e-3 / 2.9e-3 / 6.7e-3 in a first try over
     # 2^-11..2^-6), 3 fresh seeds (1..3; the selecting seed-0 run is shown beside them), patience 5 and the
     # paper's 500-epoch cap, which no run needs: at the 30-epoch cap of its first definitions 31 of 42 runs
-    # ended at the cap; trained on, the selected configurations stop by patience at epochs 22-73
+    # ended at the cap; trained on, the selected configurations stop by patience at epochs 22-82
     # (results/speech-epochs-probe). Successive halving at epochs 10 and 20 (η 2: 5 -> 3 -> 2 finalists, who
     # train to convergence): replayed on the 30-epoch full search's histories it picks the same rate in 6 of
     # 6 cells at 0.73x its epochs, while a full search to convergence would carry the small-rate candidates
