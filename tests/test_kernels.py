@@ -529,6 +529,40 @@ def test_inference_equals_reference_and_training_forward(variant, B, T, I, H, wi
         same(a, t.detach())
 
 
+@pytest.mark.parametrize("variant", VARIANTS, ids=IDS)
+def test_one_model_without_the_k_dim_is_the_k1_call(variant):
+    """kernels.recurrence takes one model's operands without the leading K (what a single unit passes):
+    the same outputs, final state and gradients, bit for bit, as the K = 1 call — and no view of a parameter
+    between it and the parameter in the autograd graph (each was a backward node: per-call overhead)."""
+    name, kw = variant
+    T, B, I, H = 7, 3, 5, 6
+    u = make(name, kw, I, H)
+    spec = u.kernel_spec()
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(T, B, I, generator=g)
+    h0 = torch.randn(B, H, generator=g)
+    c0 = torch.randn(B, H, generator=g) if name == "lstm" else None
+    mask = torch.arange(T).unsqueeze(1) < torch.tensor([7, 3, 5]).unsqueeze(0)
+    params = [u.weight_ih, u.weight_hh, u.bias] + ([u.peephole] if u.peephole is not None else [])
+    res = []
+    for single in (True, False):
+        k = (lambda t: t) if single else (lambda t: None if t is None else t[None])
+        out, hT, cT = kernels.recurrence(*spec, k(x), k(h0), k(c0), k(u.weight_ih), k(u.weight_hh), k(u.bias),
+                                         k(u.peephole), k(mask))
+        if single:
+            nodes = {type(f).__name__ for f, _ in out.grad_fn.next_functions if f is not None}
+            assert nodes == {"AccumulateGrad"}, nodes
+        loss = out.sum() + (hT * 2).sum() + (0 if cT is None else cT.sum())   # out.sum(): a broadcast gradient
+        grads = torch.autograd.grad(loss, params)
+        res.append([t.squeeze(0) if not single else t for t in (out, hT) + ((cT,) if cT is not None else ())]
+                   + list(grads))
+    for a, b in zip(*res):
+        assert a.shape == b.shape and torch.equal(a, b)
+    with torch.no_grad():   # the forward-only kernel too
+        out1 = kernels.recurrence(*spec, x, h0, c0, u.weight_ih, u.weight_hh, u.bias, u.peephole, mask)[0]
+    assert torch.equal(out1, res[0][0])
+
+
 def test_no_grad_runs_the_forward_only_kernel(monkeypatch):
     """The evaluation path never builds the autograd Function nor the activations backward needs."""
     from gatedrnn.kernels import autograd

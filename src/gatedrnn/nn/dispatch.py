@@ -93,7 +93,8 @@ def gemm_wins(kind: str, flags, K: int, B: int, I: int, H: int, threads: int | N
 
 def route(unit, xt: Tensor, W: Tensor, U: Tensor, b: Tensor, v: Tensor | None, mask: Tensor | None,
           fused: bool | None) -> str:
-    """"fused", "gemm" or "reference" for this unit on these operands (K-leading, as `recurrence`)."""
+    """"fused", "gemm" or "reference" for this unit on these operands (K-leading, as `recurrence`, or one
+    model's without K)."""
     if fused is False or torch.jit.is_tracing():   # a trace records torch ops: the reference loop's
         return "reference"
     spec = unit.kernel_spec()
@@ -105,7 +106,7 @@ def route(unit, xt: Tensor, W: Tensor, U: Tensor, b: Tensor, v: Tensor | None, m
         return "fused"
     if FORCE is not None:
         return FORCE
-    K, T, B, I = xt.shape
+    K, T, B, I = xt.shape if xt.dim() == 4 else (1, *xt.shape)   # (one model may come without K)
     return "gemm" if gemm_wins(g[0], g[1], K, B, I, U.shape[-1], masked=mask is not None) else "fused"
 
 
