@@ -38,15 +38,20 @@ NB = 16  # must equal NB in common.h
 # At batch <= DEFER_BATCH, from 1/12 of it (64 KiB: the LSTM from H = 64, GRU 69, tanh 128): a
 # rank-1..4 update is a handful of FMAs per element of dU, and the deferred GEMMs were 1.6-2.4x faster
 # for the whole backward at H = 128-256, batch 1-4 (LSTM and GRU, one thread; about even at H = 64 and
-# at batch 8; the in-loop sparse dW of the paper's music inputs kept at H = 36).
+# at batch 8; the in-loop sparse dW of the paper's music inputs kept at H = 36). One thread only: since the
+# loop gathers the rows of several steps into one product (fused.cpp WeightBlock, 2026-12-03b) the two are
+# about even there, and at two threads the deferred GEMMs — torch's parallel ops, whose OpenMP workers then
+# spin and wait for each other on a loaded machine — made a batch-1 call 4-6x slower than the in-loop sums
+# (per-call CPU time, 200-300 calls, load 3.1: LSTM H = 64 9.0 / 1.4 ms, H = 128 15.5 / 3.6 ms; GRU H = 128
+# 16.1 / 3.1 ms; tanh H = 256 11.1 / 2.9 ms; GRU H = 128, batch 4 26.6 / 19.4 ms).
 DEFER_BYTES = 768 * 1024
 DEFER_BATCH = 4
 
 
-def defers(GH: int, H: int, B: int, element_size: int) -> bool:
+def defers(GH: int, H: int, B: int, element_size: int, threads: int = 1) -> bool:
     """Does the backward leave the weight gradients to GEMMs after the loop (see DEFER_BYTES)?"""
     nbytes = GH * _pad(H) * element_size
-    return nbytes >= DEFER_BYTES or (B <= DEFER_BATCH and nbytes >= DEFER_BYTES // 12)
+    return nbytes >= DEFER_BYTES or (threads <= 1 and B <= DEFER_BATCH and nbytes >= DEFER_BYTES // 12)
 
 
 TANH, GRU, LSTM = 0, 1, 2
@@ -301,7 +306,7 @@ def run_backward(unit: int, reset_after: bool, peep: bool, x: Tensor, W: Tensor,
     R = R.contiguous() if grec else None
     ggT = _c(ggT) if grec else None
     dg0 = x.new_empty(K, B, 3 * H) if grec else None
-    defer = defers(GH, H, B, x.element_size())
+    defer = defers(GH, H, B, x.element_size(), num_threads())
     sep_x = unit == GRU and reset_after
     sparse = sparse and not defer
     dx = None
