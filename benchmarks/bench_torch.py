@@ -179,7 +179,7 @@ def run(suites, threads: int, repeats: int, units, hidden, batches, out: Path, l
                     if todo(suite, unit, B, 1024, 1024):
                         done(suite, cell_single(unit, B, 1024, 1024, 1))
         elif suite == "layers":
-            for kind in ("lstm", "gru", "tanh"):
+            for kind in [k for k in ("lstm", "gru", "tanh") if k in units]:   # (--unit: the kinds to time)
                 for H in hidden:
                     for B in batches:
                         for layers, bidir in ((1, True), (2, False), (2, True)):

@@ -338,14 +338,14 @@ def test_dispatch_rule_is_the_measured_one():
             for th in (1, 2):
                 assert not dispatch.gemm_wins(kind, flags, 1, B, I, H, th), (kind, B, th)
     # since the packed operands (results/torch-t1-packed-20261203.json): one thread, the fused kernel for the
-    # peephole LSTM and the tanh unit at every size, for the GRU but at batch 64 from H = 1024 (H = 512 since
-    # its U_c product is packed too: results/torch-gru-uc-t1-20261203.json)
+    # peephole LSTM, the tanh unit and the GRU at every size (the GRU at batch 64: H = 512 since its U_c
+    # product is packed too, results/torch-gru-uc-t1-20261203.json; H = 1024 results/torch-gru1024-t1-20261203b.json)
     peep = {"peepholes": True}
     for H in (128, 256, 512, 1024):
         for B in (1, 4, 16, 64):
             assert not dispatch.gemm_wins("lstm", peep, 1, B, H, H, 1), (H, B)
             assert not dispatch.gemm_wins("tanh", {}, 1, B, H, H, 1), (H, B)
-            assert dispatch.gemm_wins("gru", {}, 1, B, H, H, 1) == (B >= 64 and H >= 1024), (H, B)
+            assert not dispatch.gemm_wins("gru", {}, 1, B, H, H, 1), (H, B)
     # two threads (results/torch-lstm-t2-packed-20261203.json, H <= 512; results/torch-t2-packed-20261203.json:
     # GRU and tanh H 32-1024, the LSTM at 1024): the fused kernel for the peephole LSTM and the GRU at every
     # size, for the tanh unit but at batch 1 and H = 1024 (the GEMM path there: 0.23x torch.nn against 0.52x)
@@ -354,10 +354,16 @@ def test_dispatch_rule_is_the_measured_one():
             assert not dispatch.gemm_wins("lstm", peep, 1, B, H, H, 2), (H, B)
             assert not dispatch.gemm_wins("gru", {}, 1, B, H, H, 2), (H, B)
             assert dispatch.gemm_wins("tanh", {}, 1, B, H, H, 2) == (B == 1 and H == 1024), (H, B)
-    # torch.nn.LSTM's form: at batch 1, unpadded, torch's own LSTM primitive; else the earlier rule
-    assert dispatch.gemm_wins("lstm", {"peepholes": False}, 1, 1, 32, 32, 1)
-    assert not dispatch.gemm_wins("lstm", {"peepholes": False}, 1, 1, 32, 32, 1, masked=True)
-    assert not dispatch.gemm_wins("lstm", peep, 1, 1, 32, 32, 1)
-    assert dispatch.gemm_wins("lstm", {"peepholes": False}, 1, 4, 512, 512, 1)
-    assert dispatch.gemm_wins("lstm", {"peepholes": False}, 1, 16, 256, 256, 1)
-    assert not dispatch.gemm_wins("lstm", {"peepholes": False}, 1, 16, 512, 512, 2)
+    # torch.nn.LSTM's form at one thread: the fused kernel at batch 1 (results/torch-np-b1-t1-20261203b.json:
+    # it beat torch's own LSTM primitive there), else the earlier rule (GEMM from 2^19 values)
+    nopeep = {"peepholes": False}
+    for H in (32, 36, 64, 128, 256, 512):
+        assert not dispatch.gemm_wins("lstm", nopeep, 1, 1, 88 if H == 36 else H, H, 1), H
+    assert not dispatch.gemm_wins("lstm", nopeep, 1, 1, 512, 512, 1, masked=True)
+    assert not dispatch.gemm_wins("lstm", nopeep, 1, 4, 128, 128, 1)
+    assert dispatch.gemm_wins("lstm", nopeep, 1, 4, 512, 512, 1)
+    assert dispatch.gemm_wins("lstm", nopeep, 1, 16, 256, 256, 1)
+    # ... and at two threads the fused kernel everywhere, batch 1 too (results/torch-np-ra-t2-20261203b.json)
+    for H in (32, 128, 256, 512, 1024):
+        for B in (1, 16, 64):
+            assert not dispatch.gemm_wins("lstm", nopeep, 1, B, H, H, 2), (H, B)

@@ -180,20 +180,33 @@ def check_flags(kind: str, flags: Mapping[str, bool]) -> None:
                          f"them with reset_after; got {given}")
 
 
+# (kind, flags) -> check_flags' verdict (None: passes) — asked several times in every forward pass
+_verdicts: dict[tuple, str | None] = {}
+
+
+def _verdict(kind: str, flags: Mapping[str, bool]) -> str | None:
+    key = (kind, tuple(sorted(flags.items())))
+    if key not in _verdicts:
+        try:
+            check_flags(kind, flags)
+            _verdicts[key] = None
+        except ValueError as e:
+            _verdicts[key] = str(e)
+    return _verdicts[key]
+
+
 def supports(kind: str, flags: Mapping[str, bool]) -> bool:
     """Does the kernel `kind` compute these flags (`check_flags` passes)? A unit whose declaration asks for
     a refused combination runs its reference loop (`gatedrnn.nn.RecurrentUnit.kernel_spec`)."""
-    try:
-        check_flags(kind, flags)
-    except ValueError:
-        return False
-    return True
+    return _verdict(kind, flags) is None
 
 
 def _code(kind: str, flags: Mapping[str, bool]) -> tuple[int, bool, bool, int]:
     """(unit code, reset_after, peepholes, ablation bits) for the C ABI; unknown kinds or flags, or a
     combination the kernel does not compute, are a programming error (`check_flags`)."""
-    check_flags(kind, flags)
+    err = _verdict(kind, flags)
+    if err is not None:
+        raise ValueError(err)
     lvar = sum(bit for name, bit in VARIANT_BITS[kind].items() if flags.get(name, False))
     return KINDS[kind], bool(flags.get("reset_after", False)), bool(flags.get("peepholes", False)), lvar
 
@@ -221,8 +234,13 @@ def recurrence(kind: str, flags: Mapping[str, bool], x: Tensor, h0: Tensor, c0: 
                g0: Tensor | None = None):
     """The fused loop over time for K models (shapes in the module doc), or None where it does not apply.
     Returns (out (K, T, B, H), hT (K, B, H), cT (K, B, H) or None), and gT (K, B, 3H) after them with the
-    flag gate_recurrence (then R is required, g0 optional)."""
+    flag gate_recurrence (then R is required, g0 optional).
+    One model may also come without the K dim — x (T, B, I), h0, c0 (B, H), W (G·H, I), U (G·H, H), b (G·H),
+    v (P, H), mask (T, B) — and then its results come without it (not the gate recurrence's operands): no
+    view of a parameter enters the autograd graph (see `autograd.FusedRecurrence`)."""
     code, reset_after, peep, lvar = _code(kind, flags)
+    if x.dim() == 3 and (R is not None or g0 is not None or lvar & autograd.GREC):
+        raise ValueError("the gate recurrence's operands take the leading model dim K")
     grec = _gate_operands(kind, lvar, h0, R, g0)
     is_lstm = code == LSTM
     v = v if peep else None
@@ -251,7 +269,10 @@ def inference(kind: str, flags: Mapping[str, bool], x: Tensor, h0: Tensor, c0: T
 
 def _inference(code, reset_after, peep, x, h0, c0, W, U, b, v, mask, lvar, R=None, g0=None):
     d = lambda t: t.detach() if t is not None else None
+    single = x.dim() == 3   # one model without the K dim (`recurrence`)
     with torch.no_grad():
+        if single:
+            x, h0, c0, W, U, b, v, mask = autograd.k1(x, h0, c0, W, U, b, v, mask)
         return autograd.run_forward(code, reset_after, peep, row_strided(x), h0, c0, W.detach(), U.detach(),
                                     b.detach(), d(v), mask_bytes(mask), inference=True, lvar=lvar, R=d(R),
-                                    g0=d(g0))
+                                    g0=d(g0), single=single)

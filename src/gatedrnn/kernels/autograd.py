@@ -17,6 +17,7 @@ A single unit is K = 1 (see `gatedrnn.kernels.recurrence`).
 from __future__ import annotations
 
 import ctypes
+import math
 import sys
 import threading
 
@@ -37,15 +38,20 @@ NB = 16  # must equal NB in common.h
 # At batch <= DEFER_BATCH, from 1/12 of it (64 KiB: the LSTM from H = 64, GRU 69, tanh 128): a
 # rank-1..4 update is a handful of FMAs per element of dU, and the deferred GEMMs were 1.6-2.4x faster
 # for the whole backward at H = 128-256, batch 1-4 (LSTM and GRU, one thread; about even at H = 64 and
-# at batch 8; the in-loop sparse dW of the paper's music inputs kept at H = 36).
+# at batch 8; the in-loop sparse dW of the paper's music inputs kept at H = 36). One thread only: since the
+# loop gathers the rows of several steps into one product (fused.cpp WeightBlock, 2026-12-03b) the two are
+# about even there, and at two threads the deferred GEMMs — torch's parallel ops, whose OpenMP workers then
+# spin and wait for each other on a loaded machine — made a batch-1 call 4-6x slower than the in-loop sums
+# (per-call CPU time, 200-300 calls, load 3.1: LSTM H = 64 9.0 / 1.4 ms, H = 128 15.5 / 3.6 ms; GRU H = 128
+# 16.1 / 3.1 ms; tanh H = 256 11.1 / 2.9 ms; GRU H = 128, batch 4 26.6 / 19.4 ms).
 DEFER_BYTES = 768 * 1024
 DEFER_BATCH = 4
 
 
-def defers(GH: int, H: int, B: int, element_size: int) -> bool:
+def defers(GH: int, H: int, B: int, element_size: int, threads: int = 1) -> bool:
     """Does the backward leave the weight gradients to GEMMs after the loop (see DEFER_BYTES)?"""
     nbytes = GH * _pad(H) * element_size
-    return nbytes >= DEFER_BYTES or (B <= DEFER_BATCH and nbytes >= DEFER_BYTES // 12)
+    return nbytes >= DEFER_BYTES or (threads <= 1 and B <= DEFER_BATCH and nbytes >= DEFER_BYTES // 12)
 
 
 TANH, GRU, LSTM = 0, 1, 2
@@ -127,6 +133,19 @@ def unit_inner(g: Tensor | None) -> Tensor | None:
     return g[idx].contiguous().expand(g.shape)
 
 
+def _grad_rows(g: Tensor | None) -> tuple[Tensor | None, int, int]:
+    """(tensor, T stride, B stride) of a (K, T, B, H) gradient for the kernels (rows of unit stride in H), as
+    `unit_inner`; a gradient broadcast over K, T and B (e.g. of `out.sum()`) as its one row with T and B
+    strides 0 — two torch ops where `unit_inner` takes five (each some microseconds of a batch-1 call). One
+    model only (the pointers of models k > 0 are taken along dim 0)."""
+    if g is None:
+        return None, 0, 0
+    if g.shape[0] == 1 and g.stride(3) != 1 and g.shape[3] > 1 and g.stride()[1:3] == (0, 0):
+        return g[0, 0, 0].contiguous(), 0, 0
+    g = unit_inner(g)
+    return g, g.stride(1), g.stride(2)
+
+
 def advise_huge(lib, t: Tensor | None) -> None:
     """Transparent huge pages for a fresh buffer the kernels are about to fill (see advise_huge in
     fused.cpp: with K models stacked, 4 KiB page faults were most of the K path's extra cost)."""
@@ -184,10 +203,11 @@ class BufferPool:
         self._lock = threading.Lock()
 
     def empty(self, shape: tuple[int, ...], dtype: torch.dtype) -> Tensor:
-        npd = np.float64 if dtype == torch.float64 else np.float32
-        n = int(np.prod(shape))
-        if n * np.dtype(npd).itemsize < HUGE_BYTES or dtype not in (torch.float32, torch.float64):
+        # (math.prod, not np.prod: ~12 us a call here, five calls in every training forward)
+        n = math.prod(shape)
+        if dtype not in (torch.float32, torch.float64) or n * dtype.itemsize < HUGE_BYTES:
             return torch.empty(shape, dtype=dtype)
+        npd = np.float64 if dtype == torch.float64 else np.float32
         with self._lock:
             for a in self._arrays:
                 # references: the list, the loop variable, getrefcount's argument: no user left
@@ -212,12 +232,13 @@ pool = BufferPool()
 def run_forward(unit: int, reset_after: bool, peep: bool, x: Tensor, h0: Tensor, c0: Tensor | None,
                 W: Tensor, U: Tensor, b: Tensor, v: Tensor | None, mask_u8: Tensor | None, *,
                 inference: bool = False, sparse: bool | None = None, lvar: int = 0, R: Tensor | None = None,
-                g0: Tensor | None = None):
+                g0: Tensor | None = None, single: bool = False):
     """Training mode: returns out, hT, cT, Hs, Cs, act, aux (what backward needs). inference=True: keeps
     nothing for backward (returns out, hT, cT). cT is None but for the LSTM. lvar: the LSTM ablation bits
     (LV_* in lstm.cpp; 0 = the paper's LSTM). With the gate recurrence (LSTM, lvar & GREC; R (K, 3H, 3H)
     required, g0 (K, B, 3H) or None = zeros) the final gate state gT follows cT, and in training mode the
-    gate-state sequence Gs (K, T+1, B, 3H) follows aux."""
+    gate-state sequence Gs (K, T+1, B, 3H) follows aux.
+    single (K = 1): out, hT, cT, gT are allocated without the K dim (not as views: see FusedRecurrence)."""
     lib = loader.load()
     K, T, B, I = x.shape
     GH, H = U.shape[1:]
@@ -237,10 +258,11 @@ def run_forward(unit: int, reset_after: bool, peep: bool, x: Tensor, h0: Tensor,
         raise ValueError("uint8 inputs are for inference only")
     new = lambda *shape: W.new_empty(shape)
     keep = lambda *shape: pool.empty(shape, W.dtype)   # training: recycled memory (BufferPool)
-    out = new(K, T, B, H) if inference else keep(K, T, B, H)
-    hT = new(K, B, H)
-    cT = new(K, B, H) if is_lstm else None
-    gT = new(K, B, 3 * H) if grec else None
+    Ko = () if single else (K,)   # the results' leading dims
+    out = new(*Ko, T, B, H) if inference else keep(*Ko, T, B, H)
+    hT = new(*Ko, B, H)
+    cT = new(*Ko, B, H) if is_lstm else None
+    gT = new(*Ko, B, 3 * H) if grec else None
     Hs = Cs = act = aux = Gs = None
     if not inference:
         Hs = keep(K, T + 1, B, H)
@@ -284,7 +306,7 @@ def run_backward(unit: int, reset_after: bool, peep: bool, x: Tensor, W: Tensor,
     R = R.contiguous() if grec else None
     ggT = _c(ggT) if grec else None
     dg0 = x.new_empty(K, B, 3 * H) if grec else None
-    defer = defers(GH, H, B, x.element_size())
+    defer = defers(GH, H, B, x.element_size(), num_threads())
     sep_x = unit == GRU and reset_after
     sparse = sparse and not defer
     dx = None
@@ -303,8 +325,7 @@ def run_backward(unit: int, reset_after: bool, peep: bool, x: Tensor, W: Tensor,
     dc0 = x.new_empty(K, B, H) if unit == LSTM else None
     dv = torch.empty_like(v) if (unit == LSTM and peep) else None      # (K, P, H)
     v = v.contiguous() if (v is not None and peep) else None
-    gout, ghT, gcT = unit_inner(gout), _c(ghT), _c(gcT)
-    gsT, gsB = (gout.stride(1), gout.stride(2)) if gout is not None else (0, 0)
+    (gout, gsT, gsB), ghT, gcT = _grad_rows(gout), _c(ghT), _c(gcT)
     dR = x.new_empty(K, 3 * H, 3 * H) if (grec and not defer) else None
     for t in (dx, dG, dGx):
         advise_huge(lib, t)
@@ -343,28 +364,39 @@ def run_backward(unit: int, reset_after: bool, peep: bool, x: Tensor, W: Tensor,
     return dx, dW, dU, db, dh0, dc0, dv
 
 
+def k1(*ts: Tensor | None) -> list[Tensor | None]:
+    """One model's operands given without the K dim, as K = 1 (views; None stays None)."""
+    return [None if t is None else t[None] for t in ts]
+
+
 class FusedRecurrence(torch.autograd.Function):
     """inputs (leading model dim K): x (K,T,B,I), h0 (K,B,H), c0 (K,B,H) or None, W (K,G·H,I), U (K,G·H,H),
     b (K,G·H), v (K,P,H) or None, mask (K,T,B) bool or None, lvar (LSTM ablation bits), R (K,3H,3H) and
     g0 (K,B,3H) or None (the LSTM's gate recurrence, lvar & GREC; else None).
     outputs: out (K,T,B,H), hT (K,B,H), cT (K,B,H) (LSTM only; else a 0-size dummy), gT (K,B,3H) (gate
-    recurrence only; else a 0-size dummy)."""
+    recurrence only; else a 0-size dummy).
+    One model may come without the K dim (x (T,B,I), ..., no gate recurrence): its results and gradients come
+    without it too. Then no view of a parameter with a K dim enters the autograd graph: each was a node of
+    the backward, and with the output's squeeze they took ~40 % of the Python side of a batch-1 call."""
 
     @staticmethod
     def forward(ctx, unit: int, reset_after: bool, peep: bool, x: Tensor, h0: Tensor, c0, W: Tensor,
                 U: Tensor, b: Tensor, v, mask, lvar: int = 0, R=None, g0=None):
         ctx.set_materialize_grads(False)
-        xs = row_strided(x)
+        single = x.dim() == 3
+        xs = row_strided(x[None] if single else x)
+        if single:
+            h0, c0, W, U, b, v, mask = k1(h0, c0, W, U, b, v, mask)
         mask_u8 = mask_bytes(mask)
         sparse = use_sparse(xs)
         grec = unit == LSTM and bool(lvar & GREC)
         res = run_forward(unit, reset_after, peep, xs, h0, c0, W, U, b, v, mask_u8, sparse=sparse, lvar=lvar,
-                          R=R, g0=g0)
+                          R=R, g0=g0, single=single)
         if grec:
             out, hT, cT, gT, Hs, Cs, act, aux, Gs = res
         else:
             (out, hT, cT, Hs, Cs, act, aux), gT, Gs = res, None, None
-        ctx.meta = (unit, reset_after, peep, sparse, lvar)
+        ctx.meta = (unit, reset_after, peep, sparse, lvar, single)
         ctx.save_for_backward(xs, W, U, v, mask_u8, Hs, Cs, act, aux, R if grec else None, Gs)
         dummy = lambda t: t if t is not None else x.new_zeros(0)
         return out, hT, dummy(cT), dummy(gT)
@@ -372,16 +404,20 @@ class FusedRecurrence(torch.autograd.Function):
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, gout, ghT, gcT, ggT):
-        unit, reset_after, peep, sparse, lvar = ctx.meta
+        unit, reset_after, peep, sparse, lvar, single = ctx.meta
         xs, W, U, v, mask_u8, Hs, Cs, act, aux, R, Gs = ctx.saved_tensors
         need = ctx.needs_input_grad  # (unit, reset_after, peep, x, h0, c0, W, U, b, v, mask, lvar, R, g0)
         grec = R is not None
+        if single:
+            gout, ghT, gcT = k1(gout, ghT, gcT if unit == LSTM else None)
         res = run_backward(
             unit, reset_after, peep, xs, W, U, v, mask_u8, Hs, Cs, act, aux, gout, ghT,
             gcT if unit == LSTM else None, need_dx=need[3], sparse=sparse, lvar=lvar, R=R, Gs=Gs,
             ggT=ggT if grec else None)
         dx, dW, dU, db, dh0, dc0, dv = res[:7]
         dg0, dR = res[7:] if grec else (None, None)
+        if single:
+            dx, dW, dU, db, dh0, dc0, dv = (None if t is None else t[0] for t in (dx, dW, dU, db, dh0, dc0, dv))
         return (None, None, None, dx, dh0 if need[4] else None, dc0 if need[5] else None,
                 dW if need[6] else None, dU if need[7] else None, db if need[8] else None,
                 dv if need[9] else None, None, None, dR if need[12] else None, dg0 if need[13] else None)

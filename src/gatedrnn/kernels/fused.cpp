@@ -285,6 +285,38 @@ static void forward_rows(const FwdArgs& a, const FwdOps<T>& o, const Kernel<T>& 
 }
 
 // ---------------------------------------------------------------- backward
+// The in-loop weight gradients are rank-m updates, m = a chunk's active rows at a step. With few rows (batch
+// 1-8) such an update is bound by reading and writing all of dW and dU at every step, not by its m FMAs per
+// element (batch 1, the LSTM-36's 144 x 96 dW and 144 x 48 dU: ~60 % of the kernels' time in a training
+// call). So the rows of consecutive steps are gathered, up to WBLOCK_ROWS of them, and added as ONE product.
+// Each element of dW, dU still receives the same FMAs in the same order — steps descending, rows ascending
+// within a step, one FMA per row (gemm) — so the sums are the same bit for bit.
+constexpr int64_t WBLOCK_ROWS = 64, WBLOCK_MAX_N = 8;
+template <typename T>
+struct WeightBlock {
+    int64_t GH, ldi, ldh, cap, r = 0;   // r: rows gathered
+    bool dw, du, sep;                   // gathers dW's rows (dense x) / dU's (plain_dU) / separate U-side d
+    Buf<T> dg, d, xb, hb;               // (cap, GH) W-side and U-side gate gradients, (cap, ldi) x, (cap, ldh) h
+    WeightBlock(int64_t n, int64_t GH_, int64_t ldi_, int64_t ldh_, bool dw_, bool du_, bool sep_)
+        : GH(GH_), ldi(ldi_), ldh(ldh_), cap(WBLOCK_ROWS / std::max<int64_t>(n, 1) * n), dw(dw_), du(du_),
+          sep(sep_ && du_), dg(cap * GH_), d(sep ? cap * GH_ : 0), xb(dw_ ? cap * ldi_ : 0, T(0)),
+          hb(du_ ? cap * ldh_ : 0, T(0)) {}
+    // one row of this step: W-side / U-side gradient rows, its x row (I values) and h_{t-1} row (H values)
+    void add(const T* dgr, const T* dr, const T* xr, int64_t I, const T* hr, int64_t H) {
+        std::memcpy(dg.data() + r * GH, dgr, GH * sizeof(T));
+        if (sep) std::memcpy(d.data() + r * GH, dr, GH * sizeof(T));
+        if (dw) std::memcpy(xb.data() + r * ldi, xr, I * sizeof(T));
+        if (du) std::memcpy(hb.data() + r * ldh, hr, H * sizeof(T));
+        ++r;
+    }
+    void flush(T* dW, T* dU) {   // dW += dgᵀ x, dU += dᵀ h over the gathered rows (as the per-step gemm calls)
+        if (!r) return;
+        if (dw) gemm<T>(GH, ldi, r, dg.data(), 1, GH, xb.data(), ldi, dW, ldi, dW, ldi);
+        if (du) gemm<T>(GH, ldh, r, sep ? d.data() : dg.data(), 1, GH, hb.data(), ldh, dU, ldh, dU, ldh);
+        r = 0;
+    }
+};
+
 template <typename T>
 static void backward_rows(const BwdArgs& a, const BwdOps<T>& o, const Kernel<T>& k, int64_t p, int64_t r0,
                           int64_t r1) {
@@ -313,6 +345,10 @@ static void backward_rows(const BwdArgs& a, const BwdOps<T>& o, const Kernel<T>&
         hpb(inl ? n * ldh : 0, T(0)), dxb(inl && dx ? n * ldi : 0), dcb(k.cell ? n * H : 0, T(0)),
         dgab(n * ldg, T(0)), dgadb(n * ldg, T(0)), scr(n * k.scratch, T(0));
     Buf<int32_t> idx(sparse ? I : 0);
+    // the weight gradients over several steps at once (WeightBlock): dense dW, and dU where the kernel's
+    // accumulate() is the plain one; what is not gathered is added at each step
+    const bool gather = inl && n <= WBLOCK_MAX_N && (!sparse || k.plain_dU);
+    WeightBlock<T> wb(gather ? n : 0, GH, ldi, ldh, gather && !sparse, gather && k.plain_dU, sep_x);
     T *dh = dhb.data(), *dhd = dhdb.data(), *d = db_.data(), *dgx = sep_x ? dgxb.data() : d;
     T *xp = xpb.data(), *hpad = hpb.data(), *dxs = dxb.data(), *dc = dcb.data();
     T *dga = dgab.data(), *dgad = dgadb.data();
@@ -361,10 +397,14 @@ static void backward_rows(const BwdArgs& a, const BwdOps<T>& o, const Kernel<T>&
         if (o.Upp.empty()) gemm<T>(m_, ldh, k.ku, dl, GH, 1, Up, ldh, dh + lo * ldh, ldh, dhd + lo * ldh, ldh);
         else gemm_packed<T>(m_, ldh, k.ku, dl, GH, 1, o.Upp.data(), GH, dh + lo * ldh, ldh, dhd + lo * ldh, ldh);
         if (defer) continue;
-        // weight gradients of this step (rank-m updates of the per-chunk partial sums)
+        // weight gradients of this step (rank-m updates of the per-chunk partial sums), or its rows gathered
+        if (gather && wb.r + m_ > wb.cap) wb.flush(dW, dU);
         for (int64_t i = lo; i < hi; ++i) {
-            if (!sparse) std::memcpy(xp + i * ldi, x + t * a.sT + (r0 + i) * a.sB, I * sizeof(T));
-            std::memcpy(hpad + i * ldh, Hs + (t * B + r0 + i) * H, H * sizeof(T));
+            const T* xr = x + t * a.sT + (r0 + i) * a.sB;
+            const T* hr = Hs + (t * B + r0 + i) * H;
+            if (gather) wb.add(dgx + i * GH, d + i * GH, xr, I, hr, H);
+            if (!sparse && !wb.dw) std::memcpy(xp + i * ldi, xr, I * sizeof(T));
+            if (!wb.du) std::memcpy(hpad + i * ldh, hr, H * sizeof(T));
             add_to<T>(GH, dgx + i * GH, db);
         }
         if (sparse) {   // dW^T[k] += x_t[k] dgx over the nonzero k of each row, rows in order
@@ -374,10 +414,10 @@ static void backward_rows(const BwdArgs& a, const BwdOps<T>& o, const Kernel<T>&
                 for (int64_t q = 0; q < c; ++q)
                     axpy_row<T>(GH, xr[idx[q]], dgx + i * GH, dWT + int64_t(idx[q]) * GH);
             }
-        } else {
+        } else if (!wb.dw) {
             gemm<T>(GH, ldi, m_, dgl, 1, GH, xp + lo * ldi, ldi, dW, ldi, dW, ldi);   // dW += dgxᵀ x_t
         }
-        k.accumulate(s);   // dU += dᵀ h_{t-1} (and the unit's own)
+        if (!wb.du) k.accumulate(s);   // dU += dᵀ h_{t-1} (and the unit's own)
         if (dx) {
             if (o.Wpp.empty()) gemm<T>(m_, ldi, GH, dgl, GH, 1, Wp, ldi, dxs + lo * ldi, ldi, nullptr, 0);   // dx_t = dgx W
             else gemm_packed<T>(m_, ldi, GH, dgl, GH, 1, o.Wpp.data(), GH, dxs + lo * ldi, ldi, nullptr, 0);
@@ -385,6 +425,7 @@ static void backward_rows(const BwdArgs& a, const BwdOps<T>& o, const Kernel<T>&
                 std::memcpy(dx + t * a.sT + (r0 + i) * a.sB, dxs + i * ldi, I * sizeof(T));
         }
     }
+    wb.flush(dW, dU);
     T* dh0 = static_cast<T*>(a.dh0);
     for (int64_t i = 0; i < n; ++i) std::memcpy(dh0 + (r0 + i) * H, dh + i * ldh, H * sizeof(T));
     if (k.cell) std::memcpy(static_cast<T*>(a.dc0) + r0 * H, dc, n * H * sizeof(T));

@@ -182,6 +182,7 @@ struct Gru final : Kernel<T> {
         this->n1 = two_stage ? padn(NG) : padn(GH);   // two-stage: U_c (r ⊙ h) is the step's own GEMM
         this->ku = two_stage ? NG : GH;               //   (and d_cand's path to dh goes through r ⊙ h)
         this->scratch = two_stage ? padn(H) : 0;      // backward: d(r ⊙ h_{t-1}) per row
+        this->plain_dU = !two_stage;                  // two-stage: U_c's rows take r ⊙ h (accumulate())
     }
 
     // two-stage form: [U_z;U_r]^T in [0, n1), U_c^T from off2 = n1, for the separate U_c (r ⊙ h) GEMM

@@ -170,6 +170,7 @@ struct Lstm final : Kernel<T> {
         this->n1 = padn(L.G * H);
         this->ku = L.G * H;
         this->scratch = L.grec ? padn(3 * H) : 0;   // backward: the previous gate state, padded (dR)
+        this->plain_dU = !L.grec;                   // accumulate() adds dR too
     }
 
     // + R^T with receiving block q (i, f, o) at that gate's columns of g (gate recurrence)

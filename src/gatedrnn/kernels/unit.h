@@ -96,6 +96,7 @@ struct Kernel {
     int64_t n1 = 0;          // forward: columns of g = U h_{t-1} the loop computes (a multiple of NB)
     int64_t ku = 0;          // backward: columns of d whose d U the loop adds to dh_{t-1}
     int64_t scratch = 0;     // backward: scratch values per row
+    bool plain_dU = true;    // accumulate() is the default dU += dᵀ h_{t-1} alone (the loop may batch it)
 
     virtual ~Kernel() = default;
     // U^T into o.UT, padded: a.UT, a.ldu, a.off2 (default: all G*H columns, ldu = n1 = pad(G*H))
@@ -111,7 +112,8 @@ struct Kernel {
     // the kernel's own operands and partial sums (after the loop's Wp, Up, dWp, dUp, dbp; P chunks)
     virtual void prepare_backward(BwdArgs&, BwdOps<T>&, int64_t /*P*/) const {}
     virtual void backward_step(const BwdStep<T>& s) const = 0;
-    // the weight gradients through U (inline mode, after dW): default dU += dᵀ h_{t-1}
+    // the weight gradients through U (inline mode, after dW): default dU += dᵀ h_{t-1}. A kernel that
+    // overrides it sets plain_dU = false (else the loop adds dU over several steps at once without it)
     virtual void accumulate(const BwdStep<T>& s) const {
         const int64_t m_ = s.hi - s.lo;
         gemm<T>(s.GH, s.ldh, m_, s.d + s.lo * s.GH, 1, s.GH, s.hpad + s.lo * s.ldh, s.ldh, s.dU, s.ldh, s.dU,

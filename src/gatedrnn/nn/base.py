@@ -337,20 +337,33 @@ def recurrence(unit: RecurrentUnit, xt: Tensor, state, mask: Tensor | None = Non
     b = unit.bias if b is None else b
     v = unit.peephole if v is None else v
     single = xt.dim() == 3
+    path = dispatch.route(unit, xt, W, U, b, v, mask, fused)
+    if single and path == "fused" and _plain_kernel_state(type(unit)):
+        # one model on the fused kernel as it is, without the K dim: a K view of each parameter was a node of
+        # the autograd graph (with the output's squeeze ~40 % of the Python side of a batch-1 call)
+        h0, c0, _ = unit.kernel_inputs(state)
+        res = kernels.recurrence(*unit.kernel_spec(), xt, h0, c0, W, U, b, v, mask)
+        if res is not None:
+            return res[0], unit.kernel_state(res[1:])
     if single:   # a stack of K = 1
         xt, W, b = xt[None], W[None], b[None]
         U = None if U is None else U[None]
         state = _map(lambda s: s[None], state)
         mask = None if mask is None else mask[None]
         v = None if v is None else v[None]
-    out, state = _stacked(unit, xt, state, mask, W, U, b, v, fused)
+    out, state = _stacked(unit, xt, state, mask, W, U, b, v, fused, path)
     if single:   # (squeeze, not [0]: its backward is a view, where indexing's writes a zero-filled copy)
         out, state = out.squeeze(0), _map(lambda s: s.squeeze(0), state)
     return out, state
 
 
-def _stacked(unit, xt, state, mask, W, U, b, v, fused):
-    path = dispatch.route(unit, xt, W, U, b, v, mask, fused)
+def _plain_kernel_state(cls: type) -> bool:
+    """Does the unit hand the kernel its state as the plain (h0, c0) (RecurrentUnit's kernel_inputs and
+    kernel_state; lstm-fgr adds the gate recurrence's operands, which take the K dim)?"""
+    return cls.kernel_inputs is RecurrentUnit.kernel_inputs and cls.kernel_state is RecurrentUnit.kernel_state
+
+
+def _stacked(unit, xt, state, mask, W, U, b, v, fused, path):
     if path == "gemm":
         kind, flags, bn = dispatch.gemm_spec(unit)
         h0, c0, _ = unit.kernel_inputs(state)

@@ -42,14 +42,26 @@ def recurrence(kind: str, flags, x: Tensor, h0: Tensor, c0: Tensor | None, W: Te
     if bn is not None and not (kind == "gru" and reset_after):
         raise ValueError("the inner candidate bias bn belongs to the GRU with reset_after=True")
     if kind == "lstm" and not peep and mask is None and x.shape[0] == 1 and x.dtype in (torch.float32, torch.float64):
-        # torch.nn.LSTM's own form (no peepholes, no padding): torch's LSTM, the one torch.nn.LSTM runs
-        # (oneDNN's fused primitive on the CPU); our single bias is its b_ih, b_hh = 0
-        out, hT, cT = torch._VF.lstm(x[0], (h0, c0), [W[0], U[0], b[0], torch.zeros_like(b[0])], True, 1, 0.0,
-                                     False, False, False)
-        return out.unsqueeze(0), hT, cT
+        return _torch_lstm(x[0], h0, c0, W[0], U[0], b[0])
     res = GemmRecurrence.apply(kind, reset_after, peep, x, h0, c0 if kind == "lstm" else None, W, U, b,
                                v if peep else None, bn, mask)
     return (res[0], res[1], res[2] if kind == "lstm" else None)
+
+
+def _torch_lstm(x: Tensor, h0: Tensor, c0: Tensor, W: Tensor, U: Tensor, b: Tensor):
+    """torch.nn.LSTM's own form (no peepholes, no padding, one model): torch's LSTM, the one torch.nn.LSTM
+    runs (oneDNN's fused primitive on the CPU); our single bias is its b_ih, b_hh = 0.
+    Always with grad mode on: torch picks oneDNN's propagation kind from grad mode alone (not from what
+    requires a gradient), and its forward-inference kind rounds differently from its forward-training
+    kind (about one float32 ulp; 2026-12-03, torch 2.13) — so an evaluation under no_grad would not give
+    the training forward's values. Without grad mode the operands are detached: nothing is recorded."""
+    ops = (x, h0, c0, W, U, b)
+    if not torch.is_grad_enabled():
+        ops = tuple(t.detach() for t in ops)
+    x, h0, c0, W, U, b = ops
+    with torch.enable_grad():
+        out, hT, cT = torch._VF.lstm(x, (h0, c0), [W, U, b, torch.zeros_like(b)], True, 1, 0.0, False, False, False)
+    return out.unsqueeze(0), hT, cT
 
 
 def _bias_view(t: Tensor, k: int, H: int) -> Tensor:
