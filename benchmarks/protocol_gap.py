@@ -15,7 +15,10 @@ Per (dataset, unit), test NLL (nats per frame):
   left             paper − (the faithful per-sequence number): what our evidence does not explain
 Every mean is over the runs that finished with a model; cells without runs yet say so.
 
-    python benchmarks/protocol_gap.py [--out benchmarks/results/protocol_gap]
+    python benchmarks/protocol_gap.py [--out benchmarks/results/protocol_gap] [--readme README.md]
+
+--readme rewrites the block between README's `<!-- protocol_gap: begin -->` and `<!-- protocol_gap: end -->`
+markers with the same two tables, so the README's gap numbers are this script's output and nothing else.
 """
 from __future__ import annotations
 
@@ -117,14 +120,35 @@ def markdown(rs: list[dict]) -> str:
             + "\n".join(orders) + "\n")
 
 
+BEGIN, END = "<!-- protocol_gap: begin -->", "<!-- protocol_gap: end -->"
+
+
+def readme_block(md: str) -> str:
+    """The two tables of `md` (its title and preamble left out), the order table under a bold lead."""
+    body = md.split("\n\n", 2)[2]
+    return body.replace("## The order of the units under each protocol (lowest test NLL first)",
+                        "**The order of the units under each protocol** (lowest test NLL first):")
+
+
+def write_readme(path: Path, md: str) -> None:
+    text = path.read_text()
+    if text.count(BEGIN) != 1 or text.count(END) != 1:
+        raise SystemExit(f"{path}: expected one {BEGIN} and one {END} marker")
+    head, rest = text.split(BEGIN)
+    path.write_text(head + BEGIN + "\n" + readme_block(md) + END + rest.split(END, 1)[1])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "results" / "protocol_gap"))
+    ap.add_argument("--readme", type=Path, help="rewrite this file's protocol_gap block with the tables")
     args = ap.parse_args()
     rs = rows()
     md = markdown(rs)
     Path(args.out + ".md").write_text(md)
     Path(args.out + ".json").write_text(json.dumps(rs, indent=2))
+    if args.readme:
+        write_readme(args.readme, md)
     print(md)
 
 
